@@ -1,0 +1,66 @@
+//! The [`VectorBackend`] trait: where vectors and their chunks live.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::types::{FileState, Hit, QueryRequest, StoreConfig, StoreInfo, VectorRecord, WriteBatch};
+
+/// A place that keeps named stores of vectors with their chunks.
+///
+/// Every backend scores hits on the same scale (see
+/// [`Metric::score_from_distance`](crate::Metric::score_from_distance)) and
+/// follows the same store naming rules, so a store can move between them.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait VectorBackend: Send + Sync {
+    /// Short backend name for messages and output (`local`, `s3vectors`).
+    fn name(&self) -> &'static str;
+
+    /// Creates a store; fails with [`Error::StoreExists`](crate::Error::StoreExists)
+    /// if the name is taken.
+    async fn create_store(&self, config: &StoreConfig) -> Result<()>;
+
+    /// Deletes a store and everything in it.
+    async fn delete_store(&self, store: &str) -> Result<()>;
+
+    /// Names of all stores, sorted.
+    async fn list_stores(&self) -> Result<Vec<String>>;
+
+    /// Whether a store exists.
+    async fn store_exists(&self, store: &str) -> Result<bool>;
+
+    /// The settings a store was created with.
+    async fn store_config(&self, store: &str) -> Result<StoreConfig>;
+
+    /// Replaces the mutable settings of a store (its chunking signature).
+    async fn update_store_config(&self, config: &StoreConfig) -> Result<()>;
+
+    /// Counts and facts for `rag store info`.
+    async fn store_info(&self, store: &str) -> Result<StoreInfo>;
+
+    /// Called once by the indexer before it reads [`file_states`](Self::file_states);
+    /// backends that allow one writer at a time take their lock here and fail
+    /// with [`Error::StoreBusy`](crate::Error::StoreBusy) when another holds it.
+    async fn begin_indexing(&self, _store: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// For each source file with chunks in the store: its content hash and keys.
+    async fn file_states(&self, store: &str) -> Result<Vec<FileState>>;
+
+    /// Applies upserts and deletes; atomically where the backend can.
+    async fn write(&self, store: &str, batch: WriteBatch) -> Result<()>;
+
+    /// Inserts or overwrites records by key.
+    async fn put(&self, store: &str, records: Vec<VectorRecord>) -> Result<()> {
+        self.write(store, WriteBatch { upserts: records, deletes: Vec::new() }).await
+    }
+
+    /// Deletes records by key; unknown keys are ignored.
+    async fn delete(&self, store: &str, keys: Vec<String>) -> Result<()> {
+        self.write(store, WriteBatch { upserts: Vec::new(), deletes: keys }).await
+    }
+
+    /// The `top_k` nearest chunks to a vector, best first.
+    async fn query(&self, store: &str, request: &QueryRequest) -> Result<Vec<Hit>>;
+}

@@ -1,0 +1,277 @@
+//! Finding the files to index: plain paths, folders and globs, with
+//! `.gitignore` and friends honoured.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use ignore::WalkBuilder;
+
+use crate::error::{Error, Result};
+use crate::extract::language_for_path;
+
+/// Folders skipped while walking unless `--no-ignore`: dependencies, build
+/// output and caches that no one wants in their search results.
+pub const SKIPPED_DIRS: &[&str] =
+    &["node_modules", "target", "__pycache__", ".venv", "venv", "dist", "build", ".tox", ".mypy_cache"];
+
+/// How to walk.
+#[derive(Debug, Clone)]
+pub struct DiscoverOptions {
+    /// Paths are stored relative to this folder.
+    pub root: PathBuf,
+    /// Include hidden files and folders.
+    pub hidden: bool,
+    /// Ignore `.gitignore`, `.ignore`, `.ragignore` and [`SKIPPED_DIRS`].
+    pub no_ignore: bool,
+}
+
+impl DiscoverOptions {
+    /// Defaults: hidden files skipped, ignore files honoured.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into(), hidden: false, no_ignore: false }
+    }
+}
+
+/// A file found to index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Where to read it.
+    pub path: PathBuf,
+    /// Its stored name: relative to the root with `/` separators, or absolute
+    /// when outside the root.
+    pub rel: String,
+}
+
+/// What a set of patterns covers, to tell which stored files vanished.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    root: PathBuf,
+    folders: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    globs: GlobSet,
+}
+
+impl Scope {
+    /// Whether a stored file (by its stored name) falls under the patterns, so
+    /// that its absence from the walk means it was deleted or excluded.
+    pub fn contains(&self, rel: &str) -> bool {
+        let path = normalize(&self.root.join(rel));
+        self.files.contains(&path) || self.folders.iter().any(|f| path.starts_with(f)) || self.globs.is_match(&path)
+    }
+}
+
+/// The result of a walk.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// Files to index, sorted by stored name, without duplicates.
+    pub files: Vec<SourceFile>,
+    /// What the patterns cover.
+    pub scope: Scope,
+    /// Problems met while walking (unreadable folders, broken links).
+    pub warnings: Vec<String>,
+    /// Patterns that matched no file.
+    pub unmatched: Vec<String>,
+}
+
+/// Finds the files named by `patterns`: files (taken whatever their type),
+/// folders (walked for the formats `rag` knows) and globs such as
+/// `"docs/**/*.{md,txt}"` (any matching file).
+///
+/// ```no_run
+/// use rag_core::{discover, DiscoverOptions};
+/// let found = discover(&["notes".into(), "src/**/*.rs".into()], &DiscoverOptions::new(".")).unwrap();
+/// for file in &found.files {
+///     println!("{}", file.rel);
+/// }
+/// ```
+pub fn discover(patterns: &[String], options: &DiscoverOptions) -> Result<Discovery> {
+    let root = normalize(&absolute(&options.root)?);
+    let mut found = BTreeMap::new();
+    let mut folders = Vec::new();
+    let mut files = Vec::new();
+    let mut globs = GlobSetBuilder::new();
+    let mut warnings = Vec::new();
+    let mut unmatched = Vec::new();
+
+    for pattern in patterns {
+        let before = found.len();
+        let path = normalize(&root.join(pattern));
+        if is_glob(pattern) {
+            let glob_text = if Path::new(pattern).is_absolute() {
+                pattern.clone()
+            } else {
+                format!("{}/{pattern}", globset::escape(&root.to_string_lossy()))
+            };
+            let glob = GlobBuilder::new(&glob_text)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| Error::InvalidInput(format!("bad glob {pattern:?}: {e}")))?;
+            globs.add(glob.clone());
+            let glob = glob.compile_matcher();
+            let base = glob_base(&root, pattern);
+            walk(&base, options, &mut warnings, |file| {
+                if glob.is_match(file) {
+                    found.insert(rel_name(&root, file), file.to_path_buf());
+                }
+            });
+        } else if path.is_dir() {
+            walk(&path, options, &mut warnings, |file| {
+                if language_for_path(file).is_some() {
+                    found.insert(rel_name(&root, file), file.to_path_buf());
+                }
+            });
+            folders.push(path);
+        } else if path.is_file() {
+            found.insert(rel_name(&root, &path), path.clone());
+            files.push(path);
+        } else {
+            // A file that was indexed and is gone: in scope, so it gets pruned.
+            files.push(path);
+        }
+        if found.len() == before {
+            unmatched.push(pattern.clone());
+        }
+    }
+
+    let globs = globs.build().map_err(|e| Error::InvalidInput(format!("bad glob: {e}")))?;
+    Ok(Discovery {
+        files: found.into_iter().map(|(rel, path)| SourceFile { path, rel }).collect(),
+        scope: Scope { root, folders, files, globs },
+        warnings,
+        unmatched,
+    })
+}
+
+fn walk(base: &Path, options: &DiscoverOptions, warnings: &mut Vec<String>, mut visit: impl FnMut(&Path)) {
+    let honour = !options.no_ignore;
+    let mut builder = WalkBuilder::new(base);
+    builder
+        .hidden(!options.hidden)
+        .git_ignore(honour)
+        .git_global(honour)
+        .git_exclude(honour)
+        .ignore(honour)
+        .parents(honour)
+        .require_git(false)
+        .sort_by_file_name(|a, b| a.cmp(b));
+    if honour {
+        builder.add_custom_ignore_filename(".ragignore");
+        builder.filter_entry(|entry| {
+            !(entry.file_type().is_some_and(|t| t.is_dir())
+                && entry.depth() > 0
+                && entry.file_name().to_str().is_some_and(|name| SKIPPED_DIRS.contains(&name)))
+        });
+    }
+    for entry in builder.build() {
+        match entry {
+            Ok(entry) if entry.file_type().is_some_and(|t| t.is_file()) => visit(&normalize(entry.path())),
+            Ok(_) => {}
+            Err(err) => warnings.push(err.to_string()),
+        }
+    }
+}
+
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '[', '{'])
+}
+
+/// The longest leading run of literal components of a glob: where to walk.
+fn glob_base(root: &Path, pattern: &str) -> PathBuf {
+    let mut base = if Path::new(pattern).is_absolute() { PathBuf::from("/") } else { root.to_path_buf() };
+    for part in pattern.split('/') {
+        if is_glob(part) {
+            break;
+        }
+        base.push(part);
+    }
+    let base = normalize(&base);
+    if base.is_file() { base.parent().map_or(base.clone(), Path::to_path_buf) } else { base }
+}
+
+fn rel_name(root: &Path, path: &Path) -> String {
+    match path.strip_prefix(root) {
+        Ok(rel) => rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
+        Err(_) => path.to_string_lossy().into_owned(),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// Resolves `.` and `..` without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            let path = dir.path().join(file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, format!("contents of {file}")).unwrap();
+        }
+        dir
+    }
+
+    fn names(patterns: &[&str], dir: &Path) -> Vec<String> {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        discover(&patterns, &DiscoverOptions::new(dir)).unwrap().files.into_iter().map(|f| f.rel).collect()
+    }
+
+    #[test]
+    fn folders_are_walked_for_known_formats_only() {
+        let dir = tree(&["docs/a.md", "docs/b.png", "docs/sub/c.rs", "other/d.md"]);
+        assert_eq!(names(&["docs"], dir.path()), ["docs/a.md", "docs/sub/c.rs"]);
+    }
+
+    #[test]
+    fn gitignore_hidden_and_build_folders_are_skipped() {
+        let dir = tree(&["a.md", "secret.md", ".hidden/b.md", "node_modules/x/c.md", "target/d.rs"]);
+        fs::write(dir.path().join(".gitignore"), "secret.md\n").unwrap();
+        assert_eq!(names(&["."], dir.path()), ["a.md"]);
+        let all = discover(&[".".into()], &DiscoverOptions { root: dir.path().into(), hidden: true, no_ignore: true })
+            .unwrap();
+        assert_eq!(all.files.len(), 5);
+    }
+
+    #[test]
+    fn globs_support_double_star_and_braces() {
+        let dir = tree(&["a/x.py", "a/b/y.py", "a/b/z.txt", "a/b/w.md", "top.py"]);
+        assert_eq!(names(&["**/*.py"], dir.path()), ["a/b/y.py", "a/x.py", "top.py"]);
+        assert_eq!(names(&["a/**/*.{txt,md}"], dir.path()), ["a/b/w.md", "a/b/z.txt"]);
+    }
+
+    #[test]
+    fn scope_covers_deleted_files_under_the_patterns() {
+        let dir = tree(&["docs/a.md", "src/b.rs"]);
+        let found = discover(&["docs".into(), "src/*.rs".into()], &DiscoverOptions::new(dir.path())).unwrap();
+        assert!(found.scope.contains("docs/gone.md"));
+        assert!(found.scope.contains("src/gone.rs"));
+        assert!(!found.scope.contains("elsewhere/a.md"));
+        assert!(!found.scope.contains("src/sub/deep.rs"));
+    }
+
+    #[test]
+    fn patterns_that_match_nothing_are_reported() {
+        let dir = tree(&["a.md"]);
+        let found = discover(&["missing".into(), "*.rs".into()], &DiscoverOptions::new(dir.path())).unwrap();
+        assert_eq!(found.unmatched, ["missing", "*.rs"]);
+    }
+}

@@ -1,0 +1,572 @@
+//! The indexing pipeline: files in, chunks embedded and stored, incrementally.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::backend::VectorBackend;
+use crate::chunk::Chunker;
+use crate::discover::{Discovery, SourceFile};
+use crate::embed::Embedder;
+use crate::error::{Error, Result};
+use crate::extract::extract;
+use crate::types::{
+    Chunk, DocText, FileState, Metric, StoreConfig, VectorRecord, WriteBatch, chunk_key, now_unix,
+    validate_store_name,
+};
+
+/// Settings of one index run.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Re-embed every file, changed or not.
+    pub force: bool,
+    /// Delete the chunks of stored files that fall under the patterns but
+    /// were not found (deleted or now excluded).
+    pub prune: bool,
+    /// Work out the plan (new, changed, unchanged, removed) without embedding
+    /// or writing anything.
+    pub dry_run: bool,
+    /// Metric for a store created by this run.
+    pub metric: Metric,
+    /// How many chunks to collect before writing them to the backend.
+    pub write_batch_size: usize,
+    /// Files larger than this many bytes are skipped with a reason.
+    pub max_file_size: u64,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self {
+            force: false,
+            prune: true,
+            dry_run: false,
+            metric: Metric::Cosine,
+            write_batch_size: 256,
+            max_file_size: 50 * 1024 * 1024,
+        }
+    }
+}
+
+/// A file that was not indexed, or was indexed with a caveat, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileProblem {
+    /// Stored name of the file.
+    pub path: String,
+    /// What happened and, where it helps, what to do.
+    pub reason: String,
+}
+
+/// What an index run did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IndexReport {
+    /// Store name.
+    pub store: String,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Files indexed for the first time.
+    pub new: Vec<String>,
+    /// Files re-indexed because their content (or the chunking) changed.
+    pub changed: Vec<String>,
+    /// Files left alone because they did not change.
+    pub unchanged: usize,
+    /// Files whose chunks were deleted because they are gone.
+    pub removed: Vec<String>,
+    /// Files skipped on purpose (binary, empty, too large).
+    pub skipped: Vec<FileProblem>,
+    /// Files that could not be indexed; their previous chunks, if any, are kept.
+    pub failed: Vec<FileProblem>,
+    /// Files indexed with a caveat (lossy decoding).
+    pub notes: Vec<FileProblem>,
+    /// Chunks embedded (or, in a dry run, that would be).
+    pub chunks_embedded: usize,
+    /// Chunks deleted (stale chunks of changed files and chunks of removed files).
+    pub chunks_deleted: usize,
+    /// Wall time of the run in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Receives progress events; every method has a no-op default.
+pub trait IndexObserver: Send + Sync {
+    /// The walk found `files` files to look at.
+    fn planned(&self, _files: usize) {}
+    /// One file is done with (indexed, unchanged, skipped or failed).
+    fn file_done(&self, _path: &str) {}
+    /// `count` more chunks were embedded.
+    fn chunks_embedded(&self, _count: usize) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+impl IndexObserver for NoProgress {}
+
+/// Indexes files into a store: discovers, extracts, chunks, embeds in
+/// batches and writes as batches complete.
+///
+/// Re-running on the same files re-embeds only what changed (by content
+/// hash), replaces the chunks of changed files, and deletes the chunks of
+/// files that disappeared from the patterns.
+pub struct Indexer {
+    embedder: Arc<dyn Embedder>,
+    backend: Arc<dyn VectorBackend>,
+    chunker: Arc<dyn Chunker>,
+}
+
+/// Event sent from the file-reading thread to the embedding loop.
+enum FileEvent {
+    Unchanged(String),
+    Skipped { path: String, reason: String, old_keys: Vec<String> },
+    Failed { path: String, reason: String },
+    Prepared(PreparedFile),
+}
+
+struct PreparedFile {
+    path: String,
+    title: Option<String>,
+    chunks: Vec<Chunk>,
+    old_keys: Vec<String>,
+    is_new: bool,
+    notes: Vec<String>,
+}
+
+struct PendingFile {
+    file: PreparedFile,
+    vectors: Vec<Option<Vec<f32>>>,
+    remaining: usize,
+    failure: Option<String>,
+}
+
+type BatchItems = Vec<(usize, usize)>;
+type BatchOutcome = (BatchItems, Result<Vec<Result<Vec<f32>>>>);
+
+impl Indexer {
+    /// A pipeline over an embedder, a backend and a chunker.
+    pub fn new(embedder: Arc<dyn Embedder>, backend: Arc<dyn VectorBackend>, chunker: Arc<dyn Chunker>) -> Self {
+        Self { embedder, backend, chunker }
+    }
+
+    /// Indexes the files of `discovery` into `store`, creating the store if
+    /// needed.
+    ///
+    /// Errors that make every further file fail (embedder unreachable, model
+    /// missing, backend failure) end the run with an error after the files
+    /// already embedded are written; any other problem with a file is recorded
+    /// in the report and the run goes on.
+    pub async fn index(
+        &self,
+        store: &str,
+        discovery: &Discovery,
+        options: &IndexOptions,
+        observer: &dyn IndexObserver,
+    ) -> Result<IndexReport> {
+        let started = Instant::now();
+        validate_store_name(store)?;
+        let settings = self.chunker.settings();
+        let existing = if self.backend.store_exists(store).await? {
+            let config = self.backend.store_config(store).await?;
+            check_model(&config, self.embedder.as_ref())?;
+            Some(config)
+        } else {
+            None
+        };
+
+        if !options.dry_run {
+            match &existing {
+                None => {
+                    self.backend
+                        .create_store(&StoreConfig {
+                            name: store.to_string(),
+                            model: self.embedder.model().to_string(),
+                            dimension: self.embedder.dimension(),
+                            metric: options.metric,
+                            chunking: settings.clone(),
+                        })
+                        .await?;
+                }
+                Some(config) if config.chunking != settings => {
+                    self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
+                }
+                Some(_) => {}
+            }
+            self.backend.begin_indexing(store).await?;
+        }
+        let states: HashMap<String, FileState> = if existing.is_some() {
+            self.backend.file_states(store).await?.into_iter().map(|s| (s.path.clone(), s)).collect()
+        } else {
+            HashMap::new()
+        };
+        let rechunk_all = options.force || existing.as_ref().is_some_and(|c| c.chunking != settings);
+
+        let mut report = IndexReport { store: store.to_string(), dry_run: options.dry_run, ..IndexReport::default() };
+        let found: HashSet<&str> = discovery.files.iter().map(|f| f.rel.as_str()).collect();
+        let removed: Vec<&FileState> = if options.prune {
+            let mut removed: Vec<&FileState> = states
+                .values()
+                .filter(|s| !found.contains(s.path.as_str()) && discovery.scope.contains(&s.path))
+                .collect();
+            removed.sort_by(|a, b| a.path.cmp(&b.path));
+            removed
+        } else {
+            Vec::new()
+        };
+
+        observer.planned(discovery.files.len());
+        let (tx, rx) = mpsc::channel(16);
+        let producer = {
+            let files = discovery.files.clone();
+            let chunker = Arc::clone(&self.chunker);
+            let states = states.clone();
+            let max_file_size = options.max_file_size;
+            tokio::task::spawn_blocking(move || {
+                for file in files {
+                    let event = prepare(&file, states.get(&file.rel), rechunk_all, max_file_size, chunker.as_ref());
+                    if tx.blocking_send(event).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+
+        let mut writer = PendingWrites::new(store, options.write_batch_size);
+        let result = if options.dry_run {
+            self.plan(rx, &mut report, observer).await
+        } else {
+            self.embed_and_write(rx, &mut writer, &mut report, observer).await
+        };
+        if let Err(err) = result {
+            // Keep what was finished: the files already embedded are written.
+            drop(producer);
+            let _ = writer.flush(self.backend.as_ref(), &mut report).await;
+            return Err(err);
+        }
+        producer.await.map_err(|e| Error::InvalidInput(format!("file reader stopped: {e}")))?;
+
+        for state in removed {
+            report.removed.push(state.path.clone());
+            if options.dry_run {
+                report.chunks_deleted += state.keys.len();
+            } else {
+                writer.delete(state.keys.clone());
+            }
+        }
+        if !options.dry_run {
+            writer.flush(self.backend.as_ref(), &mut report).await?;
+        }
+        report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+
+    async fn plan(
+        &self,
+        mut rx: mpsc::Receiver<FileEvent>,
+        report: &mut IndexReport,
+        observer: &dyn IndexObserver,
+    ) -> Result<()> {
+        while let Some(event) = rx.recv().await {
+            match event {
+                FileEvent::Prepared(file) => {
+                    report.chunks_embedded += file.chunks.len();
+                    let live: HashSet<&str> = file.chunks.iter().map(|c| c.key.as_str()).collect();
+                    report.chunks_deleted += file.old_keys.iter().filter(|k| !live.contains(k.as_str())).count();
+                    observer.file_done(&file.path);
+                    if file.is_new { report.new.push(file.path) } else { report.changed.push(file.path) }
+                }
+                other => record_event(other, report, None, observer),
+            }
+        }
+        Ok(())
+    }
+
+    async fn embed_and_write(
+        &self,
+        mut rx: mpsc::Receiver<FileEvent>,
+        writer: &mut PendingWrites,
+        report: &mut IndexReport,
+        observer: &dyn IndexObserver,
+    ) -> Result<()> {
+        let batch_size = self.embedder.max_batch_size().max(1);
+        let concurrency = self.embedder.max_concurrency().max(1);
+        let dimension = self.embedder.dimension();
+        let indexed_at = now_unix();
+        let mut pending: HashMap<usize, PendingFile> = HashMap::new();
+        let mut queue: VecDeque<(usize, usize)> = VecDeque::new();
+        let mut inflight: JoinSet<BatchOutcome> = JoinSet::new();
+        let mut next_id = 0usize;
+        let mut reading = true;
+
+        loop {
+            while inflight.len() < concurrency && (queue.len() >= batch_size || (!reading && !queue.is_empty())) {
+                let items: BatchItems = queue.drain(..batch_size.min(queue.len())).collect();
+                let docs: Vec<DocText> = items
+                    .iter()
+                    .map(|&(id, index)| {
+                        let file = &pending[&id].file;
+                        DocText::new(file.title.clone(), file.chunks[index].text.clone())
+                    })
+                    .collect();
+                let embedder = Arc::clone(&self.embedder);
+                inflight.spawn(async move {
+                    let result = embed_isolating(embedder.as_ref(), &docs).await;
+                    (items, result)
+                });
+            }
+            if !reading && inflight.is_empty() && queue.is_empty() {
+                return Ok(());
+            }
+            let room = queue.len() < batch_size * (concurrency + 1);
+            tokio::select! {
+                event = rx.recv(), if reading && room => match event {
+                    None => reading = false,
+                    Some(FileEvent::Prepared(file)) => {
+                        let id = next_id;
+                        next_id += 1;
+                        queue.extend((0..file.chunks.len()).map(|index| (id, index)));
+                        let remaining = file.chunks.len();
+                        pending.insert(id, PendingFile { vectors: vec![None; remaining], remaining, file, failure: None });
+                    }
+                    Some(other) => record_event(other, report, Some(writer), observer),
+                },
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    let (items, outcome) = joined.map_err(|e| Error::Embedder {
+                        message: format!("embedding task stopped: {e}"),
+                        source: None,
+                    })?;
+                    let vectors = outcome?;
+                    observer.chunks_embedded(items.len());
+                    for (&(id, index), vector) in items.iter().zip(vectors) {
+                        let Some(entry) = pending.get_mut(&id) else { continue };
+                        match vector {
+                            Ok(vector) if vector.len() == dimension => entry.vectors[index] = Some(vector),
+                            Ok(vector) => {
+                                return Err(Error::DimensionMismatch {
+                                    context: format!("embedder {:?} (for {})", self.embedder.model(), entry.file.path),
+                                    expected: dimension,
+                                    actual: vector.len(),
+                                });
+                            }
+                            Err(err) => {
+                                let chunk = &entry.file.chunks[index];
+                                entry.failure.get_or_insert_with(|| {
+                                    format!("chunk {} (lines {}-{}): {err}", index, chunk.line_start, chunk.line_end)
+                                });
+                            }
+                        }
+                        entry.remaining -= 1;
+                        if entry.remaining == 0 {
+                            if let Some(done) = pending.remove(&id) {
+                                finish_file(done, indexed_at, writer, report, observer);
+                                if writer.is_full() {
+                                    writer.flush(self.backend.as_ref(), report).await?;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads, hashes and chunks one file, deciding whether it needs embedding.
+fn prepare(
+    file: &SourceFile,
+    state: Option<&FileState>,
+    rechunk_all: bool,
+    max_file_size: u64,
+    chunker: &dyn Chunker,
+) -> FileEvent {
+    let path = file.rel.clone();
+    let old_keys = state.map(|s| s.keys.clone()).unwrap_or_default();
+    let size = std::fs::metadata(&file.path).map(|m| m.len()).unwrap_or(0);
+    if size > max_file_size {
+        return FileEvent::Skipped {
+            path,
+            reason: format!("{size} bytes is over the size limit of {max_file_size}; raise --max-file-size to index it"),
+            old_keys,
+        };
+    }
+    let bytes = match std::fs::read(&file.path) {
+        Ok(bytes) => bytes,
+        Err(err) => return FileEvent::Failed { path, reason: format!("cannot read: {err}") },
+    };
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    if !rechunk_all && state.and_then(|s| s.content_hash.as_deref()) == Some(hash.as_str()) {
+        return FileEvent::Unchanged(path);
+    }
+    let extracted = match extract(&file.path, &bytes) {
+        Ok(extracted) => extracted,
+        Err(err) => return FileEvent::Skipped { path, reason: err.to_string(), old_keys },
+    };
+    let pieces = chunker.chunk(&extracted.text, &path, extracted.language);
+    if pieces.is_empty() {
+        return FileEvent::Skipped { path, reason: "no text to index (empty file)".into(), old_keys };
+    }
+    let total = pieces.len();
+    let chunks = pieces
+        .into_iter()
+        .enumerate()
+        .map(|(index, piece)| Chunk {
+            key: chunk_key(&path, index),
+            source_path: path.clone(),
+            chunk_index: index,
+            total_chunks: total,
+            line_start: piece.line_start,
+            line_end: piece.line_end,
+            byte_start: piece.byte_start,
+            byte_end: piece.byte_end,
+            text: piece.text,
+            content_hash: hash.clone(),
+            language: extracted.language.to_string(),
+            metadata: piece.metadata,
+        })
+        .collect();
+    FileEvent::Prepared(PreparedFile {
+        title: Path::new(&path).file_stem().map(|s| s.to_string_lossy().into_owned()),
+        is_new: state.is_none(),
+        path,
+        chunks,
+        old_keys,
+        notes: extracted.notes,
+    })
+}
+
+/// Embeds a batch; when the batch fails for a reason that is not fatal, embeds
+/// its texts one by one so one bad text fails only its own file.
+async fn embed_isolating(embedder: &dyn Embedder, docs: &[DocText]) -> Result<Vec<Result<Vec<f32>>>> {
+    match embed_checked(embedder, docs).await {
+        Ok(vectors) => Ok(vectors.into_iter().map(Ok).collect()),
+        Err(err) if err.is_fatal() => Err(err),
+        Err(err) if docs.len() == 1 => Ok(vec![Err(err)]),
+        Err(_) => {
+            let mut out = Vec::with_capacity(docs.len());
+            for doc in docs {
+                match embed_checked(embedder, std::slice::from_ref(doc)).await {
+                    Ok(mut vectors) => out.push(Ok(vectors.remove(0))),
+                    Err(err) if err.is_fatal() => return Err(err),
+                    Err(err) => out.push(Err(err)),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+async fn embed_checked(embedder: &dyn Embedder, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
+    let vectors = embedder.embed_documents(docs).await?;
+    if vectors.len() != docs.len() {
+        return Err(Error::Embedder {
+            message: format!("asked for {} embeddings, got {}", docs.len(), vectors.len()),
+            source: None,
+        });
+    }
+    Ok(vectors)
+}
+
+fn record_event(
+    event: FileEvent,
+    report: &mut IndexReport,
+    writer: Option<&mut PendingWrites>,
+    observer: &dyn IndexObserver,
+) {
+    match event {
+        FileEvent::Unchanged(path) => {
+            report.unchanged += 1;
+            observer.file_done(&path);
+        }
+        FileEvent::Skipped { path, reason, old_keys } => {
+            observer.file_done(&path);
+            // The file can no longer be indexed: its old chunks would be stale.
+            match writer {
+                Some(writer) => writer.delete(old_keys),
+                None => report.chunks_deleted += old_keys.len(),
+            }
+            report.skipped.push(FileProblem { path, reason });
+        }
+        FileEvent::Failed { path, reason } => {
+            observer.file_done(&path);
+            report.failed.push(FileProblem { path, reason });
+        }
+        FileEvent::Prepared(_) => {}
+    }
+}
+
+fn finish_file(
+    done: PendingFile,
+    indexed_at: i64,
+    writer: &mut PendingWrites,
+    report: &mut IndexReport,
+    observer: &dyn IndexObserver,
+) {
+    let PendingFile { file, vectors, failure, .. } = done;
+    observer.file_done(&file.path);
+    if let Some(reason) = failure {
+        report.failed.push(FileProblem { path: file.path, reason });
+        return;
+    }
+    let live: HashSet<&str> = file.chunks.iter().map(|c| c.key.as_str()).collect();
+    let stale: Vec<String> = file.old_keys.iter().filter(|k| !live.contains(k.as_str())).cloned().collect();
+    report.chunks_embedded += file.chunks.len();
+    for note in file.notes {
+        report.notes.push(FileProblem { path: file.path.clone(), reason: note });
+    }
+    if file.is_new { report.new.push(file.path.clone()) } else { report.changed.push(file.path.clone()) }
+    let records = file
+        .chunks
+        .into_iter()
+        .zip(vectors)
+        .filter_map(|(chunk, vector)| vector.map(|vector| VectorRecord { chunk, vector, indexed_at }));
+    writer.batch.upserts.extend(records);
+    writer.delete(stale);
+}
+
+/// Finished files waiting to be written; whole files only.
+struct PendingWrites {
+    store: String,
+    batch: WriteBatch,
+    threshold: usize,
+}
+
+impl PendingWrites {
+    fn new(store: &str, threshold: usize) -> Self {
+        Self { store: store.to_string(), batch: WriteBatch::default(), threshold: threshold.max(1) }
+    }
+
+    fn delete(&mut self, keys: Vec<String>) {
+        self.batch.deletes.extend(keys);
+    }
+
+    fn is_full(&self) -> bool {
+        self.batch.upserts.len() + self.batch.deletes.len() >= self.threshold
+    }
+
+    async fn flush(&mut self, backend: &dyn VectorBackend, report: &mut IndexReport) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let deleted = batch.deletes.len();
+        backend.write(&self.store, batch).await?;
+        report.chunks_deleted += deleted;
+        Ok(())
+    }
+}
+
+/// Refuses an embedder whose model or dimension differs from the store's.
+pub fn check_model(config: &StoreConfig, embedder: &dyn Embedder) -> Result<()> {
+    let base = |m: &str| m.strip_suffix(":latest").unwrap_or(m).to_string();
+    if base(&config.model) != base(embedder.model()) || config.dimension != embedder.dimension() {
+        return Err(Error::ModelMismatch {
+            store: config.name.clone(),
+            stored_model: config.model.clone(),
+            stored_dimension: config.dimension,
+            model: embedder.model().to_string(),
+            dimension: embedder.dimension(),
+        });
+    }
+    Ok(())
+}

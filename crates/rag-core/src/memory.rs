@@ -1,0 +1,178 @@
+//! [`MemoryBackend`]: a [`VectorBackend`] in process memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::backend::VectorBackend;
+use crate::error::{Error, Result};
+use crate::types::{FileState, Hit, Metric, QueryRequest, StoreConfig, StoreInfo, VectorRecord, WriteBatch};
+
+/// Keeps stores in memory with exact search; for tests, examples and
+/// short-lived programs. Nothing is persisted.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    stores: Mutex<BTreeMap<String, MemoryStore>>,
+}
+
+#[derive(Debug)]
+struct MemoryStore {
+    config: StoreConfig,
+    records: HashMap<String, VectorRecord>,
+}
+
+impl MemoryBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_store<T>(&self, store: &str, f: impl FnOnce(&mut MemoryStore) -> Result<T>) -> Result<T> {
+        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = stores
+            .get_mut(store)
+            .ok_or_else(|| Error::StoreNotFound { store: store.to_string(), backend: "memory".into() })?;
+        f(entry)
+    }
+}
+
+#[async_trait]
+impl VectorBackend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn create_store(&self, config: &StoreConfig) -> Result<()> {
+        crate::validate_store_name(&config.name)?;
+        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if stores.contains_key(&config.name) {
+            return Err(Error::StoreExists { store: config.name.clone(), backend: "memory".into() });
+        }
+        stores.insert(config.name.clone(), MemoryStore { config: config.clone(), records: HashMap::new() });
+        Ok(())
+    }
+
+    async fn delete_store(&self, store: &str) -> Result<()> {
+        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stores
+            .remove(store)
+            .map(|_| ())
+            .ok_or_else(|| Error::StoreNotFound { store: store.to_string(), backend: "memory".into() })
+    }
+
+    async fn list_stores(&self) -> Result<Vec<String>> {
+        Ok(self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect())
+    }
+
+    async fn store_exists(&self, store: &str) -> Result<bool> {
+        Ok(self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(store))
+    }
+
+    async fn store_config(&self, store: &str) -> Result<StoreConfig> {
+        self.with_store(store, |s| Ok(s.config.clone()))
+    }
+
+    async fn update_store_config(&self, config: &StoreConfig) -> Result<()> {
+        self.with_store(&config.name, |s| {
+            s.config = config.clone();
+            Ok(())
+        })
+    }
+
+    async fn store_info(&self, store: &str) -> Result<StoreInfo> {
+        self.with_store(store, |s| {
+            let files = s.records.values().map(|r| &r.chunk.source_path).collect::<std::collections::HashSet<_>>();
+            Ok(StoreInfo {
+                config: s.config.clone(),
+                backend: "memory".into(),
+                files: Some(files.len() as u64),
+                chunks: Some(s.records.len() as u64),
+                size_bytes: None,
+                created_at: None,
+                updated_at: None,
+                details: Vec::new(),
+            })
+        })
+    }
+
+    async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {
+        self.with_store(store, |s| {
+            let mut by_file: BTreeMap<&str, Vec<&VectorRecord>> = BTreeMap::new();
+            for record in s.records.values() {
+                by_file.entry(&record.chunk.source_path).or_default().push(record);
+            }
+            Ok(by_file.into_iter().map(|(path, records)| file_state(path, &records)).collect())
+        })
+    }
+
+    async fn write(&self, store: &str, batch: WriteBatch) -> Result<()> {
+        self.with_store(store, |s| {
+            for record in &batch.upserts {
+                if record.vector.len() != s.config.dimension {
+                    return Err(Error::DimensionMismatch {
+                        context: format!("chunk {}", record.chunk.key),
+                        expected: s.config.dimension,
+                        actual: record.vector.len(),
+                    });
+                }
+            }
+            for key in &batch.deletes {
+                s.records.remove(key);
+            }
+            for record in batch.upserts {
+                s.records.insert(record.chunk.key.clone(), record);
+            }
+            Ok(())
+        })
+    }
+
+    async fn query(&self, store: &str, request: &QueryRequest) -> Result<Vec<Hit>> {
+        self.with_store(store, |s| {
+            let metric = s.config.metric;
+            let mut hits: Vec<Hit> = s
+                .records
+                .values()
+                .map(|r| Hit {
+                    score: score(metric, &request.vector, &r.vector),
+                    chunk: r.chunk.clone(),
+                    indexed_at: r.indexed_at,
+                })
+                .collect();
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk.key.cmp(&b.chunk.key)));
+            hits.truncate(request.top_k);
+            Ok(hits)
+        })
+    }
+}
+
+/// The state of one file from its stored records: complete only when every
+/// chunk is there and all agree on the content hash.
+pub fn file_state(path: &str, records: &[&VectorRecord]) -> FileState {
+    let first = records.first().map(|r| (&r.chunk.content_hash, r.chunk.total_chunks));
+    let complete = first.is_some_and(|(hash, total)| {
+        records.len() == total && records.iter().all(|r| &r.chunk.content_hash == hash && r.chunk.total_chunks == total)
+    });
+    let mut keys: Vec<String> = records.iter().map(|r| r.chunk.key.clone()).collect();
+    keys.sort();
+    FileState {
+        path: path.to_string(),
+        content_hash: if complete { first.map(|(hash, _)| hash.clone()) } else { None },
+        keys,
+    }
+}
+
+/// The score of `b` for query `a` under `metric`, computed exactly.
+pub fn score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    match metric {
+        Metric::Cosine => {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let norms = a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norms == 0.0 { 0.0 } else { dot / norms }
+        }
+        Metric::Euclidean => {
+            let distance = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
+            metric.score_from_distance(distance)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The query side: embed a question, fetch the nearest chunks.
+
+use std::sync::Arc;
+
+use crate::backend::VectorBackend;
+use crate::embed::Embedder;
+use crate::error::{Error, Result};
+use crate::index::check_model;
+use crate::types::{Hit, QueryRequest, SimilarityLevel};
+
+/// Answers questions against a store.
+pub struct Querier {
+    embedder: Arc<dyn Embedder>,
+    backend: Arc<dyn VectorBackend>,
+}
+
+impl Querier {
+    /// A querier over an embedder and a backend.
+    pub fn new(embedder: Arc<dyn Embedder>, backend: Arc<dyn VectorBackend>) -> Self {
+        Self { embedder, backend }
+    }
+
+    /// The `top_k` chunks of `store` nearest to `text`, best first.
+    ///
+    /// Refuses with [`Error::ModelMismatch`] when the store was built with
+    /// another model or dimension than the embedder's.
+    pub async fn query(&self, store: &str, text: &str, top_k: usize) -> Result<Vec<Hit>> {
+        if text.trim().is_empty() {
+            return Err(Error::InvalidInput("the query is empty".into()));
+        }
+        if top_k == 0 {
+            return Err(Error::InvalidInput("top-k must be at least 1".into()));
+        }
+        let config = self.backend.store_config(store).await?;
+        check_model(&config, self.embedder.as_ref())?;
+        let vector = self.embedder.embed_query(text).await?;
+        if vector.len() != config.dimension {
+            return Err(Error::DimensionMismatch {
+                context: format!("query embedding from {:?}", self.embedder.model()),
+                expected: config.dimension,
+                actual: vector.len(),
+            });
+        }
+        self.backend.query(store, &QueryRequest::new(vector, top_k)).await
+    }
+}
+
+impl Hit {
+    /// The similarity level of this hit's score.
+    pub fn level(&self) -> SimilarityLevel {
+        SimilarityLevel::from_score(self.score)
+    }
+}
