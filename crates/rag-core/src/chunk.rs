@@ -66,9 +66,7 @@ impl TextChunker {
         }
         let config = |size, overlap| {
             ChunkConfig::new(size).with_overlap(overlap).map_err(|_| {
-                Error::InvalidInput(format!(
-                    "chunk overlap ({overlap}) must be smaller than the chunk size ({size})"
-                ))
+                Error::InvalidInput(format!("chunk overlap ({overlap}) must be smaller than the chunk size ({size})"))
             })
         };
         Ok(Self {

@@ -162,10 +162,7 @@ mod tests {
         assert_eq!(PromptFormat::for_model("qwen3-embedding:0.6b"), PromptFormat::Qwen3);
         assert_eq!(PromptFormat::for_model("all-minilm"), PromptFormat::Plain);
         assert_eq!(PromptFormat::Nomic.document(Some("x"), "body"), "search_document: body");
-        assert_eq!(
-            PromptFormat::EmbeddingGemma.document(Some("README"), "body"),
-            "title: README | text: body"
-        );
+        assert_eq!(PromptFormat::EmbeddingGemma.document(Some("README"), "body"), "title: README | text: body");
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub enum Error {
     },
 
     /// The named store does not exist on this backend.
-    #[error("store {store:?} not found on the {backend} backend; create it with `rag index PATHS --store {store}` or list stores with `rag store list`")]
+    #[error(
+        "store {store:?} not found on the {backend} backend; create it with `rag index PATHS --store {store}` or list stores with `rag store list`"
+    )]
     StoreNotFound {
         /// Store name.
         store: String,
@@ -93,7 +95,9 @@ pub enum Error {
     },
 
     /// The service kept refusing with "slow down" after all retries.
-    #[error("{service} is throttling requests and still refused after {attempts} attempts; try again later or lower the concurrency")]
+    #[error(
+        "{service} is throttling requests and still refused after {attempts} attempts; try again later or lower the concurrency"
+    )]
     Throttled {
         /// Service name.
         service: String,
@@ -156,16 +160,8 @@ pub enum Error {
 
 impl Error {
     /// Builds an [`Error::Backend`] from a message and an underlying error.
-    pub fn backend(
-        backend: impl Into<String>,
-        message: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
-        Error::Backend {
-            backend: backend.into(),
-            message: message.into(),
-            source: Some(source.into()),
-        }
+    pub fn backend(backend: impl Into<String>, message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Backend { backend: backend.into(), message: message.into(), source: Some(source.into()) }
     }
 
     /// Whether the whole run should stop: the embedder or backend is unusable,

@@ -160,10 +160,11 @@ mod tests {
 
     #[test]
     fn every_listed_language_is_found_by_extension() {
-        for ext in ["py", "ts", "tsx", "js", "jsx", "java", "go", "kt", "html", "css", "sql", "rs", "cpp", "cc",
-            "cxx", "cs", "php", "rb", "scala", "swift", "sh", "bash", "zsh", "fish", "json", "jsonl", "xml",
-            "yaml", "yml", "toml", "md", "markdown", "txt", "rst"]
-        {
+        for ext in [
+            "py", "ts", "tsx", "js", "jsx", "java", "go", "kt", "html", "css", "sql", "rs", "cpp", "cc", "cxx", "cs",
+            "php", "rb", "scala", "swift", "sh", "bash", "zsh", "fish", "json", "jsonl", "xml", "yaml", "yml", "toml",
+            "md", "markdown", "txt", "rst",
+        ] {
             assert!(language_for_path(Path::new(&format!("f.{ext}"))).is_some(), "{ext}");
         }
     }

@@ -16,8 +16,7 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::extract::extract;
 use crate::types::{
-    Chunk, DocText, FileState, Metric, StoreConfig, VectorRecord, WriteBatch, chunk_key, now_unix,
-    validate_store_name,
+    Chunk, DocText, FileState, Metric, StoreConfig, VectorRecord, WriteBatch, chunk_key, now_unix, validate_store_name,
 };
 
 /// Settings of one index run.
@@ -189,7 +188,9 @@ impl Indexer {
                         .await?;
                 }
                 Some(config) if config.chunking != settings => {
-                    self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
+                    self.backend
+                        .update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() })
+                        .await?;
                 }
                 Some(_) => {}
             }
@@ -386,7 +387,9 @@ fn prepare(
     if size > max_file_size {
         return FileEvent::Skipped {
             path,
-            reason: format!("{size} bytes is over the size limit of {max_file_size}; raise --max-file-size to index it"),
+            reason: format!(
+                "{size} bytes is over the size limit of {max_file_size}; raise --max-file-size to index it"
+            ),
             old_keys,
         };
     }
@@ -514,7 +517,11 @@ fn finish_file(
     for note in file.notes {
         report.notes.push(FileProblem { path: file.path.clone(), reason: note });
     }
-    if file.is_new { report.new.push(file.path.clone()) } else { report.changed.push(file.path.clone()) }
+    if file.is_new {
+        report.new.push(file.path.clone())
+    } else {
+        report.changed.push(file.path.clone())
+    }
     let records = file
         .chunks
         .into_iter()

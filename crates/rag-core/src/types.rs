@@ -197,9 +197,7 @@ impl FromStr for Metric {
         match s {
             "cosine" => Ok(Metric::Cosine),
             "euclidean" => Ok(Metric::Euclidean),
-            other => Err(Error::InvalidInput(format!(
-                "unknown metric {other:?}: use cosine or euclidean"
-            ))),
+            other => Err(Error::InvalidInput(format!("unknown metric {other:?}: use cosine or euclidean"))),
         }
     }
 }
@@ -311,15 +309,11 @@ pub struct StoreInfo {
 /// assert!(rag_core::validate_store_name("../escape").is_err());
 /// ```
 pub fn validate_store_name(name: &str) -> Result<()> {
-    let fail = |reason: &str| {
-        Err(Error::InvalidStoreName { name: name.to_string(), reason: reason.to_string() })
-    };
+    let fail = |reason: &str| Err(Error::InvalidStoreName { name: name.to_string(), reason: reason.to_string() });
     if !(3..=63).contains(&name.len()) {
         return fail("use 3 to 63 characters");
     }
-    if let Some(c) =
-        name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
-    {
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
         return fail(&format!("{c:?} is not allowed; use a-z, 0-9, '-' and '.'"));
     }
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -355,12 +349,7 @@ pub fn format_rfc3339(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

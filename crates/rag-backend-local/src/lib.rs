@@ -1,0 +1,49 @@
+//! The embedded default store of vector-rag: no server, one folder per store.
+//!
+//! Each store is a folder holding `store.db`, a SQLite database (WAL mode) with
+//! the chunks, their metadata and the store's settings, and `vectors.f32`, the
+//! vectors back to back, memory-mapped for search. A query maps the file and
+//! scans it with SIMD-friendly loops on all cores, then reads only the rows of
+//! the best hits from SQLite, so a fresh process answers without decoding the
+//! store.
+//!
+//! Writes are crash-safe: a new vector goes into a free slot of the vector
+//! file, the file is synced, and only then does the SQLite transaction that
+//! points a chunk at it commit. Slots are freed (marked NaN) after commit.
+//! Killing a writer at any point leaves a store that opens and answers; the
+//! next writer repairs leftover slots. One writer at a time holds the store's
+//! lock file; readers need no lock.
+//!
+//! ```
+//! use rag_backend_local::LocalBackend;
+//! use rag_core::{Chunk, Metric, QueryRequest, StoreConfig, VectorBackend, VectorRecord, chunk_key};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> rag_core::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let backend = LocalBackend::new(dir.path());
+//! let config = StoreConfig {
+//!     name: "notes".into(), model: "toy".into(), dimension: 2,
+//!     metric: Metric::Cosine, chunking: "none".into(),
+//! };
+//! backend.create_store(&config).await?;
+//! let chunk = Chunk {
+//!     key: chunk_key("a.md", 0), source_path: "a.md".into(), chunk_index: 0, total_chunks: 1,
+//!     line_start: 1, line_end: 1, byte_start: 0, byte_end: 5, text: "hello".into(),
+//!     content_hash: "h".into(), language: "markdown".into(), metadata: Default::default(),
+//! };
+//! backend.put("notes", vec![VectorRecord { chunk, vector: vec![1.0, 0.0], indexed_at: 0 }]).await?;
+//! let hits = backend.query("notes", &QueryRequest::new(vec![1.0, 0.1], 5)).await?;
+//! assert_eq!(hits[0].chunk.text, "hello");
+//! # Ok(())
+//! # }
+//! ```
+
+#[cfg(target_endian = "big")]
+compile_error!("the local store's vector file is little-endian; big-endian targets are not supported");
+
+mod scan;
+mod store;
+
+pub use scan::{Scored, top_k};
+pub use store::{LocalBackend, LocalStoreError};

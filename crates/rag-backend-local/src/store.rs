@@ -1,0 +1,943 @@
+//! [`LocalBackend`]: stores as folders of SQLite plus a flat vector file.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use memmap2::Mmap;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use rag_core::{
+    Chunk, Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, VectorBackend, VectorRecord,
+    WriteBatch, now_unix, validate_store_name,
+};
+
+use crate::scan;
+
+const BACKEND: &str = "local";
+const DB_FILE: &str = "store.db";
+const VECTORS_FILE: &str = "vectors.f32";
+const LOCK_FILE: &str = "write.lock";
+const FORMAT_VERSION: &str = "1";
+
+/// Errors of the local store's own machinery; they reach callers as
+/// [`rag_core::Error::Backend`] with this as the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalStoreError {
+    /// SQLite failed.
+    #[error("database error in {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file of the store could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store's files disagree with what this version expects.
+    #[error("store at {} is damaged or from another version: {reason}", path.display())]
+    Corrupt {
+        /// The store folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<LocalStoreError> for Error {
+    fn from(err: LocalStoreError) -> Self {
+        let message = match &err {
+            LocalStoreError::Sqlite { .. } => "database error",
+            LocalStoreError::Io { .. } => "file error",
+            LocalStoreError::Corrupt { .. } => "damaged store",
+        };
+        Error::backend(BACKEND, format!("{message}: {err}"), err)
+    }
+}
+
+fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> LocalStoreError + '_ {
+    move |source| LocalStoreError::Sqlite { path: path.to_path_buf(), source }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> LocalStoreError + '_ {
+    move |source| LocalStoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// The embedded vector store: one folder per store under a data folder.
+///
+/// Cheap to create; every call opens what it needs. A write takes the store's
+/// lock for the life of this value (one writer per store across processes).
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+    writers: Mutex<HashMap<String, Arc<Mutex<Writer>>>>,
+}
+
+impl LocalBackend {
+    /// A backend keeping its stores under `data_dir/stores`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self { root: data_dir.into().join("stores"), writers: Mutex::new(HashMap::new()) }
+    }
+
+    /// The platform's data folder for vector-rag (`~/.local/share/vector-rag`
+    /// on Linux, `~/Library/Application Support/vector-rag` on macOS).
+    pub fn default_data_dir() -> Option<PathBuf> {
+        dirs::data_dir().map(|d| d.join("vector-rag"))
+    }
+
+    /// The folder of a store (after checking its name).
+    pub fn store_dir(&self, store: &str) -> Result<PathBuf> {
+        validate_store_name(store)?;
+        Ok(self.root.join(store))
+    }
+
+    /// Every record of a store with its vector as stored (unit length on
+    /// cosine stores), sorted by key: for exports and tests.
+    pub async fn records(&self, store: &str) -> Result<Vec<VectorRecord>> {
+        let dir = self.existing_store_dir(store)?;
+        blocking(move || {
+            let reader = Reader::open(&dir)?;
+            let mut stmt = reader
+                .conn
+                .prepare(&format!("SELECT slot, {CHUNK_COLUMNS} FROM chunks ORDER BY key"))
+                .map_err(sql(&reader.db_path))?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get::<_, i64>(0)?, row_to_chunk(row, 1)?)))
+                .map_err(sql(&reader.db_path))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (slot, (chunk, indexed_at)) = row.map_err(sql(&reader.db_path))?;
+                let vector = reader.vector(slot as u64).unwrap_or_default();
+                out.push(VectorRecord { chunk, vector, indexed_at });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn existing_store_dir(&self, store: &str) -> Result<PathBuf> {
+        let dir = self.store_dir(store)?;
+        if dir.join(DB_FILE).is_file() {
+            Ok(dir)
+        } else {
+            Err(Error::StoreNotFound { store: store.to_string(), backend: BACKEND.into() })
+        }
+    }
+
+    fn writer(&self, store: &str) -> Result<Arc<Mutex<Writer>>> {
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(writer) = writers.get(store) {
+            return Ok(Arc::clone(writer));
+        }
+        let dir = self.existing_store_dir(store)?;
+        let writer = Arc::new(Mutex::new(Writer::open(store, &dir)?));
+        writers.insert(store.to_string(), Arc::clone(&writer));
+        Ok(writer)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Backend {
+        backend: BACKEND.into(),
+        message: format!("worker stopped: {e}"),
+        source: None,
+    })?
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    slot INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    source_path TEXT NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    total_chunks INTEGER NOT NULL,
+    line_start INTEGER NOT NULL,
+    line_end INTEGER NOT NULL,
+    byte_start INTEGER NOT NULL,
+    byte_end INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    language TEXT NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    indexed_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (source_path);
+";
+
+const CHUNK_COLUMNS: &str = "key, source_path, chunk_index, total_chunks, line_start, line_end, byte_start, \
+                             byte_end, content_hash, language, text, metadata, indexed_at";
+
+fn row_to_chunk(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(Chunk, i64)> {
+    let usize_at = |i: usize| row.get::<_, i64>(at + i).map(|v| usize::try_from(v).unwrap_or(0));
+    let metadata: String = row.get(at + 11)?;
+    Ok((
+        Chunk {
+            key: row.get(at)?,
+            source_path: row.get(at + 1)?,
+            chunk_index: usize_at(2)?,
+            total_chunks: usize_at(3)?,
+            line_start: usize_at(4)?,
+            line_end: usize_at(5)?,
+            byte_start: usize_at(6)?,
+            byte_end: usize_at(7)?,
+            content_hash: row.get(at + 8)?,
+            language: row.get(at + 9)?,
+            text: row.get(at + 10)?,
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        },
+        row.get(at + 12)?,
+    ))
+}
+
+fn open_db(dir: &Path) -> Result<(Connection, PathBuf), LocalStoreError> {
+    let path = dir.join(DB_FILE);
+    let conn = Connection::open(&path).map_err(sql(&path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql(&path))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sql(&path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql(&path))?;
+    Ok((conn, path))
+}
+
+fn read_setting(conn: &Connection, db: &Path, key: &str) -> Result<Option<String>, LocalStoreError> {
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(sql(db))
+}
+
+fn read_config(conn: &Connection, db: &Path, dir: &Path) -> Result<StoreConfig, LocalStoreError> {
+    let corrupt = |reason: String| LocalStoreError::Corrupt { path: dir.to_path_buf(), reason };
+    let text = read_setting(conn, db, "config")?.ok_or_else(|| corrupt("no settings recorded".into()))?;
+    serde_json::from_str(&text).map_err(|e| corrupt(format!("unreadable settings: {e}")))
+}
+
+fn write_setting(conn: &Connection, db: &Path, key: &str, value: &str) -> Result<(), LocalStoreError> {
+    conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])
+        .map(|_| ())
+        .map_err(sql(db))
+}
+
+/// What a query needs: the database and the mapped vectors.
+struct Reader {
+    conn: Connection,
+    db_path: PathBuf,
+    config: StoreConfig,
+    map: Option<Mmap>,
+}
+
+impl Reader {
+    fn open(dir: &Path) -> Result<Self, LocalStoreError> {
+        let (conn, db_path) = open_db(dir)?;
+        let config = read_config(&conn, &db_path, dir)?;
+        let vectors = dir.join(VECTORS_FILE);
+        let map = match File::open(&vectors) {
+            Ok(file) if file.metadata().map_err(io(&vectors))?.len() > 0 => {
+                // SAFETY: the file is only ever grown or written in place by a writer; a
+                // concurrent write changes values we read (a slot being reused), never the
+                // mapping's validity, and rows are re-checked against SQLite afterwards.
+                Some(unsafe { Mmap::map(&file) }.map_err(io(&vectors))?)
+            }
+            Ok(_) => None,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => return Err(io(&vectors)(err)),
+        };
+        Ok(Self { conn, db_path, config, map })
+    }
+
+    fn floats(&self) -> &[f32] {
+        let Some(map) = &self.map else { return &[] };
+        let whole = map.len() / (self.config.dimension * 4) * self.config.dimension * 4;
+        // SAFETY: any bit pattern is a valid f32; the map is page-aligned, so the
+        // prefix is empty and the slice is exactly the whole vectors.
+        let (prefix, floats, _) = unsafe { map[..whole].align_to::<f32>() };
+        if prefix.is_empty() { floats } else { &[] }
+    }
+
+    fn vector(&self, slot: u64) -> Option<Vec<f32>> {
+        let dim = self.config.dimension;
+        let start = usize::try_from(slot).ok()?.checked_mul(dim)?;
+        self.floats().get(start..start + dim).map(<[f32]>::to_vec)
+    }
+
+    fn query(&self, request: &QueryRequest) -> Result<Vec<Hit>> {
+        let dim = self.config.dimension;
+        if request.vector.len() != dim {
+            return Err(Error::DimensionMismatch {
+                context: format!("query of store {:?}", self.config.name),
+                expected: dim,
+                actual: request.vector.len(),
+            });
+        }
+        let query = prepare_vector(self.config.metric, &request.vector)
+            .map_err(|reason| Error::InvalidInput(format!("query vector {reason}")))?;
+        let floats = self.floats();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let total_slots = floats.len() / dim.max(1);
+        // Slots freed by a writer that was killed before marking them are not in
+        // SQLite: ask for a few more than k and widen if too many were stale.
+        let mut want = request.top_k.saturating_mul(2).saturating_add(16);
+        loop {
+            let best = scan::top_k(floats, dim, &query, self.config.metric, want, threads);
+            let hits = self.rows_for(&best)?;
+            if hits.len() >= request.top_k || best.len() < want || want >= total_slots {
+                return Ok(hits.into_iter().take(request.top_k).collect());
+            }
+            want = want.saturating_mul(4);
+        }
+    }
+
+    fn rows_for(&self, best: &[scan::Scored]) -> Result<Vec<Hit>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE slot = ?1"))
+            .map_err(sql(&self.db_path))?;
+        let mut hits = Vec::with_capacity(best.len());
+        for scored in best {
+            let row = stmt
+                .query_row([scored.slot as i64], |row| row_to_chunk(row, 0))
+                .optional()
+                .map_err(sql(&self.db_path))?;
+            if let Some((chunk, indexed_at)) = row {
+                hits.push(Hit { score: scored.score, chunk, indexed_at });
+            }
+        }
+        Ok(hits)
+    }
+}
+
+/// Unit length for cosine (so search is a dot product); as is for euclidean.
+fn prepare_vector(metric: Metric, vector: &[f32]) -> std::result::Result<Vec<f32>, String> {
+    if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+        return Err(format!("has a non-finite value at position {i}"));
+    }
+    match metric {
+        Metric::Euclidean => Ok(vector.to_vec()),
+        Metric::Cosine => {
+            let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm == 0.0 {
+                Err("is all zeros, which has no direction for cosine similarity".into())
+            } else {
+                Ok(vector.iter().map(|x| x / norm).collect())
+            }
+        }
+    }
+}
+
+/// The single writer of a store: holds the lock file and the free-slot list.
+#[derive(Debug)]
+struct Writer {
+    _lock: File,
+    conn: Connection,
+    db_path: PathBuf,
+    vectors: File,
+    vectors_path: PathBuf,
+    config: StoreConfig,
+    free: Vec<u64>,
+    next_slot: u64,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("db_path", &self.db_path).finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    fn open(store: &str, dir: &Path) -> Result<Self> {
+        let lock_path = dir.join(LOCK_FILE);
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::StoreBusy { store: store.to_string() }),
+            Err(fs::TryLockError::Error(err)) => return Err(io(&lock_path)(err).into()),
+        }
+        let (conn, db_path) = open_db(dir)?;
+        let config = read_config(&conn, &db_path, dir)?;
+        let vectors_path = dir.join(VECTORS_FILE);
+        let vectors = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&vectors_path)
+            .map_err(io(&vectors_path))?;
+        let mut writer =
+            Writer { _lock: lock, conn, db_path, vectors, vectors_path, config, free: Vec::new(), next_slot: 0 };
+        writer.repair()?;
+        Ok(writer)
+    }
+
+    fn slot_bytes(&self) -> u64 {
+        self.config.dimension as u64 * 4
+    }
+
+    /// Rebuilds the free list from SQLite (the truth) and marks every slot no
+    /// row points at as free, undoing whatever a killed writer left behind.
+    fn repair(&mut self) -> Result<(), LocalStoreError> {
+        let len = self.vectors.metadata().map_err(io(&self.vectors_path))?.len();
+        let slots = len / self.slot_bytes();
+        if len % self.slot_bytes() != 0 {
+            self.vectors.set_len(slots * self.slot_bytes()).map_err(io(&self.vectors_path))?;
+        }
+        // Rows whose vector never reached the disk (power loss): drop them, so
+        // their files look incomplete and are re-indexed.
+        let lost =
+            self.conn.execute("DELETE FROM chunks WHERE slot >= ?1", [slots as i64]).map_err(sql(&self.db_path))?;
+        if lost > 0 {
+            tracing::warn!(rows = lost, "dropped chunks whose vectors were lost; their files will be re-indexed");
+        }
+        let live: HashSet<u64> = {
+            let mut stmt = self.conn.prepare("SELECT slot FROM chunks").map_err(sql(&self.db_path))?;
+            let rows = stmt.query_map([], |r| r.get::<_, i64>(0)).map_err(sql(&self.db_path))?;
+            rows.map(|r| r.map(|s| s as u64)).collect::<rusqlite::Result<_>>().map_err(sql(&self.db_path))?
+        };
+        let mut end = slots;
+        while end > 0 && !live.contains(&(end - 1)) {
+            end -= 1;
+        }
+        if end < slots {
+            self.vectors.set_len(end * self.slot_bytes()).map_err(io(&self.vectors_path))?;
+        }
+        self.free = (0..end).rev().filter(|s| !live.contains(s)).collect();
+        for &slot in &self.free {
+            self.mark_free(slot)?;
+        }
+        self.next_slot = end;
+        Ok(())
+    }
+
+    fn mark_free(&self, slot: u64) -> Result<(), LocalStoreError> {
+        write_at(&self.vectors, &f32::NAN.to_le_bytes(), slot * self.slot_bytes()).map_err(io(&self.vectors_path))
+    }
+
+    fn allocate(&mut self) -> u64 {
+        self.free.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        })
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        let dim = self.config.dimension;
+        let mut prepared = Vec::with_capacity(batch.upserts.len());
+        for record in &batch.upserts {
+            if record.vector.len() != dim {
+                return Err(Error::DimensionMismatch {
+                    context: format!("chunk {} of {}", record.chunk.chunk_index, record.chunk.source_path),
+                    expected: dim,
+                    actual: record.vector.len(),
+                });
+            }
+            let vector = prepare_vector(self.config.metric, &record.vector).map_err(|reason| {
+                Error::InvalidInput(format!(
+                    "the vector of chunk {} of {} {reason}",
+                    record.chunk.chunk_index, record.chunk.source_path
+                ))
+            })?;
+            prepared.push(vector);
+        }
+        let allocated: Vec<u64> = prepared.iter().map(|_| self.allocate()).collect();
+        match self.commit(&batch, &prepared, &allocated) {
+            Ok(freed) => {
+                for slot in freed {
+                    self.mark_free(slot)?;
+                    self.free.push(slot);
+                }
+                Ok(())
+            }
+            Err(err) => {
+                for &slot in &allocated {
+                    let _ = self.mark_free(slot);
+                    self.free.push(slot);
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Writes the vectors into their new slots, syncs, then commits the rows.
+    /// Returns the slots the committed rows no longer use.
+    fn commit(&mut self, batch: &WriteBatch, vectors: &[Vec<f32>], slots: &[u64]) -> Result<Vec<u64>, LocalStoreError> {
+        let mut bytes = Vec::with_capacity(self.slot_bytes() as usize);
+        for (vector, &slot) in vectors.iter().zip(slots) {
+            bytes.clear();
+            bytes.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+            write_at(&self.vectors, &bytes, slot * self.slot_bytes()).map_err(io(&self.vectors_path))?;
+        }
+        if !vectors.is_empty() {
+            self.vectors.sync_data().map_err(io(&self.vectors_path))?;
+        }
+        let db = self.db_path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(&db))?;
+        let mut freed = Vec::new();
+        {
+            let mut find = tx.prepare_cached("SELECT slot FROM chunks WHERE key = ?1").map_err(sql(&db))?;
+            let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE key = ?1").map_err(sql(&db))?;
+            let mut insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO chunks (slot, {CHUNK_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                ))
+                .map_err(sql(&db))?;
+            let upserted: HashSet<&str> = batch.upserts.iter().map(|r| r.chunk.key.as_str()).collect();
+            for key in batch.deletes.iter().map(String::as_str).chain(upserted.iter().copied()) {
+                if let Some(slot) = find.query_row([key], |r| r.get::<_, i64>(0)).optional().map_err(sql(&db))? {
+                    delete.execute([key]).map_err(sql(&db))?;
+                    freed.push(slot as u64);
+                }
+            }
+            for (record, &slot) in batch.upserts.iter().zip(slots) {
+                let c = &record.chunk;
+                let metadata = serde_json::Value::Object(c.metadata.clone()).to_string();
+                insert
+                    .execute(params![
+                        slot as i64,
+                        c.key,
+                        c.source_path,
+                        c.chunk_index as i64,
+                        c.total_chunks as i64,
+                        c.line_start as i64,
+                        c.line_end as i64,
+                        c.byte_start as i64,
+                        c.byte_end as i64,
+                        c.content_hash,
+                        c.language,
+                        c.text,
+                        metadata,
+                        record.indexed_at,
+                    ])
+                    .map_err(sql(&db))?;
+            }
+        }
+        write_setting(&tx, &db, "updated_at", &now_unix().to_string())?;
+        tx.commit().map_err(sql(&db))?;
+        Ok(freed)
+    }
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(windows)]
+fn write_at(file: &File, mut bytes: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
+        bytes = &bytes[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir).map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+#[async_trait]
+impl VectorBackend for LocalBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn create_store(&self, config: &StoreConfig) -> Result<()> {
+        let dir = self.store_dir(&config.name)?;
+        if config.dimension == 0 || config.dimension > 65_536 {
+            return Err(Error::InvalidInput(format!("dimension {} is out of range 1-65536", config.dimension)));
+        }
+        let root = self.root.clone();
+        let config = config.clone();
+        blocking(move || {
+            if dir.join(DB_FILE).exists() {
+                return Err(Error::StoreExists { store: config.name.clone(), backend: BACKEND.into() });
+            }
+            fs::create_dir_all(&root).map_err(io(&root))?;
+            // Build in a scratch folder and rename, so a crash never leaves half a store.
+            let scratch = root.join(format!(".creating-{}-{}", config.name, std::process::id()));
+            let _ = fs::remove_dir_all(&scratch);
+            fs::create_dir_all(&scratch).map_err(io(&scratch))?;
+            {
+                let (conn, db) = open_db(&scratch)?;
+                conn.execute_batch(SCHEMA).map_err(sql(&db))?;
+                let now = now_unix().to_string();
+                let json = serde_json::to_string(&config).map_err(|e| LocalStoreError::Corrupt {
+                    path: scratch.clone(),
+                    reason: format!("cannot encode settings: {e}"),
+                })?;
+                for (key, value) in
+                    [("config", json.as_str()), ("format", FORMAT_VERSION), ("created_at", &now), ("updated_at", &now)]
+                {
+                    write_setting(&conn, &db, key, value)?;
+                }
+                conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map_err(sql(&db))?;
+            }
+            match fs::rename(&scratch, &dir) {
+                Ok(()) => Ok(()),
+                Err(_) if dir.join(DB_FILE).exists() => {
+                    let _ = fs::remove_dir_all(&scratch);
+                    Err(Error::StoreExists { store: config.name.clone(), backend: BACKEND.into() })
+                }
+                Err(err) => Err(io(&dir)(err).into()),
+            }
+        })
+        .await
+    }
+
+    async fn delete_store(&self, store: &str) -> Result<()> {
+        let dir = self.existing_store_dir(store)?;
+        self.writers.lock().unwrap_or_else(PoisonError::into_inner).remove(store);
+        let store = store.to_string();
+        blocking(move || {
+            let lock_path = dir.join(LOCK_FILE);
+            let lock =
+                OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+            if let Err(fs::TryLockError::WouldBlock) = lock.try_lock() {
+                return Err(Error::StoreBusy { store });
+            }
+            // Rename first so a half-deleted store is never mistaken for a store.
+            let trash = dir.with_file_name(format!(".deleting-{store}-{}", std::process::id()));
+            fs::rename(&dir, &trash).map_err(io(&dir))?;
+            fs::remove_dir_all(&trash).map_err(io(&trash))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_stores(&self) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let entries = match fs::read_dir(&root) {
+                Ok(entries) => entries,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(err) => return Err(io(&root)(err).into()),
+            };
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join(DB_FILE).is_file())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| validate_store_name(name).is_ok())
+                .collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn store_exists(&self, store: &str) -> Result<bool> {
+        Ok(self.store_dir(store)?.join(DB_FILE).is_file())
+    }
+
+    async fn store_config(&self, store: &str) -> Result<StoreConfig> {
+        let dir = self.existing_store_dir(store)?;
+        blocking(move || {
+            let (conn, db) = open_db(&dir)?;
+            Ok(read_config(&conn, &db, &dir)?)
+        })
+        .await
+    }
+
+    async fn update_store_config(&self, config: &StoreConfig) -> Result<()> {
+        let dir = self.existing_store_dir(&config.name)?;
+        let config = config.clone();
+        blocking(move || {
+            let (conn, db) = open_db(&dir)?;
+            let current = read_config(&conn, &db, &dir)?;
+            if current.dimension != config.dimension || current.metric != config.metric {
+                return Err(Error::InvalidInput(format!(
+                    "store {:?}: dimension and metric are fixed at creation",
+                    config.name
+                )));
+            }
+            let json = serde_json::to_string(&config)
+                .map_err(|e| Error::InvalidInput(format!("cannot encode settings: {e}")))?;
+            write_setting(&conn, &db, "config", &json)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn store_info(&self, store: &str) -> Result<StoreInfo> {
+        let dir = self.existing_store_dir(store)?;
+        blocking(move || {
+            let (conn, db) = open_db(&dir)?;
+            let config = read_config(&conn, &db, &dir)?;
+            let (files, chunks): (i64, i64) = conn
+                .query_row("SELECT COUNT(DISTINCT source_path), COUNT(*) FROM chunks", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(sql(&db))?;
+            let time = |key| -> Result<Option<i64>> { Ok(read_setting(&conn, &db, key)?.and_then(|v| v.parse().ok())) };
+            Ok(StoreInfo {
+                config,
+                backend: BACKEND.into(),
+                files: Some(files as u64),
+                chunks: Some(chunks as u64),
+                size_bytes: Some(dir_size(&dir)),
+                created_at: time("created_at")?,
+                updated_at: time("updated_at")?,
+                details: vec![("path".into(), dir.display().to_string())],
+            })
+        })
+        .await
+    }
+
+    async fn begin_indexing(&self, store: &str) -> Result<()> {
+        let store = store.to_string();
+        // Opening the writer takes the lock and repairs the vector file.
+        let this_writer = {
+            let writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+            writers.get(&store).cloned()
+        };
+        if this_writer.is_none() {
+            let dir = self.existing_store_dir(&store)?;
+            let name = store.clone();
+            let writer = blocking(move || Writer::open(&name, &dir)).await?;
+            self.writers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(store)
+                .or_insert_with(|| Arc::new(Mutex::new(writer)));
+        }
+        Ok(())
+    }
+
+    async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {
+        let dir = self.existing_store_dir(store)?;
+        blocking(move || {
+            let (conn, db) = open_db(&dir)?;
+            let mut stmt = conn
+                .prepare("SELECT source_path, key, content_hash, total_chunks FROM chunks ORDER BY source_path, key")
+                .map_err(sql(&db))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                })
+                .map_err(sql(&db))?;
+            let mut states: Vec<(FileState, HashSet<String>, HashSet<i64>)> = Vec::new();
+            for row in rows {
+                let (path, key, hash, total) = row.map_err(sql(&db))?;
+                match states.last_mut() {
+                    Some((state, hashes, totals)) if state.path == path => {
+                        state.keys.push(key);
+                        hashes.insert(hash);
+                        totals.insert(total);
+                    }
+                    _ => states.push((
+                        FileState { path, content_hash: None, keys: vec![key] },
+                        HashSet::from([hash]),
+                        HashSet::from([total]),
+                    )),
+                }
+            }
+            Ok(states
+                .into_iter()
+                .map(|(mut state, hashes, totals)| {
+                    let complete = hashes.len() == 1
+                        && totals.len() == 1
+                        && totals.iter().next().is_some_and(|&t| t == state.keys.len() as i64);
+                    if complete {
+                        state.content_hash = hashes.into_iter().next();
+                    }
+                    state
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn write(&self, store: &str, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let writer = match self.writer(store) {
+            Ok(writer) => writer,
+            Err(err) => return Err(err),
+        };
+        blocking(move || writer.lock().unwrap_or_else(PoisonError::into_inner).write(batch)).await
+    }
+
+    async fn query(&self, store: &str, request: &QueryRequest) -> Result<Vec<Hit>> {
+        let dir = self.existing_store_dir(store)?;
+        let request = request.clone();
+        blocking(move || Reader::open(&dir)?.query(&request)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rag_core::chunk_key;
+
+    fn config(name: &str, dimension: usize, metric: Metric) -> StoreConfig {
+        StoreConfig { name: name.into(), model: "toy".into(), dimension, metric, chunking: "c".into() }
+    }
+
+    fn record(path: &str, index: usize, total: usize, hash: &str, vector: Vec<f32>) -> VectorRecord {
+        VectorRecord {
+            chunk: Chunk {
+                key: chunk_key(path, index),
+                source_path: path.into(),
+                chunk_index: index,
+                total_chunks: total,
+                line_start: index * 10 + 1,
+                line_end: index * 10 + 9,
+                byte_start: 0,
+                byte_end: 1,
+                text: format!("{path} chunk {index} {hash}"),
+                content_hash: hash.into(),
+                language: "text".into(),
+                metadata: Default::default(),
+            },
+            vector,
+            indexed_at: 1,
+        }
+    }
+
+    async fn store_with(dim: usize, metric: Metric) -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create_store(&config("notes", dim, metric)).await.unwrap();
+        (dir, backend)
+    }
+
+    #[tokio::test]
+    async fn put_query_overwrite_and_delete() {
+        let (_dir, backend) = store_with(3, Metric::Cosine).await;
+        backend
+            .put(
+                "notes",
+                vec![
+                    record("a.md", 0, 2, "h1", vec![1.0, 0.0, 0.0]),
+                    record("a.md", 1, 2, "h1", vec![0.0, 1.0, 0.0]),
+                    record("b.md", 0, 1, "h2", vec![0.0, 0.0, 2.0]),
+                ],
+            )
+            .await
+            .unwrap();
+        let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 0.0, 1.0], 2)).await.unwrap();
+        assert_eq!(hits[0].chunk.key, "b.md#0");
+        assert!((hits[0].score - 1.0).abs() < 1e-6, "stored vectors are normalised: {}", hits[0].score);
+
+        // Overwrite b.md#0 pointing elsewhere: the old vector must not come back.
+        backend.put("notes", vec![record("b.md", 0, 1, "h3", vec![1.0, 0.0, 0.0])]).await.unwrap();
+        let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 0.0, 1.0], 10)).await.unwrap();
+        assert_eq!(hits.len(), 3, "no orphans after overwrite: {hits:?}");
+        assert!(hits.iter().all(|h| h.score < 0.5));
+
+        backend.delete("notes", vec!["a.md#1".into(), "nope#9".into()]).await.unwrap();
+        let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 1.0, 0.0], 10)).await.unwrap();
+        assert_eq!(hits.len(), 2);
+        assert!(hits.iter().all(|h| h.chunk.key != "a.md#1"));
+    }
+
+    #[tokio::test]
+    async fn freed_slots_are_reused_and_the_file_does_not_grow() {
+        let (dir, backend) = store_with(4, Metric::Cosine).await;
+        for round in 0..5 {
+            let records = (0..10).map(|i| record("f.txt", i, 10, &format!("r{round}"), vec![1.0, i as f32, 0.0, 1.0]));
+            backend.put("notes", records.collect()).await.unwrap();
+        }
+        let len = fs::metadata(dir.path().join("stores/notes").join(VECTORS_FILE)).unwrap().len();
+        assert!(len <= 20 * 16, "vector file grew to {len} bytes for 10 live vectors");
+        assert_eq!(backend.records("notes").await.unwrap().len(), 10);
+    }
+
+    #[tokio::test]
+    async fn file_states_report_partial_files_as_unfinished() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        backend
+            .put(
+                "notes",
+                vec![
+                    record("whole.md", 0, 1, "h", vec![1.0, 0.0]),
+                    record("part.md", 0, 3, "h", vec![1.0, 0.0]),
+                    record("mixed.md", 0, 2, "old", vec![1.0, 0.0]),
+                    record("mixed.md", 1, 2, "new", vec![1.0, 0.0]),
+                ],
+            )
+            .await
+            .unwrap();
+        let states = backend.file_states("notes").await.unwrap();
+        let hash = |p: &str| states.iter().find(|s| s.path == p).unwrap().content_hash.clone();
+        assert_eq!(hash("whole.md").as_deref(), Some("h"));
+        assert_eq!(hash("part.md"), None);
+        assert_eq!(hash("mixed.md"), None);
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_is_refused_while_the_first_holds_the_store() {
+        let (dir, first) = store_with(2, Metric::Cosine).await;
+        first.begin_indexing("notes").await.unwrap();
+        let second = LocalBackend::new(dir.path());
+        let err = second.begin_indexing("notes").await.unwrap_err();
+        assert!(matches!(err, Error::StoreBusy { .. }), "{err}");
+        // Readers are never blocked.
+        assert!(second.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap().is_empty());
+        drop(first);
+        second.begin_indexing("notes").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn vectors_written_without_a_commit_are_never_returned_and_are_reclaimed() {
+        let (dir, backend) = store_with(2, Metric::Cosine).await;
+        backend.put("notes", vec![record("a.md", 0, 1, "h", vec![1.0, 0.0])]).await.unwrap();
+        drop(backend);
+        // Simulate a writer killed after writing a vector but before its commit.
+        let vectors = dir.path().join("stores/notes").join(VECTORS_FILE);
+        let file = OpenOptions::new().write(true).open(&vectors).unwrap();
+        write_at(&file, &[0.0f32, 1.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(), 8).unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 1.0], 5)).await.unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].chunk.key, "a.md#0");
+        backend.begin_indexing("notes").await.unwrap();
+        assert_eq!(fs::metadata(&vectors).unwrap().len(), 8, "the orphan slot was trimmed");
+    }
+
+    #[tokio::test]
+    async fn euclidean_scores_use_one_over_one_plus_distance() {
+        let (_dir, backend) = store_with(2, Metric::Euclidean).await;
+        backend.put("notes", vec![record("a.md", 0, 1, "h", vec![3.0, 4.0])]).await.unwrap();
+        let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 0.0], 1)).await.unwrap();
+        assert!((hits[0].score - 1.0 / 6.0).abs() < 1e-6);
+    }
+
+    #[tokio::test]
+    async fn bad_vectors_and_names_are_refused_with_the_culprit_named() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        let err = backend.put("notes", vec![record("z.md", 4, 5, "h", vec![0.0, 0.0])]).await.unwrap_err();
+        assert!(err.to_string().contains("chunk 4 of z.md"), "{err}");
+        let err = backend.put("notes", vec![record("z.md", 0, 1, "h", vec![1.0])]).await.unwrap_err();
+        assert!(matches!(err, Error::DimensionMismatch { expected: 2, actual: 1, .. }), "{err}");
+        assert!(matches!(backend.store_exists("../escape").await, Err(Error::InvalidStoreName { .. })));
+        let err = backend.query("nothere", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap_err();
+        assert!(matches!(err, Error::StoreNotFound { .. }));
+    }
+
+    #[tokio::test]
+    async fn stores_are_listed_described_and_deleted() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        backend.create_store(&config("other", 2, Metric::Cosine)).await.unwrap();
+        assert!(matches!(
+            backend.create_store(&config("other", 2, Metric::Cosine)).await,
+            Err(Error::StoreExists { .. })
+        ));
+        assert_eq!(backend.list_stores().await.unwrap(), ["notes", "other"]);
+        backend.put("notes", vec![record("a.md", 0, 1, "h", vec![1.0, 0.0])]).await.unwrap();
+        let info = backend.store_info("notes").await.unwrap();
+        assert_eq!((info.files, info.chunks), (Some(1), Some(1)));
+        assert!(info.size_bytes.unwrap() > 0);
+        backend.delete_store("other").await.unwrap();
+        assert_eq!(backend.list_stores().await.unwrap(), ["notes"]);
+    }
+}
