@@ -172,6 +172,7 @@ impl Error {
             Error::EmbedderUnreachable { .. }
                 | Error::ModelMissing { .. }
                 | Error::ModelMismatch { .. }
+                | Error::DimensionMismatch { .. }
                 | Error::StoreNotFound { .. }
                 | Error::StoreBusy { .. }
                 | Error::Throttled { .. }

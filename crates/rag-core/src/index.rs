@@ -577,3 +577,244 @@ pub fn check_model(config: &StoreConfig, embedder: &dyn Embedder) -> Result<()> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::{DiscoverOptions, discover};
+    use crate::memory::MemoryBackend;
+    use crate::{Querier, TextChunker};
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Embeds by hashing words; refuses texts containing POISON; counts calls.
+    #[derive(Default)]
+    struct WordEmbedder {
+        texts: AtomicUsize,
+        model: Option<String>,
+    }
+
+    #[async_trait]
+    impl Embedder for WordEmbedder {
+        fn model(&self) -> &str {
+            self.model.as_deref().unwrap_or("words")
+        }
+        fn dimension(&self) -> usize {
+            16
+        }
+        fn max_batch_size(&self) -> usize {
+            3
+        }
+        async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
+            if docs.iter().any(|d| d.text.contains("POISON")) {
+                return Err(Error::InvalidInput("poisoned text".into()));
+            }
+            self.texts.fetch_add(docs.len(), Ordering::SeqCst);
+            Ok(docs.iter().map(|d| words(&d.text)).collect())
+        }
+        async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+            Ok(words(query))
+        }
+    }
+
+    fn words(text: &str) -> Vec<f32> {
+        let mut v = vec![0.0; 16];
+        v[0] = 0.01;
+        for word in text.split_whitespace() {
+            let h = word.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            v[(h % 16) as usize] += 1.0;
+        }
+        v
+    }
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        embedder: Arc<WordEmbedder>,
+        backend: Arc<MemoryBackend>,
+    }
+
+    impl Setup {
+        fn new() -> Self {
+            Self { dir: tempfile::tempdir().unwrap(), embedder: Arc::default(), backend: Arc::default() }
+        }
+        fn write(&self, path: &str, contents: &str) {
+            let path = self.dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        async fn index_with(&self, options: IndexOptions, chunk_size: usize) -> Result<IndexReport> {
+            let found = discover(&[".".into()], &DiscoverOptions::new(self.dir.path()))?;
+            Indexer::new(self.embedder.clone(), self.backend.clone(), Arc::new(TextChunker::new(chunk_size, 0)?))
+                .index("notes", &found, &options, &NoProgress)
+                .await
+        }
+        async fn index(&self) -> IndexReport {
+            self.index_with(IndexOptions::default(), 60).await.unwrap()
+        }
+        fn embedded(&self) -> usize {
+            self.embedder.texts.load(Ordering::SeqCst)
+        }
+        async fn keys(&self) -> Vec<String> {
+            let states = self.backend.file_states("notes").await.unwrap();
+            states.into_iter().flat_map(|s| s.keys).collect()
+        }
+    }
+
+    fn paragraphs(words: &[&str]) -> String {
+        words.iter().map(|w| format!("{w} {w} {w} {w} {w} {w}\n\n")).collect()
+    }
+
+    #[tokio::test]
+    async fn reindex_without_changes_embeds_nothing() {
+        let s = Setup::new();
+        s.write("a.md", &paragraphs(&["alpha", "beta", "gamma"]));
+        s.write("sub/b.txt", "just one line");
+        let first = s.index().await;
+        assert_eq!(first.new, ["a.md", "sub/b.txt"]);
+        let embedded = s.embedded();
+        assert!(embedded >= 4);
+        let second = s.index().await;
+        assert_eq!((second.unchanged, second.chunks_embedded), (2, 0));
+        assert_eq!(s.embedded(), embedded);
+    }
+
+    #[tokio::test]
+    async fn changed_file_is_reembedded_alone_and_its_surplus_chunks_go() {
+        let s = Setup::new();
+        s.write("a.md", &paragraphs(&["alpha", "beta", "gamma", "delta"]));
+        s.write("b.md", &paragraphs(&["other"]));
+        s.index().await;
+        let before = s.embedded();
+        s.write("a.md", &paragraphs(&["alpha"]));
+        let report = s.index().await;
+        assert_eq!(report.changed, ["a.md"]);
+        assert_eq!(report.unchanged, 1);
+        assert_eq!(s.embedded() - before, 1);
+        assert_eq!(s.keys().await, ["a.md#0", "b.md#0"]);
+        let hits = Querier::new(s.embedder.clone(), s.backend.clone()).query("notes", "gamma gamma", 5).await.unwrap();
+        assert!(hits.iter().all(|h| !h.chunk.text.contains("gamma")), "stale text returned: {hits:?}");
+    }
+
+    #[tokio::test]
+    async fn deleted_files_are_pruned_unless_told_not_to() {
+        let s = Setup::new();
+        s.write("a.md", "keep me");
+        s.write("b.md", "delete me");
+        s.index().await;
+        std::fs::remove_file(s.dir.path().join("b.md")).unwrap();
+        let kept = s.index_with(IndexOptions { prune: false, ..IndexOptions::default() }, 60).await.unwrap();
+        assert!(kept.removed.is_empty());
+        assert_eq!(s.keys().await.len(), 2);
+        let pruned = s.index().await;
+        assert_eq!(pruned.removed, ["b.md"]);
+        assert_eq!(s.keys().await, ["a.md#0"]);
+    }
+
+    #[tokio::test]
+    async fn force_reembeds_everything_without_duplicating() {
+        let s = Setup::new();
+        s.write("a.md", &paragraphs(&["alpha", "beta"]));
+        s.index().await;
+        let before = s.keys().await;
+        let report = s.index_with(IndexOptions { force: true, ..IndexOptions::default() }, 60).await.unwrap();
+        assert_eq!(report.changed, ["a.md"]);
+        assert_eq!(s.keys().await, before);
+    }
+
+    #[tokio::test]
+    async fn new_chunking_settings_rechunk_every_file() {
+        let s = Setup::new();
+        s.write("a.md", &paragraphs(&["alpha", "beta", "gamma"]));
+        s.index().await;
+        let report = s.index_with(IndexOptions::default(), 500).await.unwrap();
+        assert_eq!(report.changed, ["a.md"]);
+        assert_eq!(s.keys().await, ["a.md#0"]);
+        assert_eq!(
+            s.backend.store_config("notes").await.unwrap().chunking,
+            TextChunker::new(500, 0).unwrap().settings()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_fails_to_embed_fails_alone_and_is_retried_next_run() {
+        let s = Setup::new();
+        for i in 0..5 {
+            s.write(&format!("ok{i}.md"), &paragraphs(&["fine"]));
+        }
+        s.write("bad.md", &paragraphs(&["fine", "POISON"]));
+        let report = s.index().await;
+        assert_eq!(report.new.len(), 5);
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(report.failed[0].path, "bad.md");
+        assert!(report.failed[0].reason.contains("poisoned"), "{:?}", report.failed);
+        assert!(s.keys().await.iter().all(|k| !k.starts_with("bad.md")), "no half file");
+        s.write("bad.md", &paragraphs(&["fine", "cured"]));
+        let report = s.index().await;
+        assert_eq!(report.new, ["bad.md"]);
+    }
+
+    #[tokio::test]
+    async fn binary_and_empty_files_are_skipped_with_reasons() {
+        let s = Setup::new();
+        s.write("good.md", "words");
+        s.write("empty.md", "");
+        std::fs::write(s.dir.path().join("blob.txt"), b"\x00\x01binary").unwrap();
+        let report = s.index().await;
+        assert_eq!(report.new, ["good.md"]);
+        let skipped: Vec<&str> = report.skipped.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(skipped, ["blob.txt", "empty.md"]);
+        assert!(report.skipped[0].reason.contains("binary"));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_plans_without_writing() {
+        let s = Setup::new();
+        s.write("a.md", "words");
+        let plan = s.index_with(IndexOptions { dry_run: true, ..IndexOptions::default() }, 60).await.unwrap();
+        assert_eq!((plan.new.len(), plan.chunks_embedded), (1, 1));
+        assert_eq!(s.embedded(), 0);
+        assert!(!s.backend.store_exists("notes").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn another_model_is_refused_naming_both() {
+        let s = Setup::new();
+        s.write("a.md", "words");
+        s.index().await;
+        let other = Arc::new(WordEmbedder { model: Some("bigger".into()), ..WordEmbedder::default() });
+        let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
+        let err = Indexer::new(other.clone(), s.backend.clone(), Arc::new(TextChunker::default()))
+            .index("notes", &found, &IndexOptions::default(), &NoProgress)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"words\"") && text.contains("\"bigger\""), "{text}");
+        let err = Querier::new(other, s.backend.clone()).query("notes", "q", 1).await.unwrap_err();
+        assert!(matches!(err, Error::ModelMismatch { .. }));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_embedder_stops_the_run_with_its_message() {
+        use crate::mock::MockEmbedder;
+        let s = Setup::new();
+        s.write("a.md", "words");
+        let mut embedder = MockEmbedder::new();
+        embedder.expect_model().return_const("m".to_string());
+        embedder.expect_dimension().return_const(4usize);
+        embedder.expect_max_batch_size().return_const(8usize);
+        embedder.expect_max_concurrency().return_const(1usize);
+        embedder.expect_embed_documents().times(1).returning(|_| {
+            Err(Error::EmbedderUnreachable {
+                endpoint: "http://x".into(),
+                reason: "refused".into(),
+                hint: "start it".into(),
+            })
+        });
+        let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
+        let err = Indexer::new(Arc::new(embedder), s.backend.clone(), Arc::new(TextChunker::default()))
+            .index("notes", &found, &IndexOptions::default(), &NoProgress)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::EmbedderUnreachable { .. }), "{err}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Command-line arguments. The doc comment of each field is its `--help` text.
+
+use std::path::PathBuf;
+
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Index your files into a vector store and ask it questions.
+///
+/// Embeds with Ollama (default model embeddinggemma) and stores vectors in an
+/// embedded local store. Exit codes: 0 success, 1 failure (including an index
+/// run in which some files failed), 2 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "rag", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More logging on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// No progress bars and no log lines below errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Folder that holds the local stores [default: the platform data folder, e.g. ~/.local/share/vector-rag].
+    #[arg(long, env = "RAG_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Index files, folders or globs into a store (only what changed is re-embedded).
+    Index(IndexArgs),
+    /// Ask a store a question; prints the most similar chunks.
+    Query(QueryArgs),
+    /// Create, list, inspect and delete stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Print a shell completion script.
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Where embeddings come from.
+#[derive(Debug, Args, Clone)]
+pub struct EmbedderArgs {
+    /// Ollama embedding model [default: the store's model, or embeddinggemma for a new store].
+    #[arg(long, env = "RAG_MODEL")]
+    pub model: Option<String>,
+
+    /// Ollama server URL [default: $OLLAMA_HOST, else http://localhost:11434].
+    #[arg(long, value_name = "URL")]
+    pub ollama_url: Option<String>,
+}
+
+/// `rag index`.
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Files, folders and quoted globs ("docs/**/*.md", "src/**/*.{rs,toml}").
+    /// Folders are walked for known text formats; .gitignore, .ignore and
+    /// .ragignore are honoured.
+    #[arg(required = true, value_name = "PATH_OR_GLOB")]
+    pub paths: Vec<String>,
+
+    /// Store to index into; created if it does not exist.
+    #[arg(short, long, env = "RAG_STORE")]
+    pub store: String,
+
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
+
+    /// Maximum chunk size in characters.
+    #[arg(long, default_value_t = rag_core::TextChunker::DEFAULT_SIZE)]
+    pub chunk_size: usize,
+
+    /// Characters shared by neighbouring chunks.
+    #[arg(long, default_value_t = rag_core::TextChunker::DEFAULT_OVERLAP)]
+    pub chunk_overlap: usize,
+
+    /// Re-embed every file, even unchanged ones.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Keep the chunks of files that are gone from the given paths.
+    #[arg(long)]
+    pub no_prune: bool,
+
+    /// Show what would be embedded, changed and removed; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Include hidden files and folders.
+    #[arg(long)]
+    pub hidden: bool,
+
+    /// Do not honour .gitignore/.ignore/.ragignore, and walk build folders (node_modules, target, ...).
+    #[arg(long)]
+    pub no_ignore: bool,
+
+    /// Store paths relative to this folder [default: the current folder].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Distance metric of a new store.
+    #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
+    pub metric: MetricArg,
+
+    /// Texts per embedding request.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=2048).map(usize::from))]
+    pub batch_size: usize,
+
+    /// Embedding requests in flight at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
+    pub concurrency: usize,
+
+    /// Skip files larger than this many bytes.
+    #[arg(long, default_value_t = 50 * 1024 * 1024)]
+    pub max_file_size: u64,
+
+    /// Print the report as JSON on stdout (no progress bars).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rag query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The question (or use --stdin).
+    #[arg(required_unless_present = "stdin")]
+    pub text: Option<String>,
+
+    /// Store to query.
+    #[arg(short, long, env = "RAG_STORE")]
+    pub store: String,
+
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
+
+    /// Number of results.
+    #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000).map(|v| v as usize))]
+    pub top_k: usize,
+
+    /// Print whole chunks instead of snippets.
+    #[arg(short = 'F', long)]
+    pub full: bool,
+
+    /// Snippet length in characters.
+    #[arg(short = 'l', long, default_value_t = 300)]
+    pub snippet_length: usize,
+
+    /// Hide results scoring below this (may be negative; nothing is hidden by default).
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_score: Option<f32>,
+
+    /// Read the question from stdin.
+    #[arg(long, conflicts_with = "text")]
+    pub stdin: bool,
+
+    /// Print one JSON document (schema in the README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rag store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// List stores.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an empty store (`rag index` also creates stores as needed).
+    Create {
+        /// Store name: 3-63 of a-z, 0-9, '-' and '.', starting and ending with a letter or digit.
+        name: String,
+        #[command(flatten)]
+        embedder: EmbedderArgs,
+        /// Vector dimension; when given, Ollama is not asked for it.
+        #[arg(long)]
+        dimension: Option<usize>,
+        /// Distance metric.
+        #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
+        metric: MetricArg,
+    },
+    /// Show a store's model, size and counts.
+    Info {
+        /// Store name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a store and everything in it.
+    Delete {
+        /// Store name.
+        name: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(short, long, visible_alias = "force")]
+        yes: bool,
+    },
+}
+
+/// Distance metric.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MetricArg {
+    /// Cosine similarity.
+    Cosine,
+    /// Euclidean distance; score = 1 / (1 + distance).
+    Euclidean,
+}
+
+impl From<MetricArg> for rag_core::Metric {
+    fn from(metric: MetricArg) -> Self {
+        match metric {
+            MetricArg::Cosine => rag_core::Metric::Cosine,
+            MetricArg::Euclidean => rag_core::Metric::Euclidean,
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! What `rag` prints: text for people, JSON for programs.
+
+use std::fmt::Write as _;
+
+use rag_core::{Hit, IndexReport, StoreInfo, format_rfc3339};
+use serde::Serialize;
+use serde_json::Value;
+
+/// `rag query --json`: field names of the original tool kept, additions after.
+#[derive(Debug, Serialize)]
+pub struct QueryOutput<'a> {
+    pub query: &'a str,
+    pub store: &'a str,
+    pub total_results: usize,
+    pub requested_results: usize,
+    /// Seconds, as in the original.
+    pub query_time: f64,
+    pub metadata: QueryMetadata<'a>,
+    pub results: Vec<QueryResult>,
+    pub backend: &'a str,
+    pub model: &'a str,
+    pub query_time_ms: f64,
+}
+
+/// The `metadata` object of `rag query --json`.
+#[derive(Debug, Serialize)]
+pub struct QueryMetadata<'a> {
+    pub backend: &'a str,
+    pub model: &'a str,
+    pub dimension: usize,
+    pub metric: &'a str,
+    pub min_score: Option<f32>,
+    pub full: bool,
+    pub snippet_length: usize,
+}
+
+/// One hit of `rag query --json`.
+#[derive(Debug, Serialize)]
+pub struct QueryResult {
+    pub score: f32,
+    pub similarity_level: &'static str,
+    pub similarity_description: &'static str,
+    pub file_path: String,
+    pub line_start: usize,
+    pub line_end: usize,
+    pub chunk_index: usize,
+    pub total_chunks: usize,
+    pub content: String,
+    pub word_count: usize,
+    pub char_count: usize,
+    pub tags: Value,
+    pub links: Value,
+    pub frontmatter: Value,
+    pub rank: usize,
+    pub key: String,
+    pub language: String,
+    pub content_hash: String,
+    pub indexed_at: String,
+    pub truncated: bool,
+}
+
+impl QueryResult {
+    pub fn new(rank: usize, hit: &Hit, full: bool, snippet_length: usize) -> Self {
+        let text = &hit.chunk.text;
+        let (content, truncated) = if full { (text.clone(), false) } else { snippet(text, snippet_length) };
+        let meta = |key: &str, empty: Value| hit.chunk.metadata.get(key).cloned().unwrap_or(empty);
+        Self {
+            score: hit.score,
+            similarity_level: hit.level().as_str(),
+            similarity_description: hit.level().description(),
+            file_path: hit.chunk.source_path.clone(),
+            line_start: hit.chunk.line_start,
+            line_end: hit.chunk.line_end,
+            chunk_index: hit.chunk.chunk_index,
+            total_chunks: hit.chunk.total_chunks,
+            content,
+            word_count: text.split_whitespace().count(),
+            char_count: text.chars().count(),
+            tags: meta("tags", Value::Array(Vec::new())),
+            links: meta("links", Value::Array(Vec::new())),
+            frontmatter: meta("frontmatter", Value::Object(Default::default())),
+            rank,
+            key: hit.chunk.key.clone(),
+            language: hit.chunk.language.clone(),
+            content_hash: hit.chunk.content_hash.clone(),
+            indexed_at: format_rfc3339(hit.indexed_at),
+            truncated,
+        }
+    }
+}
+
+/// The first `max` characters of `text`, and whether it was cut.
+pub fn snippet(text: &str, max: usize) -> (String, bool) {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => (text[..cut].to_string(), true),
+        None => (text.to_string(), false),
+    }
+}
+
+/// The text form of query results.
+pub fn query_text(query: &str, store: &str, results: &[QueryResult], top_k: usize, millis: f64) -> String {
+    let mut out = String::new();
+    if results.is_empty() {
+        let _ = writeln!(out, "No results for {query:?} in store {store:?}.");
+        return out;
+    }
+    let _ = writeln!(out, "{} of {top_k} results for {query:?} in store {store:?} ({millis:.0} ms)\n", results.len());
+    for r in results {
+        let _ = writeln!(
+            out,
+            "{:>2}. {:.3}  {:<13} {}:{}-{}",
+            r.rank,
+            r.score,
+            r.similarity_level.replace('_', " "),
+            r.file_path,
+            r.line_start,
+            r.line_end
+        );
+        let body = if r.truncated { format!("{}…", r.content.trim_end()) } else { r.content.clone() };
+        for line in body.trim().lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The text form of an index report.
+pub fn index_text(report: &IndexReport, backend: &str, verbose: bool) -> String {
+    let mut out = String::new();
+    let seconds = report.elapsed_ms as f64 / 1000.0;
+    if report.dry_run {
+        let _ = writeln!(out, "Plan for store {:?} ({backend}); dry run, nothing embedded or written:", report.store);
+        for (label, paths) in [("new", &report.new), ("changed", &report.changed), ("remove", &report.removed)] {
+            for path in paths {
+                let _ = writeln!(out, "  {label:<8} {path}");
+            }
+        }
+    } else {
+        let _ = writeln!(out, "Indexed store {:?} ({backend}) in {seconds:.1}s", report.store);
+    }
+    let _ = writeln!(
+        out,
+        "  files:  {} new, {} changed, {} unchanged, {} removed, {} skipped, {} failed",
+        report.new.len(),
+        report.changed.len(),
+        report.unchanged,
+        report.removed.len(),
+        report.skipped.len(),
+        report.failed.len()
+    );
+    let verb = if report.dry_run { "to embed" } else { "embedded" };
+    let _ = writeln!(out, "  chunks: {} {verb}, {} deleted", report.chunks_embedded, report.chunks_deleted);
+    for (label, problems) in [("skipped", &report.skipped), ("note", &report.notes), ("failed", &report.failed)] {
+        if label == "note" && !verbose && problems.len() > 5 {
+            let _ =
+                writeln!(out, "  note: {} files decoded with replacement characters (-v lists them)", problems.len());
+            continue;
+        }
+        for problem in problems {
+            let _ = writeln!(out, "  {label}: {}: {}", problem.path, problem.reason);
+        }
+    }
+    out
+}
+
+/// `rag store info` as text.
+pub fn info_text(info: &StoreInfo) -> String {
+    let mut out = String::new();
+    let c = &info.config;
+    let opt = |v: Option<u64>| v.map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    let time = |v: Option<i64>| v.map_or_else(|| "unknown".to_string(), format_rfc3339);
+    let _ = writeln!(out, "store:      {}", c.name);
+    let _ = writeln!(out, "backend:    {}", info.backend);
+    let _ = writeln!(out, "model:      {}", c.model);
+    let _ = writeln!(out, "dimension:  {}", c.dimension);
+    let _ = writeln!(out, "metric:     {}", c.metric);
+    let _ = writeln!(out, "chunking:   {}", c.chunking);
+    let _ = writeln!(out, "files:      {}", opt(info.files));
+    let _ = writeln!(out, "chunks:     {}", opt(info.chunks));
+    let _ = writeln!(out, "size:       {}", info.size_bytes.map_or_else(|| "unknown".into(), human_bytes));
+    let _ = writeln!(out, "created:    {}", time(info.created_at));
+    let _ = writeln!(out, "updated:    {}", time(info.updated_at));
+    for (key, value) in &info.details {
+        let _ = writeln!(out, "{:<11} {value}", format!("{key}:"));
+    }
+    out
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// `rag store info --json`.
+pub fn info_json(info: &StoreInfo) -> Value {
+    let mut value = serde_json::to_value(info).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        for key in ["created_at", "updated_at"] {
+            if let Some(secs) = map.get(key).and_then(Value::as_i64) {
+                map.insert(key.into(), Value::String(format_rfc3339(secs)));
+            }
+        }
+        let details: serde_json::Map<String, Value> =
+            info.details.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        map.insert("details".into(), Value::Object(details));
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_cut_on_character_boundaries() {
+        assert_eq!(snippet("héllo wörld", 4), ("héll".to_string(), true));
+        assert_eq!(snippet("short", 10), ("short".to_string(), false));
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}
