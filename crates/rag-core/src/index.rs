@@ -34,6 +34,9 @@ pub struct IndexOptions {
     pub metric: Metric,
     /// How many chunks to collect before writing them to the backend.
     pub write_batch_size: usize,
+    /// Longest time finished files wait before they are written, which bounds
+    /// the work an interrupted run loses.
+    pub write_interval: std::time::Duration,
     /// Files larger than this many bytes are skipped with a reason.
     pub max_file_size: u64,
 }
@@ -46,6 +49,7 @@ impl Default for IndexOptions {
             dry_run: false,
             metric: Metric::Cosine,
             write_batch_size: 256,
+            write_interval: std::time::Duration::from_secs(2),
             max_file_size: 50 * 1024 * 1024,
         }
     }
@@ -233,7 +237,7 @@ impl Indexer {
             })
         };
 
-        let mut writer = PendingWrites::new(store, options.write_batch_size);
+        let mut writer = PendingWrites::new(store, options.write_batch_size, options.write_interval);
         let result = if options.dry_run {
             self.plan(rx, &mut report, observer).await
         } else {
@@ -527,7 +531,7 @@ fn finish_file(
         .into_iter()
         .zip(vectors)
         .filter_map(|(chunk, vector)| vector.map(|vector| VectorRecord { chunk, vector, indexed_at }));
-    writer.batch.upserts.extend(records);
+    writer.upsert(records);
     writer.delete(stale);
 }
 
@@ -536,19 +540,39 @@ struct PendingWrites {
     store: String,
     batch: WriteBatch,
     threshold: usize,
+    interval: std::time::Duration,
+    oldest: Option<Instant>,
 }
 
 impl PendingWrites {
-    fn new(store: &str, threshold: usize) -> Self {
-        Self { store: store.to_string(), batch: WriteBatch::default(), threshold: threshold.max(1) }
+    fn new(store: &str, threshold: usize, interval: std::time::Duration) -> Self {
+        Self {
+            store: store.to_string(),
+            batch: WriteBatch::default(),
+            threshold: threshold.max(1),
+            interval,
+            oldest: None,
+        }
     }
 
     fn delete(&mut self, keys: Vec<String>) {
+        self.touch();
         self.batch.deletes.extend(keys);
     }
 
+    fn upsert(&mut self, records: impl IntoIterator<Item = VectorRecord>) {
+        self.touch();
+        self.batch.upserts.extend(records);
+    }
+
+    fn touch(&mut self) {
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// Enough waits to be worth a write, or it has waited long enough.
     fn is_full(&self) -> bool {
         self.batch.upserts.len() + self.batch.deletes.len() >= self.threshold
+            || self.oldest.is_some_and(|t| t.elapsed() >= self.interval)
     }
 
     async fn flush(&mut self, backend: &dyn VectorBackend, report: &mut IndexReport) -> Result<()> {
@@ -556,6 +580,7 @@ impl PendingWrites {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
+        self.oldest = None;
         let deleted = batch.deletes.len();
         backend.write(&self.store, batch).await?;
         report.chunks_deleted += deleted;

@@ -1,0 +1,383 @@
+//! The `rag` command as a library: [`main`] parses the process arguments and
+//! runs. It is a thin layer over the library crates (argument parsing,
+//! progress and output); everything it does is available to Rust programs
+//! through `rag-core` and the backend and embedder crates.
+
+mod cli;
+mod output;
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use clap::{CommandFactory, Parser};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rag_backend_local::LocalBackend;
+use rag_core::{
+    Chunker, DiscoverOptions, DocText, Embedder, IndexObserver, IndexOptions, Indexer, Querier, StoreConfig,
+    TextChunker, VectorBackend, discover, validate_store_name,
+};
+use rag_embed_ollama::{DEFAULT_MODEL, OllamaConfig, OllamaEmbedder};
+
+use cli::{Cli, Command, EmbedderArgs, IndexArgs, QueryArgs, StoreCommand};
+use output::{QueryMetadata, QueryOutput, QueryResult};
+
+/// Runs `rag` with the process arguments and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", error_chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The message and its causes, leaving out causes the message already quotes.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(verbose >= 2)
+        .without_time()
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let data_dir = cli.data_dir.clone();
+    let backend = || -> Result<Arc<LocalBackend>> {
+        let dir = match &data_dir {
+            Some(dir) => dir.clone(),
+            None => LocalBackend::default_data_dir()
+                .context("no data folder on this platform; pass --data-dir or set RAG_DATA_DIR")?,
+        };
+        Ok(Arc::new(LocalBackend::new(dir)))
+    };
+    match cli.command {
+        Command::Index(args) => index(args, backend()?, cli.quiet, cli.verbose).await,
+        Command::Query(args) => query(args, backend()?).await,
+        Command::Store(command) => store(command, backend()?).await,
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rag", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn connect(args: &EmbedderArgs, model: String, batch_size: usize, concurrency: usize) -> Result<OllamaEmbedder> {
+    let mut config = OllamaConfig::new(model);
+    if let Some(url) = &args.ollama_url {
+        config = config.with_url(url);
+    }
+    config.batch_size = batch_size;
+    config.concurrency = concurrency;
+    tracing::info!(url = %config.base_url, model = %config.model, "connecting to Ollama");
+    Ok(OllamaEmbedder::connect(config).await?)
+}
+
+/// The store's recorded model when it exists, unless one was asked for.
+async fn pick_model(args: &EmbedderArgs, backend: &LocalBackend, store: &str) -> Result<String> {
+    if let Some(model) = &args.model {
+        return Ok(model.clone());
+    }
+    if backend.store_exists(store).await? {
+        return Ok(backend.store_config(store).await?.model);
+    }
+    Ok(DEFAULT_MODEL.to_string())
+}
+
+async fn index(args: IndexArgs, backend: Arc<LocalBackend>, quiet: bool, verbose: u8) -> Result<ExitCode> {
+    validate_store_name(&args.store)?;
+    let chunker = TextChunker::new(args.chunk_size, args.chunk_overlap)?;
+    let root = match &args.root {
+        Some(root) => root.clone(),
+        None => std::env::current_dir().context("cannot read the current folder")?,
+    };
+    let discovery =
+        discover(&args.paths, &DiscoverOptions { root: root.clone(), hidden: args.hidden, no_ignore: args.no_ignore })?;
+    for warning in &discovery.warnings {
+        tracing::warn!("{warning}");
+    }
+    for pattern in &discovery.unmatched {
+        tracing::warn!("{pattern:?} matched no file under {}", root.display());
+    }
+    let exists = backend.store_exists(&args.store).await?;
+    if discovery.files.is_empty() && !exists {
+        bail!(
+            "nothing to index: {} matched no file (folders are walked for known text formats; quote globs like \"**/*.md\")",
+            args.paths.join(", ")
+        );
+    }
+
+    let model = pick_model(&args.embedder, &backend, &args.store).await?;
+    let embedder: Arc<dyn Embedder> = if args.dry_run {
+        // A plan needs no embeddings: don't require Ollama for it.
+        let dimension = if exists { backend.store_config(&args.store).await?.dimension } else { 0 };
+        Arc::new(PlanOnly { model, dimension })
+    } else {
+        Arc::new(connect(&args.embedder, model, args.batch_size, args.concurrency).await?)
+    };
+
+    let options = IndexOptions {
+        force: args.force,
+        prune: !args.no_prune,
+        dry_run: args.dry_run,
+        metric: args.metric.into(),
+        max_file_size: args.max_file_size,
+        ..IndexOptions::default()
+    };
+    let progress = Progress::new(!(quiet || args.json) && std::io::stderr().is_terminal());
+    let indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker));
+    let report = indexer.index(&args.store, &discovery, &options, &progress).await;
+    progress.finish();
+    let report = report?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", output::index_text(&report, backend.name(), verbose > 0));
+    }
+    if report.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} file(s) failed; their previous chunks, if any, were kept", report.failed.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Stands in for the embedder during `--dry-run`, which embeds nothing.
+struct PlanOnly {
+    model: String,
+    dimension: usize,
+}
+
+#[async_trait]
+impl Embedder for PlanOnly {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+    async fn embed_documents(&self, _docs: &[DocText]) -> rag_core::Result<Vec<Vec<f32>>> {
+        Err(rag_core::Error::InvalidInput("a dry run does not embed".into()))
+    }
+    async fn embed_query(&self, _query: &str) -> rag_core::Result<Vec<f32>> {
+        Err(rag_core::Error::InvalidInput("a dry run does not embed".into()))
+    }
+}
+
+/// Progress bar on stderr, drawn only on a terminal.
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(visible: bool) -> Self {
+        let bar = if visible {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Self { bar }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl IndexObserver for Progress {
+    fn planned(&self, files: usize) {
+        self.bar.set_length(files as u64);
+    }
+    fn file_done(&self, _path: &str) {
+        self.bar.inc(1);
+    }
+    fn chunks_embedded(&self, count: usize) {
+        let done = self.bar.message().split(' ').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        self.bar.set_message(format!("{} chunks embedded", done + count));
+    }
+}
+
+async fn query(args: QueryArgs, backend: Arc<LocalBackend>) -> Result<ExitCode> {
+    let text = if args.stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read the question from stdin")?;
+        text.trim().to_string()
+    } else {
+        args.text.clone().unwrap_or_default()
+    };
+    if text.trim().is_empty() {
+        bail!("the question is empty; pass it as an argument or pipe it with --stdin");
+    }
+    let config = match backend.store_config(&args.store).await {
+        Ok(config) => config,
+        Err(rag_core::Error::StoreNotFound { .. }) => {
+            let stores = backend.list_stores().await.unwrap_or_default();
+            let known = if stores.is_empty() {
+                "there are no stores yet".to_string()
+            } else {
+                format!("stores: {}", stores.join(", "))
+            };
+            bail!(
+                "store {:?} not found ({known}); create it with `rag index PATHS --store {}`",
+                args.store,
+                args.store
+            );
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let model = args.embedder.model.clone().unwrap_or_else(|| config.model.clone());
+    let started = Instant::now();
+    let embedder = Arc::new(connect(&args.embedder, model, 1, 1).await?);
+    let hits = Querier::new(embedder, backend.clone()).query(&args.store, &text, args.top_k).await?;
+    let elapsed = started.elapsed();
+    let results: Vec<QueryResult> = hits
+        .iter()
+        .filter(|hit| args.min_score.is_none_or(|min| hit.score >= min))
+        .enumerate()
+        .map(|(i, hit)| QueryResult::new(i + 1, hit, args.full, args.snippet_length))
+        .collect();
+    let millis = elapsed.as_secs_f64() * 1000.0;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let out = QueryOutput {
+            query: &text,
+            store: &args.store,
+            total_results: results.len(),
+            requested_results: args.top_k,
+            query_time: elapsed.as_secs_f64(),
+            metadata: QueryMetadata {
+                backend: backend.name(),
+                model: &config.model,
+                dimension: config.dimension,
+                metric: config.metric.as_str(),
+                min_score: args.min_score,
+                full: args.full,
+                snippet_length: args.snippet_length,
+            },
+            backend: backend.name(),
+            model: &config.model,
+            query_time_ms: millis,
+            results,
+        };
+        serde_json::to_writer_pretty(&mut stdout, &out)?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", output::query_text(&text, &args.store, &results, args.top_k, millis))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn store(command: StoreCommand, backend: Arc<LocalBackend>) -> Result<ExitCode> {
+    match command {
+        StoreCommand::List { json } => {
+            let names = backend.list_stores().await?;
+            let mut rows = Vec::new();
+            for name in names {
+                match backend.store_info(&name).await {
+                    Ok(info) => rows.push(info),
+                    Err(err) => tracing::warn!("store {name:?} cannot be read: {err}"),
+                }
+            }
+            if json {
+                let list: Vec<_> = rows.iter().map(output::info_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if rows.is_empty() {
+                eprintln!("No stores yet. Create one with `rag index PATHS --store NAME`.");
+            } else {
+                println!("{:<24} {:<22} {:>6} {:>8} {:>10}", "STORE", "MODEL", "DIM", "CHUNKS", "SIZE");
+                for info in rows {
+                    println!(
+                        "{:<24} {:<22} {:>6} {:>8} {:>10}",
+                        info.config.name,
+                        info.config.model,
+                        info.config.dimension,
+                        info.chunks.unwrap_or(0),
+                        info.size_bytes.map_or_else(String::new, output::human_bytes)
+                    );
+                }
+            }
+        }
+        StoreCommand::Create { name, embedder, dimension, metric } => {
+            validate_store_name(&name)?;
+            let model = embedder.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
+            let dimension = match dimension {
+                Some(dimension) => dimension,
+                None => connect(&embedder, model.clone(), 1, 1).await?.dimension(),
+            };
+            let chunking = TextChunker::default().settings();
+            backend
+                .create_store(&StoreConfig { name: name.clone(), model, dimension, metric: metric.into(), chunking })
+                .await?;
+            println!("Created store {name:?} ({}).", backend.name());
+        }
+        StoreCommand::Info { name, json } => {
+            let info = backend.store_info(&name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&output::info_json(&info))?);
+            } else {
+                print!("{}", output::info_text(&info));
+            }
+        }
+        StoreCommand::Delete { name, yes } => {
+            let info = backend.store_info(&name).await?;
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    eprintln!("error: refusing to delete store {name:?} without confirmation; pass --yes");
+                    return Ok(ExitCode::from(2));
+                }
+                eprint!("Delete store {name:?} with {} chunks? [y/N] ", info.chunks.unwrap_or(0));
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    eprintln!("Kept.");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            backend.delete_store(&name).await?;
+            println!("Deleted store {name:?}.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,331 @@
+//! The `rag` binary end to end, against the fake Ollama on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+mod support;
+
+use serde_json::Value;
+use support::{FakeOllama, Run, Workspace, sections};
+
+/// Small chunks so files split into several.
+const CHUNKS: [&str; 4] = ["--chunk-size", "400", "--chunk-overlap", "50"];
+
+fn index(ws: &Workspace, paths: &[&str]) -> Run {
+    let mut args = vec!["index"];
+    args.extend(paths);
+    args.extend(["--store", "notes"]);
+    args.extend(CHUNKS);
+    ws.rag(&args)
+}
+
+fn notes_workspace() -> Workspace {
+    let ws = Workspace::new();
+    ws.write("docs/install.md", sections("installation", 4));
+    ws.write("docs/usage.md", sections("usage", 3));
+    ws.write("src/lib.rs", "/// Parses the configuration file.\npub fn parse_config() {}\n");
+    ws
+}
+
+fn paths(json: &Value) -> Vec<String> {
+    json["results"].as_array().unwrap().iter().map(|r| r["file_path"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn index_then_query_finds_the_file_with_the_documented_json() {
+    let ws = notes_workspace();
+    let run = index(&ws, &["docs", "src"]);
+    run.assert_ok();
+    assert!(run.stdout().contains("3 new"), "{}", run.stdout());
+
+    let json = ws.query_json("notes", "installation notes", 3);
+    for field in ["query", "store", "total_results", "requested_results", "query_time", "metadata", "results"] {
+        assert!(json.get(field).is_some(), "missing top-level {field}: {json}");
+    }
+    assert_eq!(json["backend"], "local");
+    assert_eq!(json["model"], "embeddinggemma");
+    assert_eq!(json["requested_results"], 3);
+    let first = &json["results"][0];
+    assert_eq!(first["file_path"], "docs/install.md");
+    assert_eq!(first["rank"], 1);
+    for field in [
+        "score",
+        "similarity_level",
+        "similarity_description",
+        "line_start",
+        "line_end",
+        "chunk_index",
+        "total_chunks",
+        "content",
+        "word_count",
+        "char_count",
+        "tags",
+        "links",
+        "frontmatter",
+        "key",
+    ] {
+        assert!(first.get(field).is_some(), "missing result field {field}: {first}");
+    }
+    let (start, end) = (first["line_start"].as_u64().unwrap(), first["line_end"].as_u64().unwrap());
+    let file = std::fs::read_to_string(ws.work().join("docs/install.md")).unwrap();
+    let lines: Vec<&str> = file.lines().collect();
+    let content = first["content"].as_str().unwrap();
+    assert!(first["truncated"].as_bool().unwrap(), "a 300-character snippet of a longer chunk");
+    let full = ws.query_json_full("notes", "installation notes", 1);
+    let chunk = full["results"][0]["content"].as_str().unwrap();
+    assert!(chunk.starts_with(content));
+    let first_line = chunk.lines().next().unwrap();
+    let last_line = chunk.lines().last().unwrap();
+    assert!(lines[start as usize - 1].contains(first_line), "line {start} does not hold {first_line:?}");
+    assert!(lines[end as usize - 1].contains(last_line), "line {end} does not hold {last_line:?}");
+
+    let text = ws.rag(&["query", "installation notes", "--store", "notes", "-k", "2"]);
+    text.assert_ok();
+    assert!(text.stdout().contains("docs/install.md:"), "{}", text.stdout());
+}
+
+#[test]
+fn reindex_without_changes_requests_no_embeddings() {
+    let ws = notes_workspace();
+    index(&ws, &["docs", "src"]).assert_ok();
+    ws.ollama.reset_stats();
+    let run = index(&ws, &["docs", "src"]);
+    run.assert_ok();
+    assert_eq!(ws.ollama.stats().embedded_texts, 0);
+    assert!(run.stdout().contains("3 unchanged"), "{}", run.stdout());
+}
+
+#[test]
+fn changing_one_file_reembeds_only_that_file() {
+    let ws = notes_workspace();
+    index(&ws, &["docs", "src"]).assert_ok();
+    let before = ws.records("notes");
+    ws.write("docs/usage.md", sections("usage", 1));
+    ws.ollama.reset_stats();
+    let run = index(&ws, &["docs", "src"]);
+    run.assert_ok();
+    let after = ws.records("notes");
+    let usage_chunks = after.iter().filter(|(c, _)| c.source_path == "docs/usage.md").count();
+    assert_eq!(ws.ollama.stats().embedded_texts, usage_chunks);
+    assert!(run.stdout().contains("1 changed, 2 unchanged"), "{}", run.stdout());
+    let untouched = |records: &[(rag_core::Chunk, Vec<f32>)]| -> Vec<String> {
+        records.iter().filter(|(c, _)| c.source_path != "docs/usage.md").map(|(c, _)| c.key.clone()).collect()
+    };
+    assert_eq!(untouched(&before), untouched(&after));
+    let old_usage = before.iter().filter(|(c, _)| c.source_path == "docs/usage.md").count();
+    assert!(usage_chunks < old_usage, "surplus chunks of the shorter file were deleted");
+}
+
+#[test]
+fn deleting_a_file_removes_its_chunks() {
+    let ws = notes_workspace();
+    index(&ws, &["docs", "src"]).assert_ok();
+    ws.remove("docs/usage.md");
+    let run = index(&ws, &["docs", "src"]);
+    run.assert_ok();
+    assert!(run.stdout().contains("1 removed"), "{}", run.stdout());
+    assert!(ws.records("notes").iter().all(|(c, _)| c.source_path != "docs/usage.md"));
+    let json = ws.query_json("notes", "usage notes", 10);
+    assert!(!paths(&json).contains(&"docs/usage.md".to_string()));
+}
+
+#[test]
+fn a_store_of_another_model_or_dimension_is_refused() {
+    let ws = Workspace::with_ollama(FakeOllama::with_models(&[("embeddinggemma", 64), ("nomic-embed-text", 32)]));
+    ws.write("a.md", "some words");
+    ws.rag(&["index", ".", "--store", "notes"]).assert_ok();
+    let run = ws.rag(&["index", ".", "--store", "notes", "--model", "nomic-embed-text", "--force"]);
+    run.assert_code(1);
+    let err = run.stderr();
+    assert!(
+        err.contains("embeddinggemma") && err.contains("64") && err.contains("nomic-embed-text") && err.contains("32"),
+        "{err}"
+    );
+    let run = ws.rag(&["query", "words", "--store", "notes", "--model", "nomic-embed-text"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("cannot be mixed"), "{}", run.stderr());
+}
+
+#[test]
+fn ollama_down_names_the_url_and_how_to_start_it() {
+    let ws = Workspace::new();
+    ws.write("a.md", "some words");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = ws.rag(&["index", ".", "--store", "notes", "--ollama-url", &url]);
+    run.assert_code(1);
+    let err = run.stderr();
+    assert!(err.contains(&url) && err.contains("ollama serve"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "one message: {err}");
+}
+
+#[test]
+fn a_missing_model_says_to_pull_it() {
+    let ws = Workspace::new();
+    ws.write("a.md", "some words");
+    let run = ws.rag(&["index", ".", "--store", "notes", "--model", "mxbai-embed-large"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("ollama pull mxbai-embed-large"), "{}", run.stderr());
+}
+
+#[test]
+fn binary_and_invalid_utf8_files_are_reported_while_the_rest_index() {
+    let ws = Workspace::new();
+    ws.write("good.md", "plain good words");
+    ws.write("blob.txt", b"\x7fELF\x00\x00\x01binary bytes");
+    ws.write("latin1.txt", b"caf\xe9 cr\xe8me br\xfbl\xe9e");
+    let run = ws.rag(&["index", ".", "--store", "notes"]);
+    run.assert_ok();
+    let out = run.stdout();
+    assert!(out.contains("skipped: blob.txt: binary file"), "{out}");
+    assert!(out.contains("note: latin1.txt: not valid UTF-8"), "{out}");
+    assert!(out.contains("2 new"), "{out}");
+    let json = ws.query_json("notes", "cr me", 5);
+    assert!(paths(&json).contains(&"latin1.txt".to_string()));
+}
+
+#[test]
+fn an_unreadable_file_fails_the_run_but_not_the_others() {
+    let ws = Workspace::new();
+    ws.write("good.md", "plain good words");
+    ws.write("secret.md", "hidden words");
+    let secret = ws.work().join("secret.md");
+    let mut perms = std::fs::metadata(&secret).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o000);
+    std::fs::set_permissions(&secret, perms).unwrap();
+    if std::fs::read(&secret).is_ok() {
+        return; // running as a user that reads anything (root): nothing to test
+    }
+    let run = ws.rag(&["index", ".", "--store", "notes"]);
+    run.assert_code(1);
+    assert!(run.stdout().contains("failed: secret.md: cannot read"), "{}", run.stdout());
+    assert!(run.stdout().contains("1 new"), "{}", run.stdout());
+}
+
+#[test]
+fn kill_9_mid_run_then_rerun_equals_a_clean_run() {
+    let ws = Workspace::new();
+    for i in 0..60 {
+        ws.write(&format!("notes/n{i:02}.md"), sections(&format!("topic{i}"), 3));
+    }
+    // Finished files are written at least every 2 s: kill after about 3 s of work.
+    ws.ollama.set_latency(Duration::from_millis(40));
+    let args = ["index", "notes", "--store", "notes", "--batch-size", "2", "--concurrency", "1"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(CHUNKS);
+    let mut child = ws.command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ws.ollama.stats().embed_requests < 75 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = ws.records("notes");
+    assert!(!partial.is_empty(), "some files were written before the kill");
+    let partial_len = partial.len();
+
+    // The store answers in its interrupted state.
+    ws.query_json("notes", "topic3", 3);
+
+    ws.ollama.set_latency(Duration::ZERO);
+    ws.command(&args).output().unwrap();
+    let resumed = ws.records("notes");
+
+    let clean = Workspace::new();
+    std::fs::remove_dir_all(clean.work()).unwrap();
+    std::fs::rename(ws.work(), clean.work()).unwrap();
+    clean.command(&args).output().unwrap();
+    let fresh = clean.records("notes");
+    assert!(partial_len < fresh.len(), "the kill came before the end ({partial_len} of {} chunks)", fresh.len());
+    assert_eq!(resumed.len(), fresh.len());
+    for ((a, va), (b, vb)) in resumed.iter().zip(&fresh) {
+        assert_eq!(a, b);
+        assert!(va.iter().zip(vb).all(|(x, y)| (x - y).abs() < 1e-6), "vector of {} differs", a.key);
+    }
+}
+
+#[test]
+fn a_second_index_of_the_same_store_fails_clearly_while_the_first_runs() {
+    let ws = Workspace::new();
+    for i in 0..10 {
+        ws.write(&format!("n{i}.md"), sections(&format!("t{i}"), 2));
+    }
+    ws.ollama.set_latency(Duration::from_millis(200));
+    let mut first = ws
+        .command(&["index", ".", "--store", "notes", "--batch-size", "1", "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ws.ollama.stats().embed_requests < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = ws.rag(&["index", ".", "--store", "notes"]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    second.assert_code(1);
+    assert!(second.stderr().contains("locked by another `rag index`"), "{}", second.stderr());
+}
+
+#[test]
+fn dry_run_plans_without_ollama_or_writes() {
+    let ws = Workspace::new();
+    ws.write("a.md", "words");
+    let run = ws.rag(&["index", ".", "--store", "notes", "--dry-run", "--ollama-url", "http://127.0.0.1:9"]);
+    run.assert_ok();
+    assert!(run.stdout().contains("new      a.md"), "{}", run.stdout());
+    assert!(!ws.data().join("stores/notes").exists());
+}
+
+#[test]
+fn query_reads_stdin_and_min_score_may_be_negative() {
+    let ws = notes_workspace();
+    index(&ws, &["docs", "src"]).assert_ok();
+    let mut child = ws
+        .command(&["query", "--stdin", "--store", "notes", "--json", "--min-score", "-1", "-k", "50"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"configuration file\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["query"], "configuration file");
+    assert_eq!(json["results"][0]["file_path"], "src/lib.rs");
+    let records = ws.records("notes").len();
+    assert_eq!(json["total_results"].as_u64().unwrap() as usize, records, "nothing hidden at -1");
+}
+
+#[test]
+fn unknown_stores_and_bad_names_get_clear_errors() {
+    let ws = Workspace::new();
+    let run = ws.rag(&["query", "x", "--store", "nothing"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("store \"nothing\" not found"), "{}", run.stderr());
+    let run = ws.rag(&["index", ".", "--store", "../escape"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("invalid store name"), "{}", run.stderr());
+    assert!(!ws.dir.path().join("escape").exists());
+}
+
+#[test]
+fn store_commands_list_describe_and_delete() {
+    let ws = notes_workspace();
+    index(&ws, &["docs"]).assert_ok();
+    let list = ws.rag(&["store", "list", "--json"]);
+    list.assert_ok();
+    let stores: Value = serde_json::from_str(&list.stdout()).unwrap();
+    assert_eq!(stores[0]["config"]["name"], "notes");
+    let info = ws.rag(&["store", "info", "notes"]);
+    info.assert_ok();
+    assert!(info.stdout().contains("files:      2"), "{}", info.stdout());
+    ws.rag(&["store", "delete", "notes"]).assert_code(2);
+    ws.rag(&["store", "delete", "notes", "--yes"]).assert_ok();
+    assert!(ws.rag(&["store", "list", "--json"]).stdout().trim() == "[]");
+    ws.rag(&["store", "create", "empty", "--dimension", "8", "--model", "tiny"]).assert_ok();
+    assert!(ws.rag(&["store", "info", "empty"]).stdout().contains("dimension:  8"));
+}

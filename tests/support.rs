@@ -1,0 +1,140 @@
+//! Helpers for the end-to-end tests: a temporary workspace with a fake Ollama
+//! and a way to run the real `rag` binary in it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub use rag_testkit::FakeOllama;
+
+/// The `rag` binary: `RAG_BIN` if set, else the copy cargo builds with these
+/// tests (`CARGO_BIN_EXE_rag`, always current).
+pub fn rag_bin() -> PathBuf {
+    std::env::var_os("RAG_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rag")), PathBuf::from)
+}
+
+/// A temporary folder with `work/` (files to index) and `data/` (stores), and a
+/// fake Ollama.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub ollama: FakeOllama,
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self::with_ollama(FakeOllama::start())
+    }
+
+    pub fn with_ollama(ollama: FakeOllama) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        Self { dir, ollama }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn write(&self, path: &str, contents: impl AsRef<[u8]>) {
+        let path = self.work().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+
+    pub fn remove(&self, path: &str) {
+        std::fs::remove_file(self.work().join(path)).unwrap();
+    }
+
+    /// A `rag` command run in `work/`, with this workspace's data folder and Ollama.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(rag_bin());
+        command
+            .args(args)
+            .current_dir(self.work())
+            .env("RAG_DATA_DIR", self.data())
+            .env("OLLAMA_HOST", self.ollama.url())
+            .env_remove("RAG_STORE")
+            .env_remove("RAG_MODEL")
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    pub fn rag(&self, args: &[&str]) -> Run {
+        Run(self.command(args).output().unwrap())
+    }
+
+    /// `rag query --json`, parsed.
+    pub fn query_json(&self, store: &str, text: &str, top_k: usize) -> serde_json::Value {
+        let run = self.rag(&["query", text, "--store", store, "--json", "--top-k", &top_k.to_string()]);
+        run.assert_ok();
+        serde_json::from_str(&run.stdout()).unwrap()
+    }
+
+    /// `rag query --json --full`, parsed.
+    pub fn query_json_full(&self, store: &str, text: &str, top_k: usize) -> serde_json::Value {
+        let run = self.rag(&["query", text, "--store", store, "--json", "--full", "--top-k", &top_k.to_string()]);
+        run.assert_ok();
+        serde_json::from_str(&run.stdout()).unwrap()
+    }
+
+    /// Every record of a store, without the indexing time, sorted by key.
+    pub fn records(&self, store: &str) -> Vec<(rag_core::Chunk, Vec<f32>)> {
+        let backend = rag_backend_local::LocalBackend::new(self.data());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let records = runtime.block_on(backend.records(store)).unwrap();
+        records.into_iter().map(|r| (r.chunk, r.vector)).collect()
+    }
+}
+
+/// The output of one `rag` run.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.0.status.code()
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(
+            self.0.status.success(),
+            "rag failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), Some(code), "stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        self
+    }
+}
+
+/// Markdown with `n` sections, each naming `topic`, so it splits into several chunks.
+pub fn sections(topic: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!("## {topic} part {i}\n\n{}\n\n", format!("The {topic} notes say {topic} matters. ").repeat(12))
+        })
+        .collect()
+}
