@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = Arc::new(LocalBackend::new(&data_dir));
     let embedder = Arc::new(OllamaEmbedder::connect(OllamaConfig::new("embeddinggemma")).await?);
 
-    let files = discover(&[folder.clone()], &DiscoverOptions::new("."))?;
+    let files = discover(std::slice::from_ref(&folder), &DiscoverOptions::new("."))?;
     let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::default()));
     let report = indexer.index("quickstart", &files, &IndexOptions::default(), &NoProgress).await?;
     println!(

@@ -64,6 +64,91 @@ pub fn top_k(data: &[f32], dim: usize, query: &[f32], metric: Metric, k: usize, 
     best
 }
 
+/// Bytes of one slot of the compact (int8) vector file for `dim` dimensions:
+/// the scale and the squared norm as `f32`, then one signed byte per dimension.
+pub fn compact_stride(dim: usize) -> usize {
+    dim + 8
+}
+
+/// Encodes a vector for the compact file: `value ≈ code * scale`, codes in
+/// -127..=127, plus the exact squared norm (for euclidean estimates).
+pub fn quantize(vector: &[f32], out: &mut Vec<u8>) {
+    let max = vector.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let norm2: f32 = vector.iter().map(|x| x * x).sum();
+    out.clear();
+    out.extend(scale.to_le_bytes());
+    out.extend(norm2.to_le_bytes());
+    out.extend(vector.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8 as u8));
+}
+
+/// The `k` best slots of the compact file `data` by estimated score, best
+/// first. Free slots (NaN scale) are skipped. Estimates are within about 1%
+/// of the exact score; callers re-score the candidates exactly.
+pub fn top_k_compact(data: &[u8], dim: usize, query: &[f32], metric: Metric, k: usize, threads: usize) -> Vec<Scored> {
+    let stride = compact_stride(dim);
+    if dim == 0 || k == 0 || query.len() != dim {
+        return Vec::new();
+    }
+    let mut encoded = Vec::with_capacity(stride);
+    quantize(query, &mut encoded);
+    let (q_scale, q_norm2) = header(&encoded);
+    let q_codes: Vec<i8> = encoded[8..].iter().map(|&b| b as i8).collect();
+    let slots = data.len() / stride;
+    let threads = threads.clamp(1, 16).min(slots.div_ceil(4096).max(1));
+    let per_thread = slots.div_ceil(threads);
+    let kernel = Kernel::detect();
+    let partials: Vec<Vec<Scored>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let start = t * per_thread;
+                let end = ((t + 1) * per_thread).min(slots);
+                let part = &data[start * stride..end * stride];
+                let q_codes = &q_codes;
+                scope.spawn(move || {
+                    let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+                    for (i, slot) in part.chunks_exact(stride).enumerate() {
+                        let (scale, norm2) = header(slot);
+                        if scale.is_nan() {
+                            continue;
+                        }
+                        let dot = kernel.dot_i8(q_codes, &slot[8..]) as f32 * scale * q_scale;
+                        let score = match metric {
+                            Metric::Cosine => dot,
+                            Metric::Euclidean => 1.0 / (1.0 + (q_norm2 + norm2 - 2.0 * dot).max(0.0).sqrt()),
+                        };
+                        push_bounded(&mut heap, Scored { score, slot: (start + i) as u64 }, k);
+                    }
+                    heap.into_vec()
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let mut merged: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+    for scored in partials.into_iter().flatten() {
+        push_bounded(&mut merged, scored, k);
+    }
+    let mut best = merged.into_vec();
+    best.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
+    best
+}
+
+fn header(slot: &[u8]) -> (f32, f32) {
+    let word = |i: usize| f32::from_le_bytes([slot[i], slot[i + 1], slot[i + 2], slot[i + 3]]);
+    (word(0), word(4))
+}
+
+/// The exact score of a stored vector (unit length on cosine stores) for a
+/// query prepared the same way.
+pub fn exact_score(query: &[f32], vector: &[f32], metric: Metric) -> f32 {
+    let kernel = Kernel::detect();
+    match metric {
+        Metric::Cosine => kernel.dot(query, vector),
+        Metric::Euclidean => 1.0 / (1.0 + kernel.squared_distance(query, vector).sqrt()),
+    }
+}
+
 fn scan_range(
     part: &[f32],
     dim: usize,
@@ -124,6 +209,15 @@ impl Kernel {
         }
     }
 
+    fn dot_i8(self, a: &[i8], b: &[u8]) -> i32 {
+        match self {
+            Kernel::Portable => dot_i8_lanes(a, b),
+            // SAFETY: detect() chose this variant only after checking the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => unsafe { dot_i8_avx2(a, b) },
+        }
+    }
+
     fn squared_distance(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Kernel::Portable => squared_distance_portable(a, b),
@@ -163,6 +257,27 @@ fn squared_distance_lanes(a: &[f32], b: &[f32], fma: bool) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Dot product of int8 codes (`b` holds them as bytes) in i32 lanes.
+#[inline(always)]
+fn dot_i8_lanes(a: &[i8], b: &[u8]) -> i32 {
+    const I8_LANES: usize = 32;
+    let mut acc = [0i32; I8_LANES];
+    let (ca, cb) = (a.chunks_exact(I8_LANES), b.chunks_exact(I8_LANES));
+    let tail: i32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| i32::from(x) * i32::from(y as i8)).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..I8_LANES {
+            acc[i] += i32::from(x[i]) * i32::from(y[i] as i8);
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_i8_avx2(a: &[i8], b: &[u8]) -> i32 {
+    dot_i8_lanes(a, b)
 }
 
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
@@ -231,6 +346,43 @@ mod tests {
         let itself = top_k(&data, dim, &data[42 * dim..43 * dim], Metric::Cosine, 1, 2);
         assert_eq!(itself[0].slot, 42);
         assert!((itself[0].score - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn compact_scan_candidates_contain_the_exact_top_k() {
+        let dim = 96;
+        let vectors: Vec<Vec<f32>> = (0..20_000).map(|i| unit(i, dim)).collect();
+        let mut compact = Vec::new();
+        let mut buf = Vec::new();
+        for v in &vectors {
+            quantize(v, &mut buf);
+            compact.extend_from_slice(&buf);
+        }
+        // A free slot: NaN scale.
+        compact[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let flat: Vec<f32> = vectors.concat();
+        for seed in 0..20 {
+            let query = unit(1_000_000 + seed, dim);
+            for metric in [Metric::Cosine, Metric::Euclidean] {
+                let candidates: Vec<u64> =
+                    top_k_compact(&compact, dim, &query, metric, 10 * 8 + 64, 2).iter().map(|s| s.slot).collect();
+                assert!(!candidates.contains(&0), "free slot returned");
+                let mut exact = flat.clone();
+                exact[0] = f32::NAN;
+                for slot in naive(&exact, dim, &query, metric, 10) {
+                    assert!(candidates.contains(&slot), "{metric}: exact hit {slot} missing from candidates");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_scores_are_close_to_exact() {
+        let (a, b) = (unit(1, 768), unit(2, 768));
+        let mut buf = Vec::new();
+        quantize(&b, &mut buf);
+        let got = top_k_compact(&buf, 768, &a, Metric::Cosine, 1, 1)[0].score;
+        assert!((got - exact_score(&a, &b, Metric::Cosine)).abs() < 0.01, "{got}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::scan;
 const BACKEND: &str = "local";
 const DB_FILE: &str = "store.db";
 const VECTORS_FILE: &str = "vectors.f32";
+const COMPACT_FILE: &str = "vectors.i8";
 const LOCK_FILE: &str = "write.lock";
 const FORMAT_VERSION: &str = "1";
 
@@ -232,25 +233,39 @@ struct Reader {
     db_path: PathBuf,
     config: StoreConfig,
     map: Option<Mmap>,
+    compact: Option<Mmap>,
+}
+
+/// Maps a file read-only; `None` when it is missing or empty.
+fn map_file(path: &Path) -> Result<Option<Mmap>, LocalStoreError> {
+    match File::open(path) {
+        Ok(file) if file.metadata().map_err(io(path))?.len() > 0 => {
+            // SAFETY: the store's files are only grown or written in place by a writer; a
+            // concurrent write changes values we read (a slot being reused), never the
+            // mapping's validity, and rows are re-checked against SQLite afterwards.
+            Ok(Some(unsafe { Mmap::map(&file) }.map_err(io(path))?))
+        }
+        Ok(_) => Ok(None),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(io(path)(err)),
+    }
 }
 
 impl Reader {
     fn open(dir: &Path) -> Result<Self, LocalStoreError> {
         let (conn, db_path) = open_db(dir)?;
         let config = read_config(&conn, &db_path, dir)?;
-        let vectors = dir.join(VECTORS_FILE);
-        let map = match File::open(&vectors) {
-            Ok(file) if file.metadata().map_err(io(&vectors))?.len() > 0 => {
-                // SAFETY: the file is only ever grown or written in place by a writer; a
-                // concurrent write changes values we read (a slot being reused), never the
-                // mapping's validity, and rows are re-checked against SQLite afterwards.
-                Some(unsafe { Mmap::map(&file) }.map_err(io(&vectors))?)
-            }
-            Ok(_) => None,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-            Err(err) => return Err(io(&vectors)(err)),
-        };
-        Ok(Self { conn, db_path, config, map })
+        let map = map_file(&dir.join(VECTORS_FILE))?;
+        let compact = map_file(&dir.join(COMPACT_FILE))?;
+        Ok(Self { conn, db_path, config, map, compact })
+    }
+
+    /// The compact file when it covers every slot of the exact one.
+    fn compact_bytes(&self) -> Option<&[u8]> {
+        let stride = scan::compact_stride(self.config.dimension);
+        let compact = self.compact.as_deref()?;
+        let slots = compact.len() / stride;
+        (slots * self.config.dimension >= self.floats().len()).then(|| &compact[..slots * stride])
     }
 
     fn floats(&self) -> &[f32] {
@@ -282,16 +297,38 @@ impl Reader {
         let floats = self.floats();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let total_slots = floats.len() / dim.max(1);
-        // Slots freed by a writer that was killed before marking them are not in
-        // SQLite: ask for a few more than k and widen if too many were stale.
-        let mut want = request.top_k.saturating_mul(2).saturating_add(16);
+        let metric = self.config.metric;
+        // Candidates come from the int8 copy (a quarter of the bytes to read) and
+        // are re-scored exactly from the f32 vectors. Slots freed by a writer that
+        // was killed before marking them are not in SQLite: ask for more than k
+        // and widen if too many were stale.
+        let mut want = request.top_k.saturating_mul(8).saturating_add(64);
+        let mut rows = request.top_k.saturating_mul(2).saturating_add(16);
         loop {
-            let best = scan::top_k(floats, dim, &query, self.config.metric, want, threads);
-            let hits = self.rows_for(&best)?;
-            if hits.len() >= request.top_k || best.len() < want || want >= total_slots {
+            let best = match self.compact_bytes() {
+                Some(compact) => {
+                    let mut candidates = scan::top_k_compact(compact, dim, &query, metric, want, threads);
+                    for candidate in &mut candidates {
+                        let start = candidate.slot as usize * dim;
+                        candidate.score = floats
+                            .get(start..start + dim)
+                            .map_or(f32::NAN, |vector| scan::exact_score(&query, vector, metric));
+                    }
+                    candidates.retain(|c| !c.score.is_nan());
+                    candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
+                    candidates
+                }
+                None => scan::top_k(floats, dim, &query, metric, want, threads),
+            };
+            let exhausted = best.len() < want || want >= total_slots;
+            // Rows are read for the best few only: enough for k unless many slots were stale.
+            let take = best.len().min(rows);
+            let hits = self.rows_for(&best[..take])?;
+            if hits.len() >= request.top_k || (exhausted && take == best.len()) {
                 return Ok(hits.into_iter().take(request.top_k).collect());
             }
             want = want.saturating_mul(4);
+            rows = want;
         }
     }
 
@@ -332,14 +369,53 @@ fn prepare_vector(metric: Metric, vector: &[f32]) -> std::result::Result<Vec<f32
     }
 }
 
+/// A file of fixed-size slots, the first four bytes of each an `f32` that is
+/// NaN when the slot is free.
+#[derive(Debug)]
+struct SlotFile {
+    file: File,
+    path: PathBuf,
+    stride: u64,
+}
+
+impl SlotFile {
+    fn open(path: PathBuf, stride: usize) -> Result<Self, LocalStoreError> {
+        let file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io(&path))?;
+        Ok(Self { file, path, stride: stride as u64 })
+    }
+
+    fn slots(&self) -> Result<u64, LocalStoreError> {
+        Ok(self.file.metadata().map_err(io(&self.path))?.len() / self.stride)
+    }
+
+    fn truncate(&self, slots: u64) -> Result<(), LocalStoreError> {
+        self.file.set_len(slots * self.stride).map_err(io(&self.path))
+    }
+
+    fn write(&self, slot: u64, bytes: &[u8]) -> Result<(), LocalStoreError> {
+        write_at(&self.file, bytes, slot * self.stride).map_err(io(&self.path))
+    }
+
+    fn mark_free(&self, slot: u64) -> Result<(), LocalStoreError> {
+        self.write(slot, &f32::NAN.to_le_bytes())
+    }
+
+    fn sync(&self) -> Result<(), LocalStoreError> {
+        self.file.sync_data().map_err(io(&self.path))
+    }
+}
+
 /// The single writer of a store: holds the lock file and the free-slot list.
 #[derive(Debug)]
 struct Writer {
     _lock: File,
     conn: Connection,
     db_path: PathBuf,
-    vectors: File,
-    vectors_path: PathBuf,
+    /// The vectors as `f32`: exact scores and the truth.
+    exact: SlotFile,
+    /// The same vectors as int8 codes: what a query scans.
+    compact: SlotFile,
     config: StoreConfig,
     free: Vec<u64>,
     next_slot: u64,
@@ -363,33 +439,18 @@ impl Writer {
         }
         let (conn, db_path) = open_db(dir)?;
         let config = read_config(&conn, &db_path, dir)?;
-        let vectors_path = dir.join(VECTORS_FILE);
-        let vectors = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&vectors_path)
-            .map_err(io(&vectors_path))?;
-        let mut writer =
-            Writer { _lock: lock, conn, db_path, vectors, vectors_path, config, free: Vec::new(), next_slot: 0 };
+        let exact = SlotFile::open(dir.join(VECTORS_FILE), config.dimension * 4)?;
+        let compact = SlotFile::open(dir.join(COMPACT_FILE), scan::compact_stride(config.dimension))?;
+        let mut writer = Writer { _lock: lock, conn, db_path, exact, compact, config, free: Vec::new(), next_slot: 0 };
         writer.repair()?;
         Ok(writer)
-    }
-
-    fn slot_bytes(&self) -> u64 {
-        self.config.dimension as u64 * 4
     }
 
     /// Rebuilds the free list from SQLite (the truth) and marks every slot no
     /// row points at as free, undoing whatever a killed writer left behind.
     fn repair(&mut self) -> Result<(), LocalStoreError> {
-        let len = self.vectors.metadata().map_err(io(&self.vectors_path))?.len();
-        let slots = len / self.slot_bytes();
-        if len % self.slot_bytes() != 0 {
-            self.vectors.set_len(slots * self.slot_bytes()).map_err(io(&self.vectors_path))?;
-        }
-        // Rows whose vector never reached the disk (power loss): drop them, so
+        let slots = self.exact.slots()?.min(self.compact.slots()?);
+        // Rows whose vectors never reached the disk (power loss): drop them, so
         // their files look incomplete and are re-indexed.
         let lost =
             self.conn.execute("DELETE FROM chunks WHERE slot >= ?1", [slots as i64]).map_err(sql(&self.db_path))?;
@@ -405,9 +466,8 @@ impl Writer {
         while end > 0 && !live.contains(&(end - 1)) {
             end -= 1;
         }
-        if end < slots {
-            self.vectors.set_len(end * self.slot_bytes()).map_err(io(&self.vectors_path))?;
-        }
+        self.exact.truncate(end)?;
+        self.compact.truncate(end)?;
         self.free = (0..end).rev().filter(|s| !live.contains(s)).collect();
         for &slot in &self.free {
             self.mark_free(slot)?;
@@ -417,7 +477,8 @@ impl Writer {
     }
 
     fn mark_free(&self, slot: u64) -> Result<(), LocalStoreError> {
-        write_at(&self.vectors, &f32::NAN.to_le_bytes(), slot * self.slot_bytes()).map_err(io(&self.vectors_path))
+        self.compact.mark_free(slot)?;
+        self.exact.mark_free(slot)
     }
 
     fn allocate(&mut self) -> u64 {
@@ -427,8 +488,20 @@ impl Writer {
         })
     }
 
-    fn write(&mut self, batch: WriteBatch) -> Result<()> {
+    fn write(&mut self, mut batch: WriteBatch) -> Result<()> {
         let dim = self.config.dimension;
+        // The last of several upserts of one key wins, as it would in separate writes.
+        let mut seen = HashSet::new();
+        if batch.upserts.iter().any(|r| !seen.insert(r.chunk.key.clone())) {
+            let mut last: HashMap<String, VectorRecord> = HashMap::new();
+            let mut order = Vec::new();
+            for record in batch.upserts.drain(..) {
+                if last.insert(record.chunk.key.clone(), record.clone()).is_none() {
+                    order.push(record.chunk.key);
+                }
+            }
+            batch.upserts = order.into_iter().filter_map(|key| last.remove(&key)).collect();
+        }
         let mut prepared = Vec::with_capacity(batch.upserts.len());
         for record in &batch.upserts {
             if record.vector.len() != dim {
@@ -468,14 +541,17 @@ impl Writer {
     /// Writes the vectors into their new slots, syncs, then commits the rows.
     /// Returns the slots the committed rows no longer use.
     fn commit(&mut self, batch: &WriteBatch, vectors: &[Vec<f32>], slots: &[u64]) -> Result<Vec<u64>, LocalStoreError> {
-        let mut bytes = Vec::with_capacity(self.slot_bytes() as usize);
+        let mut bytes = Vec::with_capacity(self.exact.stride as usize);
         for (vector, &slot) in vectors.iter().zip(slots) {
             bytes.clear();
             bytes.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
-            write_at(&self.vectors, &bytes, slot * self.slot_bytes()).map_err(io(&self.vectors_path))?;
+            self.exact.write(slot, &bytes)?;
+            scan::quantize(vector, &mut bytes);
+            self.compact.write(slot, &bytes)?;
         }
         if !vectors.is_empty() {
-            self.vectors.sync_data().map_err(io(&self.vectors_path))?;
+            self.exact.sync()?;
+            self.compact.sync()?;
         }
         let db = self.db_path.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(&db))?;
@@ -902,6 +978,40 @@ mod tests {
         assert_eq!(hits[0].chunk.key, "a.md#0");
         backend.begin_indexing("notes").await.unwrap();
         assert_eq!(fs::metadata(&vectors).unwrap().len(), 8, "the orphan slot was trimmed");
+    }
+
+    #[tokio::test]
+    async fn many_uncommitted_vectors_closer_than_every_row_still_leave_k_real_hits() {
+        let (dir, backend) = store_with(4, Metric::Cosine).await;
+        let records = (0..10).map(|i| record("a.md", i, 10, "h", vec![1.0, i as f32, 0.5, 0.0])).collect();
+        backend.put("notes", records).await.unwrap();
+        drop(backend);
+        // A killed writer left 200 vectors equal to the query in both files, with no rows.
+        let store = dir.path().join("stores/notes");
+        let exact = SlotFile::open(store.join(VECTORS_FILE), 16).unwrap();
+        let compact = SlotFile::open(store.join(COMPACT_FILE), scan::compact_stride(4)).unwrap();
+        let query = vec![0.0f32, 0.0, 0.0, 1.0];
+        let mut bytes = Vec::new();
+        for slot in 10..210 {
+            exact.write(slot, &query.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+            scan::quantize(&query, &mut bytes);
+            compact.write(slot, &bytes).unwrap();
+        }
+        let backend = LocalBackend::new(dir.path());
+        let hits = backend.query("notes", &QueryRequest::new(query, 5)).await.unwrap();
+        assert_eq!(hits.len(), 5, "{hits:?}");
+        assert!(hits.iter().all(|h| h.chunk.source_path == "a.md"));
+    }
+
+    #[tokio::test]
+    async fn the_last_of_two_upserts_of_a_key_in_one_batch_wins() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        let first = record("a.md", 0, 1, "old", vec![1.0, 0.0]);
+        let second = record("a.md", 0, 1, "new", vec![0.0, 1.0]);
+        backend.put("notes", vec![first, second]).await.unwrap();
+        let records = backend.records("notes").await.unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].chunk.content_hash, "new");
     }
 
     #[tokio::test]

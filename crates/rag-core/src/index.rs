@@ -362,12 +362,12 @@ impl Indexer {
                             }
                         }
                         entry.remaining -= 1;
-                        if entry.remaining == 0 {
-                            if let Some(done) = pending.remove(&id) {
-                                finish_file(done, indexed_at, writer, report, observer);
-                                if writer.is_full() {
-                                    writer.flush(self.backend.as_ref(), report).await?;
-                                }
+                        if entry.remaining == 0
+                            && let Some(done) = pending.remove(&id)
+                        {
+                            finish_file(done, indexed_at, writer, report, observer);
+                            if writer.is_full() {
+                                writer.flush(self.backend.as_ref(), report).await?;
                             }
                         }
                     }

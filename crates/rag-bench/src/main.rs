@@ -1,0 +1,357 @@
+//! `rag-bench`: the project's benchmarks, run as separate processes so that
+//! "fresh process" means what it says. Build with `--release`:
+//!
+//! ```sh
+//! cargo build --release -p rag-cli -p rag-bench
+//! target/release/rag-bench query              # 10k, 100k, 1M chunks of 768 dims
+//! target/release/rag-bench index              # 10k-file tree, instant embedder
+//! target/release/rag-bench startup            # rag --version, rag store list
+//! ```
+//!
+//! Every figure is a median over several runs, measured in one invocation.
+//! Stores and trees are built once under `--dir` (default
+//! `target/rag-bench`) and reused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use rag_backend_local::LocalBackend;
+use rag_core::{
+    Chunk, DiscoverOptions, DocText, Embedder, IndexOptions, Indexer, Metric, NoProgress, QueryRequest, StoreConfig,
+    TextChunker, VectorBackend, VectorRecord, chunk_key, discover,
+};
+
+const DIM: usize = 768;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let dir = flag("--dir").map_or_else(|| PathBuf::from("target/rag-bench"), PathBuf::from);
+    let runs: usize = flag("--runs").map_or(Ok(11), |r| r.parse()).context("--runs takes a number")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.first().map(String::as_str) {
+        Some("query") => {
+            let sizes = flag("--sizes").unwrap_or_else(|| "10000,100000,1000000".into());
+            let sizes: Vec<usize> = sizes.split(',').map(str::parse).collect::<Result<_, _>>().context("--sizes")?;
+            runtime.block_on(bench_query(&dir, &sizes, runs))
+        }
+        Some("query-once") => {
+            let data = flag("--data-dir").context("--data-dir")?;
+            let store = flag("--store").context("--store")?;
+            runtime.block_on(query_once(Path::new(&data), &store))
+        }
+        Some("index") => {
+            let files: usize = flag("--files").map_or(Ok(10_000), |f| f.parse()).context("--files")?;
+            runtime.block_on(bench_index(&dir, files, runs.min(5)))
+        }
+        Some("startup") => bench_startup(&dir, runs.max(21)),
+        _ => bail!(
+            "usage: rag-bench query [--sizes 10000,100000,1000000] | index [--files 10000] | startup  [--runs N] [--dir DIR]"
+        ),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Deterministic pseudo-random unit vectors.
+struct Vectors(u64);
+
+impl Vectors {
+    fn next_unit(&mut self, dim: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..dim)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    }
+}
+
+fn synthetic_chunk(i: usize) -> Chunk {
+    let path = format!("docs/file{:05}.md", i / 8);
+    Chunk {
+        key: chunk_key(&path, i % 8),
+        source_path: path,
+        chunk_index: i % 8,
+        total_chunks: 8,
+        line_start: (i % 8) * 20 + 1,
+        line_end: (i % 8) * 20 + 20,
+        byte_start: 0,
+        byte_end: 160,
+        text: format!("Synthetic chunk {i}: notes about topic {} with a few words of body text to store.", i % 977),
+        content_hash: format!("{:064x}", i / 8),
+        language: "markdown".into(),
+        metadata: Default::default(),
+    }
+}
+
+async fn ensure_store(data: &Path, store: &str, size: usize) -> Result<()> {
+    let backend = LocalBackend::new(data);
+    if backend.store_exists(store).await? {
+        if backend.store_info(store).await?.chunks == Some(size as u64) {
+            return Ok(());
+        }
+        backend.delete_store(store).await?;
+    }
+    eprintln!("building a store of {size} chunks of {DIM} dimensions under {} ...", data.display());
+    let started = Instant::now();
+    backend
+        .create_store(&StoreConfig {
+            name: store.into(),
+            model: "synthetic".into(),
+            dimension: DIM,
+            metric: Metric::Cosine,
+            chunking: "synthetic".into(),
+        })
+        .await?;
+    let mut vectors = Vectors(0x5eed);
+    let mut i = 0;
+    while i < size {
+        let n = (size - i).min(8192);
+        let records = (i..i + n).map(|j| VectorRecord {
+            chunk: synthetic_chunk(j),
+            vector: vectors.next_unit(DIM),
+            indexed_at: 0,
+        });
+        backend.put(store, records.collect()).await?;
+        i += n;
+    }
+    eprintln!("  built in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn bench_query(dir: &Path, sizes: &[usize], runs: usize) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    println!("local query in a fresh process (768 dims, top 10, {runs} runs each, medians)");
+    println!(
+        "{:>10} {:>12} {:>12} {:>12} {:>12} {:>10}",
+        "chunks", "search ms", "process ms", "peak RSS", "store size", "recall@10"
+    );
+    for &size in sizes {
+        let data = dir.join(format!("query-{size}"));
+        let store = "bench";
+        ensure_store(&data, store, size).await?;
+        let size_on_disk = LocalBackend::new(&data).store_info(store).await?.size_bytes.unwrap_or(0);
+        let (mut search, mut process, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let started = Instant::now();
+            let out =
+                Command::new(&exe).args(["query-once", "--data-dir"]).arg(&data).args(["--store", store]).output()?;
+            let wall = started.elapsed();
+            if !out.status.success() {
+                bail!("query-once failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut fields = text.split_whitespace();
+            search.push(fields.next().context("no timing")?.parse::<f64>()?);
+            rss.push(fields.next().context("no rss")?.parse::<f64>()?);
+            process.push(wall.as_secs_f64() * 1000.0);
+        }
+        let recall = recall_at_10(&data, store, 20).await?;
+        println!(
+            "{:>10} {:>12.2} {:>12.2} {:>9.0} MiB {:>8.0} MiB {:>10.4}",
+            size,
+            median(search),
+            median(process),
+            median(rss) / 1024.0,
+            size_on_disk as f64 / (1024.0 * 1024.0),
+            recall
+        );
+    }
+    Ok(())
+}
+
+/// Share of the exact top 10 (brute force over the `f32` vectors) that the
+/// store's query returns, over `queries` random queries.
+async fn recall_at_10(data: &Path, store: &str, queries: usize) -> Result<f64> {
+    let bytes = std::fs::read(data.join("stores").join(store).join("vectors.f32"))?;
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let backend = LocalBackend::new(data);
+    let mut vectors = Vectors(0xfeed);
+    let mut found = 0;
+    for _ in 0..queries {
+        let query = vectors.next_unit(DIM);
+        let exact = rag_backend_local::top_k(&floats, DIM, &query, Metric::Cosine, 10, 2);
+        let hits = backend.query(store, &QueryRequest::new(query, 10)).await?;
+        found += exact.iter().filter(|e| hits.iter().any(|h| (h.score - e.score).abs() < 1e-5)).count();
+    }
+    Ok(found as f64 / (queries * 10) as f64)
+}
+
+/// Opens the store, runs one query, prints `milliseconds peak_rss_kib`.
+async fn query_once(data: &Path, store: &str) -> Result<()> {
+    let started = Instant::now();
+    let backend = LocalBackend::new(data);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let vector = Vectors(u64::from(seed) | 1).next_unit(DIM);
+    let hits = backend.query(store, &QueryRequest::new(vector, 10)).await?;
+    let elapsed = started.elapsed();
+    if hits.len() != 10 {
+        bail!("expected 10 hits, got {}", hits.len());
+    }
+    println!("{:.3} {}", elapsed.as_secs_f64() * 1000.0, peak_rss_kib());
+    Ok(())
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Returns a fixed unit vector (slightly varied) at once: measures everything
+/// but the model.
+struct InstantEmbedder;
+
+#[async_trait]
+impl Embedder for InstantEmbedder {
+    fn model(&self) -> &str {
+        "instant"
+    }
+    fn dimension(&self) -> usize {
+        DIM
+    }
+    fn max_batch_size(&self) -> usize {
+        64
+    }
+    async fn embed_documents(&self, docs: &[DocText]) -> rag_core::Result<Vec<Vec<f32>>> {
+        Ok(docs.iter().map(|d| instant_vector(d.text.len())).collect())
+    }
+    async fn embed_query(&self, query: &str) -> rag_core::Result<Vec<f32>> {
+        Ok(instant_vector(query.len()))
+    }
+}
+
+fn instant_vector(seed: usize) -> Vec<f32> {
+    let mut v = vec![0.036; DIM];
+    v[seed % DIM] = 1.0;
+    v
+}
+
+/// A tree of `files` files, markdown, Rust and text, about 5 KB each.
+fn ensure_tree(root: &Path, files: usize) -> Result<u64> {
+    let marker = root.join(format!(".complete-{files}"));
+    if !marker.exists() {
+        eprintln!("writing a tree of {files} files under {} ...", root.display());
+        let _ = std::fs::remove_dir_all(root);
+        for i in 0..files {
+            let (ext, body) = match i % 3 {
+                0 => ("md", markdown_body(i)),
+                1 => ("rs", rust_body(i)),
+                _ => ("txt", text_body(i)),
+            };
+            let path = root.join(format!("d{:03}/f{i:05}.{ext}", i % 100));
+            std::fs::create_dir_all(path.parent().context("parent")?)?;
+            std::fs::write(path, body)?;
+        }
+        std::fs::write(&marker, "")?;
+    }
+    let found = discover(&[".".into()], &DiscoverOptions::new(root))?;
+    Ok(found.files.iter().map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len())).sum())
+}
+
+fn markdown_body(i: usize) -> String {
+    (0..6)
+        .map(|s| {
+            format!(
+                "## Section {s} of note {i}\n\n{}\n\n",
+                "Plain prose about the topic, with a link or two. ".repeat(16)
+            )
+        })
+        .collect()
+}
+
+fn rust_body(i: usize) -> String {
+    (0..12)
+        .map(|f| format!("/// Does step {f} of item {i}.\npub fn step_{f}(x: u64) -> u64 {{\n    let y = x.wrapping_mul({f} + 3);\n    y ^ (y >> 7)\n}}\n\n"))
+        .collect::<String>()
+        .repeat(4)
+}
+
+fn text_body(i: usize) -> String {
+    format!("Log of day {i}.\n").repeat(10) + &"A line of ordinary text that goes on for a while.\n".repeat(90)
+}
+
+async fn bench_index(dir: &Path, files: usize, runs: usize) -> Result<()> {
+    let tree = dir.join(format!("tree-{files}"));
+    let bytes = ensure_tree(&tree, files)?;
+    let found = discover(&[".".into()], &DiscoverOptions::new(&tree))?;
+    println!(
+        "indexing {} files, {:.1} MB of text, instant embedder of {DIM} dims, local store ({runs} runs, medians)",
+        found.files.len(),
+        bytes as f64 / 1e6
+    );
+    let (mut full, mut unchanged, mut chunks) = (Vec::new(), Vec::new(), 0);
+    for run in 0..runs {
+        let data = dir.join(format!("index-data-{run}"));
+        let _ = std::fs::remove_dir_all(&data);
+        let backend = Arc::new(LocalBackend::new(&data));
+        let indexer = Indexer::new(Arc::new(InstantEmbedder), backend.clone(), Arc::new(TextChunker::default()));
+        let started = Instant::now();
+        let report = indexer.index("bench", &found, &IndexOptions::default(), &NoProgress).await?;
+        full.push(started.elapsed().as_secs_f64());
+        chunks = report.chunks_embedded;
+        drop(indexer);
+        drop(backend);
+        let backend = Arc::new(LocalBackend::new(&data));
+        let indexer = Indexer::new(Arc::new(InstantEmbedder), backend, Arc::new(TextChunker::default()));
+        let started = Instant::now();
+        let again = indexer.index("bench", &found, &IndexOptions::default(), &NoProgress).await?;
+        unchanged.push(started.elapsed().as_secs_f64());
+        if again.unchanged != found.files.len() {
+            bail!("re-index saw {} unchanged of {}", again.unchanged, found.files.len());
+        }
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let (full, unchanged) = (median(full), median(unchanged));
+    println!(
+        "  first index: {full:.2} s, {:.0} files/s, {:.1} MB/s, {chunks} chunks",
+        found.files.len() as f64 / full,
+        bytes as f64 / 1e6 / full
+    );
+    println!(
+        "  re-index, nothing changed: {unchanged:.2} s, {:.0} files/s, {:.1} MB/s",
+        found.files.len() as f64 / unchanged,
+        bytes as f64 / 1e6 / unchanged
+    );
+    Ok(())
+}
+
+fn bench_startup(dir: &Path, runs: usize) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let rag = exe.with_file_name(format!("rag{}", std::env::consts::EXE_SUFFIX));
+    if !rag.exists() {
+        bail!("{} not found: build it with `cargo build --release -p rag-cli`", rag.display());
+    }
+    let data = dir.join("startup-data");
+    std::fs::create_dir_all(&data)?;
+    println!("start-up of {} ({runs} runs, medians)", rag.display());
+    for args in [vec!["--version"], vec!["store", "list"]] {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            let status = Command::new(&rag).args(&args).env("RAG_DATA_DIR", &data).output()?.status;
+            times.push(started.elapsed());
+            if !status.success() {
+                bail!("rag {} failed", args.join(" "));
+            }
+        }
+        let ms: Vec<f64> = times.iter().map(Duration::as_secs_f64).map(|s| s * 1000.0).collect();
+        println!("  rag {:<12} {:.2} ms", args.join(" "), median(ms));
+    }
+    Ok(())
+}
