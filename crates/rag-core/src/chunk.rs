@@ -33,9 +33,12 @@ pub trait Chunker: Send + Sync {
     fn settings(&self) -> String;
 }
 
-/// The default chunker: markdown split at headings, then paragraphs and
-/// sentences; everything else at blank lines, lines, sentences and words;
-/// sizes counted in characters.
+/// The default chunker, sizes counted in characters: markdown split at
+/// headings, then paragraphs and sentences; source code of the languages with
+/// a tree-sitter grammar (feature `code`: Rust, Python, JavaScript/JSX,
+/// TypeScript/TSX, Go, Java, C, C++, shell) at the largest syntax nodes that
+/// fit, so a chunk holds whole functions where they fit; everything else at
+/// blank lines, lines, sentences and words.
 ///
 /// ```
 /// use rag_core::{Chunker, TextChunker};
@@ -45,12 +48,37 @@ pub trait Chunker: Send + Sync {
 /// assert_eq!(chunks.len(), 2);
 /// assert_eq!((chunks[1].line_start, chunks[1].line_end), (4, 5));
 /// ```
-#[derive(Debug)]
 pub struct TextChunker {
     size: usize,
     overlap: usize,
     text: TextSplitter<text_splitter::Characters>,
     markdown: MarkdownSplitter<text_splitter::Characters>,
+    #[cfg(feature = "code")]
+    code: Vec<(&'static str, text_splitter::CodeSplitter<text_splitter::Characters>)>,
+}
+
+impl std::fmt::Debug for TextChunker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextChunker").field("size", &self.size).field("overlap", &self.overlap).finish_non_exhaustive()
+    }
+}
+
+/// The tree-sitter grammar of each language name [`crate::language_for_path`] returns.
+#[cfg(feature = "code")]
+fn grammars() -> Vec<(&'static str, tree_sitter_language::LanguageFn)> {
+    vec![
+        ("rust", tree_sitter_rust::LANGUAGE),
+        ("python", tree_sitter_python::LANGUAGE),
+        ("javascript", tree_sitter_javascript::LANGUAGE),
+        ("jsx", tree_sitter_javascript::LANGUAGE),
+        ("typescript", tree_sitter_typescript::LANGUAGE_TYPESCRIPT),
+        ("tsx", tree_sitter_typescript::LANGUAGE_TSX),
+        ("go", tree_sitter_go::LANGUAGE),
+        ("java", tree_sitter_java::LANGUAGE),
+        ("c", tree_sitter_c::LANGUAGE),
+        ("cpp", tree_sitter_cpp::LANGUAGE),
+        ("shell", tree_sitter_bash::LANGUAGE),
+    ]
 }
 
 impl TextChunker {
@@ -69,11 +97,22 @@ impl TextChunker {
                 Error::InvalidInput(format!("chunk overlap ({overlap}) must be smaller than the chunk size ({size})"))
             })
         };
+        #[cfg(feature = "code")]
+        let code = grammars()
+            .into_iter()
+            .map(|(name, grammar)| {
+                text_splitter::CodeSplitter::new(grammar, config(size, overlap)?)
+                    .map(|splitter| (name, splitter))
+                    .map_err(|e| Error::InvalidInput(format!("tree-sitter grammar for {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             size,
             overlap,
             text: TextSplitter::new(config(size, overlap)?),
             markdown: MarkdownSplitter::new(config(size, overlap)?),
+            #[cfg(feature = "code")]
+            code,
         })
     }
 }
@@ -90,6 +129,10 @@ impl Chunker for TextChunker {
         let lines = LineIndex::new(text);
         let pieces: Vec<(usize, &str)> = if language == "markdown" {
             self.markdown.chunk_indices(text).collect()
+        } else if let Some(code) = self.code_splitter(language) {
+            let mut ranges: Vec<(usize, usize)> = code.chunk_indices(text).map(|(s, p)| (s, s + p.len())).collect();
+            move_leading_comments(text, &mut ranges);
+            ranges.into_iter().map(|(start, end)| (start, &text[start..end])).collect()
         } else {
             self.text.chunk_indices(text).collect()
         };
@@ -111,7 +154,49 @@ impl Chunker for TextChunker {
     }
 
     fn settings(&self) -> String {
-        format!("text-splitter/chars size={} overlap={}", self.size, self.overlap)
+        let code = if cfg!(feature = "code") { " code=tree-sitter" } else { "" };
+        format!("text-splitter/chars size={} overlap={}{code}", self.size, self.overlap)
+    }
+}
+
+impl TextChunker {
+    #[cfg(feature = "code")]
+    fn code_splitter(&self, language: &str) -> Option<&text_splitter::CodeSplitter<text_splitter::Characters>> {
+        self.code.iter().find(|(name, _)| *name == language).map(|(_, splitter)| splitter)
+    }
+
+    #[cfg(not(feature = "code"))]
+    fn code_splitter(&self, _language: &str) -> Option<&TextSplitter<text_splitter::Characters>> {
+        None
+    }
+}
+
+/// Tree-sitter sees a doc comment or attribute as a sibling before its item,
+/// so a split between items can leave them at the end of the previous chunk.
+/// Where chunks do not overlap, move such a trailing block of comment and
+/// attribute lines to the chunk of the item it belongs to.
+fn move_leading_comments(text: &str, ranges: &mut [(usize, usize)]) {
+    for i in 0..ranges.len().saturating_sub(1) {
+        let (start, end) = ranges[i];
+        let next_start = ranges[i + 1].0;
+        if next_start < end {
+            continue; // overlapping chunks already repeat the comment
+        }
+        let chunk = &text[start..end];
+        let mut cut = chunk.len();
+        for line in chunk.split_inclusive('\n').collect::<Vec<_>>().iter().rev() {
+            let trimmed = line.trim_start();
+            let is_prefix = ["///", "//", "/*", "*", "#", "@", "--"].iter().any(|p| trimmed.starts_with(p));
+            if trimmed.trim().is_empty() || !is_prefix {
+                break;
+            }
+            cut -= line.len();
+        }
+        if cut > 0 && cut < chunk.len() && !chunk[..cut].trim().is_empty() {
+            let new_end = start + chunk[..cut].trim_end().len();
+            ranges[i].1 = new_end;
+            ranges[i + 1].0 = start + cut;
+        }
     }
 }
 
@@ -176,6 +261,32 @@ mod tests {
         for (chunk, title) in chunks.iter().zip(["## Install", "## Usage", "## Faq"]) {
             assert_eq!(chunk.text.matches("## ").count(), 1, "{chunk:#?}");
             assert!(chunk.text.contains(title) && chunk.text.ends_with("about it."), "{chunk:#?}");
+        }
+    }
+
+    #[cfg(feature = "code")]
+    #[test]
+    fn rust_and_python_are_split_at_function_boundaries() {
+        let rust: String = (0..12)
+            .map(|i| {
+                format!("/// Doubles {i}.\nfn double_{i}(x: u32) -> u32 {{\n    let y = x * 2;\n    y + {i}\n}}\n\n")
+            })
+            .collect();
+        let python: String =
+            (0..12).map(|i| format!("def double_{i}(x):\n    y = x * 2\n    return y + {i}\n\n\n")).collect();
+        for (text, language, opener) in [(&rust, "rust", "/// Doubles"), (&python, "python", "def double_")] {
+            let chunks = TextChunker::new(200, 0).unwrap().chunk(text, "f", language);
+            assert!(chunks.len() > 2, "{language}: {chunks:#?}");
+            for chunk in &chunks {
+                assert!(chunk.text.starts_with(opener), "{language} chunk starts mid-function: {:?}", chunk.text);
+                let opens = chunk.text.matches(opener).count();
+                let closes = if language == "rust" {
+                    chunk.text.matches("\n}").count()
+                } else {
+                    chunk.text.matches("return").count()
+                };
+                assert_eq!(opens, closes, "{language} chunk holds a partial function: {:?}", chunk.text);
+            }
         }
     }
 
