@@ -329,3 +329,27 @@ fn store_commands_list_describe_and_delete() {
     ws.rag(&["store", "create", "empty", "--dimension", "8", "--model", "tiny"]).assert_ok();
     assert!(ws.rag(&["store", "info", "empty"]).stdout().contains("dimension:  8"));
 }
+
+#[test]
+fn filters_restrict_results_and_bad_filters_are_refused() {
+    let ws = notes_workspace();
+    index(&ws, &["docs", "src"]).assert_ok();
+    let run = ws.rag(&["query", "notes", "--store", "notes", "--json", "-k", "50", "--ext", "rs"]);
+    run.assert_ok();
+    let json: Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(paths(&json), ["src/lib.rs"]);
+    let run = ws.rag(&["query", "notes", "--store", "notes", "--json", "-k", "50", "--path", "docs"]);
+    let json: Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert!(!paths(&json).is_empty() && paths(&json).iter().all(|p| p.starts_with("docs/")));
+    let filter = r#"{"$and": [{"source_path": "docs/install.md"}, {"chunk_index": {"$gte": 1}}]}"#;
+    let run = ws.rag(&["query", "notes", "--store", "notes", "--json", "-k", "50", "--filter", filter]);
+    let json: Value = serde_json::from_str(&run.stdout()).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    assert!(results.iter().all(|r| r["file_path"] == "docs/install.md" && r["chunk_index"].as_u64().unwrap() >= 1));
+    ws.ollama.reset_stats();
+    let run = ws.rag(&["query", "notes", "--store", "notes", "--filter", r#"{"ext": {"$not": "md"}}"#]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("$not is not supported"), "{}", run.stderr());
+    assert_eq!(ws.ollama.stats().embed_requests, 0, "refused before any request");
+}

@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 pub use rag_testkit::FakeOllama;
 
 /// The `rag` binary: `RAG_BIN` if set, else the copy cargo builds with these
-/// tests (`CARGO_BIN_EXE_rag`, always current).
+/// tests (`CARGO_BIN_EXE_rag-under-test`, always current).
 pub fn rag_bin() -> PathBuf {
-    std::env::var_os("RAG_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rag")), PathBuf::from)
+    std::env::var_os("RAG_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rag-under-test")), PathBuf::from)
 }
 
 /// A temporary folder with `work/` (files to index) and `data/` (stores), and a

@@ -36,7 +36,17 @@ impl Ord for Scored {
 ///
 /// For cosine, `query` and the stored vectors must be unit length (the store
 /// normalises on write), so the score is the dot product.
-pub fn top_k(data: &[f32], dim: usize, query: &[f32], metric: Metric, k: usize, threads: usize) -> Vec<Scored> {
+///
+/// `allowed`, when given, says per slot whether it may be returned (a filter).
+pub fn top_k(
+    data: &[f32],
+    dim: usize,
+    query: &[f32],
+    metric: Metric,
+    k: usize,
+    threads: usize,
+    allowed: Option<&[bool]>,
+) -> Vec<Scored> {
     if dim == 0 || k == 0 || query.len() != dim {
         return Vec::new();
     }
@@ -51,7 +61,7 @@ pub fn top_k(data: &[f32], dim: usize, query: &[f32], metric: Metric, k: usize, 
                 let start = t * per_thread;
                 let end = ((t + 1) * per_thread).min(slots);
                 let part = &data[start * dim..end * dim];
-                scope.spawn(move || scan_range(part, dim, start as u64, query, metric, k, kernel))
+                scope.spawn(move || scan_range(part, dim, start as u64, query, metric, k, kernel, allowed))
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
@@ -85,7 +95,15 @@ pub fn quantize(vector: &[f32], out: &mut Vec<u8>) {
 /// The `k` best slots of the compact file `data` by estimated score, best
 /// first. Free slots (NaN scale) are skipped. Estimates are within about 1%
 /// of the exact score; callers re-score the candidates exactly.
-pub fn top_k_compact(data: &[u8], dim: usize, query: &[f32], metric: Metric, k: usize, threads: usize) -> Vec<Scored> {
+pub fn top_k_compact(
+    data: &[u8],
+    dim: usize,
+    query: &[f32],
+    metric: Metric,
+    k: usize,
+    threads: usize,
+    allowed: Option<&[bool]>,
+) -> Vec<Scored> {
     let stride = compact_stride(dim);
     if dim == 0 || k == 0 || query.len() != dim {
         return Vec::new();
@@ -109,7 +127,7 @@ pub fn top_k_compact(data: &[u8], dim: usize, query: &[f32], metric: Metric, k: 
                     let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
                     for (i, slot) in part.chunks_exact(stride).enumerate() {
                         let (scale, norm2) = header(slot);
-                        if scale.is_nan() {
+                        if scale.is_nan() || !is_allowed(allowed, start + i) {
                             continue;
                         }
                         let dot = kernel.dot_i8(q_codes, &slot[8..]) as f32 * scale * q_scale;
@@ -134,6 +152,10 @@ pub fn top_k_compact(data: &[u8], dim: usize, query: &[f32], metric: Metric, k: 
     best
 }
 
+fn is_allowed(allowed: Option<&[bool]>, slot: usize) -> bool {
+    allowed.is_none_or(|a| a.get(slot).copied().unwrap_or(false))
+}
+
 fn header(slot: &[u8]) -> (f32, f32) {
     let word = |i: usize| f32::from_le_bytes([slot[i], slot[i + 1], slot[i + 2], slot[i + 3]]);
     (word(0), word(4))
@@ -149,6 +171,7 @@ pub fn exact_score(query: &[f32], vector: &[f32], metric: Metric) -> f32 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn scan_range(
     part: &[f32],
     dim: usize,
@@ -157,9 +180,13 @@ fn scan_range(
     metric: Metric,
     k: usize,
     kernel: Kernel,
+    allowed: Option<&[bool]>,
 ) -> Vec<Scored> {
     let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
     for (i, vector) in part.chunks_exact(dim).enumerate() {
+        if !is_allowed(allowed, first_slot as usize + i) {
+            continue;
+        }
         let score = match metric {
             Metric::Cosine => kernel.dot(query, vector),
             Metric::Euclidean => 1.0 / (1.0 + kernel.squared_distance(query, vector).sqrt()),
@@ -339,11 +366,12 @@ mod tests {
         let query = unit(7_777_777, dim);
         for metric in [Metric::Cosine, Metric::Euclidean] {
             for threads in [1, 2, 3] {
-                let got: Vec<u64> = top_k(&data, dim, &query, metric, 10, threads).iter().map(|s| s.slot).collect();
+                let got: Vec<u64> =
+                    top_k(&data, dim, &query, metric, 10, threads, None).iter().map(|s| s.slot).collect();
                 assert_eq!(got, naive(&data, dim, &query, metric, 10), "{metric} with {threads} threads");
             }
         }
-        let itself = top_k(&data, dim, &data[42 * dim..43 * dim], Metric::Cosine, 1, 2);
+        let itself = top_k(&data, dim, &data[42 * dim..43 * dim], Metric::Cosine, 1, 2, None);
         assert_eq!(itself[0].slot, 42);
         assert!((itself[0].score - 1.0).abs() < 1e-5);
     }
@@ -365,7 +393,7 @@ mod tests {
             let query = unit(1_000_000 + seed, dim);
             for metric in [Metric::Cosine, Metric::Euclidean] {
                 let candidates: Vec<u64> =
-                    top_k_compact(&compact, dim, &query, metric, 10 * 8 + 64, 2).iter().map(|s| s.slot).collect();
+                    top_k_compact(&compact, dim, &query, metric, 10 * 8 + 64, 2, None).iter().map(|s| s.slot).collect();
                 assert!(!candidates.contains(&0), "free slot returned");
                 let mut exact = flat.clone();
                 exact[0] = f32::NAN;
@@ -381,14 +409,14 @@ mod tests {
         let (a, b) = (unit(1, 768), unit(2, 768));
         let mut buf = Vec::new();
         quantize(&b, &mut buf);
-        let got = top_k_compact(&buf, 768, &a, Metric::Cosine, 1, 1)[0].score;
+        let got = top_k_compact(&buf, 768, &a, Metric::Cosine, 1, 1, None)[0].score;
         assert!((got - exact_score(&a, &b, Metric::Cosine)).abs() < 0.01, "{got}");
     }
 
     #[test]
     fn fewer_slots_than_k_returns_them_all() {
         let data = [unit(1, 4), unit(2, 4)].concat();
-        assert_eq!(top_k(&data, 4, &unit(1, 4), Metric::Cosine, 10, 2).len(), 2);
-        assert!(top_k(&[], 4, &unit(1, 4), Metric::Cosine, 10, 2).is_empty());
+        assert_eq!(top_k(&data, 4, &unit(1, 4), Metric::Cosine, 10, 2, None).len(), 2);
+        assert!(top_k(&[], 4, &unit(1, 4), Metric::Cosine, 10, 2, None).is_empty());
     }
 }

@@ -298,6 +298,11 @@ impl Reader {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let total_slots = floats.len() / dim.max(1);
         let metric = self.config.metric;
+        let allowed = match &request.filter {
+            Some(filter) => Some(self.slots_passing(filter, total_slots)?),
+            None => None,
+        };
+        let allowed = allowed.as_deref();
         // Candidates come from the int8 copy (a quarter of the bytes to read) and
         // are re-scored exactly from the f32 vectors. Slots freed by a writer that
         // was killed before marking them are not in SQLite: ask for more than k
@@ -307,7 +312,7 @@ impl Reader {
         loop {
             let best = match self.compact_bytes() {
                 Some(compact) => {
-                    let mut candidates = scan::top_k_compact(compact, dim, &query, metric, want, threads);
+                    let mut candidates = scan::top_k_compact(compact, dim, &query, metric, want, threads, allowed);
                     for candidate in &mut candidates {
                         let start = candidate.slot as usize * dim;
                         candidate.score = floats
@@ -318,7 +323,7 @@ impl Reader {
                     candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
                     candidates
                 }
-                None => scan::top_k(floats, dim, &query, metric, want, threads),
+                None => scan::top_k(floats, dim, &query, metric, want, threads, allowed),
             };
             let exhausted = best.len() < want || want >= total_slots;
             // Rows are read for the best few only: enough for k unless many slots were stale.
@@ -330,6 +335,23 @@ impl Reader {
             want = want.saturating_mul(4);
             rows = want;
         }
+    }
+
+    /// Which slots hold a chunk whose metadata passes `filter`: one pass over
+    /// the rows' filterable columns.
+    fn slots_passing(&self, filter: &rag_core::Filter, total_slots: usize) -> Result<Vec<bool>> {
+        let mut allowed = vec![false; total_slots];
+        let mut stmt =
+            self.conn.prepare(&format!("SELECT slot, {CHUNK_COLUMNS} FROM chunks")).map_err(sql(&self.db_path))?;
+        let rows =
+            stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row_to_chunk(row, 1)?))).map_err(sql(&self.db_path))?;
+        for row in rows {
+            let (slot, (chunk, indexed_at)) = row.map_err(sql(&self.db_path))?;
+            if let Some(flag) = usize::try_from(slot).ok().and_then(|s| allowed.get_mut(s)) {
+                *flag = filter.matches(&rag_core::filter_metadata(&chunk, indexed_at));
+            }
+        }
+        Ok(allowed)
     }
 
     fn rows_for(&self, best: &[scan::Scored]) -> Result<Vec<Hit>> {

@@ -183,7 +183,7 @@ async fn recall_at_10(data: &Path, store: &str, queries: usize) -> Result<f64> {
     let mut found = 0;
     for _ in 0..queries {
         let query = vectors.next_unit(DIM);
-        let exact = rag_backend_local::top_k(&floats, DIM, &query, Metric::Cosine, 10, 2);
+        let exact = rag_backend_local::top_k(&floats, DIM, &query, Metric::Cosine, 10, 2, None);
         let hits = backend.query(store, &QueryRequest::new(query, 10)).await?;
         found += exact.iter().filter(|e| hits.iter().any(|h| (h.score - e.score).abs() < 1e-5)).count();
     }

@@ -158,6 +158,20 @@ pub struct QueryArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub min_score: Option<f32>,
 
+    /// Only chunks whose metadata passes this filter (S3 Vectors filter JSON), e.g.
+    /// '{"ext": "md", "line_start": {"$lt": 100}}'. Filterable keys: source_path, dirs,
+    /// ext, language, chunk_index, total_chunks, line_start, line_end, indexed_at.
+    #[arg(long, value_name = "JSON")]
+    pub filter: Option<String>,
+
+    /// Only chunks of files under this folder (as stored, e.g. docs/api).
+    #[arg(long, value_name = "FOLDER")]
+    pub path: Option<String>,
+
+    /// Only files with these extensions (comma-separated or repeated: --ext md,txt).
+    #[arg(long, value_delimiter = ',', value_name = "EXT")]
+    pub ext: Vec<String>,
+
     /// Read the question from stdin.
     #[arg(long, conflicts_with = "text")]
     pub stdin: bool,

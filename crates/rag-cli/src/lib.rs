@@ -17,7 +17,7 @@ use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    Chunker, DiscoverOptions, DocText, Embedder, IndexObserver, IndexOptions, Indexer, Querier, StoreConfig,
+    Chunker, DiscoverOptions, DocText, Embedder, Filter, IndexObserver, IndexOptions, Indexer, Querier, StoreConfig,
     TextChunker, VectorBackend, discover, validate_store_name,
 };
 use rag_embed_ollama::{DEFAULT_MODEL, OllamaConfig, OllamaEmbedder};
@@ -267,10 +267,12 @@ async fn query(args: QueryArgs, backend: Arc<LocalBackend>) -> Result<ExitCode> 
         }
         Err(err) => return Err(err.into()),
     };
+    let filter = query_filter(&args)?;
+    let filter_json = filter.as_ref().map(|f| f.as_json().clone());
     let model = args.embedder.model.clone().unwrap_or_else(|| config.model.clone());
     let started = Instant::now();
     let embedder = Arc::new(connect(&args.embedder, model, 1, 1).await?);
-    let hits = Querier::new(embedder, backend.clone()).query(&args.store, &text, args.top_k).await?;
+    let hits = Querier::new(embedder, backend.clone()).query_filtered(&args.store, &text, args.top_k, filter).await?;
     let elapsed = started.elapsed();
     let results: Vec<QueryResult> = hits
         .iter()
@@ -293,6 +295,7 @@ async fn query(args: QueryArgs, backend: Arc<LocalBackend>) -> Result<ExitCode> 
                 dimension: config.dimension,
                 metric: config.metric.as_str(),
                 min_score: args.min_score,
+                filter: filter_json.as_ref(),
                 full: args.full,
                 snippet_length: args.snippet_length,
             },
@@ -307,6 +310,21 @@ async fn query(args: QueryArgs, backend: Arc<LocalBackend>) -> Result<ExitCode> 
         write!(stdout, "{}", output::query_text(&text, &args.store, &results, args.top_k, millis))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--filter`, `--path` and `--ext` combined; checked before any request.
+fn query_filter(args: &QueryArgs) -> Result<Option<Filter>> {
+    let mut parts = Vec::new();
+    if let Some(json) = &args.filter {
+        parts.push(Filter::from_json(json)?);
+    }
+    if let Some(folder) = &args.path {
+        parts.push(Filter::folder(folder));
+    }
+    if !args.ext.is_empty() {
+        parts.push(Filter::extensions(&args.ext));
+    }
+    Ok(parts.into_iter().reduce(Filter::and))
 }
 
 async fn store(command: StoreCommand, backend: Arc<LocalBackend>) -> Result<ExitCode> {

@@ -30,6 +30,7 @@ pub struct QueryMetadata<'a> {
     pub dimension: usize,
     pub metric: &'a str,
     pub min_score: Option<f32>,
+    pub filter: Option<&'a Value>,
     pub full: bool,
     pub snippet_length: usize,
 }

@@ -62,6 +62,7 @@ mod discover;
 mod embed;
 mod error;
 mod extract;
+mod filter;
 mod index;
 mod memory;
 mod query;
@@ -73,6 +74,7 @@ pub use discover::{DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, 
 pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
 pub use extract::{ExtractError, Extracted, extract, language_for_path, looks_binary};
+pub use filter::{FILTERABLE_KEYS, Filter, filter_metadata};
 pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, check_model};
 pub use memory::{MemoryBackend, file_state, score};
 pub use query::Querier;

@@ -133,6 +133,9 @@ impl VectorBackend for MemoryBackend {
             let mut hits: Vec<Hit> = s
                 .records
                 .values()
+                .filter(|r| {
+                    request.filter.as_ref().is_none_or(|f| f.matches(&crate::filter_metadata(&r.chunk, r.indexed_at)))
+                })
                 .map(|r| Hit {
                     score: score(metric, &request.vector, &r.vector),
                     chunk: r.chunk.clone(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::backend::VectorBackend;
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::index::check_model;
 use crate::types::{Hit, QueryRequest, SimilarityLevel};
 
@@ -25,6 +26,17 @@ impl Querier {
     /// Refuses with [`Error::ModelMismatch`] when the store was built with
     /// another model or dimension than the embedder's.
     pub async fn query(&self, store: &str, text: &str, top_k: usize) -> Result<Vec<Hit>> {
+        self.query_filtered(store, text, top_k, None).await
+    }
+
+    /// Like [`query`](Self::query), among the chunks whose metadata passes `filter`.
+    pub async fn query_filtered(
+        &self,
+        store: &str,
+        text: &str,
+        top_k: usize,
+        filter: Option<Filter>,
+    ) -> Result<Vec<Hit>> {
         if text.trim().is_empty() {
             return Err(Error::InvalidInput("the query is empty".into()));
         }
@@ -41,7 +53,7 @@ impl Querier {
                 actual: vector.len(),
             });
         }
-        self.backend.query(store, &QueryRequest::new(vector, top_k)).await
+        self.backend.query(store, &QueryRequest::new(vector, top_k).with_filter(filter)).await
     }
 }
 

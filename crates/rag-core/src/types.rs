@@ -128,12 +128,20 @@ pub struct QueryRequest {
     pub vector: Vec<f32>,
     /// How many hits to return at most.
     pub top_k: usize,
+    /// Only chunks whose metadata passes this filter.
+    pub filter: Option<crate::Filter>,
 }
 
 impl QueryRequest {
     /// A request for the `top_k` nearest chunks to `vector`.
     pub fn new(vector: Vec<f32>, top_k: usize) -> Self {
-        Self { vector, top_k }
+        Self { vector, top_k, filter: None }
+    }
+
+    /// The same request, restricted to chunks passing `filter`.
+    pub fn with_filter(mut self, filter: Option<crate::Filter>) -> Self {
+        self.filter = filter;
+        self
     }
 }
 
