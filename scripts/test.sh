@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check of the project on a fresh machine: formatting, lints,
-# unit, doc, example and end-to-end tests. Needs only cargo (and the
-# rustfmt and clippy components of the installed toolchain); the tests start
-# their own fake Ollama on loopback and never reach the network.
+# unit, doc, example and end-to-end tests. Needs cargo (with the rustfmt and
+# clippy components) and python3; it installs moto's server (the S3 Vectors
+# emulator, from PyPI) into target/moto-venv the first time. The tests start
+# their own fake Ollama, fake S3 Vectors and moto servers on loopback ports
+# and never reach AWS or Ollama.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    tests only (no fmt/clippy)
@@ -20,6 +22,15 @@ if ! $quick; then
   step "cargo clippy (warnings are errors)"
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
+
+step "moto server (S3 Vectors emulator) in target/moto-venv"
+venv=target/moto-venv
+if [ ! -x "$venv/bin/moto_server" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+RAG_MOTO_SERVER="$PWD/$venv/bin/moto_server"
+export RAG_MOTO_SERVER
 
 step "tests (unit, examples, end-to-end)"
 if cargo nextest --version >/dev/null 2>&1; then

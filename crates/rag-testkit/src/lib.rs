@@ -1,5 +1,9 @@
 //! Test doubles for vector-rag.
 //!
+//! [`FakeS3Vectors`] (module [`s3vectors`]) speaks S3 Vectors' restJson1 API
+//! on loopback, with the operations emulators lack (QueryVectors, ListVectors
+//! paging and segments).
+//!
 //! [`FakeOllama`] is an HTTP server on a loopback port that speaks Ollama's
 //! API (`POST /api/embed`, `POST /api/show`, `GET /api/tags`, `GET /`) with
 //! Ollama's response shapes and error bodies. Its vectors are deterministic
@@ -14,6 +18,10 @@
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod s3vectors;
+
+pub use s3vectors::FakeS3Vectors;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

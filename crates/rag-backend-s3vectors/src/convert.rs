@@ -1,0 +1,166 @@
+//! Between rag's records and S3 Vectors' metadata documents.
+
+use aws_smithy_types::{Document, Number};
+use rag_core::{Chunk, Error, Result, VectorRecord, filter_metadata};
+use serde_json::{Map, Value};
+
+/// Metadata keys declared non-filterable when a store's index is created.
+pub const NON_FILTERABLE_KEYS: &[&str] = &["text", "content_hash", "extra"];
+
+/// S3 Vectors' limit on filterable metadata per vector.
+pub const MAX_FILTERABLE_BYTES: usize = 2048;
+/// S3 Vectors' limit on all metadata per vector.
+pub const MAX_METADATA_BYTES: usize = 40 * 1024;
+
+/// JSON to a smithy `Document` (the SDK has no serde support).
+pub fn json_to_document(value: &Value) -> Document {
+    match value {
+        Value::Null => Document::Null,
+        Value::Bool(b) => Document::Bool(*b),
+        Value::Number(n) => Document::Number(match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Number::PosInt(u),
+            (None, Some(i)) => Number::NegInt(i),
+            _ => Number::Float(n.as_f64().unwrap_or(0.0)),
+        }),
+        Value::String(s) => Document::String(s.clone()),
+        Value::Array(items) => Document::Array(items.iter().map(json_to_document).collect()),
+        Value::Object(map) => Document::Object(map.iter().map(|(k, v)| (k.clone(), json_to_document(v))).collect()),
+    }
+}
+
+/// A smithy `Document` to JSON.
+pub fn document_to_json(doc: &Document) -> Value {
+    match doc {
+        Document::Null => Value::Null,
+        Document::Bool(b) => Value::Bool(*b),
+        Document::Number(Number::PosInt(u)) => Value::from(*u),
+        Document::Number(Number::NegInt(i)) => Value::from(*i),
+        Document::Number(Number::Float(f)) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        Document::String(s) => Value::String(s.clone()),
+        Document::Array(items) => Value::Array(items.iter().map(document_to_json).collect()),
+        Document::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), document_to_json(v))).collect()),
+    }
+}
+
+/// The metadata stored with a record's vector, checked against the service's
+/// limits; the chunk text is shortened (and marked) if the 40 KB limit needs it.
+pub fn record_metadata(record: &VectorRecord) -> Result<Value> {
+    let chunk = &record.chunk;
+    let mut map = filter_metadata(chunk, record.indexed_at);
+    let filterable = Value::Object(map.clone()).to_string().len();
+    if filterable > MAX_FILTERABLE_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "chunk {} of {}: its filterable metadata takes {filterable} bytes, over S3 Vectors' limit of \
+             {MAX_FILTERABLE_BYTES} (the path is too long or too deep)",
+            chunk.chunk_index, chunk.source_path
+        )));
+    }
+    let mut extra = Map::new();
+    extra.insert("byte_start".into(), chunk.byte_start.into());
+    extra.insert("byte_end".into(), chunk.byte_end.into());
+    if !chunk.metadata.is_empty() {
+        extra.insert("metadata".into(), Value::Object(chunk.metadata.clone()));
+    }
+    let budget = MAX_METADATA_BYTES - filterable - 1024 - Value::Object(extra.clone()).to_string().len();
+    let text = if chunk.text.len() > budget {
+        let mut cut = budget;
+        while !chunk.text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        extra.insert("text_truncated".into(), true.into());
+        &chunk.text[..cut]
+    } else {
+        chunk.text.as_str()
+    };
+    map.insert("text".into(), text.into());
+    map.insert("content_hash".into(), chunk.content_hash.clone().into());
+    map.insert("extra".into(), Value::Object(extra).to_string().into());
+    Ok(Value::Object(map))
+}
+
+/// A chunk from its key and stored metadata, with its indexing time.
+pub fn chunk_from_metadata(key: &str, metadata: &Value) -> (Chunk, i64) {
+    let get = |name: &str| metadata.get(name);
+    let number = |name: &str| get(name).and_then(Value::as_u64).map_or(0, |n| usize::try_from(n).unwrap_or(0));
+    let string = |name: &str| get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    let extra: Map<String, Value> =
+        get("extra").and_then(Value::as_str).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+    let extra_number =
+        |name: &str| extra.get(name).and_then(Value::as_u64).map_or(0, |n| usize::try_from(n).unwrap_or(0));
+    let mut chunk_metadata = extra.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    if extra.get("text_truncated").and_then(Value::as_bool) == Some(true) {
+        chunk_metadata.insert("text_truncated".into(), true.into());
+    }
+    (
+        Chunk {
+            key: key.to_string(),
+            source_path: string("source_path"),
+            chunk_index: number("chunk_index"),
+            total_chunks: number("total_chunks"),
+            line_start: number("line_start"),
+            line_end: number("line_end"),
+            byte_start: extra_number("byte_start"),
+            byte_end: extra_number("byte_end"),
+            text: string("text"),
+            content_hash: string("content_hash"),
+            language: string("language"),
+            metadata: chunk_metadata,
+        },
+        get("indexed_at").and_then(Value::as_i64).unwrap_or(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rag_core::chunk_key;
+
+    fn record(path: &str, text: &str) -> VectorRecord {
+        VectorRecord {
+            chunk: Chunk {
+                key: chunk_key(path, 2),
+                source_path: path.into(),
+                chunk_index: 2,
+                total_chunks: 5,
+                line_start: 10,
+                line_end: 20,
+                byte_start: 100,
+                byte_end: 200,
+                text: text.into(),
+                content_hash: "abc".into(),
+                language: "markdown".into(),
+                metadata: Map::from_iter([("tags".to_string(), Value::from(vec!["x"]))]),
+            },
+            vector: vec![1.0],
+            indexed_at: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_through_documents() {
+        let original = record("docs/a.md", "héllo");
+        let metadata = record_metadata(&original).unwrap();
+        let back = document_to_json(&json_to_document(&metadata));
+        assert_eq!(back, metadata);
+        let (chunk, indexed_at) = chunk_from_metadata(&original.chunk.key, &back);
+        assert_eq!(chunk, original.chunk);
+        assert_eq!(indexed_at, original.indexed_at);
+    }
+
+    #[test]
+    fn huge_text_is_cut_to_the_metadata_limit_and_marked() {
+        let big = "é".repeat(30_000);
+        let metadata = record_metadata(&record("a.md", &big)).unwrap();
+        assert!(metadata.to_string().len() <= MAX_METADATA_BYTES);
+        let (chunk, _) = chunk_from_metadata("a.md#2", &metadata);
+        assert!(chunk.text.len() < big.len());
+        assert_eq!(chunk.metadata["text_truncated"], true);
+    }
+
+    #[test]
+    fn overlong_paths_are_refused_naming_the_file() {
+        let path = format!("{}/deep.md", "folder/".repeat(60).trim_end_matches('/'));
+        let err = record_metadata(&record(&path, "x")).unwrap_err();
+        assert!(err.to_string().contains("deep.md"), "{err}");
+    }
+}
