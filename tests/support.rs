@@ -1,10 +1,13 @@
 //! Helpers for the end-to-end tests: a temporary workspace with a fake Ollama
 //! and a way to run the real `rag` binary in it.
 
+#![allow(dead_code)] // each test file uses a different part
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-pub use rag_testkit::FakeOllama;
+#[allow(unused_imports)]
+pub use rag_testkit::{FakeOllama, FakeS3Vectors};
 
 /// The `rag` binary: `RAG_BIN` if set, else the copy cargo builds with these
 /// tests (`CARGO_BIN_EXE_rag-under-test`, always current).
@@ -64,7 +67,19 @@ impl Workspace {
             .env("OLLAMA_HOST", self.ollama.url())
             .env_remove("RAG_STORE")
             .env_remove("RAG_MODEL")
-            .env_remove("RUST_LOG");
+            .env_remove("RAG_S3_BUCKET")
+            .env_remove("RUST_LOG")
+            // S3 Vectors tests talk to a loopback fake: static credentials, no
+            // profile files, no instance metadata lookups.
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-aws-credentials"))
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_S3VECTORS");
         command
     }
 

@@ -59,6 +59,40 @@ pub struct EmbedderArgs {
     pub ollama_url: Option<String>,
 }
 
+/// Which store backend, and where S3 Vectors stores live.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BackendArgs {
+    /// Store backend [default: s3vectors when --bucket is given or the store was used with
+    /// S3 Vectors before, else local].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+
+    /// S3 Vectors: the vector bucket (created when missing).
+    #[arg(long, env = "RAG_S3_BUCKET")]
+    pub bucket: Option<String>,
+
+    /// S3 Vectors: AWS region [default: from the AWS environment or profile].
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// S3 Vectors: AWS profile [default: the AWS credential chain].
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// S3 Vectors: endpoint URL, e.g. a local emulator (AWS_ENDPOINT_URL_S3VECTORS also works).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+/// Store backends.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The embedded store in the data folder.
+    Local,
+    /// Amazon S3 Vectors.
+    S3vectors,
+}
+
 /// `rag index`.
 #[derive(Debug, Args)]
 pub struct IndexArgs {
@@ -74,6 +108,9 @@ pub struct IndexArgs {
 
     #[command(flatten)]
     pub embedder: EmbedderArgs,
+
+    #[command(flatten)]
+    pub backend: BackendArgs,
 
     /// Maximum chunk size in characters.
     #[arg(long, default_value_t = rag_core::TextChunker::DEFAULT_SIZE)]
@@ -142,6 +179,9 @@ pub struct QueryArgs {
     #[command(flatten)]
     pub embedder: EmbedderArgs,
 
+    #[command(flatten)]
+    pub backend: BackendArgs,
+
     /// Number of results.
     #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000).map(|v| v as usize))]
     pub top_k: usize,
@@ -189,6 +229,8 @@ pub enum StoreCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Create an empty store (`rag index` also creates stores as needed).
     Create {
@@ -202,6 +244,8 @@ pub enum StoreCommand {
         /// Distance metric.
         #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
         metric: MetricArg,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Show a store's model, size and counts.
     Info {
@@ -210,11 +254,18 @@ pub enum StoreCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// S3 Vectors: count the vectors (a parallel listing of the whole index).
+        #[arg(long)]
+        count: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Delete a store and everything in it.
     Delete {
         /// Store name.
         name: String,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(short, long, visible_alias = "force")]
         yes: bool,

@@ -3,10 +3,12 @@
 //! progress and output); everything it does is available to Rust programs
 //! through `rag-core` and the backend and embedder crates.
 
+mod backends;
 mod cli;
 mod output;
 
 use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,19 +80,15 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let data_dir = cli.data_dir.clone();
-    let backend = || -> Result<Arc<LocalBackend>> {
-        let dir = match &data_dir {
-            Some(dir) => dir.clone(),
-            None => LocalBackend::default_data_dir()
-                .context("no data folder on this platform; pass --data-dir or set RAG_DATA_DIR")?,
-        };
-        Ok(Arc::new(LocalBackend::new(dir)))
+    let data_dir = match &cli.data_dir {
+        Some(dir) => dir.clone(),
+        None => LocalBackend::default_data_dir()
+            .context("no data folder on this platform; pass --data-dir or set RAG_DATA_DIR")?,
     };
     match cli.command {
-        Command::Index(args) => index(args, backend()?, cli.quiet, cli.verbose).await,
-        Command::Query(args) => query(args, backend()?).await,
-        Command::Store(command) => store(command, backend()?).await,
+        Command::Index(args) => index(args, &data_dir, cli.quiet, cli.verbose).await,
+        Command::Query(args) => query(args, &data_dir).await,
+        Command::Store(command) => store(command, &data_dir).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rag", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -110,7 +108,7 @@ async fn connect(args: &EmbedderArgs, model: String, batch_size: usize, concurre
 }
 
 /// The store's recorded model when it exists, unless one was asked for.
-async fn pick_model(args: &EmbedderArgs, backend: &LocalBackend, store: &str) -> Result<String> {
+async fn pick_model(args: &EmbedderArgs, backend: &dyn VectorBackend, store: &str) -> Result<String> {
     if let Some(model) = &args.model {
         return Ok(model.clone());
     }
@@ -120,8 +118,10 @@ async fn pick_model(args: &EmbedderArgs, backend: &LocalBackend, store: &str) ->
     Ok(DEFAULT_MODEL.to_string())
 }
 
-async fn index(args: IndexArgs, backend: Arc<LocalBackend>, quiet: bool, verbose: u8) -> Result<ExitCode> {
+async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Result<ExitCode> {
     validate_store_name(&args.store)?;
+    let opened = backends::open(data_dir, &args.backend, Some(&args.store)).await?;
+    let backend = opened.as_dyn();
     let chunker = TextChunker::new(args.chunk_size, args.chunk_overlap)?;
     let root = match &args.root {
         Some(root) => root.clone(),
@@ -143,7 +143,7 @@ async fn index(args: IndexArgs, backend: Arc<LocalBackend>, quiet: bool, verbose
         );
     }
 
-    let model = pick_model(&args.embedder, &backend, &args.store).await?;
+    let model = pick_model(&args.embedder, backend.as_ref(), &args.store).await?;
     let embedder: Arc<dyn Embedder> = if args.dry_run {
         // A plan needs no embeddings: don't require Ollama for it.
         let dimension = if exists { backend.store_config(&args.store).await?.dimension } else { 0 };
@@ -165,6 +165,9 @@ async fn index(args: IndexArgs, backend: Arc<LocalBackend>, quiet: bool, verbose
     let report = indexer.index(&args.store, &discovery, &options, &progress).await;
     progress.finish();
     let report = report?;
+    if let (Some(remote), false) = (opened.remote(), args.dry_run) {
+        backends::RemoteStores::load(data_dir)?.remember(&args.store, remote.clone())?;
+    }
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -239,7 +242,8 @@ impl IndexObserver for Progress {
     }
 }
 
-async fn query(args: QueryArgs, backend: Arc<LocalBackend>) -> Result<ExitCode> {
+async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
+    let backend = backends::open(data_dir, &args.backend, Some(&args.store)).await?.as_dyn();
     let text = if args.stdin {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("cannot read the question from stdin")?;
@@ -327,38 +331,57 @@ fn query_filter(args: &QueryArgs) -> Result<Option<Filter>> {
     Ok(parts.into_iter().reduce(Filter::and))
 }
 
-async fn store(command: StoreCommand, backend: Arc<LocalBackend>) -> Result<ExitCode> {
+async fn store(command: StoreCommand, data_dir: &Path) -> Result<ExitCode> {
     match command {
-        StoreCommand::List { json } => {
-            let names = backend.list_stores().await?;
+        StoreCommand::List { json, backend: args } => {
+            let opened = backends::open(data_dir, &args, None).await?;
+            let backend = opened.as_dyn();
             let mut rows = Vec::new();
-            for name in names {
+            for name in backend.list_stores().await? {
                 match backend.store_info(&name).await {
                     Ok(info) => rows.push(info),
                     Err(err) => tracing::warn!("store {name:?} cannot be read: {err}"),
                 }
             }
+            // Remote stores used from this machine, listed without asking AWS.
+            let remotes = if opened.remote().is_none() {
+                backends::RemoteStores::load(data_dir)?.all().clone()
+            } else {
+                Default::default()
+            };
             if json {
-                let list: Vec<_> = rows.iter().map(output::info_json).collect();
+                let mut list: Vec<_> = rows.iter().map(output::info_json).collect();
+                list.extend(remotes.iter().map(|(name, remote)| {
+                    serde_json::json!({ "config": { "name": name }, "backend": remote.backend, "details": remote })
+                }));
                 println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if rows.is_empty() {
+            } else if rows.is_empty() && remotes.is_empty() {
                 eprintln!("No stores yet. Create one with `rag index PATHS --store NAME`.");
             } else {
-                println!("{:<24} {:<22} {:>6} {:>8} {:>10}", "STORE", "MODEL", "DIM", "CHUNKS", "SIZE");
+                println!(
+                    "{:<24} {:<10} {:<22} {:>6} {:>8} {:>10}",
+                    "STORE", "BACKEND", "MODEL", "DIM", "CHUNKS", "SIZE"
+                );
                 for info in rows {
                     println!(
-                        "{:<24} {:<22} {:>6} {:>8} {:>10}",
+                        "{:<24} {:<10} {:<22} {:>6} {:>8} {:>10}",
                         info.config.name,
+                        info.backend,
                         info.config.model,
                         info.config.dimension,
-                        info.chunks.unwrap_or(0),
+                        info.chunks.map_or_else(String::new, |c| c.to_string()),
                         info.size_bytes.map_or_else(String::new, output::human_bytes)
                     );
                 }
+                for (name, remote) in remotes {
+                    println!("{name:<24} {:<10} bucket {}", remote.backend, remote.bucket);
+                }
             }
         }
-        StoreCommand::Create { name, embedder, dimension, metric } => {
+        StoreCommand::Create { name, embedder, dimension, metric, backend: args } => {
             validate_store_name(&name)?;
+            let opened = backends::open(data_dir, &args, Some(&name)).await?;
+            let backend = opened.as_dyn();
             let model = embedder.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
             let dimension = match dimension {
                 Some(dimension) => dimension,
@@ -368,24 +391,38 @@ async fn store(command: StoreCommand, backend: Arc<LocalBackend>) -> Result<Exit
             backend
                 .create_store(&StoreConfig { name: name.clone(), model, dimension, metric: metric.into(), chunking })
                 .await?;
+            if let Some(remote) = opened.remote() {
+                backends::RemoteStores::load(data_dir)?.remember(&name, remote.clone())?;
+            }
             println!("Created store {name:?} ({}).", backend.name());
         }
-        StoreCommand::Info { name, json } => {
-            let info = backend.store_info(&name).await?;
+        StoreCommand::Info { name, json, count, backend: args } => {
+            let opened = backends::open(data_dir, &args, Some(&name)).await?;
+            #[cfg_attr(not(feature = "s3vectors"), allow(unused_mut))]
+            let mut info = opened.as_dyn().store_info(&name).await?;
+            #[cfg(feature = "s3vectors")]
+            if let (backends::Backend::S3(s3, _), true) = (&opened, count) {
+                info.chunks = Some(s3.count_vectors(&name).await?);
+            }
+            #[cfg(not(feature = "s3vectors"))]
+            let _ = count;
             if json {
                 println!("{}", serde_json::to_string_pretty(&output::info_json(&info))?);
             } else {
                 print!("{}", output::info_text(&info));
             }
         }
-        StoreCommand::Delete { name, yes } => {
+        StoreCommand::Delete { name, yes, backend: args } => {
+            let opened = backends::open(data_dir, &args, Some(&name)).await?;
+            let backend = opened.as_dyn();
             let info = backend.store_info(&name).await?;
             if !yes {
                 if !std::io::stdin().is_terminal() {
                     eprintln!("error: refusing to delete store {name:?} without confirmation; pass --yes");
                     return Ok(ExitCode::from(2));
                 }
-                eprint!("Delete store {name:?} with {} chunks? [y/N] ", info.chunks.unwrap_or(0));
+                let chunks = info.chunks.map_or_else(|| "all its".to_string(), |c| c.to_string());
+                eprint!("Delete store {name:?} ({}) with {chunks} chunks? [y/N] ", backend.name());
                 let mut answer = String::new();
                 std::io::stdin().read_line(&mut answer)?;
                 if !matches!(answer.trim(), "y" | "Y" | "yes") {
@@ -394,6 +431,9 @@ async fn store(command: StoreCommand, backend: Arc<LocalBackend>) -> Result<Exit
                 }
             }
             backend.delete_store(&name).await?;
+            if opened.remote().is_some() {
+                backends::RemoteStores::load(data_dir)?.forget(&name)?;
+            }
             println!("Deleted store {name:?}.");
         }
     }

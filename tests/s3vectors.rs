@@ -1,0 +1,192 @@
+//! The `rag` binary with `--backend s3vectors` against the fake S3 Vectors
+//! (and the fake Ollama), all on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use serde_json::Value;
+use support::{FakeOllama, FakeS3Vectors, Run, Workspace, sections};
+
+const CHUNKS: [&str; 4] = ["--chunk-size", "400", "--chunk-overlap", "50"];
+
+struct S3 {
+    ws: Workspace,
+    fake: FakeS3Vectors,
+}
+
+impl S3 {
+    fn new() -> Self {
+        Self::with_ollama(FakeOllama::start())
+    }
+
+    fn with_ollama(ollama: FakeOllama) -> Self {
+        let ws = Workspace::with_ollama(ollama);
+        ws.write("docs/install.md", sections("installation", 4));
+        ws.write("docs/usage.md", sections("usage", 3));
+        ws.write("src/lib.rs", "/// Parses the configuration file.\npub fn parse_config() {}\n");
+        Self { ws, fake: FakeS3Vectors::start() }
+    }
+
+    fn index(&self, extra: &[&str]) -> Run {
+        let url = self.fake.url();
+        let mut args = vec![
+            "index",
+            "docs",
+            "src",
+            "--store",
+            "notes",
+            "--backend",
+            "s3vectors",
+            "--bucket",
+            "team-vectors",
+            "--endpoint-url",
+            &url,
+        ];
+        args.extend(CHUNKS);
+        args.extend(extra);
+        self.ws.rag(&args)
+    }
+
+    fn query(&self, text: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["query", text, "--store", "notes", "--json", "-k", "50"];
+        args.extend(extra);
+        let run = self.ws.rag(&args);
+        run.assert_ok();
+        serde_json::from_str(&run.stdout()).unwrap()
+    }
+}
+
+fn paths(json: &Value) -> Vec<String> {
+    json["results"].as_array().unwrap().iter().map(|r| r["file_path"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn index_and_query_on_s3_vectors_then_reuse_the_remembered_bucket() {
+    let s3 = S3::new();
+    let run = s3.index(&[]);
+    run.assert_ok();
+    assert!(run.stdout().contains("(s3vectors)") && run.stdout().contains("3 new"), "{}", run.stdout());
+    assert!(s3.fake.calls("PutVectors") >= 1);
+    let body = &s3.fake.requests("CreateIndex")[0];
+    assert_eq!(body["metadataConfiguration"]["nonFilterableMetadataKeys"][0], "text");
+    assert_eq!(body["tags"]["rag:model"], "embeddinggemma");
+
+    // No --backend/--bucket/--endpoint-url: the store remembers where it lives.
+    let json = s3.query("installation notes", &[]);
+    assert_eq!(json["backend"], "s3vectors");
+    assert_eq!(json["results"][0]["file_path"], "docs/install.md");
+    // The same chunk gets the same score on the local store.
+    let mut args = vec!["index", "docs", "src", "--store", "notes-local", "--backend", "local"];
+    args.extend(CHUNKS);
+    s3.ws.rag(&args).assert_ok();
+    let local = s3.ws.query_json_full("notes-local", "installation notes", 1);
+    let (a, b) = (&json["results"][0], &local["results"][0]);
+    assert_eq!(a["key"], b["key"]);
+    let (sa, sb) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+    assert!(sa > 0.0 && (sa - sb).abs() < 1e-4, "s3vectors {sa} vs local {sb}");
+
+    let info = s3.ws.rag(&["store", "info", "notes", "--count"]);
+    info.assert_ok();
+    assert!(
+        info.stdout().contains("bucket:     team-vectors") || info.stdout().contains("team-vectors"),
+        "{}",
+        info.stdout()
+    );
+    let list = s3.ws.rag(&["store", "list"]);
+    assert!(list.stdout().contains("notes") && list.stdout().contains("s3vectors"), "{}", list.stdout());
+}
+
+#[test]
+fn reindex_sends_no_put_and_changes_touch_only_their_files() {
+    let s3 = S3::new();
+    s3.index(&[]).assert_ok();
+    s3.fake.reset_calls();
+    s3.ws.ollama.reset_stats();
+    let run = s3.index(&[]);
+    run.assert_ok();
+    assert_eq!(s3.fake.calls("PutVectors"), 0, "nothing changed, nothing sent");
+    assert_eq!(s3.ws.ollama.stats().embedded_texts, 0);
+    assert!(s3.fake.calls("ListVectors") >= 1, "state read from the index itself");
+
+    s3.ws.write("docs/usage.md", sections("usage", 1));
+    s3.ws.remove("src/lib.rs");
+    s3.fake.reset_calls();
+    let run = s3.index(&[]);
+    run.assert_ok();
+    assert!(run.stdout().contains("1 changed") && run.stdout().contains("1 removed"), "{}", run.stdout());
+    let put: Vec<String> = s3
+        .fake
+        .requests("PutVectors")
+        .iter()
+        .flat_map(|b| {
+            b["vectors"].as_array().unwrap().iter().map(|v| v["key"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!put.is_empty() && put.iter().all(|k| k.starts_with("docs/usage.md#")), "{put:?}");
+    assert!(s3.fake.calls("DeleteVectors") >= 1);
+    let json = s3.query("configuration file usage", &[]);
+    assert!(!paths(&json).contains(&"src/lib.rs".to_string()));
+}
+
+#[test]
+fn filters_work_on_s3_vectors() {
+    let s3 = S3::new();
+    s3.index(&[]).assert_ok();
+    let json = s3.query("notes", &["--ext", "rs"]);
+    assert_eq!(paths(&json), ["src/lib.rs"]);
+    let json = s3.query("notes", &["--path", "docs", "--filter", r#"{"chunk_index": {"$gte": 1}}"#]);
+    assert!(!paths(&json).is_empty());
+    assert!(
+        json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["file_path"].as_str().unwrap().starts_with("docs/") && r["chunk_index"].as_u64().unwrap() >= 1)
+    );
+}
+
+#[test]
+fn throttling_is_recovered() {
+    let s3 = S3::new();
+    s3.fake.fail_next("PutVectors", 2, 429, "TooManyRequestsException");
+    s3.index(&[]).assert_ok();
+    assert_eq!(s3.fake.vector_count("team-vectors", "notes"), {
+        let json = s3.query("notes", &[]);
+        json["total_results"].as_u64().unwrap() as usize
+    });
+}
+
+#[test]
+fn an_index_of_another_dimension_is_refused() {
+    let s3 = S3::new();
+    let url = s3.fake.url();
+    s3.ws
+        .rag(&[
+            "store",
+            "create",
+            "notes",
+            "--backend",
+            "s3vectors",
+            "--bucket",
+            "team-vectors",
+            "--endpoint-url",
+            &url,
+            "--dimension",
+            "32",
+        ])
+        .assert_ok();
+    let run = s3.index(&[]);
+    run.assert_code(1);
+    let err = run.stderr();
+    assert!(err.contains("32") && err.contains("64") && err.contains("cannot be mixed"), "{err}");
+    assert_eq!(s3.fake.calls("PutVectors"), 0);
+}
+
+#[test]
+fn s3_vectors_needs_a_bucket() {
+    let s3 = S3::new();
+    let run = s3.ws.rag(&["index", "docs", "--store", "notes", "--backend", "s3vectors"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("--bucket"), "{}", run.stderr());
+}
