@@ -41,7 +41,7 @@ pub struct S3VectorsConfig {
     pub endpoint_url: Option<String>,
     /// PutVectors/DeleteVectors requests in flight at once.
     pub write_concurrency: usize,
-    /// Client-side limit on vectors written per second (the service allows 2,500 per index).
+    /// Client-side limit on vectors written and deleted per second (the service allows 2,500 per index).
     pub max_vectors_per_second: f64,
     /// Estimated request size above which a PutVectors batch is cut (the service allows 20 MiB).
     pub max_request_bytes: usize,
@@ -64,7 +64,7 @@ impl S3VectorsConfig {
             profile: None,
             endpoint_url: None,
             write_concurrency: 8,
-            max_vectors_per_second: 2_000.0,
+            max_vectors_per_second: 2_400.0,
             max_request_bytes: 8 * 1024 * 1024,
             list_segments: 8,
             max_attempts: 6,
@@ -475,6 +475,10 @@ impl VectorBackend for S3VectorsBackend {
             updated_at: None,
             details,
         })
+    }
+
+    fn write_batch_hint(&self) -> usize {
+        MAX_BATCH * self.config.write_concurrency.max(1)
     }
 
     async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {

@@ -45,6 +45,13 @@ pub trait VectorBackend: Send + Sync {
         Ok(())
     }
 
+    /// How many chunks the indexer should hand to one [`write`](Self::write):
+    /// small for a local transaction, large where the backend spreads a write
+    /// over parallel requests.
+    fn write_batch_hint(&self) -> usize {
+        256
+    }
+
     /// For each source file with chunks in the store: its content hash and keys.
     async fn file_states(&self, store: &str) -> Result<Vec<FileState>>;
 

@@ -32,8 +32,9 @@ pub struct IndexOptions {
     pub dry_run: bool,
     /// Metric for a store created by this run.
     pub metric: Metric,
-    /// How many chunks to collect before writing them to the backend.
-    pub write_batch_size: usize,
+    /// How many chunks to collect before writing them to the backend;
+    /// `None` takes the backend's [`write_batch_hint`](VectorBackend::write_batch_hint).
+    pub write_batch_size: Option<usize>,
     /// Longest time finished files wait before they are written, which bounds
     /// the work an interrupted run loses.
     pub write_interval: std::time::Duration,
@@ -48,7 +49,7 @@ impl Default for IndexOptions {
             prune: true,
             dry_run: false,
             metric: Metric::Cosine,
-            write_batch_size: 256,
+            write_batch_size: None,
             write_interval: std::time::Duration::from_secs(2),
             max_file_size: 50 * 1024 * 1024,
         }
@@ -237,7 +238,8 @@ impl Indexer {
             })
         };
 
-        let mut writer = PendingWrites::new(store, options.write_batch_size, options.write_interval);
+        let write_batch = options.write_batch_size.unwrap_or_else(|| self.backend.write_batch_hint());
+        let mut writer = PendingWrites::new(store, write_batch, options.write_interval);
         let result = if options.dry_run {
             self.plan(rx, &mut report, observer).await
         } else {

@@ -60,6 +60,8 @@ impl FakeS3Vectors {
         let app = Router::new()
             .route("/tags/{*arn}", any(tags))
             .route("/{operation}", any(operation))
+            // The service's request payload limit.
+            .layer(axum::extract::DefaultBodyLimit::max(20 * 1024 * 1024))
             .with_state(Arc::clone(&shared));
         let thread = std::thread::spawn(move || {
             let runtime =
