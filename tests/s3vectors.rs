@@ -190,3 +190,24 @@ fn s3_vectors_needs_a_bucket() {
     run.assert_code(1);
     assert!(run.stderr().contains("--bucket"), "{}", run.stderr());
 }
+
+#[test]
+fn missing_credentials_say_how_to_provide_them() {
+    let s3 = S3::new();
+    let url = s3.fake.url();
+    let out = s3
+        .ws
+        .command(&["store", "list", "--backend", "s3vectors", "--bucket", "team-vectors", "--endpoint-url", &url])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    let run = Run(out);
+    run.assert_code(1);
+    assert!(
+        run.stderr().contains("no usable AWS credentials") && run.stderr().contains("--profile"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(s3.fake.calls("ListIndexes"), 0, "nothing unsigned was sent");
+}
