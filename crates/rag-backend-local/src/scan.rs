@@ -50,22 +50,42 @@ pub fn top_k(
     if dim == 0 || k == 0 || query.len() != dim {
         return Vec::new();
     }
-    let slots = data.len() / dim;
+    let kernel = Kernel::detect();
+    parallel_top_k(data.len() / dim, k, threads, |start, end| {
+        let mut heap = BinaryHeap::with_capacity(k + 1);
+        for (i, vector) in data[start * dim..end * dim].chunks_exact(dim).enumerate() {
+            let slot = start + i;
+            if !is_allowed(allowed, slot) {
+                continue;
+            }
+            let score = exact_with(kernel, query, vector, metric);
+            if !score.is_nan() {
+                push_bounded(&mut heap, Scored { score, slot: slot as u64 }, k);
+            }
+        }
+        heap.into_vec()
+    })
+}
+
+/// Splits `slots` into one contiguous range per thread, runs `scan` on each
+/// (it returns up to `k` of its range's best), and merges: the best `k`
+/// overall, best first.
+fn parallel_top_k(
+    slots: usize,
+    k: usize,
+    threads: usize,
+    scan: impl Fn(usize, usize) -> Vec<Scored> + Sync,
+) -> Vec<Scored> {
     let threads = threads.clamp(1, 16).min(slots.div_ceil(4096).max(1));
     let per_thread = slots.div_ceil(threads);
-    let kernel = Kernel::detect();
-    let mut merged: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+    let scan = &scan;
     let partials: Vec<Vec<Scored>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let start = t * per_thread;
-                let end = ((t + 1) * per_thread).min(slots);
-                let part = &data[start * dim..end * dim];
-                scope.spawn(move || scan_range(part, dim, start as u64, query, metric, k, kernel, allowed))
-            })
+            .map(|t| scope.spawn(move || scan(t * per_thread, ((t + 1) * per_thread).min(slots))))
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
+    let mut merged: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
     for scored in partials.into_iter().flatten() {
         push_bounded(&mut merged, scored, k);
     }
@@ -112,44 +132,44 @@ pub fn top_k_compact(
     quantize(query, &mut encoded);
     let (q_scale, q_norm2) = header(&encoded);
     let q_codes: Vec<i8> = encoded[8..].iter().map(|&b| b as i8).collect();
-    let slots = data.len() / stride;
-    let threads = threads.clamp(1, 16).min(slots.div_ceil(4096).max(1));
-    let per_thread = slots.div_ceil(threads);
-    let kernel = Kernel::detect();
-    let partials: Vec<Vec<Scored>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let start = t * per_thread;
-                let end = ((t + 1) * per_thread).min(slots);
-                let part = &data[start * stride..end * stride];
-                let q_codes = &q_codes;
-                scope.spawn(move || {
-                    let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
-                    for (i, slot) in part.chunks_exact(stride).enumerate() {
-                        let (scale, norm2) = header(slot);
-                        if scale.is_nan() || !is_allowed(allowed, start + i) {
-                            continue;
-                        }
-                        let dot = kernel.dot_i8(q_codes, &slot[8..]) as f32 * scale * q_scale;
-                        let score = match metric {
-                            Metric::Cosine => dot,
-                            Metric::Euclidean => 1.0 / (1.0 + (q_norm2 + norm2 - 2.0 * dot).max(0.0).sqrt()),
-                        };
-                        push_bounded(&mut heap, Scored { score, slot: (start + i) as u64 }, k);
-                    }
-                    heap.into_vec()
-                })
-            })
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let mut merged: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
-    for scored in partials.into_iter().flatten() {
-        push_bounded(&mut merged, scored, k);
+    let query = CompactQuery { codes: q_codes, scale: q_scale, norm2: q_norm2, metric, kernel: Kernel::detect() };
+    parallel_top_k(data.len() / stride, k, threads, |start, end| {
+        compact_range(&data[start * stride..end * stride], stride, start, &query, k, allowed)
+    })
+}
+
+/// The query as the compact scan needs it.
+struct CompactQuery {
+    codes: Vec<i8>,
+    scale: f32,
+    norm2: f32,
+    metric: Metric,
+    kernel: Kernel,
+}
+
+/// The best `k` of one range of the compact file, whose first slot is `first`.
+fn compact_range(
+    part: &[u8],
+    stride: usize,
+    first: usize,
+    query: &CompactQuery,
+    k: usize,
+    allowed: Option<&[bool]>,
+) -> Vec<Scored> {
+    let mut heap = BinaryHeap::with_capacity(k + 1);
+    for (i, slot) in part.chunks_exact(stride).enumerate() {
+        let (scale, norm2) = header(slot);
+        if scale.is_nan() || !is_allowed(allowed, first + i) {
+            continue;
+        }
+        let dot = query.kernel.dot_i8(&query.codes, &slot[8..]) as f32 * scale * query.scale;
+        let score = match query.metric {
+            Metric::Cosine => dot,
+            Metric::Euclidean => 1.0 / (1.0 + (query.norm2 + norm2 - 2.0 * dot).max(0.0).sqrt()),
+        };
+        push_bounded(&mut heap, Scored { score, slot: (first + i) as u64 }, k);
     }
-    let mut best = merged.into_vec();
-    best.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
-    best
+    heap.into_vec()
 }
 
 fn is_allowed(allowed: Option<&[bool]>, slot: usize) -> bool {
@@ -164,39 +184,14 @@ fn header(slot: &[u8]) -> (f32, f32) {
 /// The exact score of a stored vector (unit length on cosine stores) for a
 /// query prepared the same way.
 pub fn exact_score(query: &[f32], vector: &[f32], metric: Metric) -> f32 {
-    let kernel = Kernel::detect();
+    exact_with(Kernel::detect(), query, vector, metric)
+}
+
+fn exact_with(kernel: Kernel, query: &[f32], vector: &[f32], metric: Metric) -> f32 {
     match metric {
         Metric::Cosine => kernel.dot(query, vector),
         Metric::Euclidean => 1.0 / (1.0 + kernel.squared_distance(query, vector).sqrt()),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn scan_range(
-    part: &[f32],
-    dim: usize,
-    first_slot: u64,
-    query: &[f32],
-    metric: Metric,
-    k: usize,
-    kernel: Kernel,
-    allowed: Option<&[bool]>,
-) -> Vec<Scored> {
-    let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
-    for (i, vector) in part.chunks_exact(dim).enumerate() {
-        if !is_allowed(allowed, first_slot as usize + i) {
-            continue;
-        }
-        let score = match metric {
-            Metric::Cosine => kernel.dot(query, vector),
-            Metric::Euclidean => 1.0 / (1.0 + kernel.squared_distance(query, vector).sqrt()),
-        };
-        if score.is_nan() {
-            continue;
-        }
-        push_bounded(&mut heap, Scored { score, slot: first_slot + i as u64 }, k);
-    }
-    heap.into_vec()
 }
 
 fn push_bounded(heap: &mut BinaryHeap<Scored>, scored: Scored, k: usize) {
