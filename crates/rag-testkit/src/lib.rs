@@ -36,6 +36,59 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+/// An axum router served on a free `127.0.0.1` port from its own thread and
+/// runtime (so sync and async tests alike can use it), until dropped.
+pub struct LoopbackServer {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoopbackServer {
+    /// Serves `app` with `workers` runtime threads (0: a current-thread runtime).
+    pub fn start(app: Router, workers: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut builder = if workers == 0 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(workers);
+                builder
+            };
+            let runtime = builder.enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        });
+        Self { addr, shutdown: Some(tx), thread: Some(thread) }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:43123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Counts of what the server was asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -60,10 +113,8 @@ struct Shared {
 
 /// An Ollama stand-in on `127.0.0.1`, running on its own thread until dropped.
 pub struct FakeOllama {
-    addr: SocketAddr,
+    server: LoopbackServer,
     shared: Arc<Mutex<Shared>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Dimension of the default model.
@@ -86,33 +137,18 @@ impl FakeOllama {
             last_inputs: Vec::new(),
             last_request: Value::Null,
         }));
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        std_listener.set_nonblocking(true).expect("non-blocking listener");
-        let addr = std_listener.local_addr().expect("local address");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .route("/", get(|| async { "Ollama is running" }))
             .route("/api/embed", post(embed))
             .route("/api/show", post(show))
             .route("/api/tags", get(tags))
             .with_state(Arc::clone(&shared));
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
-        Self { addr, shared, shutdown: Some(tx), thread: Some(thread) }
+        Self { server: LoopbackServer::start(app, 0), shared }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:43123`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// What the server was asked so far.
@@ -155,17 +191,6 @@ impl FakeOllama {
     /// The vector the server returns for `text` under a model of `dimension`.
     pub fn vector_for(text: &str, dimension: usize) -> Vec<f32> {
         embed_text(text, dimension)
-    }
-}
-
-impl Drop for FakeOllama {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

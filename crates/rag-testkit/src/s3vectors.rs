@@ -9,7 +9,6 @@
 //! service checks, and can be told to be slow or to answer 429/503.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +18,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
+
+use crate::LoopbackServer;
 
 #[derive(Debug, Default)]
 struct Index {
@@ -43,44 +44,26 @@ struct Shared {
 
 /// An S3 Vectors stand-in on `127.0.0.1`, running on its own thread until dropped.
 pub struct FakeS3Vectors {
-    addr: SocketAddr,
+    server: LoopbackServer,
     shared: Arc<Mutex<Shared>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeS3Vectors {
     /// Starts an empty service.
     pub fn start() -> Self {
         let shared = Arc::new(Mutex::new(Shared { query_page: 100, ..Shared::default() }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        listener.set_nonblocking(true).expect("non-blocking listener");
-        let addr = listener.local_addr().expect("local address");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .route("/tags/{*arn}", any(tags))
             .route("/{operation}", any(operation))
             // The service's request payload limit.
             .layer(axum::extract::DefaultBodyLimit::max(20 * 1024 * 1024))
             .with_state(Arc::clone(&shared));
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
-        Self { addr, shared, shutdown: Some(tx), thread: Some(thread) }
+        Self { server: LoopbackServer::start(app, 2), shared }
     }
 
     /// Endpoint URL, e.g. `http://127.0.0.1:43123`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// How many times an operation was called (failed calls included).
@@ -122,17 +105,6 @@ impl FakeS3Vectors {
     pub fn vector_count(&self, bucket: &str, index: &str) -> usize {
         let shared = self.shared.lock().unwrap();
         shared.buckets.get(bucket).and_then(|b| b.get(index)).map_or(0, |i| i.vectors.len())
-    }
-}
-
-impl Drop for FakeS3Vectors {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
