@@ -353,3 +353,23 @@ fn filters_restrict_results_and_bad_filters_are_refused() {
     assert!(run.stderr().contains("$not is not supported"), "{}", run.stderr());
     assert_eq!(ws.ollama.stats().embed_requests, 0, "refused before any request");
 }
+
+#[test]
+fn obsidian_notes_carry_front_matter_tags_links_and_heading_paths() {
+    let ws = Workspace::new();
+    let note = "---\ntitle: Garden plan\ntags: [garden, spring]\n---\n# Garden\n\nIntro.\n\n## Tomatoes\n\n\
+                Water the tomatoes daily #watering and see [[Compost|the compost note]].\n";
+    ws.write("vault/garden.md", note);
+    ws.rag(&["index", "vault", "--store", "notes"]).assert_ok();
+    // Embedded as the note's title plus the heading path, then the chunk.
+    let inputs = ws.ollama.last_inputs();
+    assert!(inputs[0].starts_with("title: Garden plan | text: Garden\n\n# Garden"), "{inputs:?}");
+    let json = ws.query_json("notes", "water the tomatoes", 1);
+    let hit = &json["results"][0];
+    assert_eq!(hit["file_path"], "vault/garden.md");
+    assert_eq!(hit["frontmatter"]["title"], "Garden plan");
+    assert_eq!(hit["tags"], serde_json::json!(["garden", "spring", "watering"]));
+    assert_eq!(hit["links"], serde_json::json!(["Compost"]));
+    assert_eq!(hit["line_start"], 5, "the chunk starts at '# Garden', after the front matter");
+    assert!(!hit["content"].as_str().unwrap().contains("title:"), "front matter is not chunked as text");
+}

@@ -136,6 +136,7 @@ impl Chunker for TextChunker {
         } else {
             self.text.chunk_indices(text).collect()
         };
+        let structure = Structure::of(text, language, self);
         pieces
             .into_iter()
             .filter(|(_, piece)| !piece.trim().is_empty())
@@ -147,7 +148,7 @@ impl Chunker for TextChunker {
                     byte_end: end,
                     line_start: lines.line_of(start),
                     line_end: lines.line_of(end.saturating_sub(1).max(start)),
-                    metadata: Metadata::new(),
+                    metadata: structure.metadata(piece, start, end),
                 }
             })
             .collect()
@@ -161,6 +162,11 @@ impl Chunker for TextChunker {
 
 impl TextChunker {
     #[cfg(feature = "code")]
+    fn grammar(&self, language: &str) -> Option<tree_sitter_language::LanguageFn> {
+        grammars().into_iter().find(|(name, _)| *name == language).map(|(_, grammar)| grammar)
+    }
+
+    #[cfg(feature = "code")]
     fn code_splitter(&self, language: &str) -> Option<&text_splitter::CodeSplitter<text_splitter::Characters>> {
         self.code.iter().find(|(name, _)| *name == language).map(|(_, splitter)| splitter)
     }
@@ -169,6 +175,135 @@ impl TextChunker {
     fn code_splitter(&self, _language: &str) -> Option<&TextSplitter<text_splitter::Characters>> {
         None
     }
+}
+
+/// What the chunker knows of a text's structure, to describe each chunk.
+enum Structure {
+    None,
+    Markdown(Vec<crate::Heading>),
+    #[cfg(feature = "code")]
+    Code(Vec<Symbol>),
+}
+
+impl Structure {
+    fn of(text: &str, language: &str, chunker: &TextChunker) -> Self {
+        if language == "markdown" {
+            return Structure::Markdown(crate::headings(text));
+        }
+        #[cfg(feature = "code")]
+        if let Some(grammar) = chunker.grammar(language) {
+            return Structure::Code(symbols(text, grammar));
+        }
+        let _ = chunker;
+        Structure::None
+    }
+
+    /// `headings`, `tags` and `links` of a markdown chunk; `symbols` of a code chunk.
+    fn metadata(&self, piece: &str, start: usize, end: usize) -> Metadata {
+        let mut metadata = Metadata::new();
+        match self {
+            Structure::None => {}
+            Structure::Markdown(headings) => {
+                let path = crate::heading_path(headings, start);
+                if !path.is_empty() {
+                    metadata.insert("headings".into(), path.into());
+                }
+                let tags = crate::inline_tags(piece);
+                if !tags.is_empty() {
+                    metadata.insert("tags".into(), tags.into());
+                }
+                let links = crate::wikilinks(piece);
+                if !links.is_empty() {
+                    metadata.insert("links".into(), links.into());
+                }
+            }
+            #[cfg(feature = "code")]
+            Structure::Code(symbols) => {
+                let mut names: Vec<String> = Vec::new();
+                for symbol in symbols.iter().filter(|s| s.start < end && s.end > start) {
+                    if !names.contains(&symbol.name) && names.len() < 12 {
+                        names.push(symbol.name.clone());
+                    }
+                }
+                if !names.is_empty() {
+                    metadata.insert("symbols".into(), names.into());
+                }
+            }
+        }
+        let _ = end;
+        metadata
+    }
+}
+
+/// A named definition in source code (function, class, ...).
+#[cfg(feature = "code")]
+#[derive(Debug, Clone)]
+struct Symbol {
+    start: usize,
+    end: usize,
+    name: String,
+}
+
+/// Named definitions of a source text, outermost first, from its syntax tree.
+#[cfg(feature = "code")]
+fn symbols(text: &str, grammar: tree_sitter_language::LanguageFn) -> Vec<Symbol> {
+    const DEFINITIONS: &[&str] = &[
+        "function",
+        "method",
+        "class",
+        "struct",
+        "impl",
+        "trait",
+        "interface",
+        "enum",
+        "module",
+        "namespace",
+        "constructor",
+        "type_item",
+        "mod_item",
+        "macro_definition",
+    ];
+    let mut parser = tree_sitter::Parser::new();
+    if parser.set_language(&tree_sitter::Language::new(grammar)).is_err() {
+        return Vec::new();
+    }
+    let Some(tree) = parser.parse(text, None) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut cursor = tree.walk();
+    let mut stack = vec![tree.root_node()];
+    while let Some(node) = stack.pop() {
+        let kind = node.kind();
+        let is_definition = (kind.ends_with("_definition")
+            || kind.ends_with("_declaration")
+            || kind.ends_with("_item")
+            || kind.ends_with("_specifier"))
+            && DEFINITIONS.iter().any(|d| kind.contains(d));
+        if is_definition && let Some(name) = definition_name(node, text) {
+            out.push(Symbol { start: node.start_byte(), end: node.end_byte(), name });
+        }
+        let children: Vec<_> = node.named_children(&mut cursor).collect();
+        stack.extend(children.into_iter().rev());
+    }
+    out.sort_by_key(|s| s.start);
+    out
+}
+
+#[cfg(feature = "code")]
+fn definition_name(node: tree_sitter::Node<'_>, text: &str) -> Option<String> {
+    let named = node.child_by_field_name("name").or_else(|| node.child_by_field_name("type"));
+    let target = match named {
+        Some(target) => target,
+        None => {
+            // C and C++ functions: the name sits inside the declarator.
+            let mut declarator = node.child_by_field_name("declarator")?;
+            while let Some(inner) = declarator.child_by_field_name("declarator") {
+                declarator = inner;
+            }
+            declarator
+        }
+    };
+    let name = text.get(target.start_byte()..target.end_byte())?.trim();
+    (!name.is_empty() && name.len() <= 200 && !name.contains('\n')).then(|| name.to_string())
 }
 
 /// Tree-sitter sees a doc comment or attribute as a sibling before its item,
@@ -279,6 +414,16 @@ mod tests {
             assert!(chunks.len() > 2, "{language}: {chunks:#?}");
             for chunk in &chunks {
                 assert!(chunk.text.starts_with(opener), "{language} chunk starts mid-function: {:?}", chunk.text);
+                let symbols = chunk.metadata["symbols"].as_array().unwrap();
+                for symbol in symbols {
+                    assert!(
+                        chunk.text.contains(&format!("def {}", symbol.as_str().unwrap()))
+                            || chunk.text.contains(&format!("fn {}", symbol.as_str().unwrap())),
+                        "{symbol} not in {:?}",
+                        chunk.text
+                    );
+                }
+                assert_eq!(symbols.len(), chunk.text.matches(opener).count(), "one symbol per function");
                 let opens = chunk.text.matches(opener).count();
                 let closes = if language == "rust" {
                     chunk.text.matches("\n}").count()
@@ -288,6 +433,26 @@ mod tests {
                 assert_eq!(opens, closes, "{language} chunk holds a partial function: {:?}", chunk.text);
             }
         }
+    }
+
+    #[test]
+    fn markdown_chunks_carry_heading_paths_tags_and_links() {
+        let section = |title: &str, body: &str, n: usize| format!("{title}\n\n{}\n\n", body.repeat(n));
+        let text = [
+            section("# Guide", "Intro words here. ", 5),
+            section("## Install", "Install words #setup here. ", 3),
+            section("### Linux", "Use apt, see [[Packages|the list]]. ", 2),
+            section("## Usage", "Run it. ", 6),
+        ]
+        .concat();
+        let chunks = TextChunker::new(100, 0).unwrap().chunk(&text, "g.md", "markdown");
+        let find = |needle: &str| chunks.iter().find(|c| c.text.contains(needle)).unwrap();
+        assert_eq!(find("apt").metadata["headings"], "Guide > Install > Linux");
+        assert_eq!(find("Run it").metadata["headings"], "Guide > Usage");
+        assert_eq!(find("#setup").metadata["tags"], serde_json::json!(["setup"]));
+        assert_eq!(find("apt").metadata["links"], serde_json::json!(["Packages"]));
+        let linux = find("apt");
+        assert_eq!(text.lines().nth(linux.line_start - 1).unwrap(), "### Linux");
     }
 
     #[test]

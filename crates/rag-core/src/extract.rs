@@ -51,7 +51,7 @@ pub fn language_for_path(path: &Path) -> Option<&'static str> {
 }
 
 /// A file turned into text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Extracted {
     /// The text.
     pub text: String,
@@ -59,6 +59,10 @@ pub struct Extracted {
     pub language: &'static str,
     /// Things worth telling the user that did not stop the file (lossy decoding).
     pub notes: Vec<String>,
+    /// The part of `text` to chunk (markdown front matter is left out).
+    pub body: std::ops::Range<usize>,
+    /// Facts about the whole file every chunk carries: `frontmatter`, `title`, `tags`.
+    pub metadata: crate::Metadata,
 }
 
 /// Why a file produced no text.
@@ -96,7 +100,22 @@ pub fn extract(path: &Path, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     } else {
         decode_utf8(bytes, &mut notes)
     };
-    Ok(Extracted { text, language, notes })
+    let mut metadata = crate::Metadata::new();
+    let mut body = 0..text.len();
+    if language == "markdown"
+        && let Some((fields, start)) = crate::markdown::front_matter(&text)
+    {
+        body.start = start;
+        let tags = crate::markdown::front_matter_tags(&fields);
+        if !tags.is_empty() {
+            metadata.insert("tags".into(), tags.into());
+        }
+        if let Some(title) = fields.get("title").and_then(|t| t.as_str()) {
+            metadata.insert("title".into(), title.into());
+        }
+        metadata.insert("frontmatter".into(), serde_json::Value::Object(fields));
+    }
+    Ok(Extracted { text, language, notes, body, metadata })
 }
 
 /// Whether the start of a file holds a NUL byte, the cheap test git and
@@ -143,6 +162,7 @@ mod tests {
         let out = extract(Path::new("a.txt"), &bytes).unwrap();
         assert_eq!(out.text, "héllo");
         assert!(out.notes.is_empty());
+        assert_eq!(out.body, 0..6);
     }
 
     #[test]
@@ -151,6 +171,16 @@ mod tests {
         assert_eq!(out.text, "caf\u{FFFD} au lait");
         assert_eq!(out.notes.len(), 1);
         assert!(out.notes[0].contains("offset 3"), "{:?}", out.notes);
+    }
+
+    #[test]
+    fn markdown_front_matter_is_metadata_not_body() {
+        let text = "---\ntitle: Plan\ntags: [work, q3]\n---\n# Plan\nbody\n";
+        let out = extract(Path::new("plan.md"), text.as_bytes()).unwrap();
+        assert_eq!(&out.text[out.body.clone()], "# Plan\nbody\n");
+        assert_eq!(out.metadata["title"], "Plan");
+        assert_eq!(out.metadata["tags"], serde_json::json!(["work", "q3"]));
+        assert_eq!(out.metadata["frontmatter"]["tags"][1], "q3");
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl Indexer {
                     .iter()
                     .map(|&(id, index)| {
                         let file = &pending[&id].file;
-                        DocText::new(file.title.clone(), file.chunks[index].text.clone())
+                        DocText::new(file.title.clone(), embedding_text(&file.chunks[index]))
                     })
                     .collect();
                 let embedder = Arc::clone(&self.embedder);
@@ -411,37 +411,71 @@ fn prepare(
         Ok(extracted) => extracted,
         Err(err) => return FileEvent::Skipped { path, reason: err.to_string(), old_keys },
     };
-    let pieces = chunker.chunk(&extracted.text, &path, extracted.language);
+    let body = extracted.body.clone();
+    let pieces = chunker.chunk(&extracted.text[body.clone()], &path, extracted.language);
     if pieces.is_empty() {
         return FileEvent::Skipped { path, reason: "no text to index (empty file)".into(), old_keys };
     }
+    let lines = crate::LineIndex::new(&extracted.text);
     let total = pieces.len();
     let chunks = pieces
         .into_iter()
         .enumerate()
-        .map(|(index, piece)| Chunk {
-            key: chunk_key(&path, index),
-            source_path: path.clone(),
-            chunk_index: index,
-            total_chunks: total,
-            line_start: piece.line_start,
-            line_end: piece.line_end,
-            byte_start: piece.byte_start,
-            byte_end: piece.byte_end,
-            text: piece.text,
-            content_hash: hash.clone(),
-            language: extracted.language.to_string(),
-            metadata: piece.metadata,
+        .map(|(index, piece)| {
+            let (byte_start, byte_end) = (body.start + piece.byte_start, body.start + piece.byte_end);
+            Chunk {
+                key: chunk_key(&path, index),
+                source_path: path.clone(),
+                chunk_index: index,
+                total_chunks: total,
+                line_start: lines.line_of(byte_start),
+                line_end: lines.line_of(byte_end.saturating_sub(1).max(byte_start)),
+                byte_start,
+                byte_end,
+                text: piece.text,
+                content_hash: hash.clone(),
+                language: extracted.language.to_string(),
+                metadata: merge_metadata(&extracted.metadata, piece.metadata),
+            }
         })
         .collect();
-    FileEvent::Prepared(PreparedFile {
-        title: Path::new(&path).file_stem().map(|s| s.to_string_lossy().into_owned()),
-        is_new: state.is_none(),
-        path,
-        chunks,
-        old_keys,
-        notes: extracted.notes,
-    })
+    let title = extracted
+        .metadata
+        .get("title")
+        .and_then(|t| t.as_str())
+        .map(str::to_string)
+        .or_else(|| Path::new(&path).file_stem().map(|s| s.to_string_lossy().into_owned()));
+    FileEvent::Prepared(PreparedFile { title, is_new: state.is_none(), path, chunks, old_keys, notes: extracted.notes })
+}
+
+/// A chunk's metadata: the file's (front matter, title) with the chunk's own
+/// on top; tags are the union of both.
+fn merge_metadata(file: &crate::Metadata, chunk: crate::Metadata) -> crate::Metadata {
+    let mut merged = file.clone();
+    for (key, value) in chunk {
+        match (key.as_str(), merged.get_mut(&key), value) {
+            ("tags", Some(serde_json::Value::Array(tags)), serde_json::Value::Array(more)) => {
+                for tag in more {
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+            }
+            (_, _, value) => {
+                merged.insert(key, value);
+            }
+        }
+    }
+    merged
+}
+
+/// The text embedded for a chunk: its heading path first, so a short chunk
+/// keeps its context.
+fn embedding_text(chunk: &Chunk) -> String {
+    match chunk.metadata.get("headings").and_then(|h| h.as_str()) {
+        Some(path) if !path.is_empty() => format!("{path}\n\n{}", chunk.text),
+        _ => chunk.text.clone(),
+    }
 }
 
 /// Embeds a batch; when the batch fails for a reason that is not fatal, embeds

@@ -64,6 +64,7 @@ mod error;
 mod extract;
 mod filter;
 mod index;
+mod markdown;
 mod memory;
 mod query;
 mod types;
@@ -76,6 +77,7 @@ pub use error::{BoxError, Error, Result};
 pub use extract::{ExtractError, Extracted, extract, language_for_path, looks_binary};
 pub use filter::{FILTERABLE_KEYS, Filter, filter_metadata};
 pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, check_model};
+pub use markdown::{Heading, front_matter, front_matter_tags, heading_path, headings, inline_tags, wikilinks};
 pub use memory::{MemoryBackend, file_state, score};
 pub use query::Querier;
 pub use types::{
