@@ -373,3 +373,43 @@ fn obsidian_notes_carry_front_matter_tags_links_and_heading_paths() {
     assert_eq!(hit["line_start"], 5, "the chunk starts at '# Garden', after the front matter");
     assert!(!hit["content"].as_str().unwrap().contains("title:"), "front matter is not chunked as text");
 }
+
+#[test]
+fn tables_notebooks_html_and_extensionless_files_are_found_where_they_are() {
+    let ws = Workspace::new();
+    ws.write("kb/people.csv", "name,field\nAda Lovelace,mathematics\nGrace Hopper,compilers\n");
+    let notebook = serde_json::json!({
+        "cells": [
+            {"cell_type": "markdown", "source": "# Churn study"},
+            {"cell_type": "code", "source": "model = fit_gradient_boosting(customers)"},
+        ],
+        "metadata": {"kernelspec": {"language": "python"}},
+    });
+    ws.write("kb/churn.ipynb", notebook.to_string());
+    ws.write(
+        "kb/page.html",
+        "<html><body><h1>Release notes</h1><script>track()</script><p>Faster queries.</p></body></html>",
+    );
+    ws.write("kb/Makefile", "deploy:\n\tscp build/site server:/srv/www\n");
+    ws.write("kb/photo.png", b"\x89PNG\r\n\x1a\n\x00\x00");
+    ws.write("kb/blob.log", b"\x00\x01\x02binary");
+    let run = ws.rag(&["index", "kb", "--store", "notes"]);
+    run.assert_ok();
+    assert!(run.stdout().contains("4 new"), "{}", run.stdout());
+    assert!(run.stdout().contains("skipped: kb/blob.log: binary"), "{}", run.stdout());
+    assert!(!run.stdout().contains("photo.png"), "known binary types are not even read");
+
+    let csv = ws.query_json("notes", "Grace Hopper compilers", 1);
+    assert_eq!(csv["results"][0]["file_path"], "kb/people.csv");
+    assert!(csv["results"][0]["content"].as_str().unwrap().contains("name: Grace Hopper | field: compilers"));
+    // The fake embeds bags of words in 64 dimensions, so rank among a few.
+    let nb = ws.query_json_full("notes", "churn study model fit gradient boosting customers python", 4);
+    let hit = nb["results"].as_array().unwrap().iter().find(|r| r["file_path"] == "kb/churn.ipynb").unwrap();
+    let content = hit["content"].as_str().unwrap();
+    assert!(content.contains("###### Cell 2 (code)") && content.contains("```python"), "{content}");
+    let html = ws.query_json("notes", "release notes faster queries", 1);
+    let content = html["results"][0]["content"].as_str().unwrap();
+    assert!(content.contains("# Release notes") && !content.contains("track()"), "{content}");
+    let make = ws.query_json("notes", "deploy scp server srv www", 1);
+    assert_eq!(make["results"][0]["file_path"], "kb/Makefile");
+}

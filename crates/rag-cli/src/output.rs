@@ -153,9 +153,10 @@ pub fn index_text(report: &IndexReport, backend: &str, verbose: bool) -> String 
     let verb = if report.dry_run { "to embed" } else { "embedded" };
     let _ = writeln!(out, "  chunks: {} {verb}, {} deleted", report.chunks_embedded, report.chunks_deleted);
     for (label, problems) in [("skipped", &report.skipped), ("note", &report.notes), ("failed", &report.failed)] {
-        if label == "note" && !verbose && problems.len() > 5 {
-            let _ =
-                writeln!(out, "  note: {} files decoded with replacement characters (-v lists them)", problems.len());
+        // Failures are always listed; long lists of skips and notes only with -v.
+        if label != "failed" && !verbose && problems.len() > 10 {
+            let what = if label == "note" { "decoded with caveats" } else { "binary, empty or too large" };
+            let _ = writeln!(out, "  {label}: {} files {what} (-v lists them)", problems.len());
             continue;
         }
         for problem in problems {

@@ -8,7 +8,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ignore::WalkBuilder;
 
 use crate::error::{Error, Result};
-use crate::extract::language_for_path;
+use crate::extract::walkable;
 
 /// Folders skipped while walking unless `--no-ignore`: dependencies, build
 /// output and caches that no one wants in their search results.
@@ -117,7 +117,7 @@ pub fn discover(patterns: &[String], options: &DiscoverOptions) -> Result<Discov
             });
         } else if path.is_dir() {
             walk(&path, options, &mut warnings, |file| {
-                if language_for_path(file).is_some() {
+                if walkable(file) {
                     found.insert(rel_name(&root, file), file.to_path_buf());
                 }
             });
@@ -236,9 +236,9 @@ mod tests {
     }
 
     #[test]
-    fn folders_are_walked_for_known_formats_only() {
-        let dir = tree(&["docs/a.md", "docs/b.png", "docs/sub/c.rs", "other/d.md"]);
-        assert_eq!(names(&["docs"], dir.path()), ["docs/a.md", "docs/sub/c.rs"]);
+    fn folders_are_walked_for_everything_but_known_binary_types() {
+        let dir = tree(&["docs/a.md", "docs/b.png", "docs/sub/c.rs", "docs/Makefile", "other/d.md"]);
+        assert_eq!(names(&["docs"], dir.path()), ["docs/Makefile", "docs/a.md", "docs/sub/c.rs"]);
     }
 
     #[test]
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(names(&["."], dir.path()), ["a.md"]);
         let all = discover(&[".".into()], &DiscoverOptions { root: dir.path().into(), hidden: true, no_ignore: true })
             .unwrap();
-        assert_eq!(all.files.len(), 5);
+        assert_eq!(all.files.len(), 6, "the five files and .gitignore itself");
     }
 
     #[test]

@@ -18,7 +18,10 @@ const LANGUAGES: &[(&[&str], &str)] = &[
     (&["java"], "java"),
     (&["go"], "go"),
     (&["kt", "kts"], "kotlin"),
-    (&["html", "htm"], "html"),
+    (&["html", "htm", "xhtml"], "html"),
+    (&["csv"], "csv"),
+    (&["tsv", "tab"], "tsv"),
+    (&["ipynb"], "notebook"),
     (&["css"], "css"),
     (&["sql"], "sql"),
     (&["rs"], "rust"),
@@ -36,8 +39,91 @@ const LANGUAGES: &[(&[&str], &str)] = &[
     (&["toml"], "toml"),
 ];
 
-/// The format name of a path by its extension, if it is one `rag` indexes
-/// when walking a folder.
+/// Extensions of files that are never text: skipped by folder walks without
+/// being read.
+pub const BINARY_EXTENSIONS: &[&str] = &[
+    "png",
+    "jpg",
+    "jpeg",
+    "gif",
+    "bmp",
+    "ico",
+    "webp",
+    "tif",
+    "tiff",
+    "psd",
+    "heic",
+    "avif",
+    "mp3",
+    "mp4",
+    "m4a",
+    "wav",
+    "flac",
+    "ogg",
+    "mov",
+    "avi",
+    "mkv",
+    "webm",
+    "zip",
+    "gz",
+    "tgz",
+    "bz2",
+    "xz",
+    "zst",
+    "7z",
+    "rar",
+    "tar",
+    "jar",
+    "war",
+    "class",
+    "exe",
+    "dll",
+    "so",
+    "dylib",
+    "o",
+    "a",
+    "lib",
+    "obj",
+    "pdb",
+    "wasm",
+    "bin",
+    "dat",
+    "iso",
+    "dmg",
+    "woff",
+    "woff2",
+    "ttf",
+    "otf",
+    "eot",
+    "pyc",
+    "pyo",
+    "db",
+    "sqlite",
+    "sqlite3",
+    "parquet",
+    "npy",
+    "npz",
+    "pkl",
+    "pt",
+    "onnx",
+    "safetensors",
+    "gguf",
+    "lock",
+];
+
+/// Whether a folder walk should consider a file: a known format, or a file
+/// with no or an unknown extension that is not a known binary type (its
+/// content decides: text is indexed, binary is skipped).
+pub fn walkable(path: &Path) -> bool {
+    match path.extension().and_then(|e| e.to_str()) {
+        None => true,
+        Some(ext) => {
+            language_for_path(path).is_some() || !BINARY_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
+        }
+    }
+}
+
+/// The format name of a path by its extension, if it is one `rag` knows.
 ///
 /// ```
 /// use std::path::Path;
@@ -72,6 +158,100 @@ pub enum ExtractError {
     /// The bytes are not text.
     #[error("binary file (contains NUL bytes); not indexed")]
     Binary,
+    /// The file claims a format but cannot be read as it.
+    #[error("cannot read {0}")]
+    Unreadable(String),
+}
+
+/// The interpreter of a `#!` line, as a format name.
+fn shebang_language(text: &str) -> Option<&'static str> {
+    let line = text.lines().next()?.strip_prefix("#!")?;
+    let program = line.split_whitespace().flat_map(|p| p.rsplit('/').next()).find(|p| *p != "env")?;
+    Some(match program {
+        p if p.starts_with("python") => "python",
+        "sh" | "bash" | "zsh" | "fish" | "dash" | "ksh" => "shell",
+        p if p.starts_with("node") || p == "deno" || p == "bun" => "javascript",
+        "ruby" => "ruby",
+        "perl" => "text",
+        _ => "text",
+    })
+}
+
+/// A Jupyter notebook as markdown: markdown cells as they are, code cells
+/// fenced, each under a level-6 heading naming the cell, so a chunk's heading
+/// path says which cell it came from.
+fn notebook_to_markdown(text: &str) -> Result<String, String> {
+    let notebook: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let cells = notebook["cells"].as_array().ok_or("no `cells` list")?;
+    let language = notebook["metadata"]["kernelspec"]["language"]
+        .as_str()
+        .or(notebook["metadata"]["language_info"]["name"].as_str())
+        .unwrap_or("python");
+    let source = |cell: &serde_json::Value| match &cell["source"] {
+        serde_json::Value::Array(lines) => lines.iter().filter_map(|l| l.as_str()).collect::<String>(),
+        serde_json::Value::String(s) => s.clone(),
+        _ => String::new(),
+    };
+    let mut out = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let body = source(cell);
+        if body.trim().is_empty() {
+            continue;
+        }
+        let kind = cell["cell_type"].as_str().unwrap_or("raw");
+        out.push_str(&format!("###### Cell {} ({kind})\n\n", i + 1));
+        if kind == "code" {
+            out.push_str(&format!("```{language}\n{}\n```\n\n", body.trim_end()));
+        } else {
+            out.push_str(body.trim_end());
+            out.push_str("\n\n");
+        }
+    }
+    Ok(out)
+}
+
+/// HTML as markdown; scripts, styles and other non-content dropped.
+fn html_to_markdown(html: &str) -> Result<String, String> {
+    htmd::HtmlToMarkdown::builder()
+        .skip_tags(vec!["script", "style", "noscript", "template", "svg", "head", "nav", "iframe"])
+        .build()
+        .convert(html)
+        .map_err(|e| e.to_string())
+}
+
+/// A table as one line per row, each cell named by its column
+/// (`name: Ada | born: 1815`), so every chunk stands alone. Lines match the
+/// file's lines unless a quoted cell spans several.
+fn table_rows(text: &str, delimiter: u8, notes: &mut Vec<String>) -> String {
+    let mut reader =
+        csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).has_headers(true).from_reader(text.as_bytes());
+    let headers: Vec<String> = reader.headers().map(|h| h.iter().map(str::to_string).collect()).unwrap_or_default();
+    let mut out = format!("columns: {}\n", headers.join(" | "));
+    let mut bad = 0;
+    for record in reader.records() {
+        match record {
+            Ok(record) => {
+                let cells: Vec<String> = record
+                    .iter()
+                    .enumerate()
+                    .map(|(i, value)| match headers.get(i) {
+                        Some(name) if !name.is_empty() => format!("{name}: {}", value.replace('\n', " ")),
+                        _ => value.replace('\n', " "),
+                    })
+                    .collect();
+                out.push_str(&cells.join(" | "));
+                out.push('\n');
+            }
+            Err(_) => {
+                bad += 1;
+                out.push('\n');
+            }
+        }
+    }
+    if bad > 0 {
+        notes.push(format!("{bad} malformed rows were left out"));
+    }
+    out
 }
 
 /// Decodes a file's bytes into text and names its format.
@@ -87,7 +267,7 @@ pub enum ExtractError {
 /// assert!(rag_core::extract(Path::new("a.txt"), b"\x00\x01\x02").is_err());
 /// ```
 pub fn extract(path: &Path, bytes: &[u8]) -> Result<Extracted, ExtractError> {
-    let language = language_for_path(path).unwrap_or("text");
+    let mut language = language_for_path(path).unwrap_or("text");
     let mut notes = Vec::new();
     let text = if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
         decode_utf8(rest, &mut notes)
@@ -101,6 +281,30 @@ pub fn extract(path: &Path, bytes: &[u8]) -> Result<Extracted, ExtractError> {
         decode_utf8(bytes, &mut notes)
     };
     let mut metadata = crate::Metadata::new();
+    let text = match language {
+        "notebook" => {
+            language = "markdown";
+            metadata.insert("converted_from".into(), "ipynb".into());
+            notebook_to_markdown(&text).map_err(|reason| ExtractError::Unreadable(format!("notebook: {reason}")))?
+        }
+        "html" => {
+            language = "markdown";
+            metadata.insert("converted_from".into(), "html".into());
+            html_to_markdown(&text).map_err(|reason| ExtractError::Unreadable(format!("HTML: {reason}")))?
+        }
+        "csv" | "tsv" => {
+            let delimiter = if language == "csv" { b',' } else { b'\t' };
+            language = "text";
+            metadata.insert("converted_from".into(), if delimiter == b',' { "csv" } else { "tsv" }.into());
+            table_rows(&text, delimiter, &mut notes)
+        }
+        _ => {
+            if language == "text" && path.extension().is_none() {
+                language = shebang_language(&text).unwrap_or("text");
+            }
+            text
+        }
+    };
     let mut body = 0..text.len();
     if language == "markdown"
         && let Some((fields, start)) = crate::markdown::front_matter(&text)
@@ -181,6 +385,48 @@ mod tests {
         assert_eq!(out.metadata["title"], "Plan");
         assert_eq!(out.metadata["tags"], serde_json::json!(["work", "q3"]));
         assert_eq!(out.metadata["frontmatter"]["tags"][1], "q3");
+    }
+
+    #[test]
+    fn tables_repeat_the_header_on_every_row() {
+        let out = extract(Path::new("people.csv"), b"name,born\nAda,1815\n\"Grace, H\",1906\n").unwrap();
+        assert_eq!(out.text, "columns: name | born\nname: Ada | born: 1815\nname: Grace, H | born: 1906\n");
+        let tsv = extract(Path::new("t.tsv"), b"a\tb\n1\t2\n").unwrap();
+        assert_eq!(tsv.text.lines().nth(1), Some("a: 1 | b: 2"));
+    }
+
+    #[test]
+    fn notebooks_become_markdown_with_one_heading_per_cell() {
+        let nb = serde_json::json!({
+            "cells": [
+                {"cell_type": "markdown", "source": ["# Analysis\n", "Load the data."]},
+                {"cell_type": "code", "source": "df = load()\n"},
+            ],
+            "metadata": {"kernelspec": {"language": "python"}},
+        });
+        let out = extract(Path::new("a.ipynb"), nb.to_string().as_bytes()).unwrap();
+        assert_eq!(out.language, "markdown");
+        assert!(out.text.contains("###### Cell 1 (markdown)\n\n# Analysis\nLoad the data."), "{}", out.text);
+        assert!(out.text.contains("###### Cell 2 (code)\n\n```python\ndf = load()\n```"), "{}", out.text);
+        assert!(matches!(extract(Path::new("b.ipynb"), b"{not json"), Err(ExtractError::Unreadable(_))));
+    }
+
+    #[test]
+    fn html_drops_scripts_and_styles() {
+        let html = b"<html><head><style>p{}</style></head><body><h1>Title</h1><script>x()</script><p>Body text</p></body></html>";
+        let out = extract(Path::new("page.html"), html).unwrap();
+        assert_eq!(out.language, "markdown");
+        assert!(out.text.contains("# Title") && out.text.contains("Body text"), "{}", out.text);
+        assert!(!out.text.contains("x()") && !out.text.contains("p{}"), "{}", out.text);
+    }
+
+    #[test]
+    fn extensionless_files_are_text_or_scripts() {
+        assert_eq!(extract(Path::new("Makefile"), b"all:\n\tcc x.c\n").unwrap().language, "text");
+        assert_eq!(extract(Path::new("deploy"), b"#!/usr/bin/env bash\necho hi\n").unwrap().language, "shell");
+        assert_eq!(extract(Path::new("tool"), b"#!/usr/bin/python3\nprint(1)\n").unwrap().language, "python");
+        assert!(walkable(Path::new("LICENSE")) && walkable(Path::new("notes.log")));
+        assert!(!walkable(Path::new("photo.JPG")) && !walkable(Path::new("lib.so")));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub use chunk::{Chunker, LineIndex, TextChunk, TextChunker};
 pub use discover::{DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, discover};
 pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
-pub use extract::{ExtractError, Extracted, extract, language_for_path, looks_binary};
+pub use extract::{BINARY_EXTENSIONS, ExtractError, Extracted, extract, language_for_path, looks_binary, walkable};
 pub use filter::{FILTERABLE_KEYS, Filter, filter_metadata};
 pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, check_model};
 pub use markdown::{Heading, front_matter, front_matter_tags, heading_path, headings, inline_tags, wikilinks};
