@@ -455,6 +455,70 @@ mod tests {
         assert_eq!(text.lines().nth(linux.line_start - 1).unwrap(), "### Linux");
     }
 
+    /// Random documents of every kind: chunking never panics, never loses
+    /// text, and line ranges agree with byte ranges and move forward.
+    #[test]
+    fn chunking_any_input_keeps_every_character_and_exact_lines() {
+        let pieces = [
+            "# Title\n",
+            "## Sub\n",
+            "plain words here ",
+            "naïve café ✓ ",
+            "\n",
+            "\n\n",
+            "\r\n",
+            "```\ncode\n```\n",
+            "fn f() { let x = 1; }\n",
+            "def g(x):\n    return x\n",
+            "/// doc\n",
+            "    indented\n",
+            "- item\n",
+            "| a | b |\n",
+            "#tag ",
+            "[[Link]] ",
+            "\t",
+            "}",
+            "{",
+            "é",
+            "日本語の文章。",
+            "a very long token ",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for round in 0..300 {
+            let len = next(120);
+            let text: String = (0..len).map(|_| pieces[next(pieces.len())]).collect();
+            let size = 20 + next(300);
+            let overlap = next(size / 2);
+            let chunker = TextChunker::new(size, overlap).unwrap();
+            for language in ["markdown", "rust", "python", "text"] {
+                let chunks = chunker.chunk(&text, "f", language);
+                let lines = LineIndex::new(&text);
+                let mut covered = vec![false; text.len()];
+                let mut last = (0, 0);
+                for c in &chunks {
+                    assert_eq!(&text[c.byte_start..c.byte_end], c.text, "round {round} {language}");
+                    assert_eq!(c.line_start, lines.line_of(c.byte_start));
+                    assert!(c.line_end >= c.line_start);
+                    assert!((c.byte_start, c.line_start) >= last, "round {round} {language}: chunks go backwards");
+                    last = (c.byte_start, c.line_start);
+                    covered[c.byte_start..c.byte_end].iter_mut().for_each(|b| *b = true);
+                }
+                for (i, ch) in text.char_indices() {
+                    assert!(
+                        ch.is_whitespace() || covered[i],
+                        "round {round} {language} size {size}/{overlap}: {ch:?} at {i} is in no chunk of {text:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn overlap_must_be_below_size() {
         assert!(TextChunker::new(100, 100).is_err());
