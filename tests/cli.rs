@@ -413,3 +413,39 @@ fn tables_notebooks_html_and_extensionless_files_are_found_where_they_are() {
     let make = ws.query_json("notes", "deploy scp server srv www", 1);
     assert_eq!(make["results"][0]["file_path"], "kb/Makefile");
 }
+
+fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in files {
+        writer.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        writer.write_all(body.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+#[test]
+fn documents_are_read_natively_and_hits_name_the_slide() {
+    let ws = Workspace::new();
+    let slide =
+        |text: &str| format!(r#"<p:sld xmlns:p="p" xmlns:a="a"><a:p><a:r><a:t>{text}</a:t></a:r></a:p></p:sld>"#);
+    let deck = zip_of(&[
+        ("ppt/slides/slide1.xml", &slide("Welcome to the quarterly review")),
+        ("ppt/slides/slide2.xml", &slide("Churn fell because onboarding emails improved")),
+    ]);
+    ws.write("docs/review.pptx", deck);
+    let doc = r#"<w:document xmlns:w="w"><w:body><w:p><w:r><w:t>Holiday policy: twenty days of leave</w:t></w:r></w:p></w:body></w:document>"#;
+    ws.write("docs/policy.docx", zip_of(&[("word/document.xml", doc)]));
+    ws.write("docs/broken.docx", b"PK\x03\x04 truncated");
+    let run = ws.rag(&["index", "docs", "--store", "notes", "--chunk-size", "80", "--chunk-overlap", "0"]);
+    run.assert_code(1);
+    let out = run.stdout();
+    assert!(out.contains("2 new") && out.contains("1 failed"), "{out}");
+    assert!(out.contains("failed: docs/broken.docx: cannot read not a valid zip container"), "{out}");
+
+    let json = ws.query_json("notes", "churn onboarding emails improved", 5);
+    let hit = json["results"].as_array().unwrap().iter().find(|r| r["file_path"] == "docs/review.pptx").unwrap();
+    assert_eq!(hit["headings"], "Slide 2", "{hit}");
+    let json = ws.query_json("notes", "holiday policy leave days", 1);
+    assert_eq!(json["results"][0]["file_path"], "docs/policy.docx");
+}

@@ -53,6 +53,11 @@ pub struct QueryResult {
     pub links: Value,
     pub frontmatter: Value,
     pub rank: usize,
+    /// Where in the file: the heading path (markdown, or the slide, sheet,
+    /// cell or chapter of a converted document), if any.
+    pub headings: Option<String>,
+    /// Functions, classes and types the chunk holds (code), if any.
+    pub symbols: Value,
     pub key: String,
     pub language: String,
     pub content_hash: String,
@@ -81,6 +86,8 @@ impl QueryResult {
             links: meta("links", Value::Array(Vec::new())),
             frontmatter: meta("frontmatter", Value::Object(Default::default())),
             rank,
+            headings: hit.chunk.metadata.get("headings").and_then(Value::as_str).map(str::to_string),
+            symbols: meta("symbols", Value::Array(Vec::new())),
             key: hit.chunk.key.clone(),
             language: hit.chunk.language.clone(),
             content_hash: hit.chunk.content_hash.clone(),
@@ -107,9 +114,10 @@ pub fn query_text(query: &str, store: &str, results: &[QueryResult], top_k: usiz
     }
     let _ = writeln!(out, "{} of {top_k} results for {query:?} in store {store:?} ({millis:.0} ms)\n", results.len());
     for r in results {
+        let place = r.headings.as_deref().map(|h| format!("  ({h})")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:>2}. {:.3}  {:<13} {}:{}-{}",
+            "{:>2}. {:.3}  {:<13} {}:{}-{}{place}",
             r.rank,
             r.score,
             r.similarity_level.replace('_', " "),

@@ -22,6 +22,7 @@ const LANGUAGES: &[(&[&str], &str)] = &[
     (&["csv"], "csv"),
     (&["tsv", "tab"], "tsv"),
     (&["ipynb"], "notebook"),
+    (&["docx", "pptx", "odt", "odp", "epub", "xlsx", "xlsm", "xls", "ods"], "document"),
     (&["css"], "css"),
     (&["sql"], "sql"),
     (&["rs"], "rust"),
@@ -211,7 +212,7 @@ fn notebook_to_markdown(text: &str) -> Result<String, String> {
 }
 
 /// HTML as markdown; scripts, styles and other non-content dropped.
-fn html_to_markdown(html: &str) -> Result<String, String> {
+pub(crate) fn html_to_markdown(html: &str) -> Result<String, String> {
     htmd::HtmlToMarkdown::builder()
         .skip_tags(vec!["script", "style", "noscript", "template", "svg", "head", "nav", "iframe"])
         .build()
@@ -269,6 +270,13 @@ fn table_rows(text: &str, delimiter: u8, notes: &mut Vec<String>) -> String {
 pub fn extract(path: &Path, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let mut language = language_for_path(path).unwrap_or("text");
     let mut notes = Vec::new();
+    if language == "document" {
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let text = crate::documents::convert(&extension, bytes).map_err(ExtractError::Unreadable)?;
+        let mut metadata = crate::Metadata::new();
+        metadata.insert("converted_from".into(), extension.into());
+        return Ok(Extracted { body: 0..text.len(), text, language: "markdown", notes, metadata });
+    }
     let text = if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
         decode_utf8(rest, &mut notes)
     } else if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {

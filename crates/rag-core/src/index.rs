@@ -409,7 +409,11 @@ fn prepare(
     }
     let extracted = match extract(&file.path, &bytes) {
         Ok(extracted) => extracted,
-        Err(err) => return FileEvent::Skipped { path, reason: err.to_string(), old_keys },
+        Err(err @ crate::ExtractError::Binary) => {
+            return FileEvent::Skipped { path, reason: err.to_string(), old_keys };
+        }
+        // A damaged or locked document fails (exit status 1); its old chunks stay.
+        Err(err) => return FileEvent::Failed { path, reason: err.to_string() },
     };
     let body = extracted.body.clone();
     let pieces = chunker.chunk(&extracted.text[body.clone()], &path, extracted.language);

@@ -59,6 +59,7 @@
 mod backend;
 mod chunk;
 mod discover;
+mod documents;
 mod embed;
 mod error;
 mod extract;
@@ -72,6 +73,7 @@ mod types;
 pub use backend::VectorBackend;
 pub use chunk::{Chunker, LineIndex, TextChunk, TextChunker};
 pub use discover::{DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, discover};
+pub use documents::{DOCUMENT_EXTENSIONS, MAX_UNCOMPRESSED};
 pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
 pub use extract::{BINARY_EXTENSIONS, ExtractError, Extracted, extract, language_for_path, looks_binary, walkable};
