@@ -36,7 +36,7 @@ pub trait Chunker: Send + Sync {
 /// The default chunker, sizes counted in characters: markdown split at
 /// headings, then paragraphs and sentences; source code of the languages with
 /// a tree-sitter grammar (feature `code`: Rust, Python, JavaScript/JSX,
-/// TypeScript/TSX, Go, Java, C, C++, shell) at the largest syntax nodes that
+/// TypeScript/TSX, Go, Java, C, C++, C#, Ruby, PHP, Kotlin, Scala, Swift, shell) at the largest syntax nodes that
 /// fit, so a chunk holds whole functions where they fit; everything else at
 /// blank lines, lines, sentences and words.
 ///
@@ -78,6 +78,12 @@ fn grammars() -> Vec<(&'static str, tree_sitter_language::LanguageFn)> {
         ("c", tree_sitter_c::LANGUAGE),
         ("cpp", tree_sitter_cpp::LANGUAGE),
         ("shell", tree_sitter_bash::LANGUAGE),
+        ("csharp", tree_sitter_c_sharp::LANGUAGE),
+        ("ruby", tree_sitter_ruby::LANGUAGE),
+        ("php", tree_sitter_php::LANGUAGE_PHP),
+        ("kotlin", tree_sitter_kotlin_ng::LANGUAGE),
+        ("scala", tree_sitter_scala::LANGUAGE),
+        ("swift", tree_sitter_swift::LANGUAGE),
     ]
 }
 
@@ -262,6 +268,8 @@ fn symbols(text: &str, grammar: tree_sitter_language::LanguageFn) -> Vec<Symbol>
         "type_item",
         "mod_item",
         "macro_definition",
+        "type_spec",
+        "object",
     ];
     let mut parser = tree_sitter::Parser::new();
     if parser.set_language(&tree_sitter::Language::new(grammar)).is_err() {
@@ -276,8 +284,11 @@ fn symbols(text: &str, grammar: tree_sitter_language::LanguageFn) -> Vec<Symbol>
         let is_definition = (kind.ends_with("_definition")
             || kind.ends_with("_declaration")
             || kind.ends_with("_item")
-            || kind.ends_with("_specifier"))
-            && DEFINITIONS.iter().any(|d| kind.contains(d));
+            || kind.ends_with("_specifier")
+            || kind.ends_with("_spec"))
+            && DEFINITIONS.iter().any(|d| kind.contains(d))
+            // Ruby names its definitions plainly.
+            || matches!(kind, "class" | "module" | "method" | "singleton_method");
         if is_definition && let Some(name) = definition_name(node, text) {
             out.push(Symbol { start: node.start_byte(), end: node.end_byte(), name });
         }
@@ -290,18 +301,16 @@ fn symbols(text: &str, grammar: tree_sitter_language::LanguageFn) -> Vec<Symbol>
 
 #[cfg(feature = "code")]
 fn definition_name(node: tree_sitter::Node<'_>, text: &str) -> Option<String> {
-    let named = node.child_by_field_name("name").or_else(|| node.child_by_field_name("type"));
-    let target = match named {
-        Some(target) => target,
-        None => {
-            // C and C++ functions: the name sits inside the declarator.
-            let mut declarator = node.child_by_field_name("declarator")?;
-            while let Some(inner) = declarator.child_by_field_name("declarator") {
-                declarator = inner;
-            }
-            declarator
+    // `name` in most grammars; C and C++ functions keep it inside nested
+    // declarators; a Rust `impl` names its `type`.
+    let target = node.child_by_field_name("name").or_else(|| {
+        let mut declarator = node.child_by_field_name("declarator")?;
+        while let Some(inner) = declarator.child_by_field_name("declarator") {
+            declarator = inner;
         }
-    };
+        Some(declarator)
+    });
+    let target = target.or_else(|| node.child_by_field_name("type"))?;
     let name = text.get(target.start_byte()..target.end_byte())?.trim();
     (!name.is_empty() && name.len() <= 200 && !name.contains('\n')).then(|| name.to_string())
 }
@@ -431,6 +440,41 @@ mod tests {
                     chunk.text.matches("return").count()
                 };
                 assert_eq!(opens, closes, "{language} chunk holds a partial function: {:?}", chunk.text);
+            }
+        }
+    }
+
+    #[cfg(feature = "code")]
+    #[test]
+    fn every_grammar_names_the_definitions_of_a_chunk() {
+        let cases = [
+            ("rust", "struct Point { x: i32 }\nfn area(p: Point) -> i32 { p.x }\n", &["Point", "area"][..]),
+            ("python", "class Cart:\n    def total(self):\n        return 0\n", &["Cart", "total"]),
+            ("javascript", "function greet(name) { return name; }\nclass Door {}\n", &["greet", "Door"]),
+            ("typescript", "interface Shape { area(): number }\nfunction draw(s: Shape) {}\n", &["Shape", "draw"]),
+            ("tsx", "function Button() { return <b/>; }\n", &["Button"]),
+            ("go", "package m\nfunc Sum(a int) int { return a }\ntype Bag struct{}\n", &["Sum", "Bag"]),
+            ("java", "class Account { void deposit() {} }\n", &["Account", "deposit"]),
+            ("c", "int add(int a, int b) { return a + b; }\nstruct node { int v; };\n", &["add", "node"]),
+            ("cpp", "namespace geo { class Circle {}; }\nint main() { return 0; }\n", &["geo", "Circle", "main"]),
+            ("csharp", "class Invoice { void Pay() {} }\n", &["Invoice", "Pay"]),
+            ("ruby", "class Order\n  def ship\n  end\nend\n", &["Order", "ship"]),
+            ("php", "<?php\nfunction render() {}\nclass View {}\n", &["render", "View"]),
+            ("kotlin", "class Wallet { fun spend() {} }\n", &["Wallet", "spend"]),
+            ("scala", "object Main { def run(): Unit = () }\n", &["Main", "run"]),
+            ("swift", "class Track { func play() {} }\n", &["Track", "play"]),
+            ("shell", "deploy() {\n  echo hi\n}\n", &["deploy"]),
+        ];
+        let chunker = TextChunker::default();
+        for (language, code, expected) in cases {
+            let chunks = chunker.chunk(code, "f", language);
+            let symbols: Vec<String> = chunks
+                .iter()
+                .flat_map(|c| c.metadata.get("symbols").and_then(|s| s.as_array()).cloned().unwrap_or_default())
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_default())
+                .collect();
+            for name in expected {
+                assert!(symbols.iter().any(|s| s == name), "{language}: {name} not in {symbols:?}");
             }
         }
     }

@@ -15,11 +15,12 @@ use quick_xml::events::Event;
 pub const MAX_UNCOMPRESSED: u64 = 256 * 1024 * 1024;
 
 /// Document formats read by [`convert`], by extension.
-pub const DOCUMENT_EXTENSIONS: &[&str] = &["docx", "pptx", "odt", "odp", "epub", "xlsx", "xlsm", "xls", "ods"];
+pub const DOCUMENT_EXTENSIONS: &[&str] = &["pdf", "docx", "pptx", "odt", "odp", "epub", "xlsx", "xlsm", "xls", "ods"];
 
 /// Converts a document to markdown; `Err` says why it cannot be read.
 pub fn convert(extension: &str, bytes: &[u8]) -> Result<String, String> {
     match extension {
+        "pdf" => pdf(bytes),
         "xlsx" | "xlsm" => spreadsheet(calamine::Xlsx::new(Cursor::new(bytes))),
         "xls" => spreadsheet(calamine::Xls::new(Cursor::new(bytes))),
         "ods" => spreadsheet(calamine::Ods::new(Cursor::new(bytes))),
@@ -416,6 +417,28 @@ fn epub(archive: &mut Archive<'_>) -> Result<String, String> {
     Ok(out)
 }
 
+/// Each page under `# Page N`, its text from the PDF's text layer (lopdf).
+fn pdf(bytes: &[u8]) -> Result<String, String> {
+    let document = lopdf::Document::load_mem(bytes).map_err(|e| format!("not a readable PDF ({e})"))?;
+    if document.is_encrypted() {
+        return Err("the PDF is encrypted (password protected)".into());
+    }
+    let mut out = String::new();
+    let mut with_text = 0;
+    for number in document.get_pages().into_keys() {
+        let text = document.extract_text(&[number]).unwrap_or_default();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !text.is_empty() {
+            with_text += 1;
+            out.push_str(&format!("# Page {number}\n\n{text}\n\n"));
+        }
+    }
+    if with_text == 0 {
+        return Err("the PDF has no text layer (scanned or image-only); run OCR on it first".into());
+    }
+    Ok(out)
+}
+
 /// Each sheet under `# Sheet: name`, each row on one line with the header
 /// row's names repeated (`row 7: item: Tea | cost: 3`), so a chunk stands alone.
 fn spreadsheet<'b, W, E>(workbook: Result<W, E>) -> Result<String, String>
@@ -565,6 +588,54 @@ mod tests {
         ]);
         let out = convert("ods", &file).unwrap();
         assert_eq!(out, "# Sheet: Budget\n\ncolumns: item | cost\nrow 2: item: Tea | cost: 3\n\n");
+    }
+
+    /// A PDF whose pages show the given texts (empty: a page with no text).
+    fn pdf_of(pages: &[&str]) -> Vec<u8> {
+        use lopdf::content::{Content, Operation};
+        use lopdf::{Document, Object, Stream, dictionary};
+        let mut doc = Document::with_version("1.5");
+        let pages_id = doc.new_object_id();
+        let font = doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" });
+        let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font } });
+        let mut kids = Vec::new();
+        for text in pages {
+            let mut operations = Vec::new();
+            if !text.is_empty() {
+                operations = vec![
+                    Operation::new("BT", vec![]),
+                    Operation::new("Tf", vec!["F1".into(), 12.into()]),
+                    Operation::new("Td", vec![72.into(), 700.into()]),
+                    Operation::new("Tj", vec![Object::string_literal(*text)]),
+                    Operation::new("ET", vec![]),
+                ];
+            }
+            let content = Content { operations };
+            let stream = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
+            let page = doc.add_object(dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "Contents" => stream, "Resources" => resources,
+                "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+            });
+            kids.push(page.into());
+        }
+        let count = kids.len() as i64;
+        doc.objects
+            .insert(pages_id, Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }));
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog);
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn pdf_text_by_page_and_image_only_pdfs_refused() {
+        let out =
+            convert("pdf", &pdf_of(&["Introduction to gardening", "", "Watering schedule for tomatoes"])).unwrap();
+        assert_eq!(out, "# Page 1\n\nIntroduction to gardening\n\n# Page 3\n\nWatering schedule for tomatoes\n\n");
+        let err = convert("pdf", &pdf_of(&["", ""])).unwrap_err();
+        assert!(err.contains("no text layer"), "{err}");
+        assert!(convert("pdf", b"%PDF-1.4 garbage").unwrap_err().contains("not a readable PDF"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ const LANGUAGES: &[(&[&str], &str)] = &[
     (&["csv"], "csv"),
     (&["tsv", "tab"], "tsv"),
     (&["ipynb"], "notebook"),
-    (&["docx", "pptx", "odt", "odp", "epub", "xlsx", "xlsm", "xls", "ods"], "document"),
+    (&["pdf", "docx", "pptx", "odt", "odp", "epub", "xlsx", "xlsm", "xls", "ods"], "document"),
     (&["css"], "css"),
     (&["sql"], "sql"),
     (&["rs"], "rust"),
