@@ -449,3 +449,30 @@ fn documents_are_read_natively_and_hits_name_the_slide() {
     let json = ws.query_json("notes", "holiday policy leave days", 1);
     assert_eq!(json["results"][0]["file_path"], "docs/policy.docx");
 }
+
+#[test]
+fn chunk_tokens_approximates_four_characters_a_token() {
+    let ws = Workspace::new();
+    ws.write("a.txt", "word ".repeat(400));
+    ws.rag(&["index", ".", "--store", "notes", "--chunk-tokens", "50"]).assert_ok();
+    let records = ws.records("notes");
+    assert!(records.len() >= 10, "2,000 characters in chunks of at most 200: {}", records.len());
+    assert!(records.iter().all(|(c, _)| c.text.chars().count() <= 200));
+    let info = ws.rag(&["store", "info", "notes"]);
+    assert!(info.stdout().contains("size=200 overlap=50"), "{}", info.stdout());
+}
+
+#[test]
+fn files_over_the_size_limit_are_skipped_with_the_way_out() {
+    let ws = Workspace::new();
+    ws.write("small.md", "small note");
+    ws.write("huge.log", "line of log text\n".repeat(1000));
+    let run = ws.rag(&["index", ".", "--store", "notes", "--max-file-size", "1000"]);
+    run.assert_ok();
+    assert!(
+        run.stdout().contains("skipped: huge.log: 17000 bytes is over the size limit of 1000; raise --max-file-size"),
+        "{}",
+        run.stdout()
+    );
+    assert!(run.stdout().contains("1 new"), "{}", run.stdout());
+}

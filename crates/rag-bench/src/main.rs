@@ -7,6 +7,7 @@
 //! target/release/rag-bench index              # 10k-file tree, instant embedder
 //! target/release/rag-bench startup            # rag --version, rag store list
 //! target/release/rag-bench s3                 # S3 Vectors backend against the loopback fake
+//! target/release/rag-bench formats            # extraction + chunking throughput per format
 //! ```
 //!
 //! Every figure is a median over several runs, measured in one invocation.
@@ -50,6 +51,7 @@ fn main() -> Result<()> {
             runtime.block_on(bench_index(&dir, files, runs.min(5)))
         }
         Some("startup") => bench_startup(&dir, runs.max(21)),
+        Some("formats") => bench_formats(runs.min(5)),
         Some("s3") => {
             let chunks: usize = flag("--chunks").map_or(Ok(20_000), |c| c.parse()).context("--chunks")?;
             let listed: usize = flag("--listed").map_or(Ok(100_000), |c| c.parse()).context("--listed")?;
@@ -57,7 +59,7 @@ fn main() -> Result<()> {
         }
         _ => bail!(
             "usage: rag-bench query [--sizes 10000,100000,1000000] | index [--files 10000] | startup | \
-             s3 [--chunks 20000] [--listed 100000]  [--runs N] [--dir DIR]"
+             s3 [--chunks 20000] [--listed 100000] | formats  [--runs N] [--dir DIR]"
         ),
     }
 }
@@ -471,4 +473,124 @@ async fn bench_s3(chunks: usize, listed: usize, runs: usize) -> Result<()> {
     }
     println!("  query round trip, top 10 of 1,000 vectors of {DIM} dims, no latency: {:.2} ms median", median(times));
     Ok(())
+}
+
+/// Extraction and chunking throughput per format, in memory (no disk, no
+/// embedding): what the indexer does to each file before embedding.
+fn bench_formats(runs: usize) -> Result<()> {
+    use rag_core::Chunker;
+    let chunker = TextChunker::default();
+    let samples: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("markdown, 10 MB", "notes.md", fill(10, |i| markdown_body(i).into_bytes())),
+        ("Rust source, 10 MB", "lib.rs", fill(10, |i| rust_body(i).into_bytes())),
+        (
+            "Python source",
+            "mod.py",
+            fill(4, |i| {
+                (0..20)
+                    .map(|f| format!("def step_{i}_{f}(x):\n    y = x * {f}\n    return y ^ (y >> 7)\n\n\n"))
+                    .collect::<String>()
+                    .into_bytes()
+            }),
+        ),
+        ("plain text", "log.txt", fill(4, |i| text_body(i).into_bytes())),
+        ("CSV", "table.csv", {
+            let mut csv = b"id,name,city,amount\n".to_vec();
+            csv.extend(fill(4, |i| format!("{i},Customer {i},City {},{}.50\n", i % 97, i % 1000).into_bytes()));
+            csv
+        }),
+        ("HTML", "page.html", {
+            let mut html = b"<html><body>".to_vec();
+            html.extend(fill(4, |i| {
+                format!("<h2>Part {i}</h2><p>{}</p><script>x({i})</script>", "Plain prose about it. ".repeat(20))
+                    .into_bytes()
+            }));
+            html.extend(b"</body></html>");
+            html
+        }),
+        ("Word .docx", "report.docx", docx_sample(4)),
+        ("PDF", "paper.pdf", pdf_sample(300)),
+    ];
+    println!("extraction + chunking (1500/200), in memory, {runs} runs, medians");
+    for (label, name, bytes) in samples {
+        let path = std::path::Path::new(name);
+        let mut times = Vec::new();
+        let mut chunks = 0;
+        for _ in 0..runs {
+            let started = Instant::now();
+            let extracted = rag_core::extract(path, &bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            chunks = chunker.chunk(&extracted.text[extracted.body.clone()], name, extracted.language).len();
+            times.push(started.elapsed().as_secs_f64());
+        }
+        let t = median(times);
+        println!(
+            "  {label:<22} {:>6.1} MB  {:>7.3} s  {:>6.1} MB/s  {chunks} chunks",
+            bytes.len() as f64 / 1e6,
+            t,
+            bytes.len() as f64 / 1e6 / t
+        );
+    }
+    Ok(())
+}
+
+/// Repeats `piece(i)` until about `mb` megabytes.
+fn fill(mb: usize, piece: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(mb * 1_000_000 + 10_000);
+    let mut i = 0;
+    while out.len() < mb * 1_000_000 {
+        out.extend(piece(i));
+        i += 1;
+    }
+    out
+}
+
+fn docx_sample(mb: usize) -> Vec<u8> {
+    use std::io::Write;
+    let body = fill(mb, |i| {
+        format!(
+            "<w:p><w:pPr><w:pStyle w:val=\"Heading2\"/></w:pPr><w:r><w:t>Section {i}</w:t></w:r></w:p><w:p><w:r><w:t>{}</w:t></w:r></w:p>",
+            "Plain prose about the topic. ".repeat(12)
+        )
+        .into_bytes()
+    });
+    let xml = format!(r#"<w:document xmlns:w="w"><w:body>{}</w:body></w:document>"#, String::from_utf8_lossy(&body));
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    let _ = writer.start_file("word/document.xml", options);
+    let _ = writer.write_all(xml.as_bytes());
+    writer.finish().map(|c| c.into_inner()).unwrap_or_default()
+}
+
+fn pdf_sample(pages: usize) -> Vec<u8> {
+    use lopdf::content::{Content, Operation};
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font = doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" });
+    let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font } });
+    let mut kids: Vec<Object> = Vec::new();
+    for page in 0..pages {
+        let mut operations = vec![Operation::new("BT", vec![]), Operation::new("Tf", vec!["F1".into(), 10.into()])];
+        for line in 0..40 {
+            operations.push(Operation::new("Td", vec![0.into(), (-14).into()]));
+            let text = format!("Page {page} line {line}: ordinary words of a report.");
+            operations.push(Operation::new("Tj", vec![Object::string_literal(text)]));
+        }
+        operations.push(Operation::new("ET", vec![]));
+        let encoded = Content { operations }.encode().unwrap_or_default();
+        let stream = doc.add_object(Stream::new(dictionary! {}, encoded));
+        let id = doc.add_object(dictionary! {
+            "Type" => "Page", "Parent" => pages_id, "Contents" => stream, "Resources" => resources,
+            "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+        });
+        kids.push(id.into());
+    }
+    let count = kids.len() as i64;
+    doc.objects
+        .insert(pages_id, Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }));
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    let mut bytes = Vec::new();
+    let _ = doc.save_to(&mut bytes);
+    bytes
 }

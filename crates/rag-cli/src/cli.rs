@@ -120,6 +120,12 @@ pub struct IndexArgs {
     #[arg(long, default_value_t = rag_core::TextChunker::DEFAULT_OVERLAP)]
     pub chunk_overlap: usize,
 
+    /// Chunk budget in tokens instead of characters, approximated without a
+    /// tokenizer as 4 characters a token (sets --chunk-size to 4 x N and caps the
+    /// overlap at a quarter of it).
+    #[arg(long, value_name = "N", conflicts_with = "chunk_size")]
+    pub chunk_tokens: Option<usize>,
+
     /// Re-embed every file, even unchanged ones.
     #[arg(long)]
     pub force: bool,

@@ -122,7 +122,14 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
     validate_store_name(&args.store)?;
     let opened = backends::open(data_dir, &args.backend, Some(&args.store)).await?;
     let backend = opened.as_dyn();
-    let chunker = TextChunker::new(args.chunk_size, args.chunk_overlap)?;
+    let (chunk_size, chunk_overlap) = match args.chunk_tokens {
+        Some(tokens) => {
+            let size = tokens.saturating_mul(4);
+            (size, args.chunk_overlap.min(size / 4))
+        }
+        None => (args.chunk_size, args.chunk_overlap),
+    };
+    let chunker = TextChunker::new(chunk_size, chunk_overlap)?;
     let root = match &args.root {
         Some(root) => root.clone(),
         None => std::env::current_dir().context("cannot read the current folder")?,

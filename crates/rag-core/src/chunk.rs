@@ -133,15 +133,24 @@ impl Default for TextChunker {
 impl Chunker for TextChunker {
     fn chunk(&self, text: &str, _path: &str, language: &str) -> Vec<TextChunk> {
         let lines = LineIndex::new(text);
-        let pieces: Vec<(usize, &str)> = if language == "markdown" {
-            self.markdown.chunk_indices(text).collect()
-        } else if let Some(code) = self.code_splitter(language) {
-            let mut ranges: Vec<(usize, usize)> = code.chunk_indices(text).map(|(s, p)| (s, s + p.len())).collect();
+        // The splitters' cost grows faster than the text (a 4 MB source file took
+        // 49 s): split large texts first at structural breaks, then chunk each part.
+        let mut pieces: Vec<(usize, &str)> = Vec::new();
+        for (offset, part) in segments(text, language == "markdown", SEGMENT_BYTES) {
+            let found: Vec<(usize, &str)> = if language == "markdown" {
+                self.markdown.chunk_indices(part).collect()
+            } else if let Some(code) = self.code_splitter(language) {
+                code.chunk_indices(part).collect()
+            } else {
+                self.text.chunk_indices(part).collect()
+            };
+            pieces.extend(found.into_iter().map(|(s, p)| (s + offset, p)));
+        }
+        if self.code_splitter(language).is_some() {
+            let mut ranges: Vec<(usize, usize)> = pieces.iter().map(|(s, p)| (*s, s + p.len())).collect();
             move_leading_comments(text, &mut ranges);
-            ranges.into_iter().map(|(start, end)| (start, &text[start..end])).collect()
-        } else {
-            self.text.chunk_indices(text).collect()
-        };
+            pieces = ranges.into_iter().map(|(start, end)| (start, &text[start..end])).collect();
+        }
         let structure = Structure::of(text, language, self);
         pieces
             .into_iter()
@@ -183,22 +192,129 @@ impl TextChunker {
     }
 }
 
+/// Texts longer than this are chunked in parts cut at structural breaks.
+const SEGMENT_BYTES: usize = 8 * 1024;
+
+/// Cuts `text` into parts of about `target` bytes at the best break near
+/// each cut: before a heading (markdown) or a line at column 0 after a blank
+/// line (a new top-level item in code), else at a blank line, else at a line.
+fn segments(text: &str, markdown: bool, target: usize) -> Vec<(usize, &str)> {
+    if text.len() <= target * 2 {
+        return vec![(0, text)];
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while text.len() - start > target * 2 {
+        let window_end = (start + target * 2).min(text.len());
+        let mut best: [Option<usize>; 3] = [None; 3];
+        let mut offset = start;
+        let mut previous_blank = false;
+        for line in text[start..window_end].split_inclusive('\n') {
+            if offset >= start + target / 2 {
+                let blank = line.trim().is_empty();
+                let top_level = !line.starts_with([' ', '\t']) && !blank;
+                let strong = if markdown { line.starts_with('#') } else { previous_blank && top_level };
+                if strong && best[0].is_none_or(|b| b < start + target) {
+                    best[0] = Some(offset);
+                }
+                if previous_blank && best[1].is_none_or(|b| b < start + target) {
+                    best[1] = Some(offset);
+                }
+                if best[2].is_none_or(|b| b < start + target) {
+                    best[2] = Some(offset);
+                }
+            }
+            previous_blank = line.trim().is_empty();
+            offset += line.len();
+        }
+        let cut = best.iter().flatten().copied().find(|&c| c > start).unwrap_or(window_end);
+        let mut cut = cut.min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out.push((start, &text[start..cut]));
+        start = cut;
+    }
+    out.push((start, &text[start..]));
+    out
+}
+
 /// What the chunker knows of a text's structure, to describe each chunk.
 enum Structure {
     None,
-    Markdown(Vec<crate::Heading>),
+    /// Headings' offsets and the heading path in force from each.
+    Markdown(Vec<usize>, Vec<String>),
     #[cfg(feature = "code")]
-    Code(Vec<Symbol>),
+    Code(Symbols),
+}
+
+/// Definitions sorted by start, with the running maximum of their ends, so
+/// the ones overlapping a range are found without scanning them all.
+#[cfg(feature = "code")]
+struct Symbols {
+    list: Vec<Symbol>,
+    max_end: Vec<usize>,
+}
+
+#[cfg(feature = "code")]
+impl Symbols {
+    fn new(list: Vec<Symbol>) -> Self {
+        let mut max = 0;
+        let max_end = list
+            .iter()
+            .map(|s| {
+                max = max.max(s.end);
+                max
+            })
+            .collect();
+        Self { list, max_end }
+    }
+
+    /// Names of the definitions overlapping `start..end`, outermost first, at most 12.
+    fn overlapping(&self, start: usize, end: usize) -> Vec<String> {
+        let inside_end = self.list.partition_point(|s| s.start < end);
+        // Walk back from the last one starting before `end` while an earlier one may still reach `start`.
+        let mut found: Vec<&Symbol> = Vec::new();
+        for i in (0..inside_end).rev() {
+            if self.max_end[i] <= start {
+                break;
+            }
+            if self.list[i].end > start {
+                found.push(&self.list[i]);
+            }
+        }
+        found.reverse();
+        let mut names: Vec<String> = Vec::new();
+        for symbol in found {
+            if !names.contains(&symbol.name) {
+                names.push(symbol.name.clone());
+                if names.len() == 12 {
+                    break;
+                }
+            }
+        }
+        names
+    }
 }
 
 impl Structure {
     fn of(text: &str, language: &str, chunker: &TextChunker) -> Self {
         if language == "markdown" {
-            return Structure::Markdown(crate::headings(text));
+            let headings = crate::headings(text);
+            let mut stack: Vec<&crate::Heading> = Vec::new();
+            let mut paths = Vec::with_capacity(headings.len());
+            for heading in &headings {
+                while stack.last().is_some_and(|top| top.level >= heading.level) {
+                    stack.pop();
+                }
+                stack.push(heading);
+                paths.push(stack.iter().map(|h| h.title.as_str()).collect::<Vec<_>>().join(" > "));
+            }
+            return Structure::Markdown(headings.iter().map(|h| h.offset).collect(), paths);
         }
         #[cfg(feature = "code")]
         if let Some(grammar) = chunker.grammar(language) {
-            return Structure::Code(symbols(text, grammar));
+            return Structure::Code(Symbols::new(symbols(text, grammar)));
         }
         let _ = chunker;
         Structure::None
@@ -209,10 +325,10 @@ impl Structure {
         let mut metadata = Metadata::new();
         match self {
             Structure::None => {}
-            Structure::Markdown(headings) => {
-                let path = crate::heading_path(headings, start);
-                if !path.is_empty() {
-                    metadata.insert("headings".into(), path.into());
+            Structure::Markdown(offsets, paths) => {
+                // The last heading at or before the chunk's start decides its path.
+                if let Some(path) = offsets.partition_point(|&o| o <= start).checked_sub(1).map(|i| &paths[i]) {
+                    metadata.insert("headings".into(), path.clone().into());
                 }
                 let tags = crate::inline_tags(piece);
                 if !tags.is_empty() {
@@ -225,12 +341,7 @@ impl Structure {
             }
             #[cfg(feature = "code")]
             Structure::Code(symbols) => {
-                let mut names: Vec<String> = Vec::new();
-                for symbol in symbols.iter().filter(|s| s.start < end && s.end > start) {
-                    if !names.contains(&symbol.name) && names.len() < 12 {
-                        names.push(symbol.name.clone());
-                    }
-                }
+                let names = symbols.overlapping(start, end);
                 if !names.is_empty() {
                     metadata.insert("symbols".into(), names.into());
                 }
@@ -277,23 +388,34 @@ fn symbols(text: &str, grammar: tree_sitter_language::LanguageFn) -> Vec<Symbol>
     }
     let Some(tree) = parser.parse(text, None) else { return Vec::new() };
     let mut out = Vec::new();
+    // A cursor walk over named and anonymous nodes alike: no allocation per node.
     let mut cursor = tree.walk();
-    let mut stack = vec![tree.root_node()];
-    while let Some(node) = stack.pop() {
+    'walk: loop {
+        let node = cursor.node();
         let kind = node.kind();
-        let is_definition = (kind.ends_with("_definition")
-            || kind.ends_with("_declaration")
-            || kind.ends_with("_item")
-            || kind.ends_with("_specifier")
-            || kind.ends_with("_spec"))
-            && DEFINITIONS.iter().any(|d| kind.contains(d))
-            // Ruby names its definitions plainly.
-            || matches!(kind, "class" | "module" | "method" | "singleton_method");
+        let is_definition = node.is_named()
+            && ((kind.ends_with("_definition")
+                || kind.ends_with("_declaration")
+                || kind.ends_with("_item")
+                || kind.ends_with("_specifier")
+                || kind.ends_with("_spec"))
+                && DEFINITIONS.iter().any(|d| kind.contains(d))
+                // Ruby names its definitions plainly.
+                || matches!(kind, "class" | "module" | "method" | "singleton_method"));
         if is_definition && let Some(name) = definition_name(node, text) {
             out.push(Symbol { start: node.start_byte(), end: node.end_byte(), name });
         }
-        let children: Vec<_> = node.named_children(&mut cursor).collect();
-        stack.extend(children.into_iter().rev());
+        if cursor.goto_first_child() {
+            continue;
+        }
+        loop {
+            if cursor.goto_next_sibling() {
+                continue 'walk;
+            }
+            if !cursor.goto_parent() {
+                break 'walk;
+            }
+        }
     }
     out.sort_by_key(|s| s.start);
     out
@@ -561,6 +683,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn large_texts_are_cut_at_structural_breaks() {
+        let code: String = (0..4000).map(|i| format!("fn f{i}() {{\n    let x = {i};\n\n    x + 1\n}}\n\n")).collect();
+        let parts = segments(&code, false, 4096);
+        assert!(parts.len() > 10);
+        assert_eq!(parts.iter().map(|(_, p)| *p).collect::<String>(), code);
+        for (offset, part) in &parts[1..] {
+            assert!(part.starts_with("fn f"), "cut mid-function at {offset}: {:?}", &part[..20]);
+        }
+        let chunks = TextChunker::new(300, 0).unwrap().chunk(&code, "big.rs", "rust");
+        assert!(chunks.iter().all(|c| c.text.starts_with("fn f") && c.text.ends_with('}')), "functions stay whole");
     }
 
     #[test]

@@ -223,19 +223,33 @@ impl Indexer {
 
         observer.planned(discovery.files.len());
         let (tx, rx) = mpsc::channel(16);
+        // Reading, hashing, extracting and chunking run on every core; the
+        // events reach the embedding loop as files finish.
         let producer = {
-            let files = discovery.files.clone();
-            let chunker = Arc::clone(&self.chunker);
-            let states = states.clone();
+            let files = Arc::new(discovery.files.clone());
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let states = Arc::new(states.clone());
             let max_file_size = options.max_file_size;
-            tokio::task::spawn_blocking(move || {
-                for file in files {
-                    let event = prepare(&file, states.get(&file.rel), rechunk_all, max_file_size, chunker.as_ref());
-                    if tx.blocking_send(event).is_err() {
-                        break;
-                    }
-                }
-            })
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (files, next, states, chunker, tx) =
+                        (files.clone(), next.clone(), states.clone(), Arc::clone(&self.chunker), tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(file) = files.get(i) else { break };
+                            let event =
+                                prepare(file, states.get(&file.rel), rechunk_all, max_file_size, chunker.as_ref());
+                            if tx.blocking_send(event).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            drop(tx);
+            handles
         };
 
         let write_batch = options.write_batch_size.unwrap_or_else(|| self.backend.write_batch_hint());
@@ -251,7 +265,9 @@ impl Indexer {
             let _ = writer.flush(self.backend.as_ref(), &mut report).await;
             return Err(err);
         }
-        producer.await.map_err(|e| Error::InvalidInput(format!("file reader stopped: {e}")))?;
+        for handle in producer {
+            handle.await.map_err(|e| Error::InvalidInput(format!("file reader stopped: {e}")))?;
+        }
 
         for state in removed {
             report.removed.push(state.path.clone());
@@ -264,6 +280,12 @@ impl Indexer {
         if !options.dry_run {
             writer.flush(self.backend.as_ref(), &mut report).await?;
         }
+        // Files finish in any order on several threads: report them sorted.
+        report.new.sort();
+        report.changed.sort();
+        report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        report.failed.sort_by(|a, b| a.path.cmp(&b.path));
+        report.notes.sort_by(|a, b| a.path.cmp(&b.path));
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(report)
     }
