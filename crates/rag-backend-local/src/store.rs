@@ -10,8 +10,8 @@ use memmap2::Mmap;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use rag_core::{
-    Chunk, Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, VectorBackend, VectorRecord,
-    WriteBatch, now_unix, validate_store_name,
+    Chunk, ChunkStamp, Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, VectorBackend,
+    VectorRecord, WriteBatch, file_state, now_unix, validate_store_name,
 };
 
 use crate::scan;
@@ -821,32 +821,27 @@ impl VectorBackend for LocalBackend {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
                 })
                 .map_err(sql(&db))?;
-            let mut states: Vec<(FileState, HashSet<String>, HashSet<i64>)> = Vec::new();
+            // Rows come sorted by path: group them and apply rag-core's rule.
+            let mut files: Vec<(String, Vec<(String, String, usize)>)> = Vec::new();
             for row in rows {
                 let (path, key, hash, total) = row.map_err(sql(&db))?;
-                match states.last_mut() {
-                    Some((state, hashes, totals)) if state.path == path => {
-                        state.keys.push(key);
-                        hashes.insert(hash);
-                        totals.insert(total);
-                    }
-                    _ => states.push((
-                        FileState { path, content_hash: None, keys: vec![key] },
-                        HashSet::from([hash]),
-                        HashSet::from([total]),
-                    )),
+                let stamp = (key, hash, usize::try_from(total).unwrap_or(0));
+                match files.last_mut() {
+                    Some((last, stamps)) if *last == path => stamps.push(stamp),
+                    _ => files.push((path, vec![stamp])),
                 }
             }
-            Ok(states
-                .into_iter()
-                .map(|(mut state, hashes, totals)| {
-                    let complete = hashes.len() == 1
-                        && totals.len() == 1
-                        && totals.iter().next().is_some_and(|&t| t == state.keys.len() as i64);
-                    if complete {
-                        state.content_hash = hashes.into_iter().next();
-                    }
-                    state
+            Ok(files
+                .iter()
+                .map(|(path, stamps)| {
+                    file_state(
+                        path,
+                        stamps.iter().map(|(key, hash, total)| ChunkStamp {
+                            key,
+                            content_hash: hash,
+                            total_chunks: *total,
+                        }),
+                    )
                 })
                 .collect())
         })

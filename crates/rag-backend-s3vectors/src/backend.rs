@@ -15,8 +15,8 @@ use aws_sdk_s3vectors::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3vectors::types::{DataType, DistanceMetric, MetadataConfiguration, PutInputVector, VectorData};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rag_core::{
-    Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, VectorBackend, VectorRecord,
-    WriteBatch, validate_store_name,
+    Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, VectorBackend, WriteBatch,
+    validate_store_name,
 };
 use serde_json::Value;
 
@@ -482,18 +482,23 @@ impl VectorBackend for S3VectorsBackend {
     }
 
     async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {
-        let mut by_file: BTreeMap<String, Vec<VectorRecord>> = BTreeMap::new();
+        let mut by_file: BTreeMap<String, Vec<rag_core::Chunk>> = BTreeMap::new();
         for (key, metadata) in self.list_all(store, true).await? {
-            let (chunk, indexed_at) = chunk_from_metadata(&key, &metadata);
-            by_file.entry(chunk.source_path.clone()).or_default().push(VectorRecord {
-                chunk,
-                vector: Vec::new(),
-                indexed_at,
-            });
+            let (chunk, _) = chunk_from_metadata(&key, &metadata);
+            by_file.entry(chunk.source_path.clone()).or_default().push(chunk);
         }
         Ok(by_file
-            .into_iter()
-            .map(|(path, records)| rag_core::file_state(&path, &records.iter().collect::<Vec<_>>()))
+            .iter()
+            .map(|(path, chunks)| {
+                rag_core::file_state(
+                    path,
+                    chunks.iter().map(|c| rag_core::ChunkStamp {
+                        key: &c.key,
+                        content_hash: &c.content_hash,
+                        total_chunks: c.total_chunks,
+                    }),
+                )
+            })
             .collect())
     }
 

@@ -79,8 +79,10 @@ pub use error::{BoxError, Error, Result};
 pub use extract::{BINARY_EXTENSIONS, ExtractError, Extracted, extract, language_for_path, looks_binary, walkable};
 pub use filter::{FILTERABLE_KEYS, Filter, filter_metadata};
 pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, check_model};
-pub use markdown::{Heading, front_matter, front_matter_tags, heading_path, headings, inline_tags, wikilinks};
-pub use memory::{MemoryBackend, file_state, score};
+pub use markdown::{
+    Heading, front_matter, front_matter_tags, heading_path, headings, inline_tags, wikilinks,
+};
+pub use memory::{ChunkStamp, MemoryBackend, file_state, score};
 pub use query::Querier;
 pub use types::{
     Chunk, DocText, FileState, Hit, MAX_KEY_LEN, Metadata, Metric, QueryRequest, SimilarityLevel, StoreConfig,

@@ -102,7 +102,19 @@ impl VectorBackend for MemoryBackend {
             for record in s.records.values() {
                 by_file.entry(&record.chunk.source_path).or_default().push(record);
             }
-            Ok(by_file.into_iter().map(|(path, records)| file_state(path, &records)).collect())
+            Ok(by_file
+                .into_iter()
+                .map(|(path, records)| {
+                    file_state(
+                        path,
+                        records.iter().map(|r| ChunkStamp {
+                            key: &r.chunk.key,
+                            content_hash: &r.chunk.content_hash,
+                            total_chunks: r.chunk.total_chunks,
+                        }),
+                    )
+                })
+                .collect())
         })
     }
 
@@ -149,18 +161,34 @@ impl VectorBackend for MemoryBackend {
     }
 }
 
-/// The state of one file from its stored records: complete only when every
-/// chunk is there and all agree on the content hash.
-pub fn file_state(path: &str, records: &[&VectorRecord]) -> FileState {
-    let first = records.first().map(|r| (&r.chunk.content_hash, r.chunk.total_chunks));
-    let complete = first.is_some_and(|(hash, total)| {
-        records.len() == total && records.iter().all(|r| &r.chunk.content_hash == hash && r.chunk.total_chunks == total)
+/// One stored chunk as incremental indexing sees it: its key, the content
+/// hash of the file it came from, and how many chunks that file had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkStamp<'a> {
+    /// Chunk key.
+    pub key: &'a str,
+    /// Content hash of the whole file when the chunk was made.
+    pub content_hash: &'a str,
+    /// Chunks the file was split into then.
+    pub total_chunks: usize,
+}
+
+/// The state of one file from its stored chunks, the one rule every backend
+/// applies: complete only when every chunk is there and all agree on the
+/// content hash and chunk count; otherwise (an interrupted run) the hash is
+/// `None` and the file is indexed again.
+pub fn file_state<'a>(path: &str, chunks: impl IntoIterator<Item = ChunkStamp<'a>>) -> FileState {
+    let chunks: Vec<ChunkStamp<'a>> = chunks.into_iter().collect();
+    let first = chunks.first().copied();
+    let complete = first.is_some_and(|first| {
+        chunks.len() == first.total_chunks
+            && chunks.iter().all(|c| c.content_hash == first.content_hash && c.total_chunks == first.total_chunks)
     });
-    let mut keys: Vec<String> = records.iter().map(|r| r.chunk.key.clone()).collect();
+    let mut keys: Vec<String> = chunks.iter().map(|c| c.key.to_string()).collect();
     keys.sort();
     FileState {
         path: path.to_string(),
-        content_hash: if complete { first.map(|(hash, _)| hash.clone()) } else { None },
+        content_hash: first.filter(|_| complete).map(|c| c.content_hash.to_string()),
         keys,
     }
 }
