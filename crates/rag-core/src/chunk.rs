@@ -301,15 +301,7 @@ impl Structure {
     fn of(text: &str, language: &str, chunker: &TextChunker) -> Self {
         if language == "markdown" {
             let headings = crate::headings(text);
-            let mut stack: Vec<&crate::Heading> = Vec::new();
-            let mut paths = Vec::with_capacity(headings.len());
-            for heading in &headings {
-                while stack.last().is_some_and(|top| top.level >= heading.level) {
-                    stack.pop();
-                }
-                stack.push(heading);
-                paths.push(stack.iter().map(|h| h.title.as_str()).collect::<Vec<_>>().join(" > "));
-            }
+            let paths = crate::markdown::heading_paths(&headings);
             return Structure::Markdown(headings.iter().map(|h| h.offset).collect(), paths);
         }
         #[cfg(feature = "code")]

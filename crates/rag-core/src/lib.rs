@@ -80,7 +80,7 @@ pub use extract::{BINARY_EXTENSIONS, ExtractError, Extracted, extract, language_
 pub use filter::{FILTERABLE_KEYS, Filter, filter_metadata};
 pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, check_model};
 pub use markdown::{
-    Heading, front_matter, front_matter_tags, heading_path, headings, inline_tags, wikilinks,
+    Heading, front_matter, front_matter_tags, heading_path, heading_paths, headings, inline_tags, wikilinks,
 };
 pub use memory::{ChunkStamp, MemoryBackend, file_state, score};
 pub use query::Querier;

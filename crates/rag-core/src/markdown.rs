@@ -112,16 +112,26 @@ pub fn headings(text: &str) -> Vec<Heading> {
     out
 }
 
+/// The heading path in force from each heading on, e.g. `Install > Linux`:
+/// one entry per heading, in order.
+pub fn heading_paths(headings: &[Heading]) -> Vec<String> {
+    let mut stack: Vec<&Heading> = Vec::new();
+    headings
+        .iter()
+        .map(|heading| {
+            while stack.last().is_some_and(|top| top.level >= heading.level) {
+                stack.pop();
+            }
+            stack.push(heading);
+            stack.iter().map(|h| h.title.as_str()).collect::<Vec<_>>().join(" > ")
+        })
+        .collect()
+}
+
 /// The heading path in force at byte `offset`, e.g. `Install > Linux`.
 pub fn heading_path(headings: &[Heading], offset: usize) -> String {
-    let mut stack: Vec<&Heading> = Vec::new();
-    for heading in headings.iter().take_while(|h| h.offset <= offset) {
-        while stack.last().is_some_and(|top| top.level >= heading.level) {
-            stack.pop();
-        }
-        stack.push(heading);
-    }
-    stack.iter().map(|h| h.title.as_str()).collect::<Vec<_>>().join(" > ")
+    let last = headings.partition_point(|h| h.offset <= offset);
+    last.checked_sub(1).map(|i| heading_paths(&headings[..=i]).swap_remove(i)).unwrap_or_default()
 }
 
 /// Obsidian-style `#tags` in a text (not headings, not in code).
