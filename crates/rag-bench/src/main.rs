@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --release -p rag-cli -p rag-bench
 //! target/release/rag-bench query              # 10k, 100k, 1M chunks of 768 dims
-//! target/release/rag-bench index              # 10k-file tree, instant embedder
+//! target/release/rag-bench index              # 10k-file trees (mixed, notes, code), instant embedder
 //! target/release/rag-bench startup            # rag --version, rag store list
 //! target/release/rag-bench s3                 # S3 Vectors backend against the loopback fake
 //! target/release/rag-bench formats            # extraction + chunking throughput per format
@@ -48,7 +48,12 @@ fn main() -> Result<()> {
         }
         Some("index") => {
             let files: usize = flag("--files").map_or(Ok(10_000), |f| f.parse()).context("--files")?;
-            runtime.block_on(bench_index(&dir, files, runs.min(5)))
+            let mixes = flag("--mix").unwrap_or_else(|| "mixed,notes,code".into());
+            for mix in mixes.split(',') {
+                let mix = Mix::parse(mix)?;
+                runtime.block_on(bench_index(&dir, files, mix, runs.min(5)))?;
+            }
+            Ok(())
         }
         Some("startup") => bench_startup(&dir, runs.max(21)),
         Some("formats") => bench_formats(runs.min(5)),
@@ -58,7 +63,8 @@ fn main() -> Result<()> {
             runtime.block_on(bench_s3(chunks, listed, runs))
         }
         _ => bail!(
-            "usage: rag-bench query [--sizes 10000,100000,1000000] | index [--files 10000] | startup | \
+            "usage: rag-bench query [--sizes 10000,100000,1000000] | index [--files 10000] [--mix mixed,notes,code] | \
+             startup | \
              s3 [--chunks 20000] [--listed 100000] | formats  [--runs N] [--dir DIR]"
         ),
     }
@@ -252,17 +258,56 @@ fn instant_vector(seed: usize) -> Vec<f32> {
 }
 
 /// A tree of `files` files, markdown, Rust and text, about 5 KB each.
-fn ensure_tree(root: &Path, files: usize) -> Result<u64> {
+/// What a benchmark tree holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mix {
+    /// A third each of markdown notes, Rust sources and plain text.
+    Mixed,
+    /// Half markdown notes, half plain text: a notes vault.
+    Notes,
+    /// Rust sources only: a code repository.
+    Code,
+}
+
+impl Mix {
+    fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "mixed" => Mix::Mixed,
+            "notes" => Mix::Notes,
+            "code" => Mix::Code,
+            other => bail!("--mix takes mixed, notes or code, not {other:?}"),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mix::Mixed => "mixed",
+            Mix::Notes => "notes",
+            Mix::Code => "code",
+        }
+    }
+
+    fn file(self, i: usize) -> (&'static str, String) {
+        let kind = match self {
+            Mix::Mixed => i % 3,
+            Mix::Notes => [0, 2][i % 2],
+            Mix::Code => 1,
+        };
+        match kind {
+            0 => ("md", markdown_body(i)),
+            1 => ("rs", rust_body(i)),
+            _ => ("txt", text_body(i)),
+        }
+    }
+}
+
+fn ensure_tree(root: &Path, files: usize, mix: Mix) -> Result<u64> {
     let marker = root.join(format!(".complete-{files}"));
     if !marker.exists() {
         eprintln!("writing a tree of {files} files under {} ...", root.display());
         let _ = std::fs::remove_dir_all(root);
         for i in 0..files {
-            let (ext, body) = match i % 3 {
-                0 => ("md", markdown_body(i)),
-                1 => ("rs", rust_body(i)),
-                _ => ("txt", text_body(i)),
-            };
+            let (ext, body) = mix.file(i);
             let path = root.join(format!("d{:03}/f{i:05}.{ext}", i % 100));
             std::fs::create_dir_all(path.parent().context("parent")?)?;
             std::fs::write(path, body)?;
@@ -295,12 +340,16 @@ fn text_body(i: usize) -> String {
     format!("Log of day {i}.\n").repeat(10) + &"A line of ordinary text that goes on for a while.\n".repeat(90)
 }
 
-async fn bench_index(dir: &Path, files: usize, runs: usize) -> Result<()> {
-    let tree = dir.join(format!("tree-{files}"));
-    let bytes = ensure_tree(&tree, files)?;
+async fn bench_index(dir: &Path, files: usize, mix: Mix, runs: usize) -> Result<()> {
+    let tree = match mix {
+        Mix::Mixed => dir.join(format!("tree-{files}")),
+        _ => dir.join(format!("tree-{files}-{}", mix.name())),
+    };
+    let bytes = ensure_tree(&tree, files, mix)?;
     let found = discover(&[".".into()], &DiscoverOptions::new(&tree))?;
     println!(
-        "indexing {} files, {:.1} MB of text, instant embedder of {DIM} dims, local store ({runs} runs, medians)",
+        "indexing a {} tree: {} files, {:.1} MB of text, instant embedder of {DIM} dims, local store ({runs} runs, medians)",
+        mix.name(),
         found.files.len(),
         bytes as f64 / 1e6
     );
@@ -530,6 +579,26 @@ fn bench_formats(runs: usize) -> Result<()> {
             bytes.len() as f64 / 1e6 / t
         );
     }
+    // The floor under code chunking: tree-sitter's parse alone, file by file.
+    let files: Vec<String> = (0..1800).map(rust_body).collect();
+    let bytes: usize = files.iter().map(String::len).sum();
+    let mut parser = tree_sitter::Parser::new();
+    parser.set_language(&tree_sitter::Language::new(tree_sitter_rust::LANGUAGE))?;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        for file in &files {
+            parser.parse(file, None).context("tree-sitter gave up")?;
+        }
+        times.push(started.elapsed().as_secs_f64());
+    }
+    let t = median(times);
+    println!(
+        "  {:<22} {:>6.1} MB  {t:>7.3} s  {:>6.1} MB/s  (tree-sitter-rust parse alone, one core)",
+        "Rust, parse only",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / t
+    );
     Ok(())
 }
 

@@ -34,11 +34,17 @@ pub trait Chunker: Send + Sync {
 }
 
 /// The default chunker, sizes counted in characters: markdown split at
-/// headings, then paragraphs and sentences; source code of the languages with
-/// a tree-sitter grammar (feature `code`: Rust, Python, JavaScript/JSX,
-/// TypeScript/TSX, Go, Java, C, C++, C#, Ruby, PHP, Kotlin, Scala, Swift, shell) at the largest syntax nodes that
-/// fit, so a chunk holds whole functions where they fit; everything else at
-/// blank lines, lines, sentences and words.
+/// headings, then paragraphs and sentences; everything else at blank lines,
+/// lines, sentences and words, except source code of the languages with a
+/// tree-sitter grammar (feature `code`: Rust, Python, JavaScript/JSX,
+/// TypeScript/TSX, Go, Java, C, C++, C#, Ruby, PHP, Kotlin, Scala, Swift,
+/// shell). Code is parsed once: neighbouring syntax nodes are packed into a
+/// chunk while they fit, a node too large is split at its own children, so a
+/// chunk holds whole functions and classes where they fit, with their doc
+/// comments and attributes, and a function too large for one chunk is cut
+/// between statements, its signature in the first part. Chunks overlap only
+/// where a cut falls between statements. Each code chunk's `symbols` metadata
+/// names the definitions it overlaps, outermost first.
 ///
 /// ```
 /// use rag_core::{Chunker, TextChunker};
@@ -54,37 +60,13 @@ pub struct TextChunker {
     text: TextSplitter<text_splitter::Characters>,
     markdown: MarkdownSplitter<text_splitter::Characters>,
     #[cfg(feature = "code")]
-    code: Vec<(&'static str, text_splitter::CodeSplitter<text_splitter::Characters>)>,
+    grammars: Vec<(&'static str, crate::code::Grammar)>,
 }
 
 impl std::fmt::Debug for TextChunker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextChunker").field("size", &self.size).field("overlap", &self.overlap).finish_non_exhaustive()
     }
-}
-
-/// The tree-sitter grammar of each language name [`crate::language_for_path`] returns.
-#[cfg(feature = "code")]
-fn grammars() -> Vec<(&'static str, tree_sitter_language::LanguageFn)> {
-    vec![
-        ("rust", tree_sitter_rust::LANGUAGE),
-        ("python", tree_sitter_python::LANGUAGE),
-        ("javascript", tree_sitter_javascript::LANGUAGE),
-        ("jsx", tree_sitter_javascript::LANGUAGE),
-        ("typescript", tree_sitter_typescript::LANGUAGE_TYPESCRIPT),
-        ("tsx", tree_sitter_typescript::LANGUAGE_TSX),
-        ("go", tree_sitter_go::LANGUAGE),
-        ("java", tree_sitter_java::LANGUAGE),
-        ("c", tree_sitter_c::LANGUAGE),
-        ("cpp", tree_sitter_cpp::LANGUAGE),
-        ("shell", tree_sitter_bash::LANGUAGE),
-        ("csharp", tree_sitter_c_sharp::LANGUAGE),
-        ("ruby", tree_sitter_ruby::LANGUAGE),
-        ("php", tree_sitter_php::LANGUAGE_PHP),
-        ("kotlin", tree_sitter_kotlin_ng::LANGUAGE),
-        ("scala", tree_sitter_scala::LANGUAGE),
-        ("swift", tree_sitter_swift::LANGUAGE),
-    ]
 }
 
 impl TextChunker {
@@ -103,22 +85,16 @@ impl TextChunker {
                 Error::InvalidInput(format!("chunk overlap ({overlap}) must be smaller than the chunk size ({size})"))
             })
         };
-        #[cfg(feature = "code")]
-        let code = grammars()
-            .into_iter()
-            .map(|(name, grammar)| {
-                text_splitter::CodeSplitter::new(grammar, config(size, overlap)?)
-                    .map(|splitter| (name, splitter))
-                    .map_err(|e| Error::InvalidInput(format!("tree-sitter grammar for {name}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             size,
             overlap,
             text: TextSplitter::new(config(size, overlap)?),
             markdown: MarkdownSplitter::new(config(size, overlap)?),
             #[cfg(feature = "code")]
-            code,
+            grammars: crate::code::LANGUAGE_NAMES
+                .iter()
+                .filter_map(|&name| Some((name, crate::code::Grammar::for_language(name)?)))
+                .collect(),
         })
     }
 }
@@ -133,30 +109,12 @@ impl Default for TextChunker {
 impl Chunker for TextChunker {
     fn chunk(&self, text: &str, _path: &str, language: &str) -> Vec<TextChunk> {
         let lines = LineIndex::new(text);
-        // The splitters' cost grows faster than the text (a 4 MB source file took
-        // 49 s): split large texts first at structural breaks, then chunk each part.
-        let mut pieces: Vec<(usize, &str)> = Vec::new();
-        for (offset, part) in segments(text, language == "markdown", SEGMENT_BYTES) {
-            let found: Vec<(usize, &str)> = if language == "markdown" {
-                self.markdown.chunk_indices(part).collect()
-            } else if let Some(code) = self.code_splitter(language) {
-                code.chunk_indices(part).collect()
-            } else {
-                self.text.chunk_indices(part).collect()
-            };
-            pieces.extend(found.into_iter().map(|(s, p)| (s + offset, p)));
-        }
-        if self.code_splitter(language).is_some() {
-            let mut ranges: Vec<(usize, usize)> = pieces.iter().map(|(s, p)| (*s, s + p.len())).collect();
-            move_leading_comments(text, &mut ranges);
-            pieces = ranges.into_iter().map(|(start, end)| (start, &text[start..end])).collect();
-        }
-        let structure = Structure::of(text, language, self);
-        pieces
+        let (ranges, structure) = self.split(text, language);
+        ranges
             .into_iter()
-            .filter(|(_, piece)| !piece.trim().is_empty())
-            .map(|(start, piece)| {
-                let end = start + piece.len();
+            .filter(|&(start, end)| !text[start..end].trim().is_empty())
+            .map(|(start, end)| {
+                let piece = &text[start..end];
                 TextChunk {
                     text: piece.to_string(),
                     byte_start: start,
@@ -170,27 +128,66 @@ impl Chunker for TextChunker {
     }
 
     fn settings(&self) -> String {
-        let code = if cfg!(feature = "code") { " code=tree-sitter" } else { "" };
+        let code = if cfg!(feature = "code") { " code=tree-sitter-nodes" } else { "" };
         format!("text-splitter/chars size={} overlap={}{code}", self.size, self.overlap)
     }
 }
 
 impl TextChunker {
-    #[cfg(feature = "code")]
-    fn grammar(&self, language: &str) -> Option<tree_sitter_language::LanguageFn> {
-        grammars().into_iter().find(|(name, _)| *name == language).map(|(_, grammar)| grammar)
+    /// Chunk byte ranges of `text` and what is known of its structure.
+    fn split(&self, text: &str, language: &str) -> (Vec<(usize, usize)>, Structure) {
+        #[cfg(feature = "code")]
+        if let Some((_, grammar)) = self.grammars.iter().find(|(name, _)| *name == language) {
+            return self.split_code(text, grammar);
+        }
+        let markdown = language == "markdown";
+        // The splitters' cost grows faster than the text (a 4 MB file took
+        // 49 s): split large texts first at structural breaks, then chunk each part.
+        let mut ranges = Vec::new();
+        for (offset, part) in segments(text, markdown, SEGMENT_BYTES) {
+            let found: Vec<(usize, &str)> = if markdown {
+                self.markdown.chunk_indices(part).collect()
+            } else {
+                self.text.chunk_indices(part).collect()
+            };
+            ranges.extend(found.into_iter().map(|(s, p)| (offset + s, offset + s + p.len())));
+        }
+        let structure = if markdown {
+            let headings = crate::headings(text);
+            let paths = crate::markdown::heading_paths(&headings);
+            Structure::Markdown(headings.iter().map(|h| h.offset).collect(), paths)
+        } else {
+            Structure::None
+        };
+        (ranges, structure)
     }
 
+    /// Source code: one parse per part gives chunk boundaries and symbols.
     #[cfg(feature = "code")]
-    fn code_splitter(&self, language: &str) -> Option<&text_splitter::CodeSplitter<text_splitter::Characters>> {
-        self.code.iter().find(|(name, _)| *name == language).map(|(_, splitter)| splitter)
-    }
-
-    #[cfg(not(feature = "code"))]
-    fn code_splitter(&self, _language: &str) -> Option<&TextSplitter<text_splitter::Characters>> {
-        None
+    fn split_code(&self, text: &str, grammar: &crate::code::Grammar) -> (Vec<(usize, usize)>, Structure) {
+        let mut ranges = Vec::new();
+        let mut symbols = Vec::new();
+        // Parsing is linear, but a syntax tree takes several times its text in memory.
+        for (offset, part) in segments(text, false, CODE_SEGMENT_BYTES) {
+            match crate::code::split(part, grammar, self.size, self.overlap, &self.text) {
+                Some(split) => {
+                    ranges.extend(split.ranges.into_iter().map(|(s, e)| (offset + s, offset + e)));
+                    symbols.extend(split.symbols.into_iter().map(|mut symbol| {
+                        symbol.start += offset;
+                        symbol.end += offset;
+                        symbol
+                    }));
+                }
+                None => ranges.extend(self.text.chunk_indices(part).map(|(s, p)| (offset + s, offset + s + p.len()))),
+            }
+        }
+        (ranges, Structure::Code(Symbols::new(symbols)))
     }
 }
+
+/// Source texts longer than this are parsed in parts cut at structural breaks.
+#[cfg(feature = "code")]
+const CODE_SEGMENT_BYTES: usize = 64 * 1024;
 
 /// Texts longer than this are chunked in parts cut at structural breaks.
 const SEGMENT_BYTES: usize = 8 * 1024;
@@ -252,13 +249,13 @@ enum Structure {
 /// the ones overlapping a range are found without scanning them all.
 #[cfg(feature = "code")]
 struct Symbols {
-    list: Vec<Symbol>,
+    list: Vec<crate::code::Symbol>,
     max_end: Vec<usize>,
 }
 
 #[cfg(feature = "code")]
 impl Symbols {
-    fn new(list: Vec<Symbol>) -> Self {
+    fn new(list: Vec<crate::code::Symbol>) -> Self {
         let mut max = 0;
         let max_end = list
             .iter()
@@ -274,7 +271,7 @@ impl Symbols {
     fn overlapping(&self, start: usize, end: usize) -> Vec<String> {
         let inside_end = self.list.partition_point(|s| s.start < end);
         // Walk back from the last one starting before `end` while an earlier one may still reach `start`.
-        let mut found: Vec<&Symbol> = Vec::new();
+        let mut found: Vec<&crate::code::Symbol> = Vec::new();
         for i in (0..inside_end).rev() {
             if self.max_end[i] <= start {
                 break;
@@ -298,20 +295,6 @@ impl Symbols {
 }
 
 impl Structure {
-    fn of(text: &str, language: &str, chunker: &TextChunker) -> Self {
-        if language == "markdown" {
-            let headings = crate::headings(text);
-            let paths = crate::markdown::heading_paths(&headings);
-            return Structure::Markdown(headings.iter().map(|h| h.offset).collect(), paths);
-        }
-        #[cfg(feature = "code")]
-        if let Some(grammar) = chunker.grammar(language) {
-            return Structure::Code(Symbols::new(symbols(text, grammar)));
-        }
-        let _ = chunker;
-        Structure::None
-    }
-
     /// `headings`, `tags` and `links` of a markdown chunk; `symbols` of a code chunk.
     fn metadata(&self, piece: &str, start: usize, end: usize) -> Metadata {
         let mut metadata = Metadata::new();
@@ -341,120 +324,6 @@ impl Structure {
         }
         let _ = end;
         metadata
-    }
-}
-
-/// A named definition in source code (function, class, ...).
-#[cfg(feature = "code")]
-#[derive(Debug, Clone)]
-struct Symbol {
-    start: usize,
-    end: usize,
-    name: String,
-}
-
-/// Named definitions of a source text, outermost first, from its syntax tree.
-#[cfg(feature = "code")]
-fn symbols(text: &str, grammar: tree_sitter_language::LanguageFn) -> Vec<Symbol> {
-    const DEFINITIONS: &[&str] = &[
-        "function",
-        "method",
-        "class",
-        "struct",
-        "impl",
-        "trait",
-        "interface",
-        "enum",
-        "module",
-        "namespace",
-        "constructor",
-        "type_item",
-        "mod_item",
-        "macro_definition",
-        "type_spec",
-        "object",
-    ];
-    let mut parser = tree_sitter::Parser::new();
-    if parser.set_language(&tree_sitter::Language::new(grammar)).is_err() {
-        return Vec::new();
-    }
-    let Some(tree) = parser.parse(text, None) else { return Vec::new() };
-    let mut out = Vec::new();
-    // A cursor walk over named and anonymous nodes alike: no allocation per node.
-    let mut cursor = tree.walk();
-    'walk: loop {
-        let node = cursor.node();
-        let kind = node.kind();
-        let is_definition = node.is_named()
-            && ((kind.ends_with("_definition")
-                || kind.ends_with("_declaration")
-                || kind.ends_with("_item")
-                || kind.ends_with("_specifier")
-                || kind.ends_with("_spec"))
-                && DEFINITIONS.iter().any(|d| kind.contains(d))
-                // Ruby names its definitions plainly.
-                || matches!(kind, "class" | "module" | "method" | "singleton_method"));
-        if is_definition && let Some(name) = definition_name(node, text) {
-            out.push(Symbol { start: node.start_byte(), end: node.end_byte(), name });
-        }
-        if cursor.goto_first_child() {
-            continue;
-        }
-        loop {
-            if cursor.goto_next_sibling() {
-                continue 'walk;
-            }
-            if !cursor.goto_parent() {
-                break 'walk;
-            }
-        }
-    }
-    out.sort_by_key(|s| s.start);
-    out
-}
-
-#[cfg(feature = "code")]
-fn definition_name(node: tree_sitter::Node<'_>, text: &str) -> Option<String> {
-    // `name` in most grammars; C and C++ functions keep it inside nested
-    // declarators; a Rust `impl` names its `type`.
-    let target = node.child_by_field_name("name").or_else(|| {
-        let mut declarator = node.child_by_field_name("declarator")?;
-        while let Some(inner) = declarator.child_by_field_name("declarator") {
-            declarator = inner;
-        }
-        Some(declarator)
-    });
-    let target = target.or_else(|| node.child_by_field_name("type"))?;
-    let name = text.get(target.start_byte()..target.end_byte())?.trim();
-    (!name.is_empty() && name.len() <= 200 && !name.contains('\n')).then(|| name.to_string())
-}
-
-/// Tree-sitter sees a doc comment or attribute as a sibling before its item,
-/// so a split between items can leave them at the end of the previous chunk.
-/// Where chunks do not overlap, move such a trailing block of comment and
-/// attribute lines to the chunk of the item it belongs to.
-fn move_leading_comments(text: &str, ranges: &mut [(usize, usize)]) {
-    for i in 0..ranges.len().saturating_sub(1) {
-        let (start, end) = ranges[i];
-        let next_start = ranges[i + 1].0;
-        if next_start < end {
-            continue; // overlapping chunks already repeat the comment
-        }
-        let chunk = &text[start..end];
-        let mut cut = chunk.len();
-        for line in chunk.split_inclusive('\n').collect::<Vec<_>>().iter().rev() {
-            let trimmed = line.trim_start();
-            let is_prefix = ["///", "//", "/*", "*", "#", "@", "--"].iter().any(|p| trimmed.starts_with(p));
-            if trimmed.trim().is_empty() || !is_prefix {
-                break;
-            }
-            cut -= line.len();
-        }
-        if cut > 0 && cut < chunk.len() && !chunk[..cut].trim().is_empty() {
-            let new_end = start + chunk[..cut].trim_end().len();
-            ranges[i].1 = new_end;
-            ranges[i + 1].0 = start + cut;
-        }
     }
 }
 
@@ -654,7 +523,7 @@ mod tests {
             let size = 20 + next(300);
             let overlap = next(size / 2);
             let chunker = TextChunker::new(size, overlap).unwrap();
-            for language in ["markdown", "rust", "python", "text"] {
+            for language in ["markdown", "rust", "python", "javascript", "shell", "ruby", "text"] {
                 let chunks = chunker.chunk(&text, "f", language);
                 let lines = LineIndex::new(&text);
                 let mut covered = vec![false; text.len()];
@@ -663,6 +532,11 @@ mod tests {
                     assert_eq!(&text[c.byte_start..c.byte_end], c.text, "round {round} {language}");
                     assert_eq!(c.line_start, lines.line_of(c.byte_start));
                     assert!(c.line_end >= c.line_start);
+                    assert!(
+                        c.text.chars().count() <= size,
+                        "round {round} {language}: chunk over {size}/{overlap}: {:?} IN {text:?}",
+                        c.text
+                    );
                     assert!((c.byte_start, c.line_start) >= last, "round {round} {language}: chunks go backwards");
                     last = (c.byte_start, c.line_start);
                     covered[c.byte_start..c.byte_end].iter_mut().for_each(|b| *b = true);

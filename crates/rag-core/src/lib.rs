@@ -58,6 +58,8 @@
 
 mod backend;
 mod chunk;
+#[cfg(feature = "code")]
+mod code;
 mod discover;
 mod documents;
 mod embed;

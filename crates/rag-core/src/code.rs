@@ -1,0 +1,489 @@
+//! Source code split at syntax nodes. One tree-sitter parse per text gives
+//! both the chunk boundaries and the names of the definitions in them.
+//!
+//! The packer walks the syntax tree top-down: consecutive children of a node
+//! are packed into a chunk while they fit; a child too large for a chunk of
+//! its own is split at its own children, and so on down to single tokens,
+//! which fall back to the plain text splitter. So a chunk holds whole
+//! functions and classes wherever they fit, and a function too large for one
+//! chunk is cut between its statements. Comments and attributes stay with the
+//! item they precede; a comment on the line where an item ends stays with it.
+//! Chunks overlap (by whole statements, up to the overlap budget) only where a
+//! cut falls between statements, never where a new definition starts.
+
+use std::cell::RefCell;
+
+use text_splitter::{Characters, TextSplitter};
+use tree_sitter::{Language, Node, Parser, Tree};
+use tree_sitter_language::LanguageFn;
+
+/// A tree-sitter grammar and which of its node kinds are named definitions.
+pub(crate) struct Grammar {
+    language: Language,
+    /// Indexed by node kind id.
+    definitions: Vec<bool>,
+}
+
+impl Grammar {
+    /// The grammar for a language name [`crate::language_for_path`] returns.
+    pub(crate) fn for_language(name: &str) -> Option<Self> {
+        let function: LanguageFn = match name {
+            "rust" => tree_sitter_rust::LANGUAGE,
+            "python" => tree_sitter_python::LANGUAGE,
+            "javascript" | "jsx" => tree_sitter_javascript::LANGUAGE,
+            "typescript" => tree_sitter_typescript::LANGUAGE_TYPESCRIPT,
+            "tsx" => tree_sitter_typescript::LANGUAGE_TSX,
+            "go" => tree_sitter_go::LANGUAGE,
+            "java" => tree_sitter_java::LANGUAGE,
+            "c" => tree_sitter_c::LANGUAGE,
+            "cpp" => tree_sitter_cpp::LANGUAGE,
+            "shell" => tree_sitter_bash::LANGUAGE,
+            "csharp" => tree_sitter_c_sharp::LANGUAGE,
+            "ruby" => tree_sitter_ruby::LANGUAGE,
+            "php" => tree_sitter_php::LANGUAGE_PHP,
+            "kotlin" => tree_sitter_kotlin_ng::LANGUAGE,
+            "scala" => tree_sitter_scala::LANGUAGE,
+            "swift" => tree_sitter_swift::LANGUAGE,
+            _ => return None,
+        };
+        let language = Language::new(function);
+        let definitions = (0..language.node_kind_count())
+            .map(|id| {
+                let id = id as u16;
+                language.node_kind_is_named(id) && language.node_kind_for_id(id).is_some_and(is_definition_kind)
+            })
+            .collect();
+        Some(Self { language, definitions })
+    }
+
+    /// Whether `node` defines something with a name (function, class, ...).
+    fn is_definition(&self, node: Node<'_>) -> bool {
+        self.definitions.get(usize::from(node.kind_id())).copied().unwrap_or(false)
+    }
+}
+
+/// The language names with a grammar.
+pub(crate) const LANGUAGE_NAMES: &[&str] = &[
+    "rust",
+    "python",
+    "javascript",
+    "jsx",
+    "typescript",
+    "tsx",
+    "go",
+    "java",
+    "c",
+    "cpp",
+    "shell",
+    "csharp",
+    "ruby",
+    "php",
+    "kotlin",
+    "scala",
+    "swift",
+];
+
+/// A named definition in source code (function, class, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Symbol {
+    pub start: usize,
+    pub end: usize,
+    pub name: String,
+}
+
+/// Chunk byte ranges of a source text and the definitions found in it.
+#[derive(Debug, Default)]
+pub(crate) struct CodeSplit {
+    pub ranges: Vec<(usize, usize)>,
+    pub symbols: Vec<Symbol>,
+}
+
+thread_local! {
+    /// One parser per thread: creating one allocates, and indexing parses thousands of files.
+    static PARSER: RefCell<Parser> = RefCell::new(Parser::new());
+}
+
+/// Splits `text` into chunks of at most `size` characters at its syntax
+/// nodes; `None` when the grammar cannot be loaded or the parse gives up.
+pub(crate) fn split(
+    text: &str,
+    grammar: &Grammar,
+    size: usize,
+    overlap: usize,
+    fallback: &TextSplitter<Characters>,
+) -> Option<CodeSplit> {
+    let tree = parse(text, &grammar.language)?;
+    let mut packer =
+        Packer { grammar, text, ascii: text.is_ascii(), size, overlap, fallback, out: Vec::new(), open: None };
+    packer.children(tree.root_node(), (0, text.len()), 0);
+    packer.flush();
+    Some(CodeSplit { ranges: packer.out, symbols: symbols(&tree, grammar, text) })
+}
+
+fn parse(text: &str, language: &Language) -> Option<Tree> {
+    PARSER.with(|parser| {
+        let mut parser = parser.borrow_mut();
+        parser.set_language(language).ok()?;
+        parser.parse(text, None)
+    })
+}
+
+/// Deeper than this, an oversized node is split as text rather than by its
+/// children, which bounds the recursion on pathological nesting.
+const MAX_DEPTH: usize = 200;
+
+/// The chunk being filled.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    start: usize,
+    end: usize,
+    chars: usize,
+}
+
+/// A run of a node's children that stays together: leading comments and
+/// attributes, the child itself, and a comment on the line where it ends.
+#[derive(Debug, Clone, Copy)]
+struct Piece<'t> {
+    start: usize,
+    end: usize,
+    /// The child to split further when the piece does not fit; `None` for a
+    /// run of comments with no item after it.
+    main: Option<Node<'t>>,
+}
+
+struct Packer<'a> {
+    grammar: &'a Grammar,
+    text: &'a str,
+    ascii: bool,
+    size: usize,
+    overlap: usize,
+    fallback: &'a TextSplitter<Characters>,
+    out: Vec<(usize, usize)>,
+    open: Option<Open>,
+}
+
+impl Packer<'_> {
+    /// Characters in `start..end`.
+    fn chars(&self, start: usize, end: usize) -> usize {
+        if self.ascii { end - start } else { self.text[start..end].chars().count() }
+    }
+
+    fn flush(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.out.push((open.start, open.end));
+        }
+    }
+
+    /// Adds `start..end` to the open chunk, or starts a new one with it, or
+    /// when it is larger than a chunk, splits it as plain text.
+    fn add_range(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        if let Some(open) = self.open {
+            let chars = open.chars + self.chars(open.end, end);
+            if chars <= self.size {
+                self.open = Some(Open { end, chars, ..open });
+                return;
+            }
+        }
+        let chars = self.chars(start, end);
+        self.flush();
+        if chars <= self.size {
+            self.open = Some(Open { start, end, chars });
+        } else {
+            let found: Vec<(usize, usize)> = self
+                .fallback
+                .chunk_indices(&self.text[start..end])
+                .map(|(s, p)| (start + s, start + s + p.len()))
+                .collect();
+            self.out.extend(found);
+        }
+    }
+
+    /// Packs the children of `node` and any text between them within
+    /// `bounds`, splitting pieces too large for a chunk further.
+    fn children(&mut self, node: Node<'_>, bounds: (usize, usize), depth: usize) {
+        let pieces = pieces(node, bounds, self.text);
+        // While every piece so far is a one-liner (a signature, `impl X {`, imports),
+        // the open chunk is a header worth carrying into an oversized child.
+        let mut header = true;
+        // Pieces of this node in the open chunk, for overlap.
+        let mut recent: Vec<(usize, usize)> = Vec::new();
+        for piece in pieces {
+            let header_like = !self.text[piece.start..piece.end].contains('\n')
+                && !piece.main.is_some_and(|main| self.grammar.is_definition(main));
+            if let Some(open) = self.open {
+                let chars = open.chars + self.chars(open.end, piece.end);
+                if chars <= self.size {
+                    self.open = Some(Open { end: piece.end, chars, ..open });
+                    recent.push((piece.start, piece.end));
+                    header &= header_like;
+                    continue;
+                }
+            }
+            let chars = self.chars(piece.start, piece.end);
+            if chars <= self.size {
+                let start = self.new_chunk_start(&piece, &recent);
+                self.flush();
+                self.open = Some(Open { start, end: piece.end, chars: self.chars(start, piece.end) });
+                recent.retain(|&(s, _)| s >= start);
+                recent.push((piece.start, piece.end));
+                header &= header_like;
+                continue;
+            }
+            // Too large for one chunk: split it at its own children.
+            let carry = header && self.open.is_some_and(|open| open.chars <= self.size * 2 / 3);
+            if !carry {
+                self.flush();
+            }
+            match piece.main {
+                Some(main) if main.child_count() > 0 && depth < MAX_DEPTH => {
+                    self.add_range(piece.start, trim_end(self.text, piece.start, main.start_byte()));
+                    self.children(main, (main.start_byte(), main.end_byte()), depth + 1);
+                    self.add_range(skip_space(self.text, main.end_byte(), piece.end), piece.end);
+                }
+                _ => {
+                    self.flush();
+                    self.add_range(piece.start, piece.end);
+                }
+            }
+            // The next piece starts a chunk of its own.
+            self.flush();
+            recent.clear();
+            header = false;
+        }
+    }
+
+    /// Where a chunk that must begin at `piece` starts: earlier, repeating
+    /// whole pieces of the previous chunk up to the overlap, when the cut
+    /// falls between statements; later pieces move back to keep a lone
+    /// closing token (`}`, `end`) from becoming a chunk of its own.
+    fn new_chunk_start(&mut self, piece: &Piece<'_>, recent: &[(usize, usize)]) -> usize {
+        let Some(main) = piece.main else { return piece.start };
+        if self.grammar.is_definition(main) {
+            return piece.start;
+        }
+        let mut start = piece.start;
+        for &(s, _) in recent.iter().rev() {
+            if self.chars(s, piece.start) <= self.overlap && self.chars(s, piece.end) <= self.size {
+                start = s;
+            } else {
+                break;
+            }
+        }
+        let lone_closer = !main.is_named() && piece.end - piece.start <= 3;
+        if start == piece.start
+            && lone_closer
+            && recent.len() >= 2
+            && let (Some(&(last_start, _)), Some(&(_, kept_end))) = (recent.last(), recent.get(recent.len() - 2))
+            && self.chars(last_start, piece.end) <= self.size
+            && let Some(open) = self.open
+        {
+            self.open = Some(Open { end: kept_end, chars: self.chars(open.start, kept_end), ..open });
+            start = last_start;
+        }
+        start
+    }
+}
+
+/// `node`'s children grouped into [`Piece`]s (zero-width ones dropped).
+/// Error recovery can leave text outside every child; such text within
+/// `bounds` becomes a piece of its own, so nothing is lost.
+fn pieces<'t>(node: Node<'t>, bounds: (usize, usize), text: &str) -> Vec<Piece<'t>> {
+    let mut out: Vec<Piece<'t>> = Vec::new();
+    let mut comments: Option<(usize, usize)> = None;
+    let mut covered = bounds.0;
+    let stray = |from: usize, to: usize, out: &mut Vec<Piece<'t>>, comments: &mut Option<(usize, usize)>| {
+        if from < to && !text[from..to].trim().is_empty() {
+            if let Some((start, end)) = comments.take() {
+                out.push(Piece { start, end, main: None });
+            }
+            let start = skip_space(text, from, to);
+            out.push(Piece { start, end: trim_end(text, start, to), main: None });
+        }
+    };
+    let mut cursor = node.walk();
+    for child in node.children(&mut cursor) {
+        let (start, end) = (child.start_byte(), child.end_byte());
+        if start >= end || end <= covered {
+            continue;
+        }
+        stray(covered, start, &mut out, &mut comments);
+        let start = start.max(covered);
+        covered = end;
+        if is_comment_or_attribute(child) {
+            if comments.is_none()
+                && let Some(last) = out.last_mut()
+                && !text[last.end..start].contains('\n')
+            {
+                last.end = end; // `x = 1  # why` stays on its line
+                continue;
+            }
+            comments = Some((comments.map_or(start, |(s, _)| s), end));
+            continue;
+        }
+        let start = comments.take().map_or(start, |(s, _)| s);
+        out.push(Piece { start, end, main: Some(child) });
+    }
+    if let Some((start, end)) = comments {
+        out.push(Piece { start, end, main: None });
+    }
+    stray(covered, bounds.1, &mut out, &mut comments);
+    out
+}
+
+fn is_comment_or_attribute(node: Node<'_>) -> bool {
+    let kind = node.kind();
+    kind.contains("comment") || matches!(kind, "attribute_item" | "decorator")
+}
+
+fn trim_end(text: &str, start: usize, end: usize) -> usize {
+    start + text[start..end].trim_end().len()
+}
+
+fn skip_space(text: &str, start: usize, end: usize) -> usize {
+    end - text[start..end].trim_start().len()
+}
+
+/// Kinds of named definitions, matched as parts of node kinds.
+const DEFINITIONS: &[&str] = &[
+    "function",
+    "method",
+    "class",
+    "struct",
+    "impl",
+    "trait",
+    "interface",
+    "enum",
+    "module",
+    "namespace",
+    "constructor",
+    "type_item",
+    "mod_item",
+    "macro_definition",
+    "type_spec",
+    "object",
+];
+
+/// Whether nodes of this (named) kind define something with a name.
+fn is_definition_kind(kind: &str) -> bool {
+    (kind.ends_with("_definition")
+        || kind.ends_with("_declaration")
+        || kind.ends_with("_item")
+        || kind.ends_with("_specifier")
+        || kind.ends_with("_spec"))
+        && DEFINITIONS.iter().any(|d| kind.contains(d))
+        // Ruby names its definitions plainly.
+        || matches!(kind, "class" | "module" | "method" | "singleton_method")
+}
+
+/// Named definitions of the tree, sorted by start (outermost first on ties).
+fn symbols(tree: &Tree, grammar: &Grammar, text: &str) -> Vec<Symbol> {
+    let mut out = Vec::new();
+    // A cursor walk: no allocation per node.
+    let mut cursor = tree.walk();
+    'walk: loop {
+        let node = cursor.node();
+        if grammar.is_definition(node)
+            && let Some(name) = definition_name(node, text)
+        {
+            out.push(Symbol { start: node.start_byte(), end: node.end_byte(), name });
+        }
+        if cursor.goto_first_child() {
+            continue;
+        }
+        loop {
+            if cursor.goto_next_sibling() {
+                continue 'walk;
+            }
+            if !cursor.goto_parent() {
+                break 'walk;
+            }
+        }
+    }
+    out.sort_by_key(|s| s.start);
+    out
+}
+
+fn definition_name(node: Node<'_>, text: &str) -> Option<String> {
+    // `name` in most grammars; C and C++ functions keep it inside nested
+    // declarators; a Rust `impl` names its `type`.
+    let target = node.child_by_field_name("name").or_else(|| {
+        let mut declarator = node.child_by_field_name("declarator")?;
+        while let Some(inner) = declarator.child_by_field_name("declarator") {
+            declarator = inner;
+        }
+        Some(declarator)
+    });
+    let target = target.or_else(|| node.child_by_field_name("type"))?;
+    let name = text.get(target.start_byte()..target.end_byte())?.trim();
+    (!name.is_empty() && name.len() <= 200 && !name.contains('\n')).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_rust(text: &str, size: usize, overlap: usize) -> Vec<&str> {
+        let fallback = TextSplitter::new(text_splitter::ChunkConfig::new(size).with_overlap(overlap).unwrap());
+        let split = split(text, &Grammar::for_language("rust").unwrap(), size, overlap, &fallback).unwrap();
+        split.ranges.iter().map(|&(s, e)| &text[s..e]).collect()
+    }
+
+    #[test]
+    fn small_items_are_packed_together_and_never_cut() {
+        let text = "use std::io;\n\nfn a() -> u8 {\n    1\n}\n\nfn b() -> u8 {\n    2\n}\n\nfn c() -> u8 {\n    3\n}\n";
+        assert_eq!(split_rust(text, 1000, 0), vec![text.trim_end()]);
+        let chunks = split_rust(text, 40, 0);
+        assert_eq!(
+            chunks,
+            vec!["use std::io;\n\nfn a() -> u8 {\n    1\n}", "fn b() -> u8 {\n    2\n}", "fn c() -> u8 {\n    3\n}"]
+        );
+    }
+
+    #[test]
+    fn a_large_function_is_cut_between_statements_with_its_signature_first() {
+        let body: String = (0..40).map(|i| format!("    let v{i} = v{} + {i};\n", i.max(1) - 1)).collect();
+        let text = format!("fn small() {{}}\n\n/// The big one.\nfn big(v0: u32) -> u32 {{\n{body}    v39\n}}\n");
+        let chunks = split_rust(&text, 200, 60);
+        assert_eq!(chunks[0], "fn small() {}", "the small function is not merged into the big one");
+        assert!(chunks[1].starts_with("/// The big one.\nfn big(v0: u32) -> u32 {\n    let v0"), "{:?}", chunks[1]);
+        for chunk in &chunks[2..] {
+            assert!(chunk.starts_with("let v") || chunk.starts_with("v39"), "cut mid-statement: {chunk:?}");
+            assert!(chunk.chars().count() <= 200);
+        }
+        assert!(chunks.last().unwrap().ends_with("v39\n}"), "the closing brace stays with the last statements");
+        // Statements overlap: each continuation begins with the previous chunk's last statement.
+        for pair in chunks[1..].windows(2) {
+            let first_line = pair[1].lines().next().unwrap();
+            assert!(pair[0].contains(first_line), "no overlap between {:?} and {:?}", pair[0], pair[1]);
+        }
+    }
+
+    #[test]
+    fn comments_stay_with_their_items() {
+        let text = "fn a() {}\n\n// header of b\n#[inline]\nfn b() {\n    let x = 1; // trailing\n    let y = 2;\n    let z = 3;\n    x + y + z;\n}\n";
+        let chunks = split_rust(text, 60, 0);
+        assert_eq!(chunks[0], "fn a() {}", "{chunks:?}");
+        assert!(chunks[1].starts_with("// header of b\n#[inline]\nfn b() {\n    let x = 1; // trailing"), "{chunks:?}");
+    }
+
+    #[test]
+    fn a_token_larger_than_a_chunk_is_split_as_text() {
+        let text = format!("const S: &str = \"{}\";\n", "word ".repeat(100));
+        let chunks = split_rust(&text, 50, 0);
+        assert!(chunks.len() > 5);
+        assert!(chunks.iter().all(|c| c.chars().count() <= 50));
+        assert_eq!(chunks.concat().replace(' ', ""), text.trim_end().replace(' ', ""));
+    }
+
+    #[test]
+    fn symbols_come_from_the_same_parse() {
+        let text = "mod m {\n    struct P;\n    impl P {\n        fn area(&self) {}\n    }\n}\n";
+        let rust = Grammar::for_language("rust").unwrap();
+        let tree = parse(text, &rust.language).unwrap();
+        let names: Vec<String> = symbols(&tree, &rust, text).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["m", "P", "P", "area"]);
+    }
+}
