@@ -415,13 +415,8 @@ fn tables_notebooks_html_and_extensionless_files_are_found_where_they_are() {
 }
 
 fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
-    use std::io::Write;
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, body) in files {
-        writer.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
-        writer.write_all(body.as_bytes()).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(name, body)| (*name, body.as_bytes())).collect();
+    rag_testkit::documents::zip(&files)
 }
 
 #[test]
@@ -446,8 +441,55 @@ fn documents_are_read_natively_and_hits_name_the_slide() {
     let json = ws.query_json("notes", "churn onboarding emails improved", 5);
     let hit = json["results"].as_array().unwrap().iter().find(|r| r["file_path"] == "docs/review.pptx").unwrap();
     assert_eq!(hit["headings"], "Slide 2", "{hit}");
+    assert_eq!(hit["location"], serde_json::json!({"slide_start": 2, "slide_end": 2}), "{hit}");
     let json = ws.query_json("notes", "holiday policy leave days", 1);
     assert_eq!(json["results"][0]["file_path"], "docs/policy.docx");
+    assert_eq!(json["results"][0]["location"], Value::Null, "a Word file has no pages to name");
+
+    // The broken file is remembered: not read again while it stays the same, still reported.
+    let again = ws.rag(&["index", "docs", "--store", "notes", "--chunk-size", "80", "--chunk-overlap", "0"]);
+    again.assert_code(1);
+    assert!(
+        again.stdout().contains("unchanged since, so not read again; --force tries it anyway"),
+        "{}",
+        again.stdout()
+    );
+    ws.write("docs/broken.docx", b"PK\x03\x04 truncated differently");
+    let changed = ws.rag(&["index", "docs", "--store", "notes", "--chunk-size", "80", "--chunk-overlap", "0"]);
+    assert!(!changed.stdout().contains("not read again"), "a changed file is read: {}", changed.stdout());
+}
+
+#[test]
+fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
+    let ws = Workspace::new();
+    let page = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+    let report = rag_testkit::documents::pdf(&[
+        page(&["Annual report of the garden club"]),
+        page(&["Tomatoes need deep watering twice a week in July"]),
+        page(&["Members and thanks"]),
+    ]);
+    ws.write("docs/report.pdf", report);
+    let budget = rag_testkit::documents::ods(
+        "Budget",
+        &[&["item", "cost"], &["seeds", "12"], &["compost delivery truck", "80"], &["gloves", "9"]],
+    );
+    ws.write("docs/budget.ods", budget);
+    ws.rag(&["index", "docs", "--store", "notes", "--chunk-size", "60", "--chunk-overlap", "0"]).assert_ok();
+
+    let json = ws.query_json("notes", "tomatoes deep watering twice week july", 1);
+    let hit = &json["results"][0];
+    assert_eq!(hit["file_path"], "docs/report.pdf", "{json}");
+    assert_eq!(hit["location"], serde_json::json!({"page_start": 2, "page_end": 2}), "{hit}");
+    assert_eq!(hit["headings"], "Page 2");
+
+    let json = ws.query_json("notes", "compost delivery truck", 1);
+    let hit = &json["results"][0];
+    assert_eq!(hit["file_path"], "docs/budget.ods", "{json}");
+    let location = &hit["location"];
+    assert_eq!(location["sheet"], "Budget", "{hit}");
+    let (first, last) = (location["row_start"].as_u64().unwrap(), location["row_end"].as_u64().unwrap());
+    assert!(first <= 3 && 3 <= last, "the truck is on spreadsheet row 3: {hit}");
+    assert!(hit["content"].as_str().unwrap().contains("row 3: item: compost delivery truck | cost: 80"), "{hit}");
 }
 
 #[test]

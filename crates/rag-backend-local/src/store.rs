@@ -10,8 +10,8 @@ use memmap2::Mmap;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use rag_core::{
-    Chunk, ChunkStamp, Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, VectorBackend,
-    VectorRecord, WriteBatch, file_state, now_unix, validate_store_name,
+    Chunk, ChunkStamp, Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, UnreadableFile,
+    VectorBackend, VectorRecord, WriteBatch, file_state, now_unix, validate_store_name,
 };
 
 use crate::scan;
@@ -175,7 +175,22 @@ CREATE TABLE IF NOT EXISTS chunks (
     indexed_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (source_path);
+CREATE TABLE IF NOT EXISTS unreadable (
+    path TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    reader TEXT NOT NULL
+);
 ";
+
+/// The table of files that could not be read; stores made before it existed
+/// get it from their next writer.
+const UNREADABLE_TABLE: &str = "CREATE TABLE IF NOT EXISTS unreadable (
+    path TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    reader TEXT NOT NULL
+)";
 
 const CHUNK_COLUMNS: &str = "key, source_path, chunk_index, total_chunks, line_start, line_end, byte_start, \
                              byte_end, content_hash, language, text, metadata, indexed_at";
@@ -560,6 +575,28 @@ impl Writer {
         }
     }
 
+    /// Records files that could not be read and forgets others, in one transaction.
+    fn remember_unreadable(&mut self, unreadable: &[UnreadableFile], forget: &[String]) -> Result<(), LocalStoreError> {
+        let db = self.db_path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(&db))?;
+        tx.execute(UNREADABLE_TABLE, []).map_err(sql(&db))?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM unreadable WHERE path = ?1").map_err(sql(&db))?;
+            for path in forget {
+                delete.execute([path]).map_err(sql(&db))?;
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO unreadable (path, content_hash, reason, reader) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql(&db))?;
+            for file in unreadable {
+                insert.execute(params![file.path, file.content_hash, file.reason, file.reader]).map_err(sql(&db))?;
+            }
+        }
+        tx.commit().map_err(sql(&db))
+    }
+
     /// Writes the vectors into their new slots, syncs, then commits the rows.
     /// Returns the slots the committed rows no longer use.
     fn commit(&mut self, batch: &WriteBatch, vectors: &[Vec<f32>], slots: &[u64]) -> Result<Vec<u64>, LocalStoreError> {
@@ -859,6 +896,51 @@ impl VectorBackend for LocalBackend {
         blocking(move || writer.lock().unwrap_or_else(PoisonError::into_inner).write(batch)).await
     }
 
+    async fn unreadable_files(&self, store: &str) -> Result<Vec<UnreadableFile>> {
+        let dir = self.existing_store_dir(store)?;
+        blocking(move || {
+            let (conn, db) = open_db(&dir)?;
+            let exists: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sql(&db))?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let mut stmt = conn
+                .prepare("SELECT path, content_hash, reason, reader FROM unreadable ORDER BY path")
+                .map_err(sql(&db))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(UnreadableFile {
+                        path: r.get(0)?,
+                        content_hash: r.get(1)?,
+                        reason: r.get(2)?,
+                        reader: r.get(3)?,
+                    })
+                })
+                .map_err(sql(&db))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql(&db))?)
+        })
+        .await
+    }
+
+    async fn remember_unreadable(
+        &self,
+        store: &str,
+        unreadable: Vec<UnreadableFile>,
+        forget: Vec<String>,
+    ) -> Result<()> {
+        let writer = self.writer(store)?;
+        blocking(move || {
+            Ok(writer.lock().unwrap_or_else(PoisonError::into_inner).remember_unreadable(&unreadable, &forget)?)
+        })
+        .await
+    }
+
     async fn query(&self, store: &str, request: &QueryRequest) -> Result<Vec<Hit>> {
         let dir = self.existing_store_dir(store)?;
         let request = request.clone();
@@ -965,6 +1047,28 @@ mod tests {
         assert_eq!(hash("whole.md").as_deref(), Some("h"));
         assert_eq!(hash("part.md"), None);
         assert_eq!(hash("mixed.md"), None);
+    }
+
+    #[tokio::test]
+    async fn unreadable_files_are_remembered_across_processes_and_forgotten_on_request() {
+        let (dir, backend) = store_with(3, Metric::Cosine).await;
+        // A store made before the table existed reads as remembering nothing.
+        let db = backend.store_dir("notes").unwrap().join(DB_FILE);
+        Connection::open(&db).unwrap().execute_batch("DROP TABLE unreadable").unwrap();
+        assert!(backend.unreadable_files("notes").await.unwrap().is_empty());
+
+        let file = |path: &str, hash: &str| UnreadableFile {
+            path: path.into(),
+            content_hash: hash.into(),
+            reason: "encrypted".into(),
+            reader: "rag-core 1".into(),
+        };
+        backend.begin_indexing("notes").await.unwrap();
+        backend.remember_unreadable("notes", vec![file("a.pdf", "h1"), file("b.pdf", "h2")], Vec::new()).await.unwrap();
+        backend.remember_unreadable("notes", vec![file("a.pdf", "h3")], vec!["b.pdf".into()]).await.unwrap();
+        drop(backend);
+        let reopened = LocalBackend::new(dir.path());
+        assert_eq!(reopened.unreadable_files("notes").await.unwrap(), [file("a.pdf", "h3")]);
     }
 
     #[tokio::test]

@@ -614,7 +614,6 @@ fn fill(mb: usize, piece: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
 }
 
 fn docx_sample(mb: usize) -> Vec<u8> {
-    use std::io::Write;
     let body = fill(mb, |i| {
         format!(
             "<w:p><w:pPr><w:pStyle w:val=\"Heading2\"/></w:pPr><w:r><w:t>Section {i}</w:t></w:r></w:p><w:p><w:r><w:t>{}</w:t></w:r></w:p>",
@@ -623,43 +622,12 @@ fn docx_sample(mb: usize) -> Vec<u8> {
         .into_bytes()
     });
     let xml = format!(r#"<w:document xmlns:w="w"><w:body>{}</w:body></w:document>"#, String::from_utf8_lossy(&body));
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default();
-    let _ = writer.start_file("word/document.xml", options);
-    let _ = writer.write_all(xml.as_bytes());
-    writer.finish().map(|c| c.into_inner()).unwrap_or_default()
+    rag_testkit::documents::zip(&[("word/document.xml", xml.as_bytes())])
 }
 
 fn pdf_sample(pages: usize) -> Vec<u8> {
-    use lopdf::content::{Content, Operation};
-    use lopdf::{Document, Object, Stream, dictionary};
-    let mut doc = Document::with_version("1.5");
-    let pages_id = doc.new_object_id();
-    let font = doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" });
-    let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font } });
-    let mut kids: Vec<Object> = Vec::new();
-    for page in 0..pages {
-        let mut operations = vec![Operation::new("BT", vec![]), Operation::new("Tf", vec!["F1".into(), 10.into()])];
-        for line in 0..40 {
-            operations.push(Operation::new("Td", vec![0.into(), (-14).into()]));
-            let text = format!("Page {page} line {line}: ordinary words of a report.");
-            operations.push(Operation::new("Tj", vec![Object::string_literal(text)]));
-        }
-        operations.push(Operation::new("ET", vec![]));
-        let encoded = Content { operations }.encode().unwrap_or_default();
-        let stream = doc.add_object(Stream::new(dictionary! {}, encoded));
-        let id = doc.add_object(dictionary! {
-            "Type" => "Page", "Parent" => pages_id, "Contents" => stream, "Resources" => resources,
-            "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
-        });
-        kids.push(id.into());
-    }
-    let count = kids.len() as i64;
-    doc.objects
-        .insert(pages_id, Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }));
-    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-    doc.trailer.set("Root", catalog);
-    let mut bytes = Vec::new();
-    let _ = doc.save_to(&mut bytes);
-    bytes
+    let pages: Vec<Vec<String>> = (0..pages)
+        .map(|page| (0..40).map(|line| format!("Page {page} line {line}: ordinary words of a report.")).collect())
+        .collect();
+    rag_testkit::documents::pdf(&pages)
 }

@@ -58,6 +58,9 @@ pub struct QueryResult {
     pub headings: Option<String>,
     /// Functions, classes and types the chunk holds (code), if any.
     pub symbols: Value,
+    /// Where in a converted document the chunk lies (`page_start`/`page_end`,
+    /// `slide_start`/`slide_end`, `sheet`, `row_start`/`row_end`), if known.
+    pub location: Option<Value>,
     pub key: String,
     pub language: String,
     pub content_hash: String,
@@ -88,6 +91,7 @@ impl QueryResult {
             rank,
             headings: hit.chunk.metadata.get("headings").and_then(Value::as_str).map(str::to_string),
             symbols: meta("symbols", Value::Array(Vec::new())),
+            location: location(&hit.chunk.metadata),
             key: hit.chunk.key.clone(),
             language: hit.chunk.language.clone(),
             content_hash: hit.chunk.content_hash.clone(),
@@ -95,6 +99,14 @@ impl QueryResult {
             truncated,
         }
     }
+}
+
+/// The location fields of a chunk's metadata, as one object.
+fn location(metadata: &rag_core::Metadata) -> Option<Value> {
+    const KEYS: &[&str] = &["page_start", "page_end", "slide_start", "slide_end", "sheet", "row_start", "row_end"];
+    let found: serde_json::Map<String, Value> =
+        KEYS.iter().filter_map(|&key| Some((key.to_string(), metadata.get(key)?.clone()))).collect();
+    (!found.is_empty()).then_some(Value::Object(found))
 }
 
 /// The first `max` characters of `text`, and whether it was cut.

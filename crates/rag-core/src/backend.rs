@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::types::{FileState, Hit, QueryRequest, StoreConfig, StoreInfo, VectorRecord, WriteBatch};
+use crate::types::{FileState, Hit, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch};
 
 /// A place that keeps named stores of vectors with their chunks.
 ///
@@ -57,6 +57,27 @@ pub trait VectorBackend: Send + Sync {
 
     /// Applies upserts and deletes; atomically where the backend can.
     async fn write(&self, store: &str, batch: WriteBatch) -> Result<()>;
+
+    /// Files whose current content could not be read, as recorded by
+    /// [`remember_unreadable`](Self::remember_unreadable); the indexer does not
+    /// read them again until they change. The default remembers nothing, so
+    /// such files are read on every run.
+    async fn unreadable_files(&self, _store: &str) -> Result<Vec<UnreadableFile>> {
+        Ok(Vec::new())
+    }
+
+    /// Records `unreadable` files (replacing earlier records of their paths)
+    /// and forgets the records of the `forget` paths. Called by the indexer
+    /// after a run, between [`begin_indexing`](Self::begin_indexing) and the
+    /// end of the run.
+    async fn remember_unreadable(
+        &self,
+        _store: &str,
+        _unreadable: Vec<UnreadableFile>,
+        _forget: Vec<String>,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// Inserts or overwrites records by key.
     async fn put(&self, store: &str, records: Vec<VectorRecord>) -> Result<()> {

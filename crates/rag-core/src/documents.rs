@@ -17,8 +17,17 @@ pub const MAX_UNCOMPRESSED: u64 = 256 * 1024 * 1024;
 /// Document formats read by [`convert`], by extension.
 pub const DOCUMENT_EXTENSIONS: &[&str] = &["pdf", "docx", "pptx", "odt", "odp", "epub", "xlsx", "xlsm", "xls", "ods"];
 
+const PASSWORD_PROTECTED: &str = "the document is protected by a password; save a copy without it to index it";
+
+/// The signature of an OLE compound file: what Office saves a
+/// password-protected .docx, .xlsx or .pptx as, instead of a zip.
+const OLE_SIGNATURE: &[u8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
+
 /// Converts a document to markdown; `Err` says why it cannot be read.
 pub fn convert(extension: &str, bytes: &[u8]) -> Result<String, String> {
+    if matches!(extension, "docx" | "pptx" | "xlsx" | "xlsm") && bytes.starts_with(OLE_SIGNATURE) {
+        return Err(PASSWORD_PROTECTED.into());
+    }
     match extension {
         "pdf" => pdf(bytes),
         "xlsx" | "xlsm" => spreadsheet(calamine::Xlsx::new(Cursor::new(bytes))),
@@ -38,6 +47,57 @@ pub fn convert(extension: &str, bytes: &[u8]) -> Result<String, String> {
     }
 }
 
+/// A line of document text that starts with `#` escaped, so that it is not
+/// taken for a heading of the converted markdown (only the conversion's own
+/// `# Page N` and `# Slide N` headings say where a chunk lies).
+fn literal(line: &str) -> String {
+    if line.starts_with('#') { format!("\\{line}") } else { line.to_string() }
+}
+
+/// Where in a converted document a chunk lies, read off the markdown the
+/// conversion wrote: `page_start`/`page_end` (PDF), `slide_start`/`slide_end`
+/// (PPTX, ODP), `sheet` and `row_start`/`row_end` (XLSX, XLS, ODS).
+/// `heading_path` is the chunk's heading path, `text` its text.
+pub(crate) fn location(converted_from: &str, heading_path: Option<&str>, text: &str) -> crate::Metadata {
+    let mut out = crate::Metadata::new();
+    let top = heading_path.and_then(|path| path.split(" > ").next()).unwrap_or_default();
+    let headings = || text.lines().filter_map(|line| line.strip_prefix("# "));
+    let number = |title: &str, word: &str| -> Option<u64> {
+        let rest = title.strip_prefix(word)?;
+        rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
+    };
+    let mut span = |word: &str, name: &str| {
+        let first = number(top, word).or_else(|| headings().find_map(|h| number(h, word)));
+        let last = headings().filter_map(|h| number(h, word)).next_back().or(first);
+        if let (Some(first), Some(last)) = (first, last) {
+            out.insert(format!("{name}_start"), first.into());
+            out.insert(format!("{name}_end"), last.max(first).into());
+        }
+    };
+    match converted_from {
+        "pdf" => span("Page ", "page"),
+        "pptx" | "odp" => span("Slide ", "slide"),
+        "xlsx" | "xlsm" | "xls" | "ods" => {
+            let sheet = top.strip_prefix("Sheet: ").or_else(|| headings().find_map(|h| h.strip_prefix("Sheet: ")));
+            if let Some(sheet) = sheet {
+                out.insert("sheet".into(), sheet.into());
+            }
+            let rows = || {
+                text.lines().filter_map(|line| {
+                    let rest = line.strip_prefix("row ")?;
+                    rest[..rest.find(':')?].parse::<u64>().ok()
+                })
+            };
+            if let (Some(first), Some(last)) = (rows().next(), rows().next_back()) {
+                out.insert("row_start".into(), first.into());
+                out.insert("row_end".into(), last.into());
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 /// A zip file read with a bound on what it may expand to.
 struct Archive<'a> {
     zip: zip::ZipArchive<Cursor<&'a [u8]>>,
@@ -51,7 +111,7 @@ impl<'a> Archive<'a> {
         for i in 0..zip.len() {
             let entry = zip.by_index_raw(i).map_err(|e| format!("damaged zip entry ({e})"))?;
             if entry.encrypted() {
-                return Err("the document is encrypted (password protected)".into());
+                return Err(PASSWORD_PROTECTED.into());
             }
             total = total.saturating_add(entry.size());
         }
@@ -263,7 +323,7 @@ fn drawing_text(xml: &str) -> Result<Vec<String>, String> {
                 "fld" => in_field = false,
                 "p" => {
                     if !line.trim().is_empty() {
-                        lines.push(line.trim().to_string());
+                        lines.push(literal(line.trim()));
                     }
                     line.clear();
                 }
@@ -421,13 +481,13 @@ fn epub(archive: &mut Archive<'_>) -> Result<String, String> {
 fn pdf(bytes: &[u8]) -> Result<String, String> {
     let document = lopdf::Document::load_mem(bytes).map_err(|e| format!("not a readable PDF ({e})"))?;
     if document.is_encrypted() {
-        return Err("the PDF is encrypted (password protected)".into());
+        return Err("the PDF is protected by a password; save a copy without it to index it".into());
     }
     let mut out = String::new();
     let mut with_text = 0;
     for number in document.get_pages().into_keys() {
         let text = document.extract_text(&[number]).unwrap_or_default();
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = literal(&text.split_whitespace().collect::<Vec<_>>().join(" "));
         if !text.is_empty() {
             with_text += 1;
             out.push_str(&format!("# Page {number}\n\n{text}\n\n"));
@@ -479,6 +539,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::io::Write;
 
     /// A zip of the given files, as the document formats are.
@@ -638,6 +699,36 @@ mod tests {
         assert!(convert("pdf", b"%PDF-1.4 garbage").unwrap_err().contains("not a readable PDF"));
     }
 
+    /// `pdf_of(pages)` encrypted (RC4, 128 bits) with the given user password.
+    fn encrypted_pdf(pages: &[&str], user_password: &str) -> Vec<u8> {
+        let mut doc = lopdf::Document::load_mem(&pdf_of(pages)).unwrap();
+        let id = lopdf::Object::string_literal(&b"0123456789abcdef"[..]);
+        doc.trailer.set("ID", vec![id.clone(), id]);
+        let version = lopdf::encryption::EncryptionVersion::V2 {
+            document: &doc,
+            owner_password: "owner",
+            user_password,
+            key_length: 128,
+            permissions: lopdf::encryption::Permissions::all(),
+        };
+        let state = lopdf::encryption::EncryptionState::try_from(version).unwrap();
+        doc.encrypt(&state).unwrap();
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn password_protected_pdfs_are_refused_and_owner_only_ones_read() {
+        let locked = encrypted_pdf(&["Quarterly secrets"], "secret");
+        assert!(!String::from_utf8_lossy(&locked).contains("Quarterly secrets"), "the fixture is really encrypted");
+        let err = convert("pdf", &locked).unwrap_err();
+        assert!(err.contains("protected by a password"), "{err}");
+        // An owner password alone (printing or copying restricted) does not keep the text from a reader.
+        let restricted = encrypted_pdf(&["Quarterly figures"], "");
+        assert_eq!(convert("pdf", &restricted).unwrap(), "# Page 1\n\nQuarterly figures\n\n");
+    }
+
     #[test]
     fn corrupt_encrypted_and_bomb_documents_are_refused_with_a_reason() {
         assert!(convert("docx", b"PK\x03\x04 not really").unwrap_err().contains("not a valid zip"));
@@ -650,5 +741,47 @@ mod tests {
         let err = Archive::open(&bomb, 1024 * 1024).err().unwrap();
         assert!(err.contains("zip bomb"), "{err}");
         assert!(convert("xlsx", b"garbage").unwrap_err().contains("spreadsheet"));
+    }
+
+    #[test]
+    fn chunks_of_documents_know_their_page_slide_sheet_and_rows() {
+        let at = |from: &str, path: Option<&str>, text: &str| serde_json::Value::Object(location(from, path, text));
+        assert_eq!(at("pdf", Some("Page 3"), "the text of page three"), json!({"page_start": 3, "page_end": 3}));
+        assert_eq!(
+            at("pdf", Some("Page 3"), "end of three\n\n# Page 4\n\nall of four\n\n# Page 5\n\nfive"),
+            json!({"page_start": 3, "page_end": 5})
+        );
+        assert_eq!(at("pptx", Some("Slide 12 (Roadmap)"), "Q3 goals"), json!({"slide_start": 12, "slide_end": 12}));
+        assert_eq!(
+            at("xlsx", Some("Sheet: Budget"), "row 7: item: Tea | cost: 3\nrow 8: item: Jam | cost: 4"),
+            json!({"sheet": "Budget", "row_start": 7, "row_end": 8})
+        );
+        assert_eq!(at("docx", Some("Page 3"), "text"), json!({}), "only the conversion's own headings count");
+        // Document text that looks like a heading is escaped, so it never passes for a page.
+        let out = convert("pdf", &pdf_of(&["# 4 Results follow"])).unwrap();
+        assert_eq!(out, "# Page 1\n\n\\# 4 Results follow\n\n");
+    }
+
+    #[test]
+    fn password_protected_office_files_say_so() {
+        // A zip whose entries carry the "encrypted" flag (ZipCrypto, as OpenDocument and old tools write).
+        let mut zip = zip_of(&[("word/document.xml", "<w:document/>"), ("[Content_Types].xml", "<Types/>")]);
+        for (signature, flags_at) in [(b"PK\x03\x04", 6), (b"PK\x01\x02", 8)] {
+            let starts: Vec<usize> =
+                zip.windows(4).enumerate().filter(|(_, w)| w == signature).map(|(i, _)| i).collect();
+            for start in starts {
+                zip[start + flags_at] |= 1;
+            }
+        }
+        for extension in ["docx", "odt", "epub"] {
+            let err = convert(extension, &zip).unwrap_err();
+            assert!(err.contains("protected by a password"), "{extension}: {err}");
+        }
+        // Office's own protection: an OLE compound file in place of the zip.
+        let mut ole = OLE_SIGNATURE.to_vec();
+        ole.extend([0u8; 504]);
+        for extension in ["docx", "xlsx", "pptx"] {
+            assert!(convert(extension, &ole).unwrap_err().contains("protected by a password"), "{extension}");
+        }
     }
 }

@@ -16,8 +16,13 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::extract::extract;
 use crate::types::{
-    Chunk, DocText, FileState, Metric, StoreConfig, VectorRecord, WriteBatch, chunk_key, now_unix, validate_store_name,
+    Chunk, DocText, FileState, Metric, StoreConfig, UnreadableFile, VectorRecord, WriteBatch, chunk_key, now_unix,
+    validate_store_name,
 };
+
+/// Names the reader in [`UnreadableFile::reader`]: a file this version could
+/// not read is tried again by the next.
+const READER: &str = concat!("rag-core ", env!("CARGO_PKG_VERSION"));
 
 /// Settings of one index run.
 #[derive(Debug, Clone)]
@@ -124,8 +129,18 @@ pub struct Indexer {
 /// Event sent from the file-reading thread to the embedding loop.
 enum FileEvent {
     Unchanged(String),
-    Skipped { path: String, reason: String, old_keys: Vec<String> },
-    Failed { path: String, reason: String },
+    Skipped {
+        path: String,
+        reason: String,
+        old_keys: Vec<String>,
+    },
+    /// `unreadable` is set when the content itself cannot be read (not a
+    /// passing I/O error or an embedder's refusal): the store remembers it.
+    Failed {
+        path: String,
+        reason: String,
+        unreadable: Option<UnreadableFile>,
+    },
     Prepared(PreparedFile),
 }
 
@@ -207,6 +222,13 @@ impl Indexer {
             HashMap::new()
         };
         let rechunk_all = options.force || existing.as_ref().is_some_and(|c| c.chunking != settings);
+        // Documents that could not be read are not read again until they change (or --force).
+        let known_unreadable: HashMap<String, UnreadableFile> = if existing.is_some() {
+            self.backend.unreadable_files(store).await?.into_iter().map(|u| (u.path.clone(), u)).collect()
+        } else {
+            HashMap::new()
+        };
+        let mut unreadable: Vec<UnreadableFile> = Vec::new();
 
         let mut report = IndexReport { store: store.to_string(), dry_run: options.dry_run, ..IndexReport::default() };
         let found: HashSet<&str> = discovery.files.iter().map(|f| f.rel.as_str()).collect();
@@ -229,18 +251,25 @@ impl Indexer {
             let files = Arc::new(discovery.files.clone());
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let states = Arc::new(states.clone());
+            let known = Arc::new(if options.force { HashMap::new() } else { known_unreadable.clone() });
             let max_file_size = options.max_file_size;
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
-                    let (files, next, states, chunker, tx) =
-                        (files.clone(), next.clone(), states.clone(), Arc::clone(&self.chunker), tx.clone());
+                    let (files, next, states, known, chunker, tx) = (
+                        files.clone(),
+                        next.clone(),
+                        states.clone(),
+                        known.clone(),
+                        Arc::clone(&self.chunker),
+                        tx.clone(),
+                    );
                     tokio::task::spawn_blocking(move || {
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(file) = files.get(i) else { break };
-                            let event =
-                                prepare(file, states.get(&file.rel), rechunk_all, max_file_size, chunker.as_ref());
+                            let known = Known { state: states.get(&file.rel), unreadable: known.get(&file.rel) };
+                            let event = prepare(file, known, rechunk_all, max_file_size, chunker.as_ref());
                             if tx.blocking_send(event).is_err() {
                                 break;
                             }
@@ -255,9 +284,9 @@ impl Indexer {
         let write_batch = options.write_batch_size.unwrap_or_else(|| self.backend.write_batch_hint());
         let mut writer = PendingWrites::new(store, write_batch, options.write_interval);
         let result = if options.dry_run {
-            self.plan(rx, &mut report, observer).await
+            self.plan(rx, &mut report, &mut unreadable, observer).await
         } else {
-            self.embed_and_write(rx, &mut writer, &mut report, observer).await
+            self.embed_and_write(rx, &mut writer, &mut report, &mut unreadable, observer).await
         };
         if let Err(err) = result {
             // Keep what was finished: the files already embedded are written.
@@ -279,6 +308,19 @@ impl Indexer {
         }
         if !options.dry_run {
             writer.flush(self.backend.as_ref(), &mut report).await?;
+            // Forget the records of files in this run's scope that were read
+            // after all or are gone; keep those of files outside it.
+            let still: HashSet<&str> = unreadable.iter().map(|u| u.path.as_str()).collect();
+            let forget: Vec<String> = known_unreadable
+                .keys()
+                .filter(|path| !still.contains(path.as_str()))
+                .filter(|path| found.contains(path.as_str()) || discovery.scope.contains(path))
+                .cloned()
+                .collect();
+            unreadable.retain(|u| known_unreadable.get(&u.path) != Some(u));
+            if !unreadable.is_empty() || !forget.is_empty() {
+                self.backend.remember_unreadable(store, unreadable, forget).await?;
+            }
         }
         // Files finish in any order on several threads: report them sorted.
         report.new.sort();
@@ -294,6 +336,7 @@ impl Indexer {
         &self,
         mut rx: mpsc::Receiver<FileEvent>,
         report: &mut IndexReport,
+        unreadable: &mut Vec<UnreadableFile>,
         observer: &dyn IndexObserver,
     ) -> Result<()> {
         while let Some(event) = rx.recv().await {
@@ -305,7 +348,7 @@ impl Indexer {
                     observer.file_done(&file.path);
                     if file.is_new { report.new.push(file.path) } else { report.changed.push(file.path) }
                 }
-                other => record_event(other, report, None, observer),
+                other => record_event(other, report, None, unreadable, observer),
             }
         }
         Ok(())
@@ -316,6 +359,7 @@ impl Indexer {
         mut rx: mpsc::Receiver<FileEvent>,
         writer: &mut PendingWrites,
         report: &mut IndexReport,
+        unreadable: &mut Vec<UnreadableFile>,
         observer: &dyn IndexObserver,
     ) -> Result<()> {
         let batch_size = self.embedder.max_batch_size().max(1);
@@ -358,7 +402,7 @@ impl Indexer {
                         let remaining = file.chunks.len();
                         pending.insert(id, PendingFile { vectors: vec![None; remaining], remaining, file, failure: None });
                     }
-                    Some(other) => record_event(other, report, Some(writer), observer),
+                    Some(other) => record_event(other, report, Some(writer), unreadable, observer),
                 },
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
                     let (items, outcome) = joined.map_err(|e| Error::Embedder {
@@ -401,10 +445,17 @@ impl Indexer {
     }
 }
 
+/// What the store knows of a file before this run.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    state: Option<&'a FileState>,
+    unreadable: Option<&'a UnreadableFile>,
+}
+
 /// Reads, hashes and chunks one file, deciding whether it needs embedding.
 fn prepare(
     file: &SourceFile,
-    state: Option<&FileState>,
+    Known { state, unreadable }: Known<'_>,
     rechunk_all: bool,
     max_file_size: u64,
     chunker: &dyn Chunker,
@@ -423,19 +474,36 @@ fn prepare(
     }
     let bytes = match std::fs::read(&file.path) {
         Ok(bytes) => bytes,
-        Err(err) => return FileEvent::Failed { path, reason: format!("cannot read: {err}") },
+        Err(err) => return FileEvent::Failed { path, reason: format!("cannot read: {err}"), unreadable: None },
     };
     let hash = blake3::hash(&bytes).to_hex().to_string();
     if !rechunk_all && state.and_then(|s| s.content_hash.as_deref()) == Some(hash.as_str()) {
         return FileEvent::Unchanged(path);
+    }
+    if let Some(known) = unreadable.filter(|u| u.content_hash == hash && u.reader == READER) {
+        return FileEvent::Failed {
+            reason: format!("{} (unchanged since, so not read again; --force tries it anyway)", known.reason),
+            path,
+            unreadable: Some(known.clone()),
+        };
     }
     let extracted = match extract(&file.path, &bytes) {
         Ok(extracted) => extracted,
         Err(err @ crate::ExtractError::Binary) => {
             return FileEvent::Skipped { path, reason: err.to_string(), old_keys };
         }
-        // A damaged or locked document fails (exit status 1); its old chunks stay.
-        Err(err) => return FileEvent::Failed { path, reason: err.to_string() },
+        // A damaged or locked document fails (exit status 1); its old chunks
+        // stay, and the store remembers it so it is read again only once it changes.
+        Err(err) => {
+            let reason = err.to_string();
+            let record = UnreadableFile {
+                path: path.clone(),
+                content_hash: hash,
+                reason: reason.clone(),
+                reader: READER.into(),
+            };
+            return FileEvent::Failed { path, reason, unreadable: Some(record) };
+        }
     };
     let body = extracted.body.clone();
     let pieces = chunker.chunk(&extracted.text[body.clone()], &path, extracted.language);
@@ -444,11 +512,17 @@ fn prepare(
     }
     let lines = crate::LineIndex::new(&extracted.text);
     let total = pieces.len();
+    let converted_from = extracted.metadata.get("converted_from").and_then(|v| v.as_str());
     let chunks = pieces
         .into_iter()
         .enumerate()
-        .map(|(index, piece)| {
+        .map(|(index, mut piece)| {
             let (byte_start, byte_end) = (body.start + piece.byte_start, body.start + piece.byte_end);
+            if let Some(from) = converted_from {
+                let headings = piece.metadata.get("headings").and_then(|h| h.as_str());
+                let location = crate::documents::location(from, headings, &piece.text);
+                piece.metadata.extend(location);
+            }
             Chunk {
                 key: chunk_key(&path, index),
                 source_path: path.clone(),
@@ -540,6 +614,7 @@ fn record_event(
     event: FileEvent,
     report: &mut IndexReport,
     writer: Option<&mut PendingWrites>,
+    unreadable: &mut Vec<UnreadableFile>,
     observer: &dyn IndexObserver,
 ) {
     match event {
@@ -556,9 +631,10 @@ fn record_event(
             }
             report.skipped.push(FileProblem { path, reason });
         }
-        FileEvent::Failed { path, reason } => {
+        FileEvent::Failed { path, reason, unreadable: record } => {
             observer.file_done(&path);
             report.failed.push(FileProblem { path, reason });
+            unreadable.extend(record);
         }
         FileEvent::Prepared(_) => {}
     }
@@ -838,6 +914,45 @@ mod tests {
         s.write("bad.md", &paragraphs(&["fine", "cured"]));
         let report = s.index().await;
         assert_eq!(report.new, ["bad.md"]);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_document_is_read_again_only_once_it_changes() {
+        let s = Setup::new();
+        s.write("good.md", "words");
+        s.write("bad.docx", "not a zip at all");
+        let first = s.index().await;
+        assert_eq!(first.failed.len(), 1);
+        assert!(!first.failed[0].reason.contains("not read again"), "{:?}", first.failed);
+        let remembered = s.backend.unreadable_files("notes").await.unwrap();
+        assert_eq!(remembered.len(), 1);
+        assert_eq!((remembered[0].path.as_str(), remembered[0].reader.as_str()), ("bad.docx", READER));
+
+        let second = s.index().await;
+        assert_eq!(second.failed.len(), 1, "still reported, so the exit status still says so");
+        assert!(second.failed[0].reason.starts_with(&first.failed[0].reason), "{:?}", second.failed);
+        assert!(second.failed[0].reason.contains("not read again"), "{:?}", second.failed);
+
+        let forced = s.index_with(IndexOptions { force: true, ..IndexOptions::default() }, 60).await.unwrap();
+        assert!(!forced.failed[0].reason.contains("not read again"), "--force reads it: {:?}", forced.failed);
+
+        s.write("bad.docx", "still not a zip, but different");
+        let changed = s.index().await;
+        assert!(!changed.failed[0].reason.contains("not read again"), "{:?}", changed.failed);
+        let hash = blake3::hash(b"still not a zip, but different").to_hex().to_string();
+        assert_eq!(s.backend.unreadable_files("notes").await.unwrap()[0].content_hash, hash);
+
+        // What an older reader could not read, this one tries again.
+        let older = UnreadableFile { reader: "rag-core 0.0.1".into(), ..remembered[0].clone() };
+        s.write("bad.docx", "not a zip at all");
+        s.backend.remember_unreadable("notes", vec![older], Vec::new()).await.unwrap();
+        let upgraded = s.index().await;
+        assert!(!upgraded.failed[0].reason.contains("not read again"), "{:?}", upgraded.failed);
+
+        std::fs::remove_file(s.dir.path().join("bad.docx")).unwrap();
+        let gone = s.index().await;
+        assert!(gone.failed.is_empty());
+        assert!(s.backend.unreadable_files("notes").await.unwrap().is_empty(), "a deleted file is forgotten");
     }
 
     #[tokio::test]

@@ -88,7 +88,7 @@ pub use memory::{ChunkStamp, MemoryBackend, file_state, score};
 pub use query::Querier;
 pub use types::{
     Chunk, DocText, FileState, Hit, MAX_KEY_LEN, Metadata, Metric, QueryRequest, SimilarityLevel, StoreConfig,
-    StoreInfo, VectorRecord, WriteBatch, chunk_key, format_rfc3339, now_unix, validate_store_name,
+    StoreInfo, UnreadableFile, VectorRecord, WriteBatch, chunk_key, format_rfc3339, now_unix, validate_store_name,
 };
 
 /// mockall mocks of the traits, for tests (feature `mock`).

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 
 use crate::backend::VectorBackend;
 use crate::error::{Error, Result};
-use crate::types::{FileState, Hit, Metric, QueryRequest, StoreConfig, StoreInfo, VectorRecord, WriteBatch};
+use crate::types::{
+    FileState, Hit, Metric, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch,
+};
 
 /// Keeps stores in memory with exact search; for tests, examples and
 /// short-lived programs. Nothing is persisted.
@@ -20,6 +22,7 @@ pub struct MemoryBackend {
 struct MemoryStore {
     config: StoreConfig,
     records: HashMap<String, VectorRecord>,
+    unreadable: BTreeMap<String, UnreadableFile>,
 }
 
 impl MemoryBackend {
@@ -49,7 +52,10 @@ impl VectorBackend for MemoryBackend {
         if stores.contains_key(&config.name) {
             return Err(Error::StoreExists { store: config.name.clone(), backend: "memory".into() });
         }
-        stores.insert(config.name.clone(), MemoryStore { config: config.clone(), records: HashMap::new() });
+        stores.insert(
+            config.name.clone(),
+            MemoryStore { config: config.clone(), records: HashMap::new(), unreadable: BTreeMap::new() },
+        );
         Ok(())
     }
 
@@ -134,6 +140,27 @@ impl VectorBackend for MemoryBackend {
             }
             for record in batch.upserts {
                 s.records.insert(record.chunk.key.clone(), record);
+            }
+            Ok(())
+        })
+    }
+
+    async fn unreadable_files(&self, store: &str) -> Result<Vec<UnreadableFile>> {
+        self.with_store(store, |s| Ok(s.unreadable.values().cloned().collect()))
+    }
+
+    async fn remember_unreadable(
+        &self,
+        store: &str,
+        unreadable: Vec<UnreadableFile>,
+        forget: Vec<String>,
+    ) -> Result<()> {
+        self.with_store(store, |s| {
+            for path in forget {
+                s.unreadable.remove(&path);
+            }
+            for file in unreadable {
+                s.unreadable.insert(file.path.clone(), file);
             }
             Ok(())
         })

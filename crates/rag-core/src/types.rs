@@ -120,6 +120,21 @@ pub struct FileState {
     pub keys: Vec<String>,
 }
 
+/// A file whose content could not be read (a damaged or encrypted document),
+/// remembered by the store so that the indexer does not read it again until
+/// it changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnreadableFile {
+    /// Source path relative to the index root.
+    pub path: String,
+    /// The content hash the file had when it could not be read.
+    pub content_hash: String,
+    /// Why it could not be read.
+    pub reason: String,
+    /// The reader that failed (`rag-core 0.1.0`): a newer one tries again.
+    pub reader: String,
+}
+
 /// A search request.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

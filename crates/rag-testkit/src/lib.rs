@@ -11,6 +11,8 @@
 //! test can predict what a query finds. It counts what it was asked, and can
 //! be told to be slow or to fail.
 //!
+//! Module [`documents`] builds PDF, zip and spreadsheet fixtures in memory.
+//!
 //! ```
 //! let ollama = rag_testkit::FakeOllama::start();
 //! assert!(ollama.url().starts_with("http://127.0.0.1:"));
@@ -19,6 +21,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod documents;
 pub mod s3vectors;
 
 pub use s3vectors::FakeS3Vectors;
