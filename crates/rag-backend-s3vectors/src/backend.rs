@@ -181,6 +181,13 @@ impl S3VectorsBackend {
         if let Some(found) = self.configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(store) {
             return Ok(found.clone());
         }
+        let (config, arn, _) = self.describe(store).await?;
+        Ok((config, arn))
+    }
+
+    /// GetIndex and the index's tags, fresh: the settings (remembered for
+    /// [`settings`](Self::settings)), the ARN and the index itself.
+    async fn describe(&self, store: &str) -> Result<(StoreConfig, String, aws_sdk_s3vectors::types::Index)> {
         validate_store_name(store)?;
         let bucket = &self.config.bucket;
         let output = self
@@ -188,7 +195,7 @@ impl S3VectorsBackend {
                 self.client.get_index().vector_bucket_name(bucket).index_name(store).send()
             })
             .await?;
-        let index = output.index().ok_or_else(|| Error::Backend {
+        let index = output.index.ok_or_else(|| Error::Backend {
             backend: BACKEND.into(),
             message: format!("GetIndex returned no index for {store:?}"),
             source: None,
@@ -218,7 +225,7 @@ impl S3VectorsBackend {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(store.to_string(), (config.clone(), arn.clone()));
-        Ok((config, arn))
+        Ok((config, arn, index))
     }
 
     /// Every key of a store with its metadata (`with_metadata`), read with
@@ -444,22 +451,16 @@ impl VectorBackend for S3VectorsBackend {
     }
 
     async fn store_info(&self, store: &str) -> Result<StoreInfo> {
-        let (config, arn) = self.settings(store).await?;
+        let (config, arn, index) = self.describe(store).await?;
         let bucket = &self.config.bucket;
-        let output = self
-            .call("GetIndex", Some(store), || {
-                self.client.get_index().vector_bucket_name(bucket).index_name(store).send()
-            })
-            .await?;
-        let index = output.index();
-        let created = index.map(|i| i.creation_time().secs());
+        let created = Some(index.creation_time().secs());
         let mut details = vec![
             ("bucket".to_string(), bucket.clone()),
             ("index".to_string(), store.to_string()),
             ("region".to_string(), self.region.clone()),
             ("arn".to_string(), arn),
         ];
-        if let Some(mode) = index.and_then(|i| i.index_mode()) {
+        if let Some(mode) = index.index_mode() {
             details.push(("index mode".to_string(), mode.as_str().to_string()));
         }
         if let Some(url) = &self.config.endpoint_url {

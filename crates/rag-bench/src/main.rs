@@ -5,6 +5,7 @@
 //! cargo build --release -p rag-cli -p rag-bench
 //! target/release/rag-bench query              # 10k, 100k, 1M chunks of 768 dims
 //! target/release/rag-bench index              # 10k-file trees (mixed, notes, code), instant embedder
+//! target/release/rag-bench index --tree DIR    # a folder of your own, instant embedder
 //! target/release/rag-bench startup            # rag --version, rag store list
 //! target/release/rag-bench s3                 # S3 Vectors backend against the loopback fake
 //! target/release/rag-bench formats            # extraction + chunking throughput per format
@@ -48,10 +49,18 @@ fn main() -> Result<()> {
         }
         Some("index") => {
             let files: usize = flag("--files").map_or(Ok(10_000), |f| f.parse()).context("--files")?;
+            if let Some(tree) = flag("--tree") {
+                return runtime.block_on(bench_index(&dir, "given", Path::new(&tree), runs.min(5)));
+            }
             let mixes = flag("--mix").unwrap_or_else(|| "mixed,notes,code".into());
             for mix in mixes.split(',') {
                 let mix = Mix::parse(mix)?;
-                runtime.block_on(bench_index(&dir, files, mix, runs.min(5)))?;
+                let tree = match mix {
+                    Mix::Mixed => dir.join(format!("tree-{files}")),
+                    _ => dir.join(format!("tree-{files}-{}", mix.name())),
+                };
+                ensure_tree(&tree, files, mix)?;
+                runtime.block_on(bench_index(&dir, mix.name(), &tree, runs.min(5)))?;
             }
             Ok(())
         }
@@ -63,7 +72,7 @@ fn main() -> Result<()> {
             runtime.block_on(bench_s3(chunks, listed, runs))
         }
         _ => bail!(
-            "usage: rag-bench query [--sizes 10000,100000,1000000] | index [--files 10000] [--mix mixed,notes,code] | \
+            "usage: rag-bench query [--sizes 10000,100000,1000000] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
              startup | \
              s3 [--chunks 20000] [--listed 100000] | formats  [--runs N] [--dir DIR]"
         ),
@@ -301,7 +310,7 @@ impl Mix {
     }
 }
 
-fn ensure_tree(root: &Path, files: usize, mix: Mix) -> Result<u64> {
+fn ensure_tree(root: &Path, files: usize, mix: Mix) -> Result<()> {
     let marker = root.join(format!(".complete-{files}"));
     if !marker.exists() {
         eprintln!("writing a tree of {files} files under {} ...", root.display());
@@ -314,8 +323,7 @@ fn ensure_tree(root: &Path, files: usize, mix: Mix) -> Result<u64> {
         }
         std::fs::write(&marker, "")?;
     }
-    let found = discover(&[".".into()], &DiscoverOptions::new(root))?;
-    Ok(found.files.iter().map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len())).sum())
+    Ok(())
 }
 
 fn markdown_body(i: usize) -> String {
@@ -340,16 +348,13 @@ fn text_body(i: usize) -> String {
     format!("Log of day {i}.\n").repeat(10) + &"A line of ordinary text that goes on for a while.\n".repeat(90)
 }
 
-async fn bench_index(dir: &Path, files: usize, mix: Mix, runs: usize) -> Result<()> {
-    let tree = match mix {
-        Mix::Mixed => dir.join(format!("tree-{files}")),
-        _ => dir.join(format!("tree-{files}-{}", mix.name())),
-    };
-    let bytes = ensure_tree(&tree, files, mix)?;
-    let found = discover(&[".".into()], &DiscoverOptions::new(&tree))?;
+/// Indexes `tree` into a fresh local store `runs` times, then again with nothing changed.
+async fn bench_index(dir: &Path, label: &str, tree: &Path, runs: usize) -> Result<()> {
+    let found = discover(&[".".into()], &DiscoverOptions::new(tree))?;
+    let bytes: u64 = found.files.iter().map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len())).sum();
     println!(
-        "indexing a {} tree: {} files, {:.1} MB of text, instant embedder of {DIM} dims, local store ({runs} runs, medians)",
-        mix.name(),
+        "indexing a {label} tree ({}): {} files, {:.1} MB, instant embedder of {DIM} dims, local store ({runs} runs, medians)",
+        tree.display(),
         found.files.len(),
         bytes as f64 / 1e6
     );

@@ -283,7 +283,8 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
     let model = args.embedder.model.clone().unwrap_or_else(|| config.model.clone());
     let started = Instant::now();
     let embedder = Arc::new(connect(&args.embedder, model, 1, 1).await?);
-    let hits = Querier::new(embedder, backend.clone()).query_filtered(&args.store, &text, args.top_k, filter).await?;
+    let hits =
+        Querier::new(embedder, backend.clone()).query_store(&args.store, &config, &text, args.top_k, filter).await?;
     let elapsed = started.elapsed();
     let results: Vec<QueryResult> = hits
         .iter()

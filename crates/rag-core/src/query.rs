@@ -7,7 +7,7 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::index::check_model;
-use crate::types::{Hit, QueryRequest, SimilarityLevel};
+use crate::types::{Hit, QueryRequest, SimilarityLevel, StoreConfig};
 
 /// Answers questions against a store.
 pub struct Querier {
@@ -37,14 +37,27 @@ impl Querier {
         top_k: usize,
         filter: Option<Filter>,
     ) -> Result<Vec<Hit>> {
+        let config = self.backend.store_config(store).await?;
+        self.query_store(store, &config, text, top_k, filter).await
+    }
+
+    /// Like [`query_filtered`](Self::query_filtered), for a caller that has
+    /// already read the store's settings (`config`), saving a second read.
+    pub async fn query_store(
+        &self,
+        store: &str,
+        config: &StoreConfig,
+        text: &str,
+        top_k: usize,
+        filter: Option<Filter>,
+    ) -> Result<Vec<Hit>> {
         if text.trim().is_empty() {
             return Err(Error::InvalidInput("the query is empty".into()));
         }
         if top_k == 0 {
             return Err(Error::InvalidInput("top-k must be at least 1".into()));
         }
-        let config = self.backend.store_config(store).await?;
-        check_model(&config, self.embedder.as_ref())?;
+        check_model(config, self.embedder.as_ref())?;
         let vector = self.embedder.embed_query(text).await?;
         if vector.len() != config.dimension {
             return Err(Error::DimensionMismatch {
