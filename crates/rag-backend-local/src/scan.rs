@@ -109,7 +109,12 @@ pub fn quantize(vector: &[f32], out: &mut Vec<u8>) {
     out.clear();
     out.extend(scale.to_le_bytes());
     out.extend(norm2.to_le_bytes());
-    out.extend(vector.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8 as u8));
+    // Round half away from zero without a libm call, so the loop vectorises.
+    let inverse = 1.0 / scale;
+    out.extend(vector.iter().map(|x| {
+        let v = x * inverse;
+        (v + 0.5f32.copysign(v)).clamp(-127.0, 127.0) as i8 as u8
+    }));
 }
 
 /// The `k` best slots of the compact file `data` by estimated score, best

@@ -291,7 +291,7 @@ impl Indexer {
         if let Err(err) = result {
             // Keep what was finished: the files already embedded are written.
             drop(producer);
-            let _ = writer.flush(self.backend.as_ref(), &mut report).await;
+            let _ = writer.finish(&self.backend, &mut report).await;
             return Err(err);
         }
         for handle in producer {
@@ -307,7 +307,7 @@ impl Indexer {
             }
         }
         if !options.dry_run {
-            writer.flush(self.backend.as_ref(), &mut report).await?;
+            writer.finish(&self.backend, &mut report).await?;
             // Forget the records of files in this run's scope that were read
             // after all or are gone; keep those of files outside it.
             let still: HashSet<&str> = unreadable.iter().map(|u| u.path.as_str()).collect();
@@ -435,7 +435,7 @@ impl Indexer {
                         {
                             finish_file(done, indexed_at, writer, report, observer);
                             if writer.is_full() {
-                                writer.flush(self.backend.as_ref(), report).await?;
+                                writer.flush(&self.backend, report).await?;
                             }
                         }
                     }
@@ -673,13 +673,17 @@ fn finish_file(
     writer.delete(stale);
 }
 
-/// Finished files waiting to be written; whole files only.
+/// Finished files waiting to be written; whole files only. A write runs
+/// beside the embedding loop while the next batch gathers; at most one at a
+/// time, so writes land in order.
 struct PendingWrites {
     store: String,
     batch: WriteBatch,
     threshold: usize,
     interval: std::time::Duration,
     oldest: Option<Instant>,
+    /// The write under way; it yields the number of keys it deleted.
+    writing: Option<tokio::task::JoinHandle<Result<usize>>>,
 }
 
 impl PendingWrites {
@@ -690,6 +694,7 @@ impl PendingWrites {
             threshold: threshold.max(1),
             interval,
             oldest: None,
+            writing: None,
         }
     }
 
@@ -713,16 +718,37 @@ impl PendingWrites {
             || self.oldest.is_some_and(|t| t.elapsed() >= self.interval)
     }
 
-    async fn flush(&mut self, backend: &dyn VectorBackend, report: &mut IndexReport) -> Result<()> {
+    /// Starts writing what waits, once the previous write has landed.
+    async fn flush(&mut self, backend: &Arc<dyn VectorBackend>, report: &mut IndexReport) -> Result<()> {
+        self.wait(report).await?;
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
         self.oldest = None;
         let deleted = batch.deletes.len();
-        backend.write(&self.store, batch).await?;
-        report.chunks_deleted += deleted;
+        let (backend, store) = (Arc::clone(backend), self.store.clone());
+        self.writing = Some(tokio::spawn(async move { backend.write(&store, batch).await.map(|()| deleted) }));
         Ok(())
+    }
+
+    /// Waits for the write under way, if any.
+    async fn wait(&mut self, report: &mut IndexReport) -> Result<()> {
+        if let Some(writing) = self.writing.take() {
+            let deleted = writing.await.map_err(|e| Error::Backend {
+                backend: "index".into(),
+                message: format!("write task stopped: {e}"),
+                source: None,
+            })??;
+            report.chunks_deleted += deleted;
+        }
+        Ok(())
+    }
+
+    /// Writes everything that waits and returns once it has landed.
+    async fn finish(&mut self, backend: &Arc<dyn VectorBackend>, report: &mut IndexReport) -> Result<()> {
+        self.flush(backend, report).await?;
+        self.wait(report).await
     }
 }
 
@@ -953,6 +979,71 @@ mod tests {
         let gone = s.index().await;
         assert!(gone.failed.is_empty());
         assert!(s.backend.unreadable_files("notes").await.unwrap().is_empty(), "a deleted file is forgotten");
+    }
+
+    /// A memory backend whose writes fail after the first `ok_writes`.
+    struct FailingWrites {
+        inner: MemoryBackend,
+        ok_writes: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl VectorBackend for FailingWrites {
+        fn name(&self) -> &'static str {
+            "failing"
+        }
+        fn write_batch_hint(&self) -> usize {
+            1
+        }
+        async fn create_store(&self, config: &StoreConfig) -> Result<()> {
+            self.inner.create_store(config).await
+        }
+        async fn delete_store(&self, store: &str) -> Result<()> {
+            self.inner.delete_store(store).await
+        }
+        async fn list_stores(&self) -> Result<Vec<String>> {
+            self.inner.list_stores().await
+        }
+        async fn store_exists(&self, store: &str) -> Result<bool> {
+            self.inner.store_exists(store).await
+        }
+        async fn store_config(&self, store: &str) -> Result<StoreConfig> {
+            self.inner.store_config(store).await
+        }
+        async fn update_store_config(&self, config: &StoreConfig) -> Result<()> {
+            self.inner.update_store_config(config).await
+        }
+        async fn store_info(&self, store: &str) -> Result<crate::StoreInfo> {
+            self.inner.store_info(store).await
+        }
+        async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {
+            self.inner.file_states(store).await
+        }
+        async fn write(&self, store: &str, batch: WriteBatch) -> Result<()> {
+            if self.ok_writes.fetch_sub(1, Ordering::SeqCst) == 0 {
+                self.ok_writes.store(0, Ordering::SeqCst);
+                return Err(Error::Backend { backend: "failing".into(), message: "disk full".into(), source: None });
+            }
+            self.inner.write(store, batch).await
+        }
+        async fn query(&self, store: &str, request: &crate::QueryRequest) -> Result<Vec<crate::Hit>> {
+            self.inner.query(store, request).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_ends_the_run_with_its_error_and_keeps_what_landed() {
+        let s = Setup::new();
+        for i in 0..6 {
+            s.write(&format!("f{i}.md"), &format!("note number {i}"));
+        }
+        let backend = Arc::new(FailingWrites { inner: MemoryBackend::new(), ok_writes: AtomicUsize::new(2) });
+        let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
+        let indexer = Indexer::new(s.embedder.clone(), backend.clone(), Arc::new(TextChunker::default()));
+        let err = indexer.index("notes", &found, &IndexOptions::default(), &NoProgress).await.unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        let kept = backend.inner.file_states("notes").await.unwrap();
+        assert_eq!(kept.len(), 2, "the two writes that landed stay: {kept:?}");
     }
 
     #[tokio::test]
