@@ -474,6 +474,11 @@ fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
         &[&["item", "cost"], &["seeds", "12"], &["compost delivery truck", "80"], &["gloves", "9"]],
     );
     ws.write("docs/budget.ods", budget);
+    let orders = rag_testkit::documents::xlsx(
+        "Orders",
+        &[&["customer", "product"], &["Ada", "kettle"], &["Grace", "telescope lens cleaning kit"]],
+    );
+    ws.write("docs/orders.xlsx", orders);
     ws.rag(&["index", "docs", "--store", "notes", "--chunk-size", "60", "--chunk-overlap", "0"]).assert_ok();
 
     let json = ws.query_json("notes", "tomatoes deep watering twice week july", 1);
@@ -490,6 +495,12 @@ fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
     let (first, last) = (location["row_start"].as_u64().unwrap(), location["row_end"].as_u64().unwrap());
     assert!(first <= 3 && 3 <= last, "the truck is on spreadsheet row 3: {hit}");
     assert!(hit["content"].as_str().unwrap().contains("row 3: item: compost delivery truck | cost: 80"), "{hit}");
+
+    let json = ws.query_json("notes", "orders customer Grace product telescope lens cleaning", 1);
+    let hit = &json["results"][0];
+    assert_eq!(hit["file_path"], "docs/orders.xlsx", "{json}");
+    assert_eq!(hit["location"]["sheet"], "Orders", "{hit}");
+    assert!(hit["content"].as_str().unwrap().contains("row 3: customer: Grace | product: telescope"), "{hit}");
 }
 
 #[test]

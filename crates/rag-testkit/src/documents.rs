@@ -79,3 +79,43 @@ pub fn ods(sheet: &str, rows: &[&[&str]]) -> Vec<u8> {
         ("content.xml", content.as_bytes()),
     ])
 }
+
+/// An Excel workbook (`.xlsx`) with one sheet of inline string cells; the
+/// first row is the header.
+pub fn xlsx(sheet: &str, rows: &[&[&str]]) -> Vec<u8> {
+    let column = |i: usize| char::from(b'A' + u8::try_from(i % 26).unwrap_or(0));
+    let body: String = rows
+        .iter()
+        .enumerate()
+        .map(|(r, row)| {
+            let cells: String = row
+                .iter()
+                .enumerate()
+                .map(|(c, text)| format!(r#"<c r="{}{}" t="inlineStr"><is><t>{text}</t></is></c>"#, column(c), r + 1))
+                .collect();
+            format!(r#"<row r="{}">{cells}</row>"#, r + 1)
+        })
+        .collect();
+    const MAIN: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+    let content_types = r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#;
+    let root_rels = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
+    );
+    let workbook = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{MAIN}" xmlns:r="{REL}"><sheets><sheet name="{sheet}" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+    );
+    let workbook_rels = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
+    );
+    let worksheet = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{MAIN}"><sheetData>{body}</sheetData></worksheet>"#
+    );
+    zip(&[
+        ("[Content_Types].xml", content_types.as_bytes()),
+        ("_rels/.rels", root_rels.as_bytes()),
+        ("xl/workbook.xml", workbook.as_bytes()),
+        ("xl/_rels/workbook.xml.rels", workbook_rels.as_bytes()),
+        ("xl/worksheets/sheet1.xml", worksheet.as_bytes()),
+    ])
+}
