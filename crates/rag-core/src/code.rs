@@ -117,6 +117,7 @@ pub(crate) fn split(
         Packer { grammar, text, ascii: text.is_ascii(), size, overlap, fallback, out: Vec::new(), open: None };
     packer.children(tree.root_node(), (0, text.len()), 0);
     packer.flush();
+    packer.attach_punctuation();
     Some(CodeSplit { ranges: packer.out, symbols: symbols(&tree, grammar, text) })
 }
 
@@ -205,14 +206,34 @@ impl Packer<'_> {
     /// `bounds`, splitting pieces too large for a chunk further.
     fn children(&mut self, node: Node<'_>, bounds: (usize, usize), depth: usize) {
         let pieces = pieces(node, bounds, self.text);
-        // While every piece so far is a one-liner (a signature, `impl X {`, imports),
-        // the open chunk is a header worth carrying into an oversized child.
+        // The children of a definition before its body are its header (doc
+        // comments, signature, `impl X`); elsewhere one-liners that define
+        // nothing (imports, `if x {`) are. While the open chunk holds only
+        // header, it is carried into an oversized child rather than left alone.
+        let in_definition = self.grammar.is_definition(node);
         let mut header = true;
         // Pieces of this node in the open chunk, for overlap.
         let mut recent: Vec<(usize, usize)> = Vec::new();
+        // After a piece too large for a chunk, its last part takes the closing
+        // tokens that follow (`}`, `;`, `end`) rather than leave them alone.
+        let mut after_split = false;
         for piece in pieces {
-            let header_like = !self.text[piece.start..piece.end].contains('\n')
-                && !piece.main.is_some_and(|main| self.grammar.is_definition(main));
+            let header_like = in_definition
+                || (!self.text[piece.start..piece.end].contains('\n')
+                    && !piece.main.is_some_and(|main| self.grammar.is_definition(main)));
+            if after_split {
+                after_split = false;
+                let closer = piece.main.is_some_and(|main| !main.is_named()) && piece.end - piece.start <= 3;
+                if closer && let Some(open) = self.open {
+                    let chars = open.chars + self.chars(open.end, piece.end);
+                    if chars <= self.size {
+                        self.open = Some(Open { end: piece.end, chars, ..open });
+                        after_split = true;
+                        continue;
+                    }
+                }
+                self.flush();
+            }
             if let Some(open) = self.open {
                 let chars = open.chars + self.chars(open.end, piece.end);
                 if chars <= self.size {
@@ -248,11 +269,34 @@ impl Packer<'_> {
                     self.add_range(piece.start, piece.end);
                 }
             }
-            // The next piece starts a chunk of its own.
-            self.flush();
+            // The next piece starts a chunk of its own, closing tokens aside.
+            after_split = true;
             recent.clear();
             header = false;
         }
+    }
+
+    /// A chunk of closing punctuation alone (`;\n}\n}` where a full chunk
+    /// ended just before it) joins the chunk before it, or when that is
+    /// full, starts at the last line of the chunk before it.
+    fn attach_punctuation(&mut self) {
+        for i in 1..self.out.len() {
+            let (start, end) = self.out[i];
+            if self.text[start..end].chars().any(char::is_alphanumeric) {
+                continue;
+            }
+            let (previous_start, previous_end) = self.out[i - 1];
+            if self.chars(previous_start, end) <= self.size {
+                self.out[i - 1].1 = end;
+                self.out[i].1 = self.out[i].0; // emptied; dropped below
+            } else if let Some(line) = self.text[previous_start..previous_end].trim_end().rfind('\n') {
+                let last_line = skip_space(self.text, previous_start + line, previous_end);
+                if self.chars(last_line, end) <= self.size {
+                    self.out[i].0 = last_line;
+                }
+            }
+        }
+        self.out.retain(|&(start, end)| start < end);
     }
 
     /// Where a chunk that must begin at `piece` starts: earlier, repeating
@@ -265,8 +309,10 @@ impl Packer<'_> {
             return piece.start;
         }
         let mut start = piece.start;
-        for &(s, _) in recent.iter().rev() {
-            if self.chars(s, piece.start) <= self.overlap && self.chars(s, piece.end) <= self.size {
+        for &(s, e) in recent.iter().rev() {
+            // Whole statements only: a chunk never starts at an opening `{` or `(`.
+            let statement = self.text[s..e].chars().any(char::is_alphanumeric);
+            if statement && self.chars(s, piece.start) <= self.overlap && self.chars(s, piece.end) <= self.size {
                 start = s;
             } else {
                 break;
@@ -459,6 +505,21 @@ mod tests {
             let first_line = pair[1].lines().next().unwrap();
             assert!(pair[0].contains(first_line), "no overlap between {:?} and {:?}", pair[0], pair[1]);
         }
+    }
+
+    #[test]
+    fn closing_tokens_of_nested_splits_stay_with_their_code() {
+        let body: String = (0..30).map(|i| format!("            total += step({i});\n")).collect();
+        let text = format!(
+            "fn run() -> u32 {{\n    let mut total = 0;\n    loop {{\n        if total > 9 {{\n{body}        }};\n    }}\n}}\n"
+        );
+        let chunks = split_rust(&text, 200, 60);
+        assert!(chunks.len() > 3);
+        for chunk in &chunks {
+            assert!(chunk.chars().any(char::is_alphanumeric), "a chunk of punctuation alone: {chunk:?} in {chunks:#?}");
+            assert!(!chunk.starts_with('{'), "a chunk starts at an opening brace: {chunk:?}");
+        }
+        assert!(chunks[0].starts_with("fn run() -> u32 {\n    let mut total = 0;\n    loop {\n        if total > 9 {"));
     }
 
     #[test]
