@@ -126,7 +126,14 @@ pub fn query_text(query: &str, store: &str, results: &[QueryResult], top_k: usiz
     }
     let _ = writeln!(out, "{} of {top_k} results for {query:?} in store {store:?} ({millis:.0} ms)\n", results.len());
     for r in results {
-        let place = r.headings.as_deref().map(|h| format!("  ({h})")).unwrap_or_default();
+        // Where in the file: the heading path, else the code's definitions.
+        let symbols: Vec<&str> = r.symbols.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let place = match (&r.headings, symbols.as_slice()) {
+            (Some(headings), _) => format!("  ({headings})"),
+            (None, []) => String::new(),
+            (None, names) if names.len() > 4 => format!("  ({}, …)", names[..4].join(", ")),
+            (None, names) => format!("  ({})", names.join(", ")),
+        };
         let _ = writeln!(
             out,
             "{:>2}. {:.3}  {:<13} {}:{}-{}{place}",
@@ -245,6 +252,41 @@ mod tests {
     fn snippets_cut_on_character_boundaries() {
         assert_eq!(snippet("héllo wörld", 4), ("héll".to_string(), true));
         assert_eq!(snippet("short", 10), ("short".to_string(), false));
+    }
+
+    fn hit(path: &str, metadata: serde_json::Value) -> Hit {
+        let serde_json::Value::Object(metadata) = metadata else { panic!("metadata is an object") };
+        Hit {
+            score: 0.5,
+            chunk: rag_core::Chunk {
+                key: format!("{path}#0"),
+                source_path: path.into(),
+                chunk_index: 0,
+                total_chunks: 1,
+                line_start: 3,
+                line_end: 9,
+                byte_start: 0,
+                byte_end: 4,
+                text: "text".into(),
+                content_hash: "h".into(),
+                language: "rust".into(),
+                metadata,
+            },
+            indexed_at: 0,
+        }
+    }
+
+    #[test]
+    fn text_results_say_where_by_headings_or_symbols() {
+        let results = [
+            QueryResult::new(1, &hit("notes.md", serde_json::json!({"headings": "Install > Linux"})), false, 300),
+            QueryResult::new(2, &hit("lib.rs", serde_json::json!({"symbols": ["Packer", "flush"]})), false, 300),
+            QueryResult::new(3, &hit("a.txt", serde_json::json!({})), false, 300),
+        ];
+        let out = query_text("q", "s", &results, 3, 1.0);
+        assert!(out.contains("notes.md:3-9  (Install > Linux)"), "{out}");
+        assert!(out.contains("lib.rs:3-9  (Packer, flush)"), "{out}");
+        assert!(out.contains("a.txt:3-9\n"), "{out}");
     }
 
     #[test]

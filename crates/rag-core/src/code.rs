@@ -244,8 +244,13 @@ impl Packer<'_> {
                 }
             }
             let chars = self.chars(piece.start, piece.end);
-            if chars <= self.size {
-                let start = self.new_chunk_start(&piece, &recent);
+            let carry = header && self.open.is_some_and(|open| open.chars <= self.size * 2 / 3);
+            // A body that fits alone but not after its signature is split all
+            // the same, so that its first part keeps the signature.
+            let body_after_header =
+                in_definition && carry && piece.main.is_some_and(|main| main.child_count() > 0) && depth < MAX_DEPTH;
+            if chars <= self.size && !body_after_header {
+                let start = if in_definition { piece.start } else { self.new_chunk_start(&piece, &recent) };
                 self.flush();
                 self.open = Some(Open { start, end: piece.end, chars: self.chars(start, piece.end) });
                 recent.retain(|&(s, _)| s >= start);
@@ -253,8 +258,7 @@ impl Packer<'_> {
                 header &= header_like;
                 continue;
             }
-            // Too large for one chunk: split it at its own children.
-            let carry = header && self.open.is_some_and(|open| open.chars <= self.size * 2 / 3);
+            // Too large for one chunk (or a body after its signature): split it at its own children.
             if !carry {
                 self.flush();
             }
@@ -520,6 +524,17 @@ mod tests {
             assert!(!chunk.starts_with('{'), "a chunk starts at an opening brace: {chunk:?}");
         }
         assert!(chunks[0].starts_with("fn run() -> u32 {\n    let mut total = 0;\n    loop {\n        if total > 9 {"));
+    }
+
+    #[test]
+    fn a_body_that_fits_alone_still_keeps_its_signature_company() {
+        let doc = "/// Explains at length what this function is for and why.\n";
+        let body: String = (0..6).map(|i| format!("    let v{i} = {i} * 2;\n")).collect();
+        let text = format!("{doc}fn described(a: u32, b: u32) -> usize {{\n{body}    0\n}}\n");
+        let chunks = split_rust(&text, 200, 60);
+        assert!(chunks.len() >= 2, "{chunks:#?}");
+        assert!(chunks[0].starts_with("/// Explains") && chunks[0].contains("-> usize {\n    let v0"), "{chunks:#?}");
+        assert!(chunks.iter().skip(1).all(|c| c.starts_with("let v") || c.starts_with('0')), "{chunks:#?}");
     }
 
     #[test]
