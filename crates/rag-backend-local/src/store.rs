@@ -242,6 +242,24 @@ fn write_setting(conn: &Connection, db: &Path, key: &str, value: &str) -> Result
         .map_err(sql(db))
 }
 
+/// Whether the store has the table of unreadable files (stores made before
+/// it existed get it from their next writer).
+fn has_unreadable_table(conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(sql(db))
+}
+
+fn count_unreadable(conn: &Connection, db: &Path) -> Result<i64, LocalStoreError> {
+    if !has_unreadable_table(conn, db)? {
+        return Ok(0);
+    }
+    conn.query_row("SELECT COUNT(*) FROM unreadable", [], |r| r.get(0)).map_err(sql(db))
+}
+
 /// What a query needs: the database and the mapped vectors.
 struct Reader {
     conn: Connection,
@@ -812,6 +830,12 @@ impl VectorBackend for LocalBackend {
                 })
                 .map_err(sql(&db))?;
             let time = |key| -> Result<Option<i64>> { Ok(read_setting(&conn, &db, key)?.and_then(|v| v.parse().ok())) };
+            let mut details = vec![("path".to_string(), dir.display().to_string())];
+            let unreadable = count_unreadable(&conn, &db)?;
+            if unreadable > 0 {
+                let note = format!("{unreadable} (not read again until they change; `rag index --force` retries)");
+                details.push(("unreadable files".into(), note));
+            }
             Ok(StoreInfo {
                 config,
                 backend: BACKEND.into(),
@@ -820,7 +844,7 @@ impl VectorBackend for LocalBackend {
                 size_bytes: Some(dir_size(&dir)),
                 created_at: time("created_at")?,
                 updated_at: time("updated_at")?,
-                details: vec![("path".into(), dir.display().to_string())],
+                details,
             })
         })
         .await
@@ -900,14 +924,7 @@ impl VectorBackend for LocalBackend {
         let dir = self.existing_store_dir(store)?;
         blocking(move || {
             let (conn, db) = open_db(&dir)?;
-            let exists: bool = conn
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable')",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(sql(&db))?;
-            if !exists {
+            if !has_unreadable_table(&conn, &db)? {
                 return Ok(Vec::new());
             }
             let mut stmt = conn
