@@ -481,6 +481,9 @@ fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
         &[&["customer", "product"], &["Ada", "kettle"], &["Grace", "telescope lens cleaning kit"]],
     );
     ws.write("docs/orders.xlsx", orders);
+    // Legacy Excel (BIFF8) has no writer in Rust: this 5.6 KB file was written
+    // once with Python's xlwt (sheet "Inventory": part | bin, three rows).
+    ws.write("docs/inventory.xls", include_bytes!("fixtures/inventory.xls").to_vec());
     ws.rag(&["index", "docs", "--store", "notes", "--chunk-size", "60", "--chunk-overlap", "0"]).assert_ok();
 
     let json = ws.query_json("notes", "tomatoes deep watering twice week july", 1);
@@ -497,6 +500,15 @@ fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
     let (first, last) = (location["row_start"].as_u64().unwrap(), location["row_end"].as_u64().unwrap());
     assert!(first <= 3 && 3 <= last, "the truck is on spreadsheet row 3: {hit}");
     assert!(hit["content"].as_str().unwrap().contains("row 3: item: compost delivery truck | cost: 80"), "{hit}");
+
+    let json = ws.query_json("notes", "inventory part brass hinges garden gate bin", 1);
+    let hit = &json["results"][0];
+    assert_eq!(hit["file_path"], "docs/inventory.xls", "{json}");
+    assert_eq!(hit["location"]["sheet"], "Inventory", "{hit}");
+    assert!(
+        hit["content"].as_str().unwrap().contains("row 3: part: brass hinges for the garden gate | bin: C7"),
+        "{hit}"
+    );
 
     let json = ws.query_json("notes", "orders customer Grace product telescope lens cleaning", 1);
     let hit = &json["results"][0];
