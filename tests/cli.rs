@@ -483,7 +483,7 @@ fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
     ws.write("docs/orders.xlsx", orders);
     // Legacy Excel (BIFF8) has no writer in Rust: this 5.6 KB file was written
     // once with Python's xlwt (sheet "Inventory": part | bin, three rows).
-    ws.write("docs/inventory.xls", include_bytes!("fixtures/inventory.xls").to_vec());
+    ws.write("docs/inventory.xls", include_bytes!("fixtures/inventory.xls"));
     ws.rag(&["index", "docs", "--store", "notes", "--chunk-size", "60", "--chunk-overlap", "0"]).assert_ok();
 
     let json = ws.query_json("notes", "tomatoes deep watering twice week july", 1);

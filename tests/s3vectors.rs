@@ -130,6 +130,27 @@ fn reindex_sends_no_put_and_changes_touch_only_their_files() {
 }
 
 #[test]
+fn an_unreadable_document_is_remembered_on_this_machine_for_an_s3_store() {
+    let s3 = S3::new();
+    s3.ws.write("docs/locked.pdf", b"%PDF-1.4 not really a pdf");
+    let first = s3.index(&[]);
+    first.assert_code(1);
+    assert!(!first.stdout().contains("not read again"), "{}", first.stdout());
+    let again = s3.index(&[]);
+    again.assert_code(1);
+    assert!(
+        again.stdout().contains("docs/locked.pdf") && again.stdout().contains("not read again"),
+        "{}",
+        again.stdout()
+    );
+    let record = s3.ws.data().join("s3vectors/team-vectors/notes.unreadable.json");
+    assert!(std::fs::read_to_string(&record).unwrap().contains("docs/locked.pdf"));
+    s3.ws.remove("docs/locked.pdf");
+    s3.index(&[]).assert_ok();
+    assert!(!record.exists(), "a file that is gone is forgotten");
+}
+
+#[test]
 fn filters_work_on_s3_vectors() {
     let s3 = S3::new();
     s3.index(&[]).assert_ok();

@@ -15,14 +15,15 @@ use aws_sdk_s3vectors::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3vectors::types::{DataType, DistanceMetric, MetadataConfiguration, PutInputVector, VectorData};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rag_core::{
-    Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, VectorBackend, WriteBatch,
-    validate_store_name,
+    Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, UnreadableFile, VectorBackend,
+    WriteBatch, validate_store_name,
 };
 use serde_json::Value;
 
 use crate::convert::{NON_FILTERABLE_KEYS, chunk_from_metadata, document_to_json, json_to_document, record_metadata};
 use crate::errors::{Context, Failure};
 use crate::limits::{MAX_BATCH, MAX_DIMENSION, MAX_TOP_K, validate_bucket_name, validate_vector};
+use crate::local_state::LocalState;
 
 const BACKEND: &str = "s3vectors";
 const TAG_MODEL: &str = "rag:model";
@@ -53,6 +54,10 @@ pub struct S3VectorsConfig {
     pub initial_backoff: Duration,
     /// Attempts the SDK itself makes per call.
     pub sdk_attempts: u32,
+    /// A folder on this machine for what S3 Vectors has no room for: the files
+    /// of each store that could not be read, so they are not read again until
+    /// they change. `None` keeps nothing: such files are read on every run.
+    pub local_state_dir: Option<std::path::PathBuf>,
 }
 
 impl S3VectorsConfig {
@@ -70,6 +75,7 @@ impl S3VectorsConfig {
             max_attempts: 6,
             initial_backoff: Duration::from_millis(200),
             sdk_attempts: 3,
+            local_state_dir: None,
         }
     }
 }
@@ -177,6 +183,11 @@ impl S3VectorsBackend {
     }
 
     /// The store's settings and index ARN, cached after the first read.
+    /// Where this machine keeps the unreadable files of the bucket's stores, if anywhere.
+    fn local_state(&self) -> Option<LocalState> {
+        self.config.local_state_dir.clone().map(|dir| LocalState::new(dir, &self.config.bucket))
+    }
+
     async fn settings(&self, store: &str) -> Result<(StoreConfig, String)> {
         if let Some(found) = self.configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(store) {
             return Ok(found.clone());
@@ -376,6 +387,9 @@ impl VectorBackend for S3VectorsBackend {
         })
         .await?;
         self.configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(store);
+        if let Some(state) = self.local_state() {
+            state.remove(store);
+        }
         Ok(())
     }
 
@@ -501,6 +515,24 @@ impl VectorBackend for S3VectorsBackend {
                 )
             })
             .collect())
+    }
+
+    async fn unreadable_files(&self, store: &str) -> Result<Vec<UnreadableFile>> {
+        validate_store_name(store)?;
+        Ok(self.local_state().map(|state| state.unreadable(store)).unwrap_or_default())
+    }
+
+    async fn remember_unreadable(
+        &self,
+        store: &str,
+        unreadable: Vec<UnreadableFile>,
+        forget: Vec<String>,
+    ) -> Result<()> {
+        validate_store_name(store)?;
+        match self.local_state() {
+            Some(state) => state.update(store, unreadable, &forget),
+            None => Ok(()),
+        }
     }
 
     async fn write(&self, store: &str, batch: WriteBatch) -> Result<()> {

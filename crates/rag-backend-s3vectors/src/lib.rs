@@ -33,6 +33,7 @@ mod backend;
 mod convert;
 mod errors;
 mod limits;
+mod local_state;
 
 pub use backend::{S3VectorsBackend, S3VectorsConfig};
 pub use convert::{NON_FILTERABLE_KEYS, document_to_json, json_to_document};

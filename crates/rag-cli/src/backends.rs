@@ -119,12 +119,12 @@ pub async fn open(data_dir: &Path, args: &BackendArgs, store: Option<&str>) -> R
     };
     match kind {
         BackendKind::Local => Ok(Backend::Local(Arc::new(LocalBackend::new(data_dir)))),
-        BackendKind::S3vectors => open_s3(args, remembered).await,
+        BackendKind::S3vectors => open_s3(data_dir, args, remembered).await,
     }
 }
 
 #[cfg(feature = "s3vectors")]
-async fn open_s3(args: &BackendArgs, remembered: Option<RemoteStore>) -> Result<Backend> {
+async fn open_s3(data_dir: &Path, args: &BackendArgs, remembered: Option<RemoteStore>) -> Result<Backend> {
     let pick =
         |flag: &Option<String>, saved: Option<&Option<String>>| flag.clone().or_else(|| saved.cloned().flatten());
     let remote = RemoteStore {
@@ -142,6 +142,7 @@ async fn open_s3(args: &BackendArgs, remembered: Option<RemoteStore>) -> Result<
         region: remote.region.clone(),
         profile: remote.profile.clone(),
         endpoint_url: remote.endpoint_url.clone(),
+        local_state_dir: Some(data_dir.join("s3vectors")),
         ..rag_backend_s3vectors::S3VectorsConfig::new(remote.bucket.clone())
     };
     let backend = rag_backend_s3vectors::S3VectorsBackend::connect(config).await?;
@@ -150,6 +151,6 @@ async fn open_s3(args: &BackendArgs, remembered: Option<RemoteStore>) -> Result<
 }
 
 #[cfg(not(feature = "s3vectors"))]
-async fn open_s3(_args: &BackendArgs, _remembered: Option<RemoteStore>) -> Result<Backend> {
+async fn open_s3(_data_dir: &Path, _args: &BackendArgs, _remembered: Option<RemoteStore>) -> Result<Backend> {
     bail!("this rag was built without S3 Vectors support (cargo feature `s3vectors`)")
 }
