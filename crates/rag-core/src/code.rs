@@ -291,7 +291,7 @@ impl Packer<'_> {
             }
             let (previous_start, previous_end) = self.out[i - 1];
             if self.chars(previous_start, end) <= self.size {
-                self.out[i - 1].1 = end;
+                self.out[i - 1].1 = previous_end.max(end);
                 self.out[i].1 = self.out[i].0; // emptied; dropped below
             } else if let Some(line) = self.text[previous_start..previous_end].trim_end().rfind('\n') {
                 let last_line = skip_space(self.text, previous_start + line, previous_end);
