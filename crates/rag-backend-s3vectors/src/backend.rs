@@ -480,6 +480,12 @@ impl VectorBackend for S3VectorsBackend {
         if let Some(url) = &self.config.endpoint_url {
             details.push(("endpoint".to_string(), url.clone()));
         }
+        let unreadable = self.local_state().map_or(0, |state| state.unreadable(store).len());
+        if unreadable > 0 {
+            let note =
+                format!("{unreadable} on this machine (not read again until they change; `rag index --force` retries)");
+            details.push(("unreadable files".to_string(), note));
+        }
         Ok(StoreInfo {
             config,
             backend: BACKEND.into(),

@@ -117,6 +117,27 @@ pub fn snippet(text: &str, max: usize) -> (String, bool) {
     }
 }
 
+/// A chunk starts at its first token, without that line's indentation;
+/// the lines after it lose their common indentation too, so code reads as
+/// it is nested.
+fn dedent(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let rest: Vec<&str> = lines.collect();
+    let indent = rest
+        .iter()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.len() - line.trim_start_matches([' ', '\t']).len())
+        .min()
+        .unwrap_or(0);
+    let mut out = first.to_string();
+    for line in rest {
+        out.push('\n');
+        out.push_str(line.get(indent..).unwrap_or_else(|| line.trim_start()));
+    }
+    out
+}
+
 /// The text form of query results.
 pub fn query_text(query: &str, store: &str, results: &[QueryResult], top_k: usize, millis: f64) -> String {
     let mut out = String::new();
@@ -145,7 +166,7 @@ pub fn query_text(query: &str, store: &str, results: &[QueryResult], top_k: usiz
             r.line_end
         );
         let body = if r.truncated { format!("{}…", r.content.trim_end()) } else { r.content.clone() };
-        for line in body.trim().lines() {
+        for line in dedent(body.trim()).lines() {
             let _ = writeln!(out, "    {line}");
         }
         out.push('\n');
@@ -287,6 +308,16 @@ mod tests {
         assert!(out.contains("notes.md:3-9  (Install > Linux)"), "{out}");
         assert!(out.contains("lib.rs:3-9  (Packer, flush)"), "{out}");
         assert!(out.contains("a.txt:3-9\n"), "{out}");
+    }
+
+    #[test]
+    fn snippets_of_code_lose_the_indentation_their_first_line_lost() {
+        assert_eq!(
+            dedent("let x = 1;\n        if x {\n            y();\n        }"),
+            "let x = 1;\nif x {\n    y();\n}"
+        );
+        assert_eq!(dedent("fn f() {\n    body();\n}"), "fn f() {\n    body();\n}");
+        assert_eq!(dedent("# Title\n\nprose"), "# Title\n\nprose");
     }
 
     #[test]
