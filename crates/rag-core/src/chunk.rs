@@ -91,10 +91,7 @@ impl TextChunker {
             text: TextSplitter::new(config(size, overlap)?),
             markdown: MarkdownSplitter::new(config(size, overlap)?),
             #[cfg(feature = "code")]
-            grammars: crate::code::LANGUAGE_NAMES
-                .iter()
-                .filter_map(|&name| Some((name, crate::code::Grammar::for_language(name)?)))
-                .collect(),
+            grammars: crate::code::Grammar::all(),
         })
     }
 }

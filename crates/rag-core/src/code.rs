@@ -24,28 +24,40 @@ pub(crate) struct Grammar {
     definitions: Vec<bool>,
 }
 
+/// The tree-sitter grammar of each language name [`crate::language_for_path`] returns.
+const GRAMMARS: &[(&str, LanguageFn)] = &[
+    ("rust", tree_sitter_rust::LANGUAGE),
+    ("python", tree_sitter_python::LANGUAGE),
+    ("javascript", tree_sitter_javascript::LANGUAGE),
+    ("jsx", tree_sitter_javascript::LANGUAGE),
+    ("typescript", tree_sitter_typescript::LANGUAGE_TYPESCRIPT),
+    ("tsx", tree_sitter_typescript::LANGUAGE_TSX),
+    ("go", tree_sitter_go::LANGUAGE),
+    ("java", tree_sitter_java::LANGUAGE),
+    ("c", tree_sitter_c::LANGUAGE),
+    ("cpp", tree_sitter_cpp::LANGUAGE),
+    ("shell", tree_sitter_bash::LANGUAGE),
+    ("csharp", tree_sitter_c_sharp::LANGUAGE),
+    ("ruby", tree_sitter_ruby::LANGUAGE),
+    ("php", tree_sitter_php::LANGUAGE_PHP),
+    ("kotlin", tree_sitter_kotlin_ng::LANGUAGE),
+    ("scala", tree_sitter_scala::LANGUAGE),
+    ("swift", tree_sitter_swift::LANGUAGE),
+];
+
 impl Grammar {
+    /// Every grammar, by language name.
+    pub(crate) fn all() -> Vec<(&'static str, Self)> {
+        GRAMMARS.iter().map(|&(name, function)| (name, Self::new(function))).collect()
+    }
+
     /// The grammar for a language name [`crate::language_for_path`] returns.
+    #[cfg(test)]
     pub(crate) fn for_language(name: &str) -> Option<Self> {
-        let function: LanguageFn = match name {
-            "rust" => tree_sitter_rust::LANGUAGE,
-            "python" => tree_sitter_python::LANGUAGE,
-            "javascript" | "jsx" => tree_sitter_javascript::LANGUAGE,
-            "typescript" => tree_sitter_typescript::LANGUAGE_TYPESCRIPT,
-            "tsx" => tree_sitter_typescript::LANGUAGE_TSX,
-            "go" => tree_sitter_go::LANGUAGE,
-            "java" => tree_sitter_java::LANGUAGE,
-            "c" => tree_sitter_c::LANGUAGE,
-            "cpp" => tree_sitter_cpp::LANGUAGE,
-            "shell" => tree_sitter_bash::LANGUAGE,
-            "csharp" => tree_sitter_c_sharp::LANGUAGE,
-            "ruby" => tree_sitter_ruby::LANGUAGE,
-            "php" => tree_sitter_php::LANGUAGE_PHP,
-            "kotlin" => tree_sitter_kotlin_ng::LANGUAGE,
-            "scala" => tree_sitter_scala::LANGUAGE,
-            "swift" => tree_sitter_swift::LANGUAGE,
-            _ => return None,
-        };
+        GRAMMARS.iter().find(|(n, _)| *n == name).map(|&(_, function)| Self::new(function))
+    }
+
+    fn new(function: LanguageFn) -> Self {
         let language = Language::new(function);
         let definitions = (0..language.node_kind_count())
             .map(|id| {
@@ -53,7 +65,7 @@ impl Grammar {
                 language.node_kind_is_named(id) && language.node_kind_for_id(id).is_some_and(is_definition_kind)
             })
             .collect();
-        Some(Self { language, definitions })
+        Self { language, definitions }
     }
 
     /// Whether `node` defines something with a name (function, class, ...).
@@ -61,27 +73,6 @@ impl Grammar {
         self.definitions.get(usize::from(node.kind_id())).copied().unwrap_or(false)
     }
 }
-
-/// The language names with a grammar.
-pub(crate) const LANGUAGE_NAMES: &[&str] = &[
-    "rust",
-    "python",
-    "javascript",
-    "jsx",
-    "typescript",
-    "tsx",
-    "go",
-    "java",
-    "c",
-    "cpp",
-    "shell",
-    "csharp",
-    "ruby",
-    "php",
-    "kotlin",
-    "scala",
-    "swift",
-];
 
 /// A named definition in source code (function, class, ...).
 #[derive(Debug, Clone, PartialEq)]
