@@ -175,16 +175,10 @@ CREATE TABLE IF NOT EXISTS chunks (
     indexed_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (source_path);
-CREATE TABLE IF NOT EXISTS unreadable (
-    path TEXT PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    reader TEXT NOT NULL
-);
 ";
 
-/// The table of files that could not be read; stores made before it existed
-/// get it from their next writer.
+/// The table of files that could not be read: made with the store, and by
+/// the next writer of a store made before it existed.
 const UNREADABLE_TABLE: &str = "CREATE TABLE IF NOT EXISTS unreadable (
     path TEXT PRIMARY KEY,
     content_hash TEXT NOT NULL,
@@ -722,6 +716,7 @@ impl VectorBackend for LocalBackend {
             {
                 let (conn, db) = open_db(&scratch)?;
                 conn.execute_batch(SCHEMA).map_err(sql(&db))?;
+                conn.execute(UNREADABLE_TABLE, []).map_err(sql(&db))?;
                 let now = now_unix().to_string();
                 let json = serde_json::to_string(&config).map_err(|e| LocalStoreError::Corrupt {
                     path: scratch.clone(),
