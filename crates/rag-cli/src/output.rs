@@ -103,9 +103,8 @@ impl QueryResult {
 
 /// The location fields of a chunk's metadata, as one object.
 fn location(metadata: &rag_core::Metadata) -> Option<Value> {
-    const KEYS: &[&str] = &["page_start", "page_end", "slide_start", "slide_end", "sheet", "row_start", "row_end"];
     let found: serde_json::Map<String, Value> =
-        KEYS.iter().filter_map(|&key| Some((key.to_string(), metadata.get(key)?.clone()))).collect();
+        rag_core::LOCATION_KEYS.iter().filter_map(|&key| Some((key.to_string(), metadata.get(key)?.clone()))).collect();
     (!found.is_empty()).then_some(Value::Object(found))
 }
 

@@ -54,6 +54,11 @@ fn literal(line: &str) -> String {
     if line.starts_with('#') { format!("\\{line}") } else { line.to_string() }
 }
 
+/// The chunk metadata keys [`location`] may write: where in a converted
+/// document a chunk lies.
+pub const LOCATION_KEYS: &[&str] =
+    &["page_start", "page_end", "slide_start", "slide_end", "sheet", "row_start", "row_end"];
+
 /// Where in a converted document a chunk lies, read off the markdown the
 /// conversion wrote: `page_start`/`page_end` (PDF), `slide_start`/`slide_end`
 /// (PPTX, ODP), `sheet` and `row_start`/`row_end` (XLSX, XLS, ODS).
@@ -745,7 +750,11 @@ mod tests {
 
     #[test]
     fn chunks_of_documents_know_their_page_slide_sheet_and_rows() {
-        let at = |from: &str, path: Option<&str>, text: &str| serde_json::Value::Object(location(from, path, text));
+        let at = |from: &str, path: Option<&str>, text: &str| {
+            let found = location(from, path, text);
+            assert!(found.keys().all(|k| LOCATION_KEYS.contains(&k.as_str())), "{found:?}");
+            serde_json::Value::Object(found)
+        };
         assert_eq!(at("pdf", Some("Page 3"), "the text of page three"), json!({"page_start": 3, "page_end": 3}));
         assert_eq!(
             at("pdf", Some("Page 3"), "end of three\n\n# Page 4\n\nall of four\n\n# Page 5\n\nfive"),

@@ -75,7 +75,7 @@ mod types;
 pub use backend::VectorBackend;
 pub use chunk::{Chunker, LineIndex, TextChunk, TextChunker};
 pub use discover::{DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, discover};
-pub use documents::{DOCUMENT_EXTENSIONS, MAX_UNCOMPRESSED};
+pub use documents::{DOCUMENT_EXTENSIONS, LOCATION_KEYS, MAX_UNCOMPRESSED};
 pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
 pub use extract::{BINARY_EXTENSIONS, ExtractError, Extracted, extract, language_for_path, looks_binary, walkable};
