@@ -204,6 +204,26 @@ fn an_unreadable_file_fails_the_run_but_not_the_others() {
     assert!(run.stdout().contains("1 new"), "{}", run.stdout());
 }
 
+/// Lexical search for a few topics returns exactly the stored chunks that hold the word.
+fn lexical_agrees_with_rows(ws: &Workspace) {
+    let records = ws.records("notes");
+    for topic in ["topic3", "topic41", "topic59"] {
+        let run = ws.rag(&["query", topic, "--store", "notes", "--json", "--mode", "lexical", "-k", "50"]);
+        run.assert_ok();
+        let json: Value = serde_json::from_str(&run.stdout()).unwrap();
+        let mut found: Vec<String> =
+            json["results"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap().to_string()).collect();
+        found.sort();
+        let mut expected: Vec<String> = records
+            .iter()
+            .filter(|(c, _)| c.text.split(|ch: char| !ch.is_alphanumeric()).any(|w| w == topic))
+            .map(|(c, _)| c.key.clone())
+            .collect();
+        expected.sort();
+        assert_eq!(found, expected, "{topic}");
+    }
+}
+
 #[test]
 fn kill_9_mid_run_then_rerun_equals_a_clean_run() {
     let ws = Workspace::new();
@@ -226,12 +246,14 @@ fn kill_9_mid_run_then_rerun_equals_a_clean_run() {
     assert!(!partial.is_empty(), "some files were written before the kill");
     let partial_len = partial.len();
 
-    // The store answers in its interrupted state.
+    // The store answers in its interrupted state, and its full-text index agrees with its rows.
     ws.query_json("notes", "topic3", 3);
+    lexical_agrees_with_rows(&ws);
 
     ws.ollama.set_latency(Duration::ZERO);
     ws.command(&args).output().unwrap();
     let resumed = ws.records("notes");
+    lexical_agrees_with_rows(&ws);
 
     let clean = Workspace::new();
     std::fs::remove_dir_all(clean.work()).unwrap();
@@ -518,15 +540,146 @@ fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
 }
 
 #[test]
-fn chunk_tokens_approximates_four_characters_a_token() {
+fn chunk_tokens_approximates_two_and_a_half_characters_a_token() {
     let ws = Workspace::new();
     ws.write("a.txt", "word ".repeat(400));
     ws.rag(&["index", ".", "--store", "notes", "--chunk-tokens", "50"]).assert_ok();
     let records = ws.records("notes");
-    assert!(records.len() >= 10, "2,000 characters in chunks of at most 200: {}", records.len());
-    assert!(records.iter().all(|(c, _)| c.text.chars().count() <= 200));
+    assert!(records.len() >= 16, "2,000 characters in chunks of at most 125: {}", records.len());
+    assert!(records.iter().all(|(c, _)| c.text.chars().count() <= 125));
     let info = ws.rag(&["store", "info", "notes"]);
-    assert!(info.stdout().contains("size=200 overlap=50"), "{}", info.stdout());
+    assert!(info.stdout().contains("size=125 overlap=31"), "{}", info.stdout());
+}
+
+#[test]
+fn the_chunk_budget_follows_the_models_context_window() {
+    let ollama = FakeOllama::start();
+    // The fake reports a window of a quarter as many tokens: 500.
+    ollama.set_context_chars(2000);
+    let ws = Workspace::with_ollama(ollama);
+    ws.write("long.md", "A plain sentence of prose that goes on. ".repeat(200));
+    ws.rag(&["index", ".", "--store", "notes"]).assert_ok();
+    let most = rag_core::chunk_chars_for_window(500);
+    let records = ws.records("notes");
+    assert!(records.len() >= 7, "{}", records.len());
+    assert!(records.iter().all(|(c, _)| c.text.chars().count() <= most));
+    let info = ws.rag(&["store", "info", "notes"]).stdout();
+    assert!(info.contains(&format!("size={most} ")), "{info}");
+}
+
+fn docx(paragraphs: &[(Option<&str>, &str)]) -> Vec<u8> {
+    let body: String = paragraphs
+        .iter()
+        .map(|(style, text)| {
+            let style = style.map_or_else(String::new, |s| format!(r#"<w:pPr><w:pStyle w:val="{s}"/></w:pPr>"#));
+            format!("<w:p>{style}<w:r><w:t>{text}</w:t></w:r></w:p>")
+        })
+        .collect();
+    let doc = format!(r#"<w:document xmlns:w="w"><w:body>{body}</w:body></w:document>"#);
+    zip_of(&[("word/document.xml", &doc)])
+}
+
+#[test]
+fn a_short_section_of_a_memo_is_found_first_by_vector_and_hybrid_search() {
+    let ws = Workspace::new();
+    let filler = "The weekly figures are in line with the plan and nothing needs doing this week.";
+    let mut paragraphs = vec![(Some("Heading1"), "Weekly memo")];
+    paragraphs.extend(std::iter::repeat_n((None, filler), 12));
+    paragraphs.push((Some("Heading2"), "Kitchen"));
+    paragraphs.push((None, "The bakery asks for a sourdough starter and rye flour by Friday."));
+    paragraphs.push((Some("Heading2"), "Parking"));
+    paragraphs.push((None, "Bays three and four are closed for painting."));
+    ws.write("memo.docx", docx(&paragraphs));
+    ws.write("orders.csv", "item,supplier\nflour,bakery\nsugar,bakery\nbutter,dairy\n");
+    ws.rag(&["index", ".", "--store", "notes"]).assert_ok();
+    for mode in ["vector", "hybrid"] {
+        let run =
+            ws.rag(&["query", "bakery sourdough starter rye flour", "--store", "notes", "--json", "--mode", mode]);
+        run.assert_ok();
+        let json: Value = serde_json::from_str(&run.stdout()).unwrap();
+        let top = &json["results"][0];
+        assert_eq!(top["file_path"], "memo.docx", "{mode}: {json}");
+        assert_eq!(top["headings"], "Weekly memo > Kitchen", "{mode}: {top}");
+        assert!(!top["content"].as_str().unwrap().contains("weekly figures"), "the section stands alone: {top}");
+    }
+}
+
+#[test]
+fn hybrid_search_finds_exact_identifiers_and_explains_each_arm() {
+    let ws = Workspace::new();
+    ws.write(
+        "src/config.rs",
+        "/// Reads settings.\npub fn load_store_config(path: &Path) -> StoreConfig {\n    todo!()\n}\n",
+    );
+    ws.write("src/other.rs", "/// Loads and stores things.\npub fn store_things() {}\n");
+    ws.write("notes/errors.md", "# Errors\n\nThe build failed with E0502 after the upgrade.\n");
+    ws.write("notes/chinese.md", "# 笔记\n\n本文介绍向量检索的原理和实现。\n");
+    ws.rag(&["index", ".", "--store", "notes"]).assert_ok();
+
+    let json = ws.query_json("notes", "load_store_config", 3);
+    assert_eq!(json["metadata"]["mode"], "hybrid");
+    assert_eq!(json["metadata"]["lexical"]["kind"], "full_text");
+    let top = &json["results"][0];
+    assert_eq!(top["file_path"], "src/config.rs", "{json}");
+    assert_eq!(top["lexical_rank"], 1, "{top}");
+    assert!(top["fused_score"].as_f64().unwrap() > 0.0 && top["vector_rank"].is_number(), "{top}");
+    assert!(top["score"].as_f64().unwrap() <= 1.0, "score stays the cosine: {top}");
+
+    for (query, path) in
+        [("StoreConfig", "src/config.rs"), ("E0502", "notes/errors.md"), ("向量检索", "notes/chinese.md")]
+    {
+        let run = ws.rag(&["query", query, "--store", "notes", "--json", "--mode", "lexical", "-k", "1"]);
+        run.assert_ok();
+        let json: Value = serde_json::from_str(&run.stdout()).unwrap();
+        assert_eq!(paths(&json), [path], "{query}: {json}");
+    }
+
+    let run = ws.rag(&["query", "load_store_config", "--store", "notes", "--explain", "-k", "2"]);
+    run.assert_ok();
+    assert!(run.stdout().contains("lexical #1 (bm25 "), "{}", run.stdout());
+    assert!(run.stdout().contains("vector #"), "{}", run.stdout());
+}
+
+#[test]
+fn odd_queries_get_a_sensible_answer_never_a_crash() {
+    let ws = notes_workspace();
+    index(&ws, &["docs", "src"]).assert_ok();
+    // Only punctuation: vector results, and a note that nothing was searched lexically.
+    let run = ws.rag(&["query", "?!? ... ***", "--store", "notes"]);
+    run.assert_ok();
+    assert!(run.stderr().contains("no words to search for lexically"), "{}", run.stderr());
+    assert!(run.stdout().contains("results for"), "{}", run.stdout());
+    let run = ws.rag(&["query", "?!?", "--store", "notes", "--mode", "lexical"]);
+    run.assert_ok();
+    assert!(run.stdout().contains("No results"), "{}", run.stdout());
+    // Only stop words: searched as they are.
+    ws.rag(&["query", "what is the", "--store", "notes", "--mode", "lexical"]).assert_ok();
+    // 100 KB of question: answered.
+    let huge = "installation usage notes ".repeat(4_200);
+    let json = ws.query_json("notes", &huge, 3);
+    assert_eq!(json["total_results"], 3, "{json}");
+    // Quotes and FTS syntax are text.
+    ws.rag(&["query", r#"" OR NEAR(x y) AND * ^"#, "--store", "notes", "--mode", "lexical"]).assert_ok();
+    // Empty, and a bad weight.
+    ws.rag(&["query", "  ", "--store", "notes"]).assert_code(1);
+    let run = ws.rag(&["query", "usage", "--store", "notes", "--lexical-weight", "-1"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("lexical weight"), "{}", run.stderr());
+}
+
+#[test]
+fn max_per_file_spreads_results_over_files() {
+    let ws = notes_workspace();
+    index(&ws, &["docs", "src"]).assert_ok();
+    let run =
+        ws.rag(&["query", "installation usage notes", "--store", "notes", "--json", "-k", "3", "--max-per-file", "1"]);
+    run.assert_ok();
+    let json: Value = serde_json::from_str(&run.stdout()).unwrap();
+    let mut files = paths(&json);
+    let count = files.len();
+    files.dedup();
+    assert_eq!(files.len(), count, "{json}");
+    assert!(count >= 2, "{json}");
 }
 
 #[test]

@@ -49,7 +49,10 @@ impl S3 {
     }
 
     fn query(&self, text: &str, extra: &[&str]) -> Value {
-        let mut args = vec!["query", text, "--store", "notes", "--json", "-k", "50"];
+        let mut args = vec!["query", text, "--store", "notes", "--json"];
+        if !extra.contains(&"-k") {
+            args.extend(["-k", "50"]);
+        }
         args.extend(extra);
         let run = self.ws.rag(&args);
         run.assert_ok();
@@ -73,14 +76,17 @@ fn index_and_query_on_s3_vectors_then_reuse_the_remembered_bucket() {
     assert_eq!(body["tags"]["rag:model"], "embeddinggemma");
 
     // No --backend/--bucket/--endpoint-url: the store remembers where it lives.
-    let json = s3.query("installation notes", &[]);
+    let json = s3.query("installation notes", &["--mode", "vector"]);
     assert_eq!(json["backend"], "s3vectors");
     assert_eq!(json["results"][0]["file_path"], "docs/install.md");
     // The same chunk gets the same score on the local store.
     let mut args = vec!["index", "docs", "src", "--store", "notes-local", "--backend", "local"];
     args.extend(CHUNKS);
     s3.ws.rag(&args).assert_ok();
-    let local = s3.ws.query_json_full("notes-local", "installation notes", 1);
+    let run =
+        s3.ws.rag(&["query", "installation notes", "--store", "notes-local", "--json", "--mode", "vector", "-k", "1"]);
+    run.assert_ok();
+    let local: Value = serde_json::from_str(&run.stdout()).unwrap();
     let (a, b) = (&json["results"][0], &local["results"][0]);
     assert_eq!(a["key"], b["key"]);
     let (sa, sb) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
@@ -150,6 +156,34 @@ fn an_unreadable_document_is_remembered_on_this_machine_for_an_s3_store() {
     s3.ws.remove("docs/locked.pdf");
     s3.index(&[]).assert_ok();
     assert!(!record.exists(), "a file that is gone is forgotten");
+}
+
+#[test]
+fn hybrid_on_s3_vectors_reranks_vector_candidates_and_says_so() {
+    let s3 = S3::new();
+    s3.index(&[]).assert_ok();
+    let queries_before = s3.fake.calls("QueryVectors");
+    let json = s3.query("parse_config", &["-k", "3"]);
+    assert_eq!(s3.fake.calls("QueryVectors") - queries_before, 1, "one vector query serves both arms");
+    assert_eq!(json["metadata"]["mode"], "hybrid");
+    assert_eq!(json["metadata"]["lexical"]["kind"], "rerank", "{json}");
+    assert!(json["metadata"]["notes"][0].as_str().unwrap().contains("no text search"), "{json}");
+    let top = &json["results"][0];
+    assert_eq!(top["file_path"], "src/lib.rs", "{json}");
+    assert_eq!(top["lexical_rank"], 1, "{top}");
+    // The request asked for the wider candidate set, with the filter sent to the service.
+    let json = s3.query("installation", &["--ext", "md"]);
+    assert!(paths(&json).iter().all(|p| p.ends_with(".md")), "{json}");
+    let request = s3.fake.requests("QueryVectors").pop().unwrap();
+    assert_eq!(request["topK"], 100, "{request}");
+    assert!(request["filter"].is_object(), "{request}");
+
+    let run = s3.ws.rag(&["query", "parse_config", "--store", "notes", "--mode", "lexical"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("no full-text index") && run.stderr().contains("s3vectors"), "{}", run.stderr());
+    // Vector mode is unchanged.
+    let json = s3.query("installation notes", &["--mode", "vector", "-k", "2"]);
+    assert_eq!(json["metadata"]["lexical"]["kind"], "none");
 }
 
 #[test]

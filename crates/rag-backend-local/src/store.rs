@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use memmap2::Mmap;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use rag_core::lexical::index_terms;
 use rag_core::{
-    Chunk, ChunkStamp, Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, UnreadableFile,
-    VectorBackend, VectorRecord, WriteBatch, file_state, now_unix, validate_store_name,
+    Chunk, ChunkStamp, Error, FileState, Hit, LexicalHit, LexicalRequest, Metric, QueryRequest, Result, StoreConfig,
+    StoreInfo, UnreadableFile, VectorBackend, VectorRecord, WriteBatch, file_state, now_unix, validate_store_name,
 };
 
 use crate::scan;
@@ -186,6 +187,18 @@ const UNREADABLE_TABLE: &str = "CREATE TABLE IF NOT EXISTS unreadable (
     reader TEXT NOT NULL
 )";
 
+/// The full-text index: one row per chunk, its rowid the chunk's slot, its
+/// text the chunk's lexical terms ([`index_terms`], computed in Rust so every
+/// backend tokenizes alike). Contentless: the text lives in `chunks` only.
+/// Written in the same transactions as the chunk rows, so it agrees with
+/// them after any crash.
+const LEXICAL_TABLE: &str = "CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(\
+    terms, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 0')";
+
+/// Version of the terms in the full-text index; a store whose index was built
+/// by another tokenizer gets it rebuilt by its next writer.
+const LEXICAL_VERSION: &str = "1";
+
 const CHUNK_COLUMNS: &str = "key, source_path, chunk_index, total_chunks, line_start, line_end, byte_start, \
                              byte_end, content_hash, language, text, metadata, indexed_at";
 
@@ -252,6 +265,46 @@ fn count_unreadable(conn: &Connection, db: &Path) -> Result<i64, LocalStoreError
         return Ok(0);
     }
     conn.query_row("SELECT COUNT(*) FROM unreadable", [], |r| r.get(0)).map_err(sql(db))
+}
+
+/// Whether the store has a full-text index built by this version's tokenizer.
+fn has_current_lexical_index(conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
+    let exists: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lexical')", [], |r| {
+            r.get(0)
+        })
+        .map_err(sql(db))?;
+    Ok(exists && read_setting(conn, db, "lexical_version")?.as_deref() == Some(LEXICAL_VERSION))
+}
+
+/// Builds (or rebuilds) the full-text index from the chunk rows, in one
+/// transaction: what an existing store gets on its next write, without
+/// re-embedding anything.
+fn build_lexical_index(conn: &mut Connection, db: &Path) -> Result<u64, LocalStoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(db))?;
+    tx.execute_batch("DROP TABLE IF EXISTS lexical").map_err(sql(db))?;
+    tx.execute(LEXICAL_TABLE, []).map_err(sql(db))?;
+    let mut count = 0;
+    {
+        let mut stmt = tx.prepare(&format!("SELECT slot, {CHUNK_COLUMNS} FROM chunks")).map_err(sql(db))?;
+        let mut insert = tx.prepare("INSERT INTO lexical (rowid, terms) VALUES (?1, ?2)").map_err(sql(db))?;
+        let mut rows = stmt.query([]).map_err(sql(db))?;
+        while let Some(row) = rows.next().map_err(sql(db))? {
+            let slot: i64 = row.get(0).map_err(sql(db))?;
+            let (chunk, _) = row_to_chunk(row, 1).map_err(sql(db))?;
+            insert.execute(params![slot, index_terms(&chunk)]).map_err(sql(db))?;
+            count += 1;
+        }
+    }
+    write_setting(&tx, db, "lexical_version", LEXICAL_VERSION)?;
+    tx.commit().map_err(sql(db))?;
+    Ok(count)
+}
+
+/// An FTS5 query matching any of `terms`, each quoted so no term can be read
+/// as query syntax.
+fn match_any(terms: &[String]) -> String {
+    terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR ")
 }
 
 /// What a query needs: the database and the mapped vectors.
@@ -381,6 +434,77 @@ impl Reader {
         Ok(allowed)
     }
 
+    /// BM25 search of the full-text index; `None` when the store has none yet.
+    fn lexical_query(&self, request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
+        if !has_current_lexical_index(&self.conn, &self.db_path)? {
+            return Ok(None);
+        }
+        if request.terms.is_empty() || request.top_k == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let dim = self.config.dimension;
+        let query = match &request.vector {
+            Some(vector) if vector.len() != dim => {
+                return Err(Error::DimensionMismatch {
+                    context: format!("query of store {:?}", self.config.name),
+                    expected: dim,
+                    actual: vector.len(),
+                });
+            }
+            Some(vector) => Some(
+                prepare_vector(self.config.metric, vector)
+                    .map_err(|reason| Error::InvalidInput(format!("query vector {reason}")))?,
+            ),
+            None => None,
+        };
+        let floats = self.floats();
+        let allowed = match &request.filter {
+            Some(filter) => Some(self.slots_passing(filter, floats.len() / dim.max(1))?),
+            None => None,
+        };
+        // bm25() is lower-is-better; the filter applies before the cut.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ?1 ORDER BY rank")
+            .map_err(sql(&self.db_path))?;
+        let mut rows = stmt.query([match_any(&request.terms)]).map_err(sql(&self.db_path))?;
+        let mut best = Vec::with_capacity(request.top_k);
+        while let Some(row) = rows.next().map_err(sql(&self.db_path))? {
+            let slot: i64 = row.get(0).map_err(sql(&self.db_path))?;
+            let rank: f64 = row.get(1).map_err(sql(&self.db_path))?;
+            let passes = allowed.as_ref().is_none_or(|allowed| {
+                usize::try_from(slot).ok().and_then(|s| allowed.get(s)).copied().unwrap_or(false)
+            });
+            if passes {
+                best.push((slot, -rank as f32));
+                if best.len() == request.top_k {
+                    break;
+                }
+            }
+        }
+        drop(rows);
+        let mut read = self
+            .conn
+            .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE slot = ?1"))
+            .map_err(sql(&self.db_path))?;
+        let mut hits = Vec::with_capacity(best.len());
+        for (slot, bm25) in best {
+            let row = read.query_row([slot], |row| row_to_chunk(row, 0)).optional().map_err(sql(&self.db_path))?;
+            let Some((chunk, indexed_at)) = row else { continue };
+            let score = match &query {
+                Some(query) => {
+                    let start = usize::try_from(slot).unwrap_or(usize::MAX).saturating_mul(dim);
+                    floats
+                        .get(start..start.saturating_add(dim))
+                        .map_or(f32::NAN, |v| scan::exact_score(query, v, self.config.metric))
+                }
+                None => f32::NAN,
+            };
+            hits.push(LexicalHit { hit: Hit { score, chunk, indexed_at }, bm25 });
+        }
+        Ok(Some(hits))
+    }
+
     fn rows_for(&self, best: &[scan::Scored]) -> Result<Vec<Hit>> {
         let mut stmt = self
             .conn
@@ -492,6 +616,10 @@ impl Writer {
         let compact = SlotFile::open(dir.join(COMPACT_FILE), scan::compact_stride(config.dimension))?;
         let mut writer = Writer { _lock: lock, conn, db_path, exact, compact, config, free: Vec::new(), next_slot: 0 };
         writer.repair()?;
+        if !has_current_lexical_index(&writer.conn, &writer.db_path)? {
+            let chunks = build_lexical_index(&mut writer.conn, &writer.db_path)?;
+            tracing::info!(chunks, "built the full-text index of store {store:?}");
+        }
         Ok(writer)
     }
 
@@ -503,6 +631,9 @@ impl Writer {
         // their files look incomplete and are re-indexed.
         let lost =
             self.conn.execute("DELETE FROM chunks WHERE slot >= ?1", [slots as i64]).map_err(sql(&self.db_path))?;
+        if lost > 0 && has_current_lexical_index(&self.conn, &self.db_path)? {
+            self.conn.execute("DELETE FROM lexical WHERE rowid >= ?1", [slots as i64]).map_err(sql(&self.db_path))?;
+        }
         if lost > 0 {
             tracing::warn!(rows = lost, "dropped chunks whose vectors were lost; their files will be re-indexed");
         }
@@ -630,6 +761,9 @@ impl Writer {
         {
             let mut find = tx.prepare_cached("SELECT slot FROM chunks WHERE key = ?1").map_err(sql(&db))?;
             let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE key = ?1").map_err(sql(&db))?;
+            let mut unindex = tx.prepare_cached("DELETE FROM lexical WHERE rowid = ?1").map_err(sql(&db))?;
+            let mut index =
+                tx.prepare_cached("INSERT INTO lexical (rowid, terms) VALUES (?1, ?2)").map_err(sql(&db))?;
             let mut insert = tx
                 .prepare_cached(&format!(
                     "INSERT INTO chunks (slot, {CHUNK_COLUMNS}) \
@@ -640,6 +774,7 @@ impl Writer {
             for key in batch.deletes.iter().map(String::as_str).chain(upserted.iter().copied()) {
                 if let Some(slot) = find.query_row([key], |r| r.get::<_, i64>(0)).optional().map_err(sql(&db))? {
                     delete.execute([key]).map_err(sql(&db))?;
+                    unindex.execute([slot]).map_err(sql(&db))?;
                     freed.push(slot as u64);
                 }
             }
@@ -664,6 +799,7 @@ impl Writer {
                         record.indexed_at,
                     ])
                     .map_err(sql(&db))?;
+                index.execute(params![slot as i64, index_terms(c)]).map_err(sql(&db))?;
             }
         }
         write_setting(&tx, &db, "updated_at", &now_unix().to_string())?;
@@ -717,14 +853,19 @@ impl VectorBackend for LocalBackend {
                 let (conn, db) = open_db(&scratch)?;
                 conn.execute_batch(SCHEMA).map_err(sql(&db))?;
                 conn.execute(UNREADABLE_TABLE, []).map_err(sql(&db))?;
+                conn.execute(LEXICAL_TABLE, []).map_err(sql(&db))?;
                 let now = now_unix().to_string();
                 let json = serde_json::to_string(&config).map_err(|e| LocalStoreError::Corrupt {
                     path: scratch.clone(),
                     reason: format!("cannot encode settings: {e}"),
                 })?;
-                for (key, value) in
-                    [("config", json.as_str()), ("format", FORMAT_VERSION), ("created_at", &now), ("updated_at", &now)]
-                {
+                for (key, value) in [
+                    ("config", json.as_str()),
+                    ("format", FORMAT_VERSION),
+                    ("lexical_version", LEXICAL_VERSION),
+                    ("created_at", &now),
+                    ("updated_at", &now),
+                ] {
                     write_setting(&conn, &db, key, value)?;
                 }
                 conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map_err(sql(&db))?;
@@ -958,6 +1099,12 @@ impl VectorBackend for LocalBackend {
         let request = request.clone();
         blocking(move || Reader::open(&dir)?.query(&request)).await
     }
+
+    async fn lexical_query(&self, store: &str, request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
+        let dir = self.existing_store_dir(store)?;
+        let request = request.clone();
+        blocking(move || Reader::open(&dir)?.lexical_query(&request)).await
+    }
 }
 
 #[cfg(test)]
@@ -1025,6 +1172,101 @@ mod tests {
         let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 1.0, 0.0], 10)).await.unwrap();
         assert_eq!(hits.len(), 2);
         assert!(hits.iter().all(|h| h.chunk.key != "a.md#1"));
+    }
+
+    fn text_record(path: &str, index: usize, text: &str, vector: Vec<f32>) -> VectorRecord {
+        let mut record = record(path, index, 1, "h", vector);
+        record.chunk.text = text.into();
+        record
+    }
+
+    async fn lexical_keys(backend: &LocalBackend, query: &str, k: usize) -> Vec<String> {
+        let request = LexicalRequest::new(rag_core::lexical::query_terms(query), k);
+        let hits = backend.lexical_query("notes", &request).await.unwrap().expect("a full-text index");
+        hits.into_iter().map(|h| h.hit.chunk.key).collect()
+    }
+
+    #[tokio::test]
+    async fn the_full_text_index_follows_replaces_and_deletes() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        backend
+            .put(
+                "notes",
+                vec![
+                    text_record("a.md", 0, "the sourdough starter wants rye flour", vec![1.0, 0.0]),
+                    text_record("b.md", 0, "parse_config reads settings", vec![0.0, 1.0]),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(lexical_keys(&backend, "rye", 5).await, ["a.md#0"]);
+        assert_eq!(lexical_keys(&backend, "config", 5).await, ["b.md#0"]);
+        // Replacing a chunk replaces its terms: the old words no longer find it.
+        backend.put("notes", vec![text_record("a.md", 0, "wheat only", vec![1.0, 0.0])]).await.unwrap();
+        assert!(lexical_keys(&backend, "rye", 5).await.is_empty());
+        assert_eq!(lexical_keys(&backend, "wheat", 5).await, ["a.md#0"]);
+        // Deleting (pruning) removes them.
+        backend.delete("notes", vec!["b.md#0".into()]).await.unwrap();
+        assert!(lexical_keys(&backend, "parse_config", 5).await.is_empty());
+        // A reused slot carries only its new chunk's terms.
+        backend.put("notes", vec![text_record("c.md", 0, "kitchen memo", vec![0.0, 1.0])]).await.unwrap();
+        assert_eq!(lexical_keys(&backend, "kitchen parse", 5).await, ["c.md#0"]);
+    }
+
+    #[tokio::test]
+    async fn lexical_hits_carry_their_exact_vector_score() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        backend.put("notes", vec![text_record("a.md", 0, "rye flour", vec![3.0, 4.0])]).await.unwrap();
+        let request = LexicalRequest::new(vec!["rye".into()], 5).with_vector(Some(vec![1.0, 0.0]));
+        let hits = backend.lexical_query("notes", &request).await.unwrap().unwrap();
+        assert!((hits[0].hit.score - 0.6).abs() < 1e-6, "{}", hits[0].hit.score);
+        assert!(hits[0].bm25 > 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_filter_applies_before_the_lexical_cut() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        // 600 chunks match; the one under docs/ ranks last (longest text, one mention).
+        let mut records: Vec<VectorRecord> =
+            (0..600).map(|i| text_record(&format!("notes/n{i}.md"), 0, "flour flour flour", vec![1.0, 0.0])).collect();
+        records.push(text_record("docs/far.md", 0, &format!("flour {}", "filler ".repeat(300)), vec![1.0, 0.0]));
+        backend.put("notes", records).await.unwrap();
+        let all = lexical_keys(&backend, "flour", 1000).await;
+        assert_eq!(all.last().map(String::as_str), Some("docs/far.md#0"), "ranks last unfiltered");
+        let request = LexicalRequest::new(vec!["flour".into()], 5).with_filter(Some(rag_core::Filter::folder("docs")));
+        let hits = backend.lexical_query("notes", &request).await.unwrap().unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].hit.chunk.key, "docs/far.md#0");
+    }
+
+    #[tokio::test]
+    async fn a_store_made_before_the_full_text_index_gets_it_from_its_next_writer() {
+        let (dir, backend) = store_with(2, Metric::Cosine).await;
+        backend.put("notes", vec![text_record("a.md", 0, "rotate the keys", vec![1.0, 0.0])]).await.unwrap();
+        drop(backend);
+        let db = dir.path().join("stores/notes").join(DB_FILE);
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("DROP TABLE lexical; DELETE FROM settings WHERE key = 'lexical_version'")
+            .unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let request = LexicalRequest::new(vec!["key".into()], 5);
+        assert!(backend.lexical_query("notes", &request).await.unwrap().is_none(), "no index yet");
+        // Vector search still works on it.
+        assert_eq!(backend.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap().len(), 1);
+        backend.begin_indexing("notes").await.unwrap();
+        assert_eq!(lexical_keys(&backend, "keys", 5).await, ["a.md#0"]);
+    }
+
+    #[tokio::test]
+    async fn query_syntax_in_terms_is_searched_as_text() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        backend.put("notes", vec![text_record("a.md", 0, "plain words", vec![1.0, 0.0])]).await.unwrap();
+        for nasty in [r#"" OR x"#, "NEAR(a b)", "*", "a:b", "'", "AND", "^x"] {
+            let request = LexicalRequest::new(vec![nasty.to_string()], 5);
+            let hits = backend.lexical_query("notes", &request).await;
+            assert!(hits.is_ok(), "{nasty}: {hits:?}");
+        }
     }
 
     #[tokio::test]

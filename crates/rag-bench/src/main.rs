@@ -15,6 +15,8 @@
 //! Stores and trees are built once under `--dir` (default
 //! `target/rag-bench`) and reused.
 
+mod eval;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -24,8 +26,8 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    Chunk, DiscoverOptions, DocText, Embedder, IndexOptions, Indexer, Metric, NoProgress, QueryRequest, StoreConfig,
-    TextChunker, VectorBackend, VectorRecord, chunk_key, discover,
+    Chunk, DiscoverOptions, DocText, Embedder, IndexOptions, Indexer, Metric, NoProgress, Querier, QueryRequest,
+    SearchOptions, StoreConfig, TextChunker, VectorBackend, VectorRecord, chunk_key, discover,
 };
 
 const DIM: usize = 768;
@@ -45,7 +47,8 @@ fn main() -> Result<()> {
         Some("query-once") => {
             let data = flag("--data-dir").context("--data-dir")?;
             let store = flag("--store").context("--store")?;
-            runtime.block_on(query_once(Path::new(&data), &store))
+            let mode = flag("--mode").unwrap_or_else(|| "vector".into());
+            runtime.block_on(query_once(Path::new(&data), &store, &mode))
         }
         Some("index") => {
             let files: usize = flag("--files").map_or(Ok(10_000), |f| f.parse()).context("--files")?;
@@ -64,6 +67,33 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Some("eval") => {
+            let dataset = args.get(1).filter(|a| !a.starts_with("--")).context("usage: rag-bench eval DATASET_DIR")?;
+            let model = flag("--model").unwrap_or_else(|| "embeddinggemma".into());
+            let mut config = rag_embed_ollama::OllamaConfig::new(model);
+            if let Some(url) = flag("--ollama-url") {
+                config = config.with_url(&url);
+            }
+            let modes = flag("--modes").unwrap_or_else(|| "vector,lexical,hybrid".into());
+            let modes = modes.split(',').map(str::parse).collect::<rag_core::Result<Vec<rag_core::SearchMode>>>()?;
+            let chunk_size =
+                flag("--chunk-size").map_or(Ok(TextChunker::DEFAULT_SIZE), |c| c.parse()).context("--chunk-size")?;
+            let limit = flag("--limit").map(|l| l.parse()).transpose().context("--limit")?;
+            runtime.block_on(async {
+                let embedder = Arc::new(rag_embed_ollama::OllamaEmbedder::connect(config).await?);
+                eval::run(eval::EvalArgs {
+                    dataset: PathBuf::from(dataset),
+                    work: dir.join("eval"),
+                    embedder,
+                    modes,
+                    embed_headings: !args.iter().any(|a| a == "--no-heading-embed"),
+                    chunk_size,
+                    json: args.iter().any(|a| a == "--json"),
+                    limit,
+                })
+                .await
+            })
+        }
         Some("startup") => bench_startup(&dir, runs.max(21)),
         Some("formats") => bench_formats(runs.min(5)),
         Some("s3") => {
@@ -73,7 +103,8 @@ fn main() -> Result<()> {
         }
         _ => bail!(
             "usage: rag-bench query [--sizes 10000,100000,1000000] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
-             startup | \
+             startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
+             [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \
              s3 [--chunks 20000] [--listed 100000] | formats  [--runs N] [--dir DIR]"
         ),
     }
@@ -104,7 +135,7 @@ impl Vectors {
 }
 
 fn synthetic_chunk(i: usize) -> Chunk {
-    let path = format!("docs/file{:05}.md", i / 8);
+    let path = format!("docs/part{}/file{:06}.md", (i / 8) % 8, i / 8);
     Chunk {
         key: chunk_key(&path, i % 8),
         source_path: path,
@@ -114,10 +145,57 @@ fn synthetic_chunk(i: usize) -> Chunk {
         line_end: (i % 8) * 20 + 20,
         byte_start: 0,
         byte_end: 160,
-        text: format!("Synthetic chunk {i}: notes about topic {} with a few words of body text to store.", i % 977),
+        text: synthetic_text(i as u64, 120),
         content_hash: format!("{:064x}", i / 8),
         language: "markdown".into(),
         metadata: Default::default(),
+    }
+}
+
+/// `words` pseudo-words drawn from a 20,000-word vocabulary with Zipf-like
+/// frequencies (rank ~ exp(u ln V)), so a full-text index sees common and rare
+/// terms as in real text.
+fn synthetic_text(seed: u64, words: usize) -> String {
+    const SYLLABLES: [&str; 16] =
+        ["ka", "lo", "mi", "ren", "tas", "vo", "qui", "ber", "dun", "sel", "ap", "or", "ix", "te", "nu", "gar"];
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = String::with_capacity(words * 8);
+    for _ in 0..words {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+        let mut rank = (u * 20_000f64.ln()).exp() as usize;
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        loop {
+            out.push_str(SYLLABLES[rank % 16]);
+            rank /= 16;
+            if rank == 0 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Returns one fixed vector for every query: searches measured without the model.
+struct FixedQuery(Vec<f32>);
+
+#[async_trait]
+impl Embedder for FixedQuery {
+    fn model(&self) -> &str {
+        "synthetic"
+    }
+    fn dimension(&self) -> usize {
+        self.0.len()
+    }
+    async fn embed_documents(&self, docs: &[DocText]) -> rag_core::Result<Vec<Vec<f32>>> {
+        Ok(docs.iter().map(|_| self.0.clone()).collect())
+    }
+    async fn embed_query(&self, _query: &str) -> rag_core::Result<Vec<f32>> {
+        Ok(self.0.clone())
     }
 }
 
@@ -158,41 +236,47 @@ async fn ensure_store(data: &Path, store: &str, size: usize) -> Result<()> {
 
 async fn bench_query(dir: &Path, sizes: &[usize], runs: usize) -> Result<()> {
     let exe = std::env::current_exe()?;
-    println!("local query in a fresh process (768 dims, top 10, {runs} runs each, medians)");
+    println!("local query in a fresh process (768 dims, top 10, {runs} runs each, medians; query embedding excluded)");
     println!(
-        "{:>10} {:>12} {:>12} {:>12} {:>12} {:>10}",
-        "chunks", "search ms", "process ms", "peak RSS", "store size", "recall@10"
+        "{:>10} {:>16} {:>12} {:>12} {:>12} {:>12} {:>10}",
+        "chunks", "mode", "search ms", "process ms", "peak RSS", "store size", "recall@10"
     );
     for &size in sizes {
-        let data = dir.join(format!("query-{size}"));
+        let data = dir.join(format!("query-v2-{size}"));
         let store = "bench";
         ensure_store(&data, store, size).await?;
         let size_on_disk = LocalBackend::new(&data).store_info(store).await?.size_bytes.unwrap_or(0);
-        let (mut search, mut process, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let started = Instant::now();
-            let out =
-                Command::new(&exe).args(["query-once", "--data-dir"]).arg(&data).args(["--store", store]).output()?;
-            let wall = started.elapsed();
-            if !out.status.success() {
-                bail!("query-once failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            let text = String::from_utf8_lossy(&out.stdout);
-            let mut fields = text.split_whitespace();
-            search.push(fields.next().context("no timing")?.parse::<f64>()?);
-            rss.push(fields.next().context("no rss")?.parse::<f64>()?);
-            process.push(wall.as_secs_f64() * 1000.0);
-        }
         let recall = recall_at_10(&data, store, 20).await?;
-        println!(
-            "{:>10} {:>12.2} {:>12.2} {:>9.0} MiB {:>8.0} MiB {:>10.4}",
-            size,
-            median(search),
-            median(process),
-            median(rss) / 1024.0,
-            size_on_disk as f64 / (1024.0 * 1024.0),
-            recall
-        );
+        for mode in ["vector", "hybrid", "lexical", "vector+path", "hybrid+path"] {
+            let (mut search, mut process, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let started = Instant::now();
+                let out = Command::new(&exe)
+                    .args(["query-once", "--data-dir"])
+                    .arg(&data)
+                    .args(["--store", store, "--mode", mode])
+                    .output()?;
+                let wall = started.elapsed();
+                if !out.status.success() {
+                    bail!("query-once failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                let text = String::from_utf8_lossy(&out.stdout);
+                let mut fields = text.split_whitespace();
+                search.push(fields.next().context("no timing")?.parse::<f64>()?);
+                rss.push(fields.next().context("no rss")?.parse::<f64>()?);
+                process.push(wall.as_secs_f64() * 1000.0);
+            }
+            println!(
+                "{:>10} {:>16} {:>12.2} {:>12.2} {:>8.0} MiB {:>8.0} MiB {:>10}",
+                size,
+                mode,
+                median(search),
+                median(process),
+                median(rss) / 1024.0,
+                size_on_disk as f64 / (1024.0 * 1024.0),
+                if mode == "vector" { format!("{recall:.4}") } else { String::new() }
+            );
+        }
     }
     Ok(())
 }
@@ -214,16 +298,30 @@ async fn recall_at_10(data: &Path, store: &str, queries: usize) -> Result<f64> {
     Ok(found as f64 / (queries * 10) as f64)
 }
 
-/// Opens the store, runs one query, prints `milliseconds peak_rss_kib`.
-async fn query_once(data: &Path, store: &str) -> Result<()> {
+/// Opens the store, runs one query in `mode` (`vector`, `hybrid`,
+/// `lexical`, optionally `+path` for a filter on one folder of 1/8 of the
+/// files), prints `milliseconds peak_rss_kib`.
+async fn query_once(data: &Path, store: &str, mode: &str) -> Result<()> {
     let started = Instant::now();
-    let backend = LocalBackend::new(data);
+    let backend = Arc::new(LocalBackend::new(data));
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
     let vector = Vectors(u64::from(seed) | 1).next_unit(DIM);
-    let hits = backend.query(store, &QueryRequest::new(vector, 10)).await?;
+    let (mode, filter) = match mode.split_once('+') {
+        Some((mode, "path")) => (mode, Some(rag_core::Filter::folder("docs/part3"))),
+        _ => (mode, None),
+    };
+    let hits = if mode == "vector" && filter.is_none() {
+        backend.query(store, &QueryRequest::new(vector, 10)).await?.len()
+    } else {
+        let text = synthetic_text(u64::from(seed), 5);
+        let querier = Querier::new(Arc::new(FixedQuery(vector)), backend.clone());
+        let config = backend.store_config(store).await?;
+        let options = SearchOptions::new(10).with_mode(mode.parse()?).with_filter(filter);
+        querier.search_store(store, &config, &text, &options).await?.hits.len()
+    };
     let elapsed = started.elapsed();
-    if hits.len() != 10 {
-        bail!("expected 10 hits, got {}", hits.len());
+    if hits == 0 {
+        bail!("expected hits, got none");
     }
     println!("{:.3} {}", elapsed.as_secs_f64() * 1000.0, peak_rss_kib());
     Ok(())

@@ -112,7 +112,8 @@ pub struct IndexArgs {
     #[command(flatten)]
     pub backend: BackendArgs,
 
-    /// Maximum chunk size in characters.
+    /// Maximum chunk size in characters; lowered to fit the model's context window
+    /// (2.5 characters a token, less room for the prompt).
     #[arg(long, default_value_t = rag_core::TextChunker::DEFAULT_SIZE)]
     pub chunk_size: usize,
 
@@ -121,8 +122,8 @@ pub struct IndexArgs {
     pub chunk_overlap: usize,
 
     /// Chunk budget in tokens instead of characters, approximated without a
-    /// tokenizer as 4 characters a token (sets --chunk-size to 4 x N and caps the
-    /// overlap at a quarter of it).
+    /// tokenizer as 2.5 characters a token (sets --chunk-size to 2.5 x N and caps
+    /// the overlap at a quarter of it).
     #[arg(long, value_name = "N", conflicts_with = "chunk_size")]
     pub chunk_tokens: Option<usize>,
 
@@ -222,6 +223,24 @@ pub struct QueryArgs {
     #[arg(long, conflicts_with = "text")]
     pub stdin: bool,
 
+    /// How to search: hybrid fuses full-text (BM25) and vector ranks; vector and
+    /// lexical use one arm. Scores are always the vector similarity.
+    #[arg(long, value_enum, default_value_t = ModeArg::Hybrid)]
+    pub mode: ModeArg,
+
+    /// Weight of the lexical arm in hybrid fusion (the vector arm weighs 1; 0 turns
+    /// the lexical arm off).
+    #[arg(long, default_value_t = 1.0, value_name = "W", allow_negative_numbers = true)]
+    pub lexical_weight: f32,
+
+    /// At most N results from one file.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_per_file: Option<usize>,
+
+    /// Show each result's rank and score in each arm.
+    #[arg(long)]
+    pub explain: bool,
+
     /// Print one JSON document (schema in the README).
     #[arg(long)]
     pub json: bool,
@@ -276,6 +295,27 @@ pub enum StoreCommand {
         #[arg(short, long, visible_alias = "force")]
         yes: bool,
     },
+}
+
+/// Search modes.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ModeArg {
+    /// Full-text and vector ranks fused (reciprocal rank fusion).
+    Hybrid,
+    /// Nearest vectors only.
+    Vector,
+    /// Full-text (BM25) only; local stores.
+    Lexical,
+}
+
+impl From<ModeArg> for rag_core::SearchMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Hybrid => rag_core::SearchMode::Hybrid,
+            ModeArg::Vector => rag_core::SearchMode::Vector,
+            ModeArg::Lexical => rag_core::SearchMode::Lexical,
+        }
+    }
 }
 
 /// Distance metric.

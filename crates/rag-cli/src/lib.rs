@@ -19,8 +19,8 @@ use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    Chunker, DiscoverOptions, DocText, Embedder, Filter, IndexObserver, IndexOptions, Indexer, Querier, StoreConfig,
-    TextChunker, VectorBackend, discover, validate_store_name,
+    Chunker, DiscoverOptions, DocText, Embedder, Filter, IndexObserver, IndexOptions, Indexer, Querier, SearchOptions,
+    StoreConfig, TextChunker, VectorBackend, discover, validate_store_name,
 };
 use rag_embed_ollama::{DEFAULT_MODEL, OllamaConfig, OllamaEmbedder};
 
@@ -122,14 +122,6 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
     validate_store_name(&args.store)?;
     let opened = backends::open(data_dir, &args.backend, Some(&args.store)).await?;
     let backend = opened.as_dyn();
-    let (chunk_size, chunk_overlap) = match args.chunk_tokens {
-        Some(tokens) => {
-            let size = tokens.saturating_mul(4);
-            (size, args.chunk_overlap.min(size / 4))
-        }
-        None => (args.chunk_size, args.chunk_overlap),
-    };
-    let chunker = TextChunker::new(chunk_size, chunk_overlap)?;
     let root = match &args.root {
         Some(root) => root.clone(),
         None => std::env::current_dir().context("cannot read the current folder")?,
@@ -159,6 +151,26 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
         Arc::new(connect(&args.embedder, model, args.batch_size, args.concurrency).await?)
     };
 
+    let (mut chunk_size, mut chunk_overlap) = match args.chunk_tokens {
+        Some(tokens) => {
+            let size = (tokens as f32 * rag_core::MIN_CHARS_PER_TOKEN) as usize;
+            (size, args.chunk_overlap.min(size / 4))
+        }
+        None => (args.chunk_size, args.chunk_overlap),
+    };
+    // The chunk budget follows the model's context window, so no chunk is refused.
+    if let Some(window) = embedder.context_tokens() {
+        let most = rag_core::chunk_chars_for_window(window);
+        if chunk_size > most {
+            tracing::info!(
+                "chunks of at most {most} characters: model {:?} takes {window} tokens (--chunk-size {chunk_size} lowered)",
+                embedder.model()
+            );
+            chunk_size = most;
+            chunk_overlap = chunk_overlap.min(most / 4);
+        }
+    }
+    let chunker = TextChunker::new(chunk_size, chunk_overlap)?;
     let options = IndexOptions {
         force: args.force,
         prune: !args.no_prune,
@@ -283,14 +295,19 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
     let model = args.embedder.model.clone().unwrap_or_else(|| config.model.clone());
     let started = Instant::now();
     let embedder = Arc::new(connect(&args.embedder, model, 1, 1).await?);
-    let hits =
-        Querier::new(embedder, backend.clone()).query_store(&args.store, &config, &text, args.top_k, filter).await?;
+    let options = SearchOptions::new(args.top_k)
+        .with_mode(args.mode.into())
+        .with_filter(filter)
+        .with_lexical_weight(args.lexical_weight)
+        .with_max_per_file(args.max_per_file);
+    let found = Querier::new(embedder, backend.clone()).search_store(&args.store, &config, &text, &options).await?;
     let elapsed = started.elapsed();
-    let results: Vec<QueryResult> = hits
+    let results: Vec<QueryResult> = found
+        .hits
         .iter()
-        .filter(|hit| args.min_score.is_none_or(|min| hit.score >= min))
+        .filter(|hit| args.min_score.is_none_or(|min| hit.hit.score >= min))
         .enumerate()
-        .map(|(i, hit)| QueryResult::new(i + 1, hit, args.full, args.snippet_length))
+        .map(|(i, hit)| QueryResult::from_search(i + 1, hit, args.full, args.snippet_length))
         .collect();
     let millis = elapsed.as_secs_f64() * 1000.0;
     let mut stdout = std::io::stdout().lock();
@@ -310,6 +327,11 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
                 filter: filter_json.as_ref(),
                 full: args.full,
                 snippet_length: args.snippet_length,
+                mode: found.mode.as_str(),
+                lexical: found.lexical,
+                lexical_weight: args.lexical_weight,
+                max_per_file: args.max_per_file,
+                notes: &found.notes,
             },
             backend: backend.name(),
             model: &config.model,
@@ -319,7 +341,10 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
         serde_json::to_writer_pretty(&mut stdout, &out)?;
         writeln!(stdout)?;
     } else {
-        write!(stdout, "{}", output::query_text(&text, &args.store, &results, args.top_k, millis))?;
+        for note in &found.notes {
+            eprintln!("note: {note}");
+        }
+        write!(stdout, "{}", output::query_text(&text, &args.store, &results, args.top_k, millis, args.explain))?;
     }
     Ok(ExitCode::SUCCESS)
 }

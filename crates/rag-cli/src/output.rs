@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use rag_core::{Hit, IndexReport, StoreInfo, format_rfc3339};
+use rag_core::{Hit, IndexReport, LexicalSource, SearchHit, StoreInfo, format_rfc3339};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -33,6 +33,15 @@ pub struct QueryMetadata<'a> {
     pub filter: Option<&'a Value>,
     pub full: bool,
     pub snippet_length: usize,
+    /// `hybrid`, `vector` or `lexical`.
+    pub mode: &'static str,
+    /// How the lexical arm was computed: `full_text` (the store's index),
+    /// `rerank` (BM25 over the top vector candidates: S3 Vectors) or `none`.
+    pub lexical: LexicalSource,
+    pub lexical_weight: f32,
+    pub max_per_file: Option<usize>,
+    /// What the caller should know about how the results were found.
+    pub notes: &'a [String],
 }
 
 /// One hit of `rag query --json`.
@@ -66,6 +75,14 @@ pub struct QueryResult {
     pub content_hash: String,
     pub indexed_at: String,
     pub truncated: bool,
+    /// Reciprocal-rank fusion score (hybrid mode), which orders the results.
+    pub fused_score: Option<f32>,
+    /// Rank among the vector arm's candidates, if there.
+    pub vector_rank: Option<usize>,
+    /// Rank in the lexical arm, if the chunk matched.
+    pub lexical_rank: Option<usize>,
+    /// BM25 score in the lexical arm, if the chunk matched.
+    pub lexical_score: Option<f32>,
 }
 
 impl QueryResult {
@@ -97,7 +114,33 @@ impl QueryResult {
             content_hash: hit.chunk.content_hash.clone(),
             indexed_at: format_rfc3339(hit.indexed_at),
             truncated,
+            fused_score: None,
+            vector_rank: None,
+            lexical_rank: None,
+            lexical_score: None,
         }
+    }
+
+    /// A result of a search, with what each arm said of it.
+    pub fn from_search(rank: usize, hit: &SearchHit, full: bool, snippet_length: usize) -> Self {
+        Self {
+            fused_score: hit.fused_score,
+            vector_rank: hit.vector_rank,
+            lexical_rank: hit.lexical_rank,
+            lexical_score: hit.lexical_score,
+            ..Self::new(rank, &hit.hit, full, snippet_length)
+        }
+    }
+
+    /// One line saying where the result stood in each arm (`--explain`).
+    pub fn explain(&self) -> String {
+        let vector = self.vector_rank.map_or_else(|| "vector -".to_string(), |r| format!("vector #{r}"));
+        let lexical = match (self.lexical_rank, self.lexical_score) {
+            (Some(rank), Some(score)) => format!("lexical #{rank} (bm25 {score:.2})"),
+            _ => "lexical -".to_string(),
+        };
+        let fused = self.fused_score.map_or_else(String::new, |f| format!("  fused {f:.4}"));
+        format!("{vector}  {lexical}{fused}")
     }
 }
 
@@ -138,7 +181,14 @@ fn dedent(text: &str) -> String {
 }
 
 /// The text form of query results.
-pub fn query_text(query: &str, store: &str, results: &[QueryResult], top_k: usize, millis: f64) -> String {
+pub fn query_text(
+    query: &str,
+    store: &str,
+    results: &[QueryResult],
+    top_k: usize,
+    millis: f64,
+    explain: bool,
+) -> String {
     let mut out = String::new();
     if results.is_empty() {
         let _ = writeln!(out, "No results for {query:?} in store {store:?}.");
@@ -164,6 +214,9 @@ pub fn query_text(query: &str, store: &str, results: &[QueryResult], top_k: usiz
             r.line_start,
             r.line_end
         );
+        if explain {
+            let _ = writeln!(out, "    [{}]", r.explain());
+        }
         let body = if r.truncated { format!("{}…", r.content.trim_end()) } else { r.content.clone() };
         for line in dedent(body.trim()).lines() {
             let _ = writeln!(out, "    {line}");
@@ -303,7 +356,7 @@ mod tests {
             QueryResult::new(2, &hit("lib.rs", serde_json::json!({"symbols": ["Packer", "flush"]})), false, 300),
             QueryResult::new(3, &hit("a.txt", serde_json::json!({})), false, 300),
         ];
-        let out = query_text("q", "s", &results, 3, 1.0);
+        let out = query_text("q", "s", &results, 3, 1.0, false);
         assert!(out.contains("notes.md:3-9  (Install > Linux)"), "{out}");
         assert!(out.contains("lib.rs:3-9  (Packer, flush)"), "{out}");
         assert!(out.contains("a.txt:3-9\n"), "{out}");

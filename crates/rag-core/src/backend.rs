@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::search::{LexicalHit, LexicalRequest};
 use crate::types::{FileState, Hit, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch};
 
 /// A place that keeps named stores of vectors with their chunks.
@@ -91,4 +92,15 @@ pub trait VectorBackend: Send + Sync {
 
     /// The `top_k` nearest chunks to a vector, best first.
     async fn query(&self, store: &str, request: &QueryRequest) -> Result<Vec<Hit>>;
+
+    /// The `top_k` best chunks for a full-text (BM25) search, best first,
+    /// among those passing the request's filter; each hit scored against
+    /// the request's vector when it has one.
+    ///
+    /// `Ok(None)` says the store has no full-text index (the default): the
+    /// [`Querier`](crate::Querier) then ranks vector candidates lexically
+    /// itself for hybrid search, and refuses lexical-only search.
+    async fn lexical_query(&self, _store: &str, _request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
+        Ok(None)
+    }
 }

@@ -5,6 +5,30 @@ use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter};
 use crate::error::{Error, Result};
 use crate::types::Metadata;
 
+/// Characters a token is assumed to take at the least when a chunk budget is
+/// derived from a token window without the model's tokenizer: English prose
+/// runs about 4 characters a token with the common tokenizers, source code
+/// 2.9-3.2 (measured with all-MiniLM-L6-v2's), so 2.5 leaves room. Text
+/// denser than that (CJK, long numbers) is caught by the indexer, which
+/// splits a text the model refuses and embeds it in parts.
+pub const MIN_CHARS_PER_TOKEN: f32 = 2.5;
+
+/// Tokens kept free in the window for the model's prompt prefix and the
+/// heading path embedded with a chunk.
+pub const PROMPT_RESERVE_TOKENS: usize = 48;
+
+/// The largest chunk, in characters, that fits a model's context window of
+/// `tokens` tokens with room for the prompt.
+///
+/// ```
+/// assert_eq!(rag_core::chunk_chars_for_window(512), 1160);
+/// assert_eq!(rag_core::chunk_chars_for_window(2048), 5000);
+/// ```
+pub fn chunk_chars_for_window(tokens: usize) -> usize {
+    let usable = tokens.saturating_sub(PROMPT_RESERVE_TOKENS).max(16);
+    (usable as f32 * MIN_CHARS_PER_TOKEN) as usize
+}
+
 /// One piece of a text, as a [`Chunker`] returns it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextChunk {
@@ -126,7 +150,7 @@ impl Chunker for TextChunker {
 
     fn settings(&self) -> String {
         let code = if cfg!(feature = "code") { " code=tree-sitter-nodes" } else { "" };
-        format!("text-splitter/chars size={} overlap={}{code}", self.size, self.overlap)
+        format!("text-splitter/chars size={} overlap={} sections=whole{code}", self.size, self.overlap)
     }
 }
 
@@ -138,25 +162,40 @@ impl TextChunker {
             return self.split_code(text, grammar);
         }
         let markdown = language == "markdown";
-        // The splitters' cost grows faster than the text (a 4 MB file took
-        // 49 s): split large texts first at structural breaks, then chunk each part.
         let mut ranges = Vec::new();
-        for (offset, part) in segments(text, markdown, SEGMENT_BYTES) {
+        if !markdown {
+            self.split_plain(text, 0, false, &mut ranges);
+            return (ranges, Structure::None);
+        }
+        let headings = crate::headings(text);
+        // Sections stay whole: a chunk never joins a section to its siblings,
+        // so a short section is not buried in its neighbours' text.
+        for (start, end) in section_groups(text, &headings, self.size) {
+            let part = &text[start..end];
+            if part.chars().count() <= self.size {
+                let lead = part.len() - part.trim_start().len();
+                let tail = part.len() - part.trim_end().len();
+                ranges.push((start + lead, end - tail));
+            } else {
+                self.split_plain(part, start, true, &mut ranges);
+            }
+        }
+        let paths = crate::markdown::heading_paths(&headings);
+        (ranges, Structure::Markdown(headings.iter().map(|h| h.offset).collect(), paths))
+    }
+
+    /// Chunks `text` (which starts at `offset` of the file) with the text or
+    /// markdown splitter. Their cost grows faster than the text (a 4 MB file
+    /// took 49 s): large texts are first cut at structural breaks.
+    fn split_plain(&self, text: &str, offset: usize, markdown: bool, ranges: &mut Vec<(usize, usize)>) {
+        for (at, part) in segments(text, markdown, SEGMENT_BYTES) {
             let found: Vec<(usize, &str)> = if markdown {
                 self.markdown.chunk_indices(part).collect()
             } else {
                 self.text.chunk_indices(part).collect()
             };
-            ranges.extend(found.into_iter().map(|(s, p)| (offset + s, offset + s + p.len())));
+            ranges.extend(found.into_iter().map(|(s, p)| (offset + at + s, offset + at + s + p.len())));
         }
-        let structure = if markdown {
-            let headings = crate::headings(text);
-            let paths = crate::markdown::heading_paths(&headings);
-            Structure::Markdown(headings.iter().map(|h| h.offset).collect(), paths)
-        } else {
-            Structure::None
-        };
-        (ranges, structure)
     }
 
     /// Source code: one parse per part gives chunk boundaries and symbols.
@@ -180,6 +219,53 @@ impl TextChunker {
         }
         (ranges, Structure::Code(Symbols::new(symbols)))
     }
+}
+
+/// The byte ranges of a markdown text's chunks-to-be: one per section, where
+/// a section runs from its heading to the next heading. A section whose own
+/// text is short (a title, an intro line) takes its subsections with it while
+/// they fit in `size` characters, and a lone heading with nothing under it is
+/// carried into its first subsection; siblings are never joined.
+fn section_groups(text: &str, headings: &[crate::Heading], size: usize) -> Vec<(usize, usize)> {
+    // (start, end, level); the text before the first heading is level 0.
+    let mut sections: Vec<(usize, usize, usize)> = Vec::with_capacity(headings.len() + 1);
+    let first = headings.first().map_or(text.len(), |h| h.offset);
+    if !text[..first].trim().is_empty() {
+        sections.push((0, first, 0));
+    }
+    for (i, heading) in headings.iter().enumerate() {
+        let end = headings.get(i + 1).map_or(text.len(), |next| next.offset);
+        sections.push((heading.offset, end, heading.level));
+    }
+    let chars = |range: std::ops::Range<usize>| text[range].chars().count();
+    let short = size / 4;
+    let mut groups = Vec::with_capacity(sections.len());
+    let mut carry: Option<usize> = None;
+    let mut i = 0;
+    while i < sections.len() {
+        let (own_start, own_end, level) = sections[i];
+        let start = carry.take().unwrap_or(own_start);
+        let mut end = own_end;
+        let mut next = i + 1;
+        if chars(own_start..own_end) <= short {
+            while let Some(&(_, sub_end, sub_level)) = sections.get(next) {
+                if sub_level <= level || chars(start..sub_end) > size {
+                    break;
+                }
+                end = sub_end;
+                next += 1;
+            }
+            let lone_heading = text[own_start..own_end].lines().skip(1).all(|l| l.trim().is_empty());
+            if next == i + 1 && lone_heading && sections.get(next).is_some_and(|s| s.2 > level) {
+                carry = Some(start);
+                i = next;
+                continue;
+            }
+        }
+        groups.push((start, end));
+        i = next;
+    }
+    groups
 }
 
 /// Source texts longer than this are parsed in parts cut at structural breaks.
@@ -298,8 +384,10 @@ impl Structure {
         match self {
             Structure::None => {}
             Structure::Markdown(offsets, paths) => {
-                // The last heading at or before the chunk's start decides its path.
-                if let Some(path) = offsets.partition_point(|&o| o <= start).checked_sub(1).map(|i| &paths[i]) {
+                // The last heading before the chunk's first line of content
+                // decides its path (a chunk may open with a parent's heading).
+                let content = start + leading_headings(piece);
+                if let Some(path) = offsets.partition_point(|&o| o <= content).checked_sub(1).map(|i| &paths[i]) {
                     metadata.insert("headings".into(), path.clone().into());
                 }
                 let tags = crate::inline_tags(piece);
@@ -324,6 +412,23 @@ impl Structure {
     }
 }
 
+/// Bytes of the heading lines and blank lines that open `piece`, up to the
+/// start of its last such heading line.
+fn leading_headings(piece: &str) -> usize {
+    let mut offset = 0;
+    let mut last_heading = 0;
+    for line in piece.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') {
+            last_heading = offset;
+        } else if !trimmed.is_empty() {
+            break;
+        }
+        offset += line.len();
+    }
+    last_heading
+}
+
 /// Maps byte offsets to 1-based line numbers.
 #[derive(Debug)]
 pub struct LineIndex {
@@ -345,6 +450,53 @@ impl LineIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headings_of(chunks: &[TextChunk]) -> Vec<&str> {
+        chunks.iter().map(|c| c.metadata.get("headings").and_then(|h| h.as_str()).unwrap_or("")).collect()
+    }
+
+    #[test]
+    fn a_short_section_is_not_merged_into_a_long_neighbour() {
+        let filler = "The weekly figures are in line with the plan and nothing needs doing. ".repeat(12);
+        let text = format!(
+            "# Weekly memo\n\n{filler}\n\n## Kitchen\n\nThe bakery wants a sourdough starter and rye flour.\n\n## Parking\n\nBays 3 and 4 are closed.\n"
+        );
+        let chunks = TextChunker::new(1500, 200).unwrap().chunk(&text, "memo.md", "markdown");
+        let kitchen: Vec<&TextChunk> = chunks.iter().filter(|c| c.text.contains("sourdough")).collect();
+        assert_eq!(kitchen.len(), 1);
+        assert!(
+            kitchen[0].text.starts_with("## Kitchen") && !kitchen[0].text.contains("weekly figures"),
+            "{chunks:#?}"
+        );
+        assert!(!kitchen[0].text.contains("Parking"), "siblings stay apart");
+        assert_eq!(headings_of(&chunks), ["Weekly memo", "Weekly memo > Kitchen", "Weekly memo > Parking"]);
+    }
+
+    #[test]
+    fn a_short_lead_keeps_its_subsections_and_a_lone_heading_is_carried() {
+        let text = "# Install\n\nTwo ways.\n\n## Linux\n\napt install it\n\n## Mac\n\nbrew install it\n\n# Usage\n\n## Query\n\nrag query\n";
+        let chunks = TextChunker::new(1500, 200).unwrap().chunk(text, "a.md", "markdown");
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts.len(), 2, "{texts:#?}");
+        assert!(texts[0].starts_with("# Install") && texts[0].ends_with("brew install it"));
+        // `# Usage` has nothing of its own: it opens its subsection's chunk, whose path is the subsection's.
+        assert!(texts[1].starts_with("# Usage\n\n## Query"));
+        assert_eq!(headings_of(&chunks), ["Install", "Usage > Query"]);
+    }
+
+    #[test]
+    fn a_long_section_is_still_split_and_lines_stay_exact() {
+        let body = "A sentence about nothing in particular, repeated. ".repeat(80);
+        let text = format!("intro\n\n# Big\n\n{body}\n\n# Small\n\nend\n");
+        let chunks = TextChunker::new(500, 50).unwrap().chunk(&text, "a.md", "markdown");
+        assert!(chunks.len() >= 4, "{}", chunks.len());
+        assert!(chunks.iter().all(|c| c.text.chars().count() <= 500));
+        for c in &chunks {
+            assert_eq!(&text[c.byte_start..c.byte_end], c.text);
+        }
+        assert_eq!(chunks.last().map(|c| c.text.as_str()), Some("# Small\n\nend"));
+        assert_eq!(chunks[0].text, "intro");
+    }
 
     fn numbered_lines(n: usize) -> String {
         (1..=n).map(|i| format!("line {i} has some words in it\n")).collect()

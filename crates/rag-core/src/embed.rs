@@ -57,6 +57,13 @@ pub trait Embedder: Send + Sync {
         2
     }
 
+    /// The model's context window in tokens, when known (Ollama reports it in
+    /// `/api/show`); chunk budgets follow it (see
+    /// [`chunk_chars_for_window`](crate::chunk_chars_for_window)).
+    fn context_tokens(&self) -> Option<usize> {
+        None
+    }
+
     /// Embeds document texts, one vector per input, in order.
     async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>>;
 

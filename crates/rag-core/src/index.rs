@@ -45,6 +45,10 @@ pub struct IndexOptions {
     pub write_interval: std::time::Duration,
     /// Files larger than this many bytes are skipped with a reason.
     pub max_file_size: u64,
+    /// Embed each chunk with its heading path in front (markdown sections,
+    /// slides, sheets), so a short section keeps its context. The path is
+    /// stored either way.
+    pub embed_headings: bool,
 }
 
 impl Default for IndexOptions {
@@ -57,6 +61,7 @@ impl Default for IndexOptions {
             write_batch_size: None,
             write_interval: std::time::Duration::from_secs(2),
             max_file_size: 50 * 1024 * 1024,
+            embed_headings: true,
         }
     }
 }
@@ -195,26 +200,22 @@ impl Indexer {
         };
 
         if !options.dry_run {
-            match &existing {
-                None => {
-                    self.backend
-                        .create_store(&StoreConfig {
-                            name: store.to_string(),
-                            model: self.embedder.model().to_string(),
-                            dimension: self.embedder.dimension(),
-                            metric: options.metric,
-                            chunking: settings.clone(),
-                        })
-                        .await?;
-                }
-                Some(config) if config.chunking != settings => {
-                    self.backend
-                        .update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() })
-                        .await?;
-                }
-                Some(_) => {}
+            if existing.is_none() {
+                self.backend
+                    .create_store(&StoreConfig {
+                        name: store.to_string(),
+                        model: self.embedder.model().to_string(),
+                        dimension: self.embedder.dimension(),
+                        metric: options.metric,
+                        chunking: settings.clone(),
+                    })
+                    .await?;
             }
+            // The writer's lock first: a refused run changes nothing.
             self.backend.begin_indexing(store).await?;
+            if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
+                self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
+            }
         }
         let states: HashMap<String, FileState> = if existing.is_some() {
             self.backend.file_states(store).await?.into_iter().map(|s| (s.path.clone(), s)).collect()
@@ -286,7 +287,7 @@ impl Indexer {
         let result = if options.dry_run {
             self.plan(rx, &mut report, &mut unreadable, observer).await
         } else {
-            self.embed_and_write(rx, &mut writer, &mut report, &mut unreadable, observer).await
+            self.embed_and_write(rx, &mut writer, &mut report, &mut unreadable, observer, options.embed_headings).await
         };
         if let Err(err) = result {
             // Keep what was finished: the files already embedded are written.
@@ -361,6 +362,7 @@ impl Indexer {
         report: &mut IndexReport,
         unreadable: &mut Vec<UnreadableFile>,
         observer: &dyn IndexObserver,
+        embed_headings: bool,
     ) -> Result<()> {
         let batch_size = self.embedder.max_batch_size().max(1);
         let concurrency = self.embedder.max_concurrency().max(1);
@@ -379,7 +381,7 @@ impl Indexer {
                     .iter()
                     .map(|&(id, index)| {
                         let file = &pending[&id].file;
-                        DocText::new(file.title.clone(), embedding_text(&file.chunks[index]))
+                        DocText::new(file.title.clone(), embedding_text(&file.chunks[index], embed_headings))
                     })
                     .collect();
                 let embedder = Arc::clone(&self.embedder);
@@ -571,9 +573,9 @@ fn merge_metadata(file: &crate::Metadata, chunk: crate::Metadata) -> crate::Meta
 
 /// The text embedded for a chunk: its heading path first, so a short chunk
 /// keeps its context.
-fn embedding_text(chunk: &Chunk) -> String {
+fn embedding_text(chunk: &Chunk, with_headings: bool) -> String {
     match chunk.metadata.get("headings").and_then(|h| h.as_str()) {
-        Some(path) if !path.is_empty() => format!("{path}\n\n{}", chunk.text),
+        Some(path) if with_headings && !path.is_empty() => format!("{path}\n\n{}", chunk.text),
         _ => chunk.text.clone(),
     }
 }
@@ -584,6 +586,7 @@ async fn embed_isolating(embedder: &dyn Embedder, docs: &[DocText]) -> Result<Ve
     match embed_checked(embedder, docs).await {
         Ok(vectors) => Ok(vectors.into_iter().map(Ok).collect()),
         Err(err) if err.is_fatal() => Err(err),
+        Err(Error::ContextLength { .. }) if docs.len() == 1 => Ok(vec![embed_in_parts(embedder, &docs[0]).await]),
         Err(err) if docs.len() == 1 => Ok(vec![Err(err)]),
         Err(_) => {
             let mut out = Vec::with_capacity(docs.len());
@@ -591,12 +594,69 @@ async fn embed_isolating(embedder: &dyn Embedder, docs: &[DocText]) -> Result<Ve
                 match embed_checked(embedder, std::slice::from_ref(doc)).await {
                     Ok(mut vectors) => out.push(Ok(vectors.remove(0))),
                     Err(err) if err.is_fatal() => return Err(err),
+                    Err(Error::ContextLength { .. }) => out.push(embed_in_parts(embedder, doc).await),
                     Err(err) => out.push(Err(err)),
                 }
             }
             Ok(out)
         }
     }
+}
+
+/// Embeds a text the model refused as too long: halves it at a line or word
+/// break until every part fits, and returns the parts' vectors averaged
+/// (weighted by length, normalised), so no text is cut and no file fails.
+async fn embed_in_parts(embedder: &dyn Embedder, doc: &DocText) -> Result<Vec<f32>> {
+    let mut pending = vec![doc.text.clone()];
+    let mut sum: Vec<f32> = Vec::new();
+    let mut parts = 0usize;
+    while let Some(part) = pending.pop() {
+        match embed_checked(embedder, &[DocText::new(doc.title.clone(), part.clone())]).await {
+            Ok(mut vectors) => {
+                let vector = vectors.remove(0);
+                let weight = part.chars().count() as f32;
+                if sum.is_empty() {
+                    sum = vec![0.0; vector.len()];
+                }
+                for (total, x) in sum.iter_mut().zip(&vector) {
+                    *total += weight * x;
+                }
+                parts += 1;
+            }
+            Err(Error::ContextLength { .. }) if part.chars().count() > 32 => {
+                let (first, second) = halve(&part);
+                pending.push(second.to_string());
+                pending.push(first.to_string());
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        sum.iter_mut().for_each(|x| *x /= norm);
+    }
+    tracing::debug!(parts, chars = doc.text.len(), "embedded a text too long for the model in parts");
+    Ok(sum)
+}
+
+/// Cuts a text in two near its middle: at a line break if one is near, else
+/// at whitespace, else at a character boundary.
+fn halve(text: &str) -> (&str, &str) {
+    let mut middle = text.len() / 2;
+    while !text.is_char_boundary(middle) {
+        middle += 1;
+    }
+    let window = text.len() / 4;
+    let near = |pattern: char| {
+        let before = text[..middle].rfind(pattern).filter(|&i| middle - i <= window && i > 0);
+        let after = text[middle..].find(pattern).map(|i| middle + i).filter(|&i| i - middle <= window);
+        before.or(after).map(|i| i + pattern.len_utf8())
+    };
+    let mut cut = near('\n').or_else(|| near(' ')).filter(|&c| c > 0 && c < text.len()).unwrap_or(middle);
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    text.split_at(cut.min(text.len()))
 }
 
 async fn embed_checked(embedder: &dyn Embedder, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
@@ -851,6 +911,61 @@ mod tests {
 
     fn paragraphs(words: &[&str]) -> String {
         words.iter().map(|w| format!("{w} {w} {w} {w} {w} {w}\n\n")).collect()
+    }
+
+    /// Refuses texts over `limit` characters as Ollama does with `truncate` off.
+    struct SmallWindow {
+        limit: usize,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Embedder for SmallWindow {
+        fn model(&self) -> &str {
+            "small"
+        }
+        fn dimension(&self) -> usize {
+            16
+        }
+        async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(long) = docs.iter().find(|d| d.text.chars().count() > self.limit) {
+                return Err(Error::ContextLength { model: "small".into(), chars: long.text.chars().count() });
+            }
+            Ok(docs.iter().map(|d| words(&d.text)).collect())
+        }
+        async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+            Ok(words(query))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_the_model_refuses_as_too_long_is_embedded_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = (0..60).map(|i| format!("word{i} ")).collect::<String>();
+        std::fs::write(dir.path().join("long.txt"), &long).unwrap();
+        std::fs::write(dir.path().join("short.txt"), "tiny text").unwrap();
+        let embedder = Arc::new(SmallWindow { limit: 100, calls: AtomicUsize::new(0) });
+        let backend = Arc::new(MemoryBackend::new());
+        let files = discover(&[".".into()], &DiscoverOptions::new(dir.path())).unwrap();
+        let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::new(2000, 0).unwrap()));
+        let report = indexer.index("notes", &files, &IndexOptions::default(), &NoProgress).await.unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert_eq!(report.new, ["long.txt", "short.txt"]);
+        // The whole text stays one chunk; its vector averages the parts', and finds it.
+        let hits = Querier::new(embedder.clone(), backend).query("notes", "word3 word57", 1).await.unwrap();
+        assert_eq!(hits[0].chunk.source_path, "long.txt");
+        assert_eq!(hits[0].chunk.text, long.trim_end());
+        assert!(embedder.calls.load(Ordering::SeqCst) > 3, "the refused text was sent again in parts");
+    }
+
+    #[test]
+    fn halving_cuts_at_a_break_near_the_middle() {
+        assert_eq!(halve("aaaa bbbb"), ("aaaa ", "bbbb"));
+        assert_eq!(halve("one\ntwo three"), ("one\n", "two three"));
+        let (a, b) = halve("ééééé");
+        assert_eq!(format!("{a}{b}"), "ééééé");
+        assert!(!a.is_empty() && !b.is_empty());
     }
 
     #[tokio::test]

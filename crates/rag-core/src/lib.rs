@@ -67,13 +67,17 @@ mod error;
 mod extract;
 mod filter;
 mod index;
+pub mod lexical;
 mod markdown;
 mod memory;
 mod query;
+mod search;
 mod types;
 
 pub use backend::VectorBackend;
-pub use chunk::{Chunker, LineIndex, TextChunk, TextChunker};
+pub use chunk::{
+    Chunker, LineIndex, MIN_CHARS_PER_TOKEN, PROMPT_RESERVE_TOKENS, TextChunk, TextChunker, chunk_chars_for_window,
+};
 pub use discover::{DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, discover};
 pub use documents::{DOCUMENT_EXTENSIONS, LOCATION_KEYS, MAX_UNCOMPRESSED};
 pub use embed::{Embedder, PromptFormat};
@@ -86,6 +90,10 @@ pub use markdown::{
 };
 pub use memory::{ChunkStamp, MemoryBackend, file_state, score};
 pub use query::Querier;
+pub use search::{
+    LexicalHit, LexicalRequest, LexicalSource, RRF_K, SearchHit, SearchMode, SearchOptions, SearchResults, fuse,
+    limit_per_file, rerank_lexically,
+};
 pub use types::{
     Chunk, DocText, FileState, Hit, MAX_KEY_LEN, Metadata, Metric, QueryRequest, SimilarityLevel, StoreConfig,
     StoreInfo, UnreadableFile, VectorRecord, WriteBatch, chunk_key, format_rfc3339, now_unix, validate_store_name,

@@ -7,6 +7,8 @@ use async_trait::async_trait;
 
 use crate::backend::VectorBackend;
 use crate::error::{Error, Result};
+use crate::lexical::{Bm25, index_terms};
+use crate::search::{LexicalHit, LexicalRequest};
 use crate::types::{
     FileState, Hit, Metric, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch,
 };
@@ -184,6 +186,42 @@ impl VectorBackend for MemoryBackend {
             hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk.key.cmp(&b.chunk.key)));
             hits.truncate(request.top_k);
             Ok(hits)
+        })
+    }
+
+    /// BM25 over every chunk of the store (statistics from the whole store,
+    /// as a full-text index keeps them), then the filter.
+    async fn lexical_query(&self, store: &str, request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
+        self.with_store(store, |s| {
+            let metric = s.config.metric;
+            let records: Vec<&VectorRecord> = s.records.values().collect();
+            let docs: Vec<Vec<String>> = records
+                .iter()
+                .map(|r| index_terms(&r.chunk).split(' ').filter(|t| !t.is_empty()).map(str::to_string).collect())
+                .collect();
+            let scores = Bm25::new(&docs).scores(&request.terms);
+            let mut hits: Vec<LexicalHit> = records
+                .into_iter()
+                .zip(scores)
+                .filter(|(r, bm25)| {
+                    *bm25 > 0.0
+                        && request
+                            .filter
+                            .as_ref()
+                            .is_none_or(|f| f.matches(&crate::filter_metadata(&r.chunk, r.indexed_at)))
+                })
+                .map(|(r, bm25)| LexicalHit {
+                    hit: Hit {
+                        score: request.vector.as_ref().map_or(f32::NAN, |v| score(metric, v, &r.vector)),
+                        chunk: r.chunk.clone(),
+                        indexed_at: r.indexed_at,
+                    },
+                    bm25,
+                })
+                .collect();
+            hits.sort_by(|a, b| b.bm25.total_cmp(&a.bm25).then_with(|| a.hit.chunk.key.cmp(&b.hit.chunk.key)));
+            hits.truncate(request.top_k);
+            Ok(Some(hits))
         })
     }
 }

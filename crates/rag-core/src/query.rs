@@ -7,7 +7,15 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::index::check_model;
+use crate::lexical::query_terms;
+use crate::search::{
+    LexicalRequest, LexicalSource, SearchMode, SearchOptions, SearchResults, fuse, lexical_only, limit_per_file,
+    rerank_lexically, vector_only,
+};
 use crate::types::{Hit, QueryRequest, SimilarityLevel, StoreConfig};
+
+/// Vector candidates re-ranked lexically when a backend has no text search.
+const RERANK_CANDIDATES: usize = 100;
 
 /// Answers questions against a store.
 pub struct Querier {
@@ -57,6 +65,11 @@ impl Querier {
         if top_k == 0 {
             return Err(Error::InvalidInput("top-k must be at least 1".into()));
         }
+        let vector = self.embed_query(config, text).await?;
+        self.backend.query(store, &QueryRequest::new(vector, top_k).with_filter(filter)).await
+    }
+
+    async fn embed_query(&self, config: &StoreConfig, text: &str) -> Result<Vec<f32>> {
         check_model(config, self.embedder.as_ref())?;
         let vector = self.embedder.embed_query(text).await?;
         if vector.len() != config.dimension {
@@ -66,7 +79,117 @@ impl Querier {
                 actual: vector.len(),
             });
         }
-        self.backend.query(store, &QueryRequest::new(vector, top_k).with_filter(filter)).await
+        Ok(vector)
+    }
+
+    /// Searches `store` in the mode of `options` (hybrid by default): the
+    /// vector arm, the lexical arm, or both fused by reciprocal rank.
+    ///
+    /// Every hit's [`Hit::score`] is its exact vector similarity, whatever
+    /// the mode. A store without a full-text index (S3 Vectors, or a local
+    /// store not written since the index came) gets hybrid search by
+    /// re-ranking its top vector candidates lexically, and the results say
+    /// so; lexical mode on it is an error.
+    pub async fn search(&self, store: &str, text: &str, options: &SearchOptions) -> Result<SearchResults> {
+        let config = self.backend.store_config(store).await?;
+        self.search_store(store, &config, text, options).await
+    }
+
+    /// Like [`search`](Self::search), for a caller that has already read the
+    /// store's settings.
+    pub async fn search_store(
+        &self,
+        store: &str,
+        config: &StoreConfig,
+        text: &str,
+        options: &SearchOptions,
+    ) -> Result<SearchResults> {
+        if text.trim().is_empty() {
+            return Err(Error::InvalidInput("the query is empty".into()));
+        }
+        if options.top_k == 0 {
+            return Err(Error::InvalidInput("top-k must be at least 1".into()));
+        }
+        if !options.lexical_weight.is_finite() || options.lexical_weight < 0.0 {
+            return Err(Error::InvalidInput(format!(
+                "the lexical weight must be a number of 0 or more, not {}",
+                options.lexical_weight
+            )));
+        }
+        let depth = options.depth().max(options.top_k.min(crate::search::MAX_CANDIDATES));
+        let terms = query_terms(text);
+        let vector = self.embed_query(config, text).await?;
+        let mut notes = Vec::new();
+        let filter = options.filter.clone();
+        let vector_arm = |k: usize| QueryRequest::new(vector.clone(), k).with_filter(filter.clone());
+        let lexical_arm =
+            || LexicalRequest::new(terms.clone(), depth).with_filter(filter.clone()).with_vector(Some(vector.clone()));
+        let (hits, lexical) = match options.mode {
+            SearchMode::Vector => {
+                let k = if options.max_per_file.is_some() { depth } else { options.top_k };
+                (vector_only(self.backend.query(store, &vector_arm(k)).await?), LexicalSource::None)
+            }
+            SearchMode::Lexical => {
+                if terms.is_empty() {
+                    notes.push("the query has no words to search for lexically".to_string());
+                    return Ok(SearchResults {
+                        hits: Vec::new(),
+                        mode: options.mode,
+                        lexical: LexicalSource::None,
+                        notes,
+                    });
+                }
+                match self.backend.lexical_query(store, &lexical_arm()).await? {
+                    Some(found) => (lexical_only(found), LexicalSource::FullText),
+                    None => return Err(self.no_full_text(store)),
+                }
+            }
+            SearchMode::Hybrid if terms.is_empty() => {
+                notes.push("the query has no words to search for lexically; vector search only".to_string());
+                let k = if options.max_per_file.is_some() { depth } else { options.top_k };
+                (vector_only(self.backend.query(store, &vector_arm(k)).await?), LexicalSource::None)
+            }
+            SearchMode::Hybrid => {
+                // Wide enough that a backend without text search can re-rank
+                // the same candidates lexically: one vector query either way.
+                let wide = depth.max(RERANK_CANDIDATES);
+                let (lexical_request, vector_request) = (lexical_arm(), vector_arm(wide));
+                let (lexical, vector_hits) = tokio::join!(
+                    self.backend.lexical_query(store, &lexical_request),
+                    self.backend.query(store, &vector_request)
+                );
+                let candidates = vector_hits?;
+                match lexical? {
+                    Some(found) => (fuse(candidates, found, options.lexical_weight), LexicalSource::FullText),
+                    None => {
+                        let reranked = rerank_lexically(&candidates, text);
+                        let count = candidates.len();
+                        notes.push(format!(
+                            "the {} backend has no text search: lexical scores rank the top {count} vector \
+                             candidates only",
+                            self.backend.name()
+                        ));
+                        (
+                            fuse(candidates, reranked, options.lexical_weight),
+                            LexicalSource::Rerank { candidates: count },
+                        )
+                    }
+                }
+            }
+        };
+        let mut hits = limit_per_file(hits, options.max_per_file);
+        hits.truncate(options.top_k);
+        Ok(SearchResults { hits, mode: options.mode, lexical, notes })
+    }
+
+    fn no_full_text(&self, store: &str) -> Error {
+        let backend = self.backend.name();
+        let how = if backend == "local" {
+            "a local store builds it the next time it is indexed (nothing is re-embedded)"
+        } else {
+            "this backend has no text search; use vector or hybrid mode (hybrid re-ranks vector candidates lexically)"
+        };
+        Error::InvalidInput(format!("store {store:?} ({backend}) has no full-text index for lexical search: {how}"))
     }
 }
 
@@ -74,5 +197,219 @@ impl Hit {
     /// The similarity level of this hit's score.
     pub fn level(&self) -> SimilarityLevel {
         SimilarityLevel::from_score(self.score)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lexical::terms;
+    use crate::memory::MemoryBackend;
+    use crate::types::{Chunk, Metric, VectorRecord, chunk_key};
+    use crate::{DocText, Filter, LexicalSource, SearchMode, SearchOptions, VectorBackend};
+    use async_trait::async_trait;
+
+    /// Embeds by hashing words into 32 buckets.
+    struct Words;
+
+    #[async_trait]
+    impl Embedder for Words {
+        fn model(&self) -> &str {
+            "words"
+        }
+        fn dimension(&self) -> usize {
+            32
+        }
+        async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
+            Ok(docs.iter().map(|d| words(&d.text)).collect())
+        }
+        async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+            Ok(words(query))
+        }
+    }
+
+    fn words(text: &str) -> Vec<f32> {
+        let mut v = vec![0.0; 32];
+        v[0] = 0.05;
+        for t in terms(text) {
+            v[t.bytes().fold(7usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % 32] += 1.0;
+        }
+        v
+    }
+
+    async fn store(texts: &[(&str, &str)]) -> (Querier, Arc<MemoryBackend>) {
+        let backend = Arc::new(MemoryBackend::new());
+        backend
+            .create_store(&StoreConfig {
+                name: "notes".into(),
+                model: "words".into(),
+                dimension: 32,
+                metric: Metric::Cosine,
+                chunking: "c".into(),
+            })
+            .await
+            .unwrap();
+        let records = texts
+            .iter()
+            .map(|(path, text)| VectorRecord {
+                chunk: Chunk {
+                    key: chunk_key(path, 0),
+                    source_path: path.to_string(),
+                    chunk_index: 0,
+                    total_chunks: 1,
+                    line_start: 1,
+                    line_end: 1,
+                    byte_start: 0,
+                    byte_end: text.len(),
+                    text: text.to_string(),
+                    content_hash: "h".into(),
+                    language: "text".into(),
+                    metadata: Default::default(),
+                },
+                vector: words(text),
+                indexed_at: 0,
+            })
+            .collect();
+        backend.put("notes", records).await.unwrap();
+        (Querier::new(Arc::new(Words), backend.clone()), backend)
+    }
+
+    #[tokio::test]
+    async fn every_mode_scores_hits_by_their_vector_similarity() {
+        let (querier, _) =
+            store(&[("a.rs", "fn parse_config() reads the settings"), ("b.md", "settings are read at start")]).await;
+        for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Lexical] {
+            let found = querier.search("notes", "parse_config", &SearchOptions::new(5).with_mode(mode)).await.unwrap();
+            assert_eq!(found.hits[0].hit.chunk.source_path, "a.rs", "{mode}");
+            let exact =
+                crate::score(Metric::Cosine, &words("parse_config"), &words("fn parse_config() reads the settings"));
+            assert!((found.hits[0].hit.score - exact).abs() < 1e-6, "{mode}: score is the cosine");
+        }
+        let hybrid = querier.search("notes", "parse_config", &SearchOptions::new(5)).await.unwrap();
+        assert_eq!(hybrid.lexical, LexicalSource::FullText);
+        assert!(hybrid.hits[0].fused_score.is_some() && hybrid.hits[0].lexical_rank == Some(1));
+    }
+
+    #[tokio::test]
+    async fn queries_without_words_fall_back_or_say_so() {
+        let (querier, _) = store(&[("a.md", "some text")]).await;
+        let hybrid = querier.search("notes", "?!", &SearchOptions::new(3)).await.unwrap();
+        assert_eq!(hybrid.hits.len(), 1, "vector search still answers");
+        assert!(hybrid.notes[0].contains("no words"), "{:?}", hybrid.notes);
+        let lexical =
+            querier.search("notes", "?!", &SearchOptions::new(3).with_mode(SearchMode::Lexical)).await.unwrap();
+        assert!(lexical.hits.is_empty() && !lexical.notes.is_empty());
+        assert!(querier.search("notes", "  ", &SearchOptions::new(3)).await.is_err());
+        let bad = SearchOptions::new(3).with_lexical_weight(f32::NAN);
+        assert!(querier.search("notes", "text", &bad).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn filters_apply_in_both_arms_before_the_cut() {
+        let mut texts: Vec<(String, String)> =
+            (0..300).map(|i| (format!("notes/n{i}.md"), "flour flour flour".to_string())).collect();
+        texts.push(("docs/far.md".into(), format!("flour {}", "filler ".repeat(200))));
+        let refs: Vec<(&str, &str)> = texts.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+        let (querier, _) = store(&refs).await;
+        for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Lexical] {
+            let options = SearchOptions::new(3).with_mode(mode).with_filter(Some(Filter::folder("docs")));
+            let found = querier.search("notes", "flour", &options).await.unwrap();
+            let paths: Vec<&str> = found.hits.iter().map(|h| h.hit.chunk.source_path.as_str()).collect();
+            assert_eq!(paths, ["docs/far.md"], "{mode}");
+        }
+    }
+
+    /// A backend without text search, as S3 Vectors is.
+    struct VectorOnly(Arc<MemoryBackend>);
+
+    #[async_trait]
+    impl VectorBackend for VectorOnly {
+        fn name(&self) -> &'static str {
+            "vector-only"
+        }
+        async fn create_store(&self, c: &StoreConfig) -> Result<()> {
+            self.0.create_store(c).await
+        }
+        async fn delete_store(&self, s: &str) -> Result<()> {
+            self.0.delete_store(s).await
+        }
+        async fn list_stores(&self) -> Result<Vec<String>> {
+            self.0.list_stores().await
+        }
+        async fn store_exists(&self, s: &str) -> Result<bool> {
+            self.0.store_exists(s).await
+        }
+        async fn store_config(&self, s: &str) -> Result<StoreConfig> {
+            self.0.store_config(s).await
+        }
+        async fn update_store_config(&self, c: &StoreConfig) -> Result<()> {
+            self.0.update_store_config(c).await
+        }
+        async fn store_info(&self, s: &str) -> Result<crate::StoreInfo> {
+            self.0.store_info(s).await
+        }
+        async fn file_states(&self, s: &str) -> Result<Vec<crate::FileState>> {
+            self.0.file_states(s).await
+        }
+        async fn write(&self, s: &str, b: crate::WriteBatch) -> Result<()> {
+            self.0.write(s, b).await
+        }
+        async fn query(&self, s: &str, r: &QueryRequest) -> Result<Vec<Hit>> {
+            self.0.query(s, r).await
+        }
+    }
+
+    #[tokio::test]
+    async fn without_text_search_hybrid_reranks_vector_candidates_and_lexical_is_refused() {
+        let (_, memory) = store(&[("a.md", "bakery sourdough starter"), ("b.md", "unrelated words here")]).await;
+        let querier = Querier::new(Arc::new(Words), Arc::new(VectorOnly(memory)));
+        let found = querier.search("notes", "sourdough", &SearchOptions::new(2)).await.unwrap();
+        assert_eq!(found.lexical, LexicalSource::Rerank { candidates: 2 });
+        assert_eq!(found.hits[0].hit.chunk.source_path, "a.md");
+        assert_eq!(found.hits[0].lexical_rank, Some(1));
+        assert!(found.notes[0].contains("no text search"), "{:?}", found.notes);
+        let err = querier
+            .search("notes", "sourdough", &SearchOptions::new(2).with_mode(SearchMode::Lexical))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no full-text index"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn max_per_file_draws_from_deeper_candidates() {
+        let (querier, backend) = store(&[("a.md", "alpha beta"), ("b.md", "alpha gamma")]).await;
+        let more: Vec<VectorRecord> = (1..5)
+            .map(|i| {
+                let mut r = VectorRecord {
+                    chunk: Chunk { key: chunk_key("a.md", i), chunk_index: i, ..sample_chunk() },
+                    vector: words("alpha beta"),
+                    indexed_at: 0,
+                };
+                r.chunk.text = "alpha beta".into();
+                r
+            })
+            .collect();
+        backend.put("notes", more).await.unwrap();
+        let options = SearchOptions::new(2).with_max_per_file(Some(1)).with_mode(SearchMode::Vector);
+        let found = querier.search("notes", "alpha beta", &options).await.unwrap();
+        let paths: Vec<&str> = found.hits.iter().map(|h| h.hit.chunk.source_path.as_str()).collect();
+        assert_eq!(paths, ["a.md", "b.md"]);
+    }
+
+    fn sample_chunk() -> Chunk {
+        Chunk {
+            key: String::new(),
+            source_path: "a.md".into(),
+            chunk_index: 0,
+            total_chunks: 5,
+            line_start: 1,
+            line_end: 1,
+            byte_start: 0,
+            byte_end: 1,
+            text: String::new(),
+            content_hash: "h".into(),
+            language: "text".into(),
+            metadata: Default::default(),
+        }
     }
 }

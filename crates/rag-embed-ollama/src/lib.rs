@@ -128,6 +128,7 @@ pub struct OllamaEmbedder {
     config: OllamaConfig,
     prompt: PromptFormat,
     dimension: usize,
+    context_tokens: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -154,7 +155,7 @@ impl OllamaEmbedder {
             .build()
             .map_err(|e| Error::Embedder { message: "cannot build HTTP client".into(), source: Some(e.into()) })?;
         let prompt = config.prompt.clone().unwrap_or_else(|| PromptFormat::for_model(&config.model));
-        let mut embedder = Self { client, config, prompt, dimension: 0 };
+        let mut embedder = Self { client, config, prompt, dimension: 0, context_tokens: None };
         let show = embedder.post("/api/show", &serde_json::json!({ "model": embedder.config.model })).await?;
         if let Some(capabilities) = show.get("capabilities").and_then(Value::as_array)
             && !capabilities.iter().any(|c| c == "embedding")
@@ -166,6 +167,7 @@ impl OllamaEmbedder {
                 DEFAULT_MODEL
             )));
         }
+        embedder.context_tokens = model_info_number(&show, ".context_length");
         embedder.dimension = match embedding_length(&show) {
             Some(dimension) => dimension,
             None => {
@@ -189,10 +191,14 @@ impl OllamaEmbedder {
     }
 
     async fn embed_raw(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>> {
+        self.embed_with(inputs, self.config.truncate).await
+    }
+
+    async fn embed_with(&self, inputs: &[String], truncate: bool) -> Result<Vec<Vec<f32>>> {
         let body = EmbedRequest {
             model: &self.config.model,
             input: inputs,
-            truncate: self.config.truncate,
+            truncate,
             keep_alive: self.config.keep_alive.as_deref(),
         };
         let value = self.post("/api/embed", &body).await?;
@@ -298,11 +304,17 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// `model_info["<arch>.embedding_length"]` of an `/api/show` answer.
 fn embedding_length(show: &Value) -> Option<usize> {
+    model_info_number(show, ".embedding_length")
+}
+
+/// `model_info["<arch><suffix>"]` of an `/api/show` answer, as a number.
+fn model_info_number(show: &Value, suffix: &str) -> Option<usize> {
     let info = show.get("model_info")?.as_object()?;
     info.iter()
-        .find(|(key, _)| key.ends_with(".embedding_length"))
+        .find(|(key, _)| key.ends_with(suffix))
         .and_then(|(_, value)| value.as_u64())
         .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n > 0)
 }
 
 #[async_trait]
@@ -323,6 +335,10 @@ impl Embedder for OllamaEmbedder {
         self.config.concurrency.max(1)
     }
 
+    fn context_tokens(&self) -> Option<usize> {
+        self.context_tokens
+    }
+
     async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
         if docs.is_empty() {
             return Ok(Vec::new());
@@ -337,8 +353,11 @@ impl Embedder for OllamaEmbedder {
         }
     }
 
+    /// Embeds a query; a query longer than the model's window is cut by
+    /// Ollama (`truncate`) rather than refused: a question loses nothing
+    /// stored, and its first few hundred words say what it asks.
     async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
-        let mut vectors = self.embed_raw(&[self.prompt.query(query)]).await?;
+        let mut vectors = self.embed_with(&[self.prompt.query(query)], true).await?;
         vectors.pop().ok_or_else(|| Error::Embedder { message: "Ollama returned no embedding".into(), source: None })
     }
 }
@@ -406,6 +425,18 @@ mod tests {
         let embedder = OllamaEmbedder::connect(config(&ollama.url())).await.unwrap();
         let err = embedder.embed_documents(&[DocText::new(None, "x".repeat(50))]).await.unwrap_err();
         assert!(matches!(err, Error::ContextLength { chars: 50, .. }), "{err}");
+        // A query is cut by the server instead: it loses nothing stored.
+        let query = embedder.embed_query(&"y".repeat(50)).await.unwrap();
+        assert_eq!(query.len(), embedder.dimension());
+        assert_eq!(ollama.last_request()["truncate"], true);
+    }
+
+    #[tokio::test]
+    async fn the_context_window_comes_from_api_show() {
+        let ollama = FakeOllama::start();
+        ollama.set_context_chars(2048);
+        let embedder = OllamaEmbedder::connect(config(&ollama.url())).await.unwrap();
+        assert_eq!(embedder.context_tokens(), Some(512));
     }
 
     #[test]

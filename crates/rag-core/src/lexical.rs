@@ -1,0 +1,377 @@
+//! Lexical terms and BM25: the words a full-text index keeps for a chunk and
+//! looks up for a query, the same on every backend.
+//!
+//! One tokenizer serves prose, code and text without spaces:
+//!
+//! - words are lower-cased and stemmed (English Snowball), so `indexes`
+//!   finds `index`;
+//! - identifiers match their parts and the whole: `snake_case`,
+//!   `camelCase`, `HTTPServer` and `Type::method` give the parts (`snake`,
+//!   `case`, ...) and the joined whole (`snakecase`, `typemethod`);
+//! - Chinese, Japanese and Korean runs, written without spaces, give their
+//!   overlapping character pairs (bigrams), the usual CJK indexing, so a
+//!   query in those scripts finds a document lexically.
+//!
+//! Backends with a full-text engine store [`index_terms`] and search with
+//! [`query_terms`]; [`Bm25`] scores a set of texts in memory the same way
+//! (the memory backend, and lexical re-ranking where a backend has no text
+//! search).
+//!
+//! ```
+//! use rag_core::lexical::{query_terms, terms};
+//! assert_eq!(terms("parse_config"), ["parseconfig", "pars", "config"]);
+//! assert_eq!(terms("HTTPServer"), ["httpserver", "http", "server"]);
+//! assert_eq!(terms("向量检索"), ["向量", "量检", "检索"]);
+//! assert_eq!(query_terms("how do I rotate the keys?"), ["rotat", "key"]);
+//! ```
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use rust_stemmers::{Algorithm, Stemmer};
+
+use crate::types::Chunk;
+
+/// Tokens longer than this (hashes, base64) are not indexed.
+const MAX_TERM_CHARS: usize = 48;
+/// A query keeps at most this many distinct terms (a pasted page stays cheap).
+pub const MAX_QUERY_TERMS: usize = 64;
+
+static STEMMER: LazyLock<Stemmer> = LazyLock::new(|| Stemmer::create(Algorithm::English));
+
+/// English words too common to help a lexical search; dropped from queries
+/// (unless nothing else is left), kept in the index.
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "above", "after", "again", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because",
+    "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing",
+    "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here",
+    "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most",
+    "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over",
+    "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "then",
+    "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we",
+    "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
+    "yours",
+];
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Chinese, Japanese and Korean characters, which are written without spaces.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF        // Hiragana, Katakana
+        | 0x3400..=0x4DBF      // CJK Extension A
+        | 0x4E00..=0x9FFF      // CJK Unified Ideographs
+        | 0xAC00..=0xD7AF      // Hangul syllables
+        | 0xF900..=0xFAFF      // CJK Compatibility Ideographs
+        | 0x20000..=0x2FA1F) // Extensions B-F, supplement
+}
+
+/// The lexical terms of a text, in order, repeats kept (they count).
+pub fn terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    visit_terms(text, &mut |term| out.push(term));
+    out
+}
+
+/// The terms a full-text index keeps for a chunk: its file name, its heading
+/// path and its text, joined by spaces.
+pub fn index_terms(chunk: &Chunk) -> String {
+    let mut out = String::with_capacity(chunk.text.len() / 2);
+    let mut push = |term: String| {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&term);
+    };
+    let file_name = chunk.source_path.rsplit('/').next().unwrap_or_default();
+    visit_terms(file_name, &mut push);
+    if let Some(headings) = chunk.metadata.get("headings").and_then(|h| h.as_str()) {
+        visit_terms(headings, &mut push);
+    }
+    visit_terms(&chunk.text, &mut push);
+    out
+}
+
+/// The distinct terms of a query, stop words dropped unless nothing else is
+/// left, at most [`MAX_QUERY_TERMS`]. Empty when the query has no word at all
+/// (only punctuation).
+pub fn query_terms(query: &str) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    let mut content: Vec<String> = Vec::new();
+    let mut words = Vec::new();
+    // Stop words are judged on the raw word, before stemming.
+    for word in query.split(|c: char| !is_word_char(c)).filter(|w| !w.is_empty()) {
+        words.clear();
+        visit_terms(word, &mut |t| words.push(t));
+        let stop = STOP_WORDS.binary_search(&word.to_lowercase().as_str()).is_ok();
+        for term in words.drain(..) {
+            if !stop && !content.contains(&term) && content.len() < MAX_QUERY_TERMS {
+                content.push(term.clone());
+            }
+            if !all.contains(&term) && all.len() < MAX_QUERY_TERMS {
+                all.push(term);
+            }
+        }
+    }
+    // Identifiers joined by `::` or `.` also match as a whole: the only
+    // terms of the whole query that its single words did not give.
+    for term in terms(query) {
+        if !all.contains(&term) && all.len() < MAX_QUERY_TERMS {
+            all.push(term.clone());
+            if content.len() < MAX_QUERY_TERMS {
+                content.push(term);
+            }
+        }
+    }
+    if content.is_empty() { all } else { content }
+}
+
+/// Calls `emit` with every term of `text`.
+fn visit_terms(text: &str, emit: &mut impl FnMut(String)) {
+    // A compound is a run of word characters possibly joined by `::` or `.`
+    // (`std::fs::read`, `os.path.join`): its words, then the whole.
+    let mut rest = text;
+    while let Some(start) = rest.find(is_word_char) {
+        rest = &rest[start..];
+        let mut end = 0;
+        let mut words = 0usize;
+        loop {
+            let word_end = rest[end..].find(|c| !is_word_char(c)).map_or(rest.len(), |i| end + i);
+            words += 1;
+            end = word_end;
+            let after = &rest[end..];
+            let joiner = if after.starts_with("::") {
+                2
+            } else if after.starts_with('.') || after.starts_with("->") {
+                if after.starts_with('.') { 1 } else { 2 }
+            } else {
+                0
+            };
+            if joiner > 0 && after[joiner..].starts_with(is_word_char) && words < 8 {
+                end += joiner;
+            } else {
+                break;
+            }
+        }
+        let compound = &rest[..end];
+        rest = &rest[end..];
+        let mut parts = 0;
+        let mut whole = String::new();
+        for word in compound.split(|c: char| !is_word_char(c)).filter(|w| !w.is_empty()) {
+            parts += 1;
+            if !word.chars().any(is_cjk) {
+                whole.extend(word.chars().filter(|c| *c != '_').flat_map(char::to_lowercase));
+            }
+            visit_word(word, emit);
+        }
+        if parts > 1 && !whole.is_empty() && whole.chars().count() <= MAX_TERM_CHARS {
+            emit(stem(&whole));
+        }
+    }
+}
+
+/// One word: CJK runs as bigrams, the rest as an identifier (whole and parts).
+fn visit_word(word: &str, emit: &mut impl FnMut(String)) {
+    let mut run_start = 0;
+    let mut run_cjk: Option<bool> = None;
+    for (i, c) in word.char_indices() {
+        let cjk = is_cjk(c);
+        if run_cjk.is_some_and(|r| r != cjk) {
+            visit_run(&word[run_start..i], run_cjk == Some(true), emit);
+            run_start = i;
+        }
+        run_cjk = Some(cjk);
+    }
+    if run_start < word.len() {
+        visit_run(&word[run_start..], run_cjk == Some(true), emit);
+    }
+}
+
+fn visit_run(run: &str, cjk: bool, emit: &mut impl FnMut(String)) {
+    if cjk {
+        let chars: Vec<char> = run.chars().collect();
+        if chars.len() == 1 {
+            emit(chars[0].to_string());
+        }
+        for pair in chars.windows(2) {
+            emit(pair.iter().collect());
+        }
+        return;
+    }
+    let parts = identifier_parts(run);
+    if parts.len() > 1 {
+        let whole: String = parts.iter().flat_map(|p| p.chars()).collect();
+        if whole.chars().count() <= MAX_TERM_CHARS {
+            emit(stem(&whole));
+        }
+    }
+    for part in parts {
+        if part.chars().count() <= MAX_TERM_CHARS {
+            emit(stem(&part));
+        }
+    }
+}
+
+/// The lower-case parts of an identifier: split at `_` and at case changes
+/// (`parseHTTPRequest` → `parse`, `http`, `request`).
+fn identifier_parts(word: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    for piece in word.split('_').filter(|p| !p.is_empty()) {
+        let chars: Vec<char> = piece.chars().collect();
+        let mut start = 0;
+        for i in 1..chars.len() {
+            let (prev, cur) = (chars[i - 1], chars[i]);
+            let next_lower = chars.get(i + 1).is_some_and(|c| c.is_lowercase());
+            let boundary = (prev.is_lowercase() && cur.is_uppercase())
+                || (prev.is_uppercase() && cur.is_uppercase() && next_lower);
+            if boundary {
+                parts.push(chars[start..i].iter().flat_map(|c| c.to_lowercase()).collect());
+                start = i;
+            }
+        }
+        parts.push(chars[start..].iter().flat_map(|c| c.to_lowercase()).collect::<String>());
+    }
+    parts
+}
+
+/// Stems alphabetic words; numbers and codes (`e0502`, `v2`) stay as they are.
+fn stem(term: &str) -> String {
+    if term.chars().all(char::is_alphabetic) { STEMMER.stem(term).into_owned() } else { term.to_string() }
+}
+
+/// BM25 (k1 = 1.2, b = 0.75, the parameters SQLite FTS5 uses) over a set of
+/// documents held in memory.
+///
+/// ```
+/// use rag_core::lexical::{Bm25, query_terms, terms};
+/// let docs = [terms("the cat sat"), terms("dogs and cats and more cats"), terms("a bird")];
+/// let bm25 = Bm25::new(&docs);
+/// let scores = bm25.scores(&query_terms("cats"));
+/// assert!(scores[1] > scores[0] && scores[0] > 0.0 && scores[2] == 0.0);
+/// ```
+#[derive(Debug)]
+pub struct Bm25 {
+    docs: Vec<HashMap<String, u32>>,
+    lengths: Vec<f32>,
+    document_frequency: HashMap<String, u32>,
+    average_length: f32,
+}
+
+impl Bm25 {
+    const K1: f32 = 1.2;
+    const B: f32 = 0.75;
+
+    /// Statistics of `docs`, each given as its terms.
+    pub fn new(docs: &[Vec<String>]) -> Self {
+        let mut document_frequency: HashMap<String, u32> = HashMap::new();
+        let mut counted = Vec::with_capacity(docs.len());
+        let mut lengths = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let mut counts: HashMap<String, u32> = HashMap::new();
+            for term in doc {
+                *counts.entry(term.clone()).or_default() += 1;
+            }
+            for term in counts.keys() {
+                *document_frequency.entry(term.clone()).or_default() += 1;
+            }
+            lengths.push(doc.len() as f32);
+            counted.push(counts);
+        }
+        let average_length = if docs.is_empty() { 0.0 } else { lengths.iter().sum::<f32>() / docs.len() as f32 };
+        Self { docs: counted, lengths, document_frequency, average_length }
+    }
+
+    /// The BM25 score of every document for the query terms; 0 where none matches.
+    pub fn scores(&self, query: &[String]) -> Vec<f32> {
+        let n = self.docs.len() as f32;
+        let idf: Vec<(&String, f32)> = query
+            .iter()
+            .filter_map(|term| {
+                let df = *self.document_frequency.get(term)? as f32;
+                Some((term, (1.0 + (n - df + 0.5) / (df + 0.5)).ln()))
+            })
+            .collect();
+        self.docs
+            .iter()
+            .zip(&self.lengths)
+            .map(|(counts, &length)| {
+                let norm = Self::K1 * (1.0 - Self::B + Self::B * length / self.average_length.max(1.0));
+                idf.iter()
+                    .filter_map(|(term, idf)| {
+                        let tf = *counts.get(*term)? as f32;
+                        Some(idf * tf * (Self::K1 + 1.0) / (tf + norm))
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_words_are_sorted_for_binary_search() {
+        assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn identifiers_match_their_parts_and_the_whole() {
+        assert_eq!(terms("snake_case"), ["snakecase", "snake", "case"].map(stem));
+        assert_eq!(terms("camelCase"), ["camelcase", "camel", "case"].map(stem));
+        assert_eq!(terms("parseHTTPRequest"), ["parsehttprequest", "pars", "http", "request"]);
+        // `Type::method` gives both words and the joined whole.
+        assert_eq!(terms("Type::method"), ["type", "method", "typemethod"]);
+        assert_eq!(terms("os.path.join()"), ["os", "path", "join", "ospathjoin"]);
+        // The query side finds the same terms.
+        let doc = terms("fn load_store_config(path: &Path) -> StoreConfig");
+        for query in ["load_store_config", "store config", "StoreConfig", "loadStoreConfig"] {
+            let wanted = query_terms(query);
+            assert!(wanted.iter().all(|t| doc.contains(t)), "{query}: {wanted:?} not all in {doc:?}");
+        }
+    }
+
+    #[test]
+    fn text_without_spaces_is_indexed_in_character_pairs() {
+        let doc = terms("本文介绍向量检索的原理。ベクトル検索の仕組み");
+        for query in ["向量检索", "検索"] {
+            let wanted = query_terms(query);
+            assert!(!wanted.is_empty());
+            assert!(wanted.iter().all(|t| doc.contains(t)), "{query}: {wanted:?}");
+        }
+        assert_eq!(terms("字"), ["字"]);
+        // Mixed scripts split into runs.
+        assert_eq!(terms("Rust语言"), ["rust", "语言"]);
+    }
+
+    #[test]
+    fn queries_drop_stop_words_and_punctuation() {
+        assert_eq!(query_terms("What is the rotation of keys?"), ["rotat", "key"]);
+        // Only stop words: keep them rather than search for nothing.
+        assert_eq!(query_terms("to be or not to be"), ["to", "be", "or", "not"]);
+        assert!(query_terms("?!... --- ***").is_empty());
+        assert!(query_terms("").is_empty());
+        let long = "word ".repeat(20_000) + &(0..500).map(|i| format!("t{i} ")).collect::<String>();
+        assert!(query_terms(&long).len() <= MAX_QUERY_TERMS);
+    }
+
+    #[test]
+    fn overlong_tokens_are_not_indexed() {
+        let blob = "a".repeat(200);
+        assert!(terms(&blob).is_empty());
+        assert_eq!(terms(&format!("{blob} kept")), ["kept"]);
+    }
+
+    #[test]
+    fn bm25_matches_hand_computed_scores() {
+        // Two documents, one term in the first only: idf = ln(1 + (2 - 1 + 0.5) / 1.5) = ln 2.
+        let docs = vec![vec!["x".to_string(), "y".to_string()], vec!["y".to_string(), "y".to_string()]];
+        let scores = Bm25::new(&docs).scores(&["x".to_string()]);
+        // tf 1, length 2 = average: 1 * 2.2 / (1 + 1.2) = 1, times ln 2.
+        assert!((scores[0] - 2f32.ln()).abs() < 1e-6, "{scores:?}");
+        assert_eq!(scores[1], 0.0);
+    }
+}
