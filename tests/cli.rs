@@ -269,6 +269,56 @@ fn kill_9_mid_run_then_rerun_equals_a_clean_run() {
 }
 
 #[test]
+fn queries_beside_index_runs_that_prune_never_crash() {
+    let ws = Workspace::new();
+    for i in 0..40 {
+        ws.write(&format!("notes/n{i:02}.md"), sections(&format!("topic{i}"), 2));
+    }
+    index(&ws, &["notes"]).assert_ok();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let queries = {
+        let (stop, bin, data, work, ollama) = (stop.clone(), support::rag_bin(), ws.data(), ws.work(), ws.ollama.url());
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && runs < 2_000 {
+                let out = std::process::Command::new(&bin)
+                    .args(["query", "topic7 notes", "--store", "notes", "-k", "5"])
+                    .current_dir(&work)
+                    .env("RAG_DATA_DIR", &data)
+                    .env("OLLAMA_HOST", &ollama)
+                    .output()
+                    .unwrap();
+                // Never a signal such as SIGBUS from a mapping cut short, never an error.
+                assert!(
+                    out.status.success(),
+                    "a query failed: {:?}\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                runs += 1;
+            }
+            runs
+        })
+    };
+    // Index runs that shrink the store (prune) and re-open it, again and again.
+    for round in 0..6 {
+        for i in 0..40 {
+            if (i + round) % 3 == 0 {
+                ws.remove(&format!("notes/n{i:02}.md"));
+            }
+        }
+        index(&ws, &["notes"]).assert_ok();
+        for i in 0..40 {
+            ws.write(&format!("notes/n{i:02}.md"), sections(&format!("topic{i} round{round}"), 2));
+        }
+        index(&ws, &["notes"]).assert_ok();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let runs = queries.join().unwrap();
+    assert!(runs > 0);
+}
+
+#[test]
 fn a_second_index_of_the_same_store_fails_clearly_while_the_first_runs() {
     let ws = Workspace::new();
     for i in 0..10 {

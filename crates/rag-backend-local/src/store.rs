@@ -320,7 +320,10 @@ struct Reader {
 fn map_file(path: &Path) -> Result<Option<Mmap>, LocalStoreError> {
     match File::open(path) {
         Ok(file) if file.metadata().map_err(io(path))?.len() > 0 => {
-            // SAFETY: the store's files are only grown or written in place by a writer; a
+            // SAFETY: a writer only grows these files or writes slots in place; it never
+            // shrinks them (`Writer::repair` keeps trailing free slots rather than
+            // truncating), so every page of this mapping stays backed by the file for the
+            // mapping's life, and a deleted store's files are unlinked, not truncated. A
             // concurrent write changes values we read (a slot being reused), never the
             // mapping's validity, and rows are re-checked against SQLite afterwards.
             Ok(Some(unsafe { Mmap::map(&file) }.map_err(io(path))?))
@@ -562,10 +565,6 @@ impl SlotFile {
         Ok(self.file.metadata().map_err(io(&self.path))?.len() / self.stride)
     }
 
-    fn truncate(&self, slots: u64) -> Result<(), LocalStoreError> {
-        self.file.set_len(slots * self.stride).map_err(io(&self.path))
-    }
-
     fn write(&self, slot: u64, bytes: &[u8]) -> Result<(), LocalStoreError> {
         write_at(&self.file, bytes, slot * self.stride).map_err(io(&self.path))
     }
@@ -611,6 +610,9 @@ impl Writer {
             Err(fs::TryLockError::Error(err)) => return Err(io(&lock_path)(err).into()),
         }
         let (conn, db_path) = open_db(dir)?;
+        // Full durability: once a commit returns, a power cut cannot lose it,
+        // so the slots it freed may be reused at once.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sql(&db_path))?;
         let config = read_config(&conn, &db_path, dir)?;
         let exact = SlotFile::open(dir.join(VECTORS_FILE), config.dimension * 4)?;
         let compact = SlotFile::open(dir.join(COMPACT_FILE), scan::compact_stride(config.dimension))?;
@@ -642,12 +644,10 @@ impl Writer {
             let rows = stmt.query_map([], |r| r.get::<_, i64>(0)).map_err(sql(&self.db_path))?;
             rows.map(|r| r.map(|s| s as u64)).collect::<rusqlite::Result<_>>().map_err(sql(&self.db_path))?
         };
-        let mut end = slots;
-        while end > 0 && !live.contains(&(end - 1)) {
-            end -= 1;
-        }
-        self.exact.truncate(end)?;
-        self.compact.truncate(end)?;
+        // The files never shrink: a query in another process may be scanning
+        // a mapping of them, and reading past a shortened file is SIGBUS.
+        // Slots past the last live one stay, free (NaN) and first in line.
+        let end = self.exact.slots()?.max(self.compact.slots()?);
         self.free = (0..end).rev().filter(|s| !live.contains(s)).collect();
         for &slot in &self.free {
             self.mark_free(slot)?;
@@ -1270,6 +1270,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn vector_files_never_shrink_under_a_reader_when_a_writer_reopens_after_a_prune() {
+        let (dir, backend) = store_with(4, Metric::Cosine).await;
+        let records = (0..10).map(|i| record(&format!("f{i}.md"), 0, 1, "h", vec![1.0, i as f32, 0.0, 1.0])).collect();
+        backend.put("notes", records).await.unwrap();
+        // Prune the files written last: their slots are the tail of the vector files.
+        backend.delete("notes", (5..10).map(|i| format!("f{i}.md#0")).collect()).await.unwrap();
+        drop(backend);
+        let store = dir.path().join("stores/notes");
+        let reader = Reader::open(&store).unwrap();
+        let lengths = |name: &str| fs::metadata(store.join(name)).unwrap().len();
+        let before = (lengths(VECTORS_FILE), lengths(COMPACT_FILE));
+        // A new writer repairs the store while the reader's mapping is live.
+        let writer = LocalBackend::new(dir.path());
+        writer.begin_indexing("notes").await.unwrap();
+        assert_eq!((lengths(VECTORS_FILE), lengths(COMPACT_FILE)), before, "a mapped file was cut short");
+        // Every mapped byte is still backed by the file (a cut file would SIGBUS here).
+        let sum: f32 = reader.floats().iter().filter(|x| x.is_finite()).sum();
+        assert!(sum > 0.0);
+        let hits = reader.query(&QueryRequest::new(vec![1.0, 0.0, 0.0, 1.0], 10)).unwrap();
+        assert_eq!(hits.len(), 5);
+    }
+
+    #[tokio::test]
     async fn freed_slots_are_reused_and_the_file_does_not_grow() {
         let (dir, backend) = store_with(4, Metric::Cosine).await;
         for round in 0..5 {
@@ -1352,7 +1375,14 @@ mod tests {
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].chunk.key, "a.md#0");
         backend.begin_indexing("notes").await.unwrap();
-        assert_eq!(fs::metadata(&vectors).unwrap().len(), 8, "the orphan slot was trimmed");
+        // The orphan slot is freed in place, never cut off (a reader may map the file).
+        assert_eq!(fs::metadata(&vectors).unwrap().len(), 16);
+        let bytes = fs::read(&vectors).unwrap();
+        assert!(f32::from_le_bytes(bytes[8..12].try_into().unwrap()).is_nan(), "marked free");
+        backend.put("notes", vec![record("b.md", 0, 1, "h", vec![0.0, 1.0])]).await.unwrap();
+        assert_eq!(fs::metadata(&vectors).unwrap().len(), 16, "the freed slot is reused");
+        let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 1.0], 5)).await.unwrap();
+        assert_eq!(hits[0].chunk.key, "b.md#0");
     }
 
     #[tokio::test]
