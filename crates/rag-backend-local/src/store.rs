@@ -420,18 +420,68 @@ impl Reader {
         }
     }
 
-    /// Which slots hold a chunk whose metadata passes `filter`: one pass over
-    /// the rows' filterable columns.
+    /// Which slots hold a chunk whose metadata passes `filter`. A filter on
+    /// files only (`--path`, `--ext`, language) is decided once per file from
+    /// the path index and costs what it matches; any other reads the
+    /// filterable columns of every row (never the text or metadata).
     fn slots_passing(&self, filter: &rag_core::Filter, total_slots: usize) -> Result<Vec<bool>> {
+        let db = &self.db_path;
         let mut allowed = vec![false; total_slots];
-        let mut stmt =
-            self.conn.prepare(&format!("SELECT slot, {CHUNK_COLUMNS} FROM chunks")).map_err(sql(&self.db_path))?;
-        let rows =
-            stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row_to_chunk(row, 1)?))).map_err(sql(&self.db_path))?;
-        for row in rows {
-            let (slot, (chunk, indexed_at)) = row.map_err(sql(&self.db_path))?;
+        let mut set = |slot: i64| {
             if let Some(flag) = usize::try_from(slot).ok().and_then(|s| allowed.get_mut(s)) {
-                *flag = filter.matches(&rag_core::filter_metadata(&chunk, indexed_at));
+                *flag = true;
+            }
+        };
+        if filter.is_per_file() {
+            let mut paths = self.conn.prepare_cached("SELECT DISTINCT source_path FROM chunks").map_err(sql(db))?;
+            let mut language = self
+                .conn
+                .prepare_cached("SELECT language FROM chunks WHERE source_path = ?1 LIMIT 1")
+                .map_err(sql(db))?;
+            let mut slots =
+                self.conn.prepare_cached("SELECT slot FROM chunks WHERE source_path = ?1").map_err(sql(db))?;
+            let needs_language = filter.as_json().to_string().contains("\"language\"");
+            let paths: Vec<String> = paths
+                .query_map([], |r| r.get(0))
+                .map_err(sql(db))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql(db))?;
+            for path in paths {
+                let lang: String = if needs_language {
+                    language.query_row([&path], |r| r.get(0)).map_err(sql(db))?
+                } else {
+                    String::new()
+                };
+                if filter.matches(&rag_core::file_filter_metadata(&path, &lang)) {
+                    for slot in slots.query_map([&path], |r| r.get::<_, i64>(0)).map_err(sql(db))? {
+                        set(slot.map_err(sql(db))?);
+                    }
+                }
+            }
+            return Ok(allowed);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT slot, source_path, language, chunk_index, total_chunks, line_start, line_end, indexed_at \
+                 FROM chunks",
+            )
+            .map_err(sql(db))?;
+        let mut rows = stmt.query([]).map_err(sql(db))?;
+        let mut file: Option<(String, String, serde_json::Map<String, serde_json::Value>)> = None;
+        while let Some(row) = rows.next().map_err(sql(db))? {
+            let (path, lang): (String, String) = (row.get(1).map_err(sql(db))?, row.get(2).map_err(sql(db))?);
+            if file.as_ref().is_none_or(|(p, l, _)| *p != path || *l != lang) {
+                let meta = rag_core::file_filter_metadata(&path, &lang);
+                file = Some((path, lang, meta));
+            }
+            let Some((_, _, meta)) = file.as_mut() else { continue };
+            for (i, key) in ["chunk_index", "total_chunks", "line_start", "line_end", "indexed_at"].iter().enumerate() {
+                let value: i64 = row.get(3 + i).map_err(sql(db))?;
+                meta.insert((*key).to_string(), value.into());
+            }
+            if filter.matches(meta) {
+                set(row.get(0).map_err(sql(db))?);
             }
         }
         Ok(allowed)

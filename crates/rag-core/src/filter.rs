@@ -73,6 +73,19 @@ impl Filter {
         &self.0
     }
 
+    /// Whether the filter looks only at keys every chunk of a file shares
+    /// ([`FILE_KEYS`]: path, folders, extension, language), so a backend can
+    /// decide it once per file (`--path`, `--ext`).
+    ///
+    /// ```
+    /// use rag_core::Filter;
+    /// assert!(Filter::folder("docs").and(Filter::extensions(&["md".into()])).is_per_file());
+    /// assert!(!Filter::from_json(r#"{"line_start": {"$lt": 9}}"#).unwrap().is_per_file());
+    /// ```
+    pub fn is_per_file(&self) -> bool {
+        keys_within(&self.0, FILE_KEYS)
+    }
+
     /// Whether metadata (as [`filter_metadata`] builds it) passes.
     pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
         matches(&self.0, metadata)
@@ -81,21 +94,40 @@ impl Filter {
 
 /// The filterable metadata of a chunk (see [`FILTERABLE_KEYS`]).
 pub fn filter_metadata(chunk: &Chunk, indexed_at: i64) -> Map<String, Value> {
-    let path = std::path::Path::new(&chunk.source_path);
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-    let parts: Vec<&str> = chunk.source_path.split('/').collect();
-    let dirs: Vec<Value> = (1..parts.len()).map(|n| Value::String(parts[..n].join("/"))).filter(|d| d != "").collect();
-    let mut map = Map::new();
-    map.insert("source_path".into(), chunk.source_path.clone().into());
-    map.insert("dirs".into(), Value::Array(dirs));
-    map.insert("ext".into(), ext.into());
-    map.insert("language".into(), chunk.language.clone().into());
+    let mut map = file_filter_metadata(&chunk.source_path, &chunk.language);
     map.insert("chunk_index".into(), chunk.chunk_index.into());
     map.insert("total_chunks".into(), chunk.total_chunks.into());
     map.insert("line_start".into(), chunk.line_start.into());
     map.insert("line_end".into(), chunk.line_end.into());
     map.insert("indexed_at".into(), indexed_at.into());
     map
+}
+
+/// The filterable keys that are the same for every chunk of a file
+/// ([`FILE_KEYS`]): enough to evaluate a filter that
+/// [`is_per_file`](Filter::is_per_file) once per file.
+pub fn file_filter_metadata(source_path: &str, language: &str) -> Map<String, Value> {
+    let path = std::path::Path::new(source_path);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    let parts: Vec<&str> = source_path.split('/').collect();
+    let dirs: Vec<Value> = (1..parts.len()).map(|n| Value::String(parts[..n].join("/"))).filter(|d| d != "").collect();
+    let mut map = Map::new();
+    map.insert("source_path".into(), source_path.into());
+    map.insert("dirs".into(), Value::Array(dirs));
+    map.insert("ext".into(), ext.into());
+    map.insert("language".into(), language.into());
+    map
+}
+
+/// The filterable keys that every chunk of a file shares.
+pub const FILE_KEYS: &[&str] = &["source_path", "dirs", "ext", "language"];
+
+fn keys_within(filter: &Value, allowed: &[&str]) -> bool {
+    let Value::Object(map) = filter else { return false };
+    map.iter().all(|(key, condition)| match key.as_str() {
+        "$and" | "$or" => condition.as_array().is_some_and(|items| items.iter().all(|f| keys_within(f, allowed))),
+        field => allowed.contains(&field),
+    })
 }
 
 fn invalid(message: String) -> Error {

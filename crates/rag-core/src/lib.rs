@@ -83,7 +83,7 @@ pub use documents::{DOCUMENT_EXTENSIONS, LOCATION_KEYS, MAX_UNCOMPRESSED};
 pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
 pub use extract::{BINARY_EXTENSIONS, ExtractError, Extracted, extract, language_for_path, looks_binary, walkable};
-pub use filter::{FILTERABLE_KEYS, Filter, filter_metadata};
+pub use filter::{FILE_KEYS, FILTERABLE_KEYS, Filter, file_filter_metadata, filter_metadata};
 pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, check_model};
 pub use markdown::{
     Heading, front_matter, front_matter_tags, heading_path, heading_paths, headings, inline_tags, wikilinks,
