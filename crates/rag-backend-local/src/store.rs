@@ -195,9 +195,13 @@ const UNREADABLE_TABLE: &str = "CREATE TABLE IF NOT EXISTS unreadable (
 const LEXICAL_TABLE: &str = "CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(\
     terms, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 0')";
 
+/// At most about this many chunks are scored by one full-text query (see
+/// `Reader::affordable_terms`).
+const MAX_POSTINGS: i64 = if cfg!(test) { 50 } else { 20_000 };
+
 /// Version of the terms in the full-text index; a store whose index was built
 /// by another tokenizer gets it rebuilt by its next writer.
-const LEXICAL_VERSION: &str = "1";
+const LEXICAL_VERSION: &str = "2";
 
 const CHUNK_COLUMNS: &str = "key, source_path, chunk_index, total_chunks, line_start, line_end, byte_start, \
                              byte_end, content_hash, language, text, metadata, indexed_at";
@@ -515,12 +519,16 @@ impl Reader {
             Some(filter) => Some(self.slots_passing(filter, floats.len() / dim.max(1))?),
             None => None,
         };
+        let terms = self.affordable_terms(&request.terms)?;
+        if terms.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
         // bm25() is lower-is-better; the filter applies before the cut.
         let mut stmt = self
             .conn
             .prepare_cached("SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ?1 ORDER BY rank")
             .map_err(sql(&self.db_path))?;
-        let mut rows = stmt.query([match_any(&request.terms)]).map_err(sql(&self.db_path))?;
+        let mut rows = stmt.query([match_any(&terms)]).map_err(sql(&self.db_path))?;
         let mut best = Vec::with_capacity(request.top_k);
         while let Some(row) = rows.next().map_err(sql(&self.db_path))? {
             let slot: i64 = row.get(0).map_err(sql(&self.db_path))?;
@@ -556,6 +564,39 @@ impl Reader {
             hits.push(LexicalHit { hit: Hit { score, chunk, indexed_at }, bm25 });
         }
         Ok(Some(hits))
+    }
+
+    /// The query terms that occur in the store, rarest first, as many as keep
+    /// the chunks to score under [`MAX_POSTINGS`]: BM25 is computed for every
+    /// chunk holding any term, so a word found in most chunks would cost a
+    /// pass over the store while adding almost nothing to the ranking (its
+    /// IDF is near zero). The rarest term is always kept. The way
+    /// Elasticsearch's `cutoff_frequency` treats common terms.
+    fn affordable_terms(&self, terms: &[String]) -> Result<Vec<String>> {
+        let db = &self.db_path;
+        self.conn
+            .execute_batch("CREATE VIRTUAL TABLE IF NOT EXISTS temp.lexical_vocab USING fts5vocab(main, lexical, 'row')")
+            .map_err(sql(db))?;
+        let mut df = self.conn.prepare_cached("SELECT doc FROM temp.lexical_vocab WHERE term = ?1").map_err(sql(db))?;
+        let mut counted: Vec<(i64, &String)> = Vec::with_capacity(terms.len());
+        for term in terms {
+            let count: Option<i64> = df.query_row([term], |r| r.get(0)).optional().map_err(sql(db))?;
+            if let Some(count) = count.filter(|c| *c > 0) {
+                counted.push((count, term));
+            }
+        }
+        counted.sort();
+        let mut total = 0;
+        let mut kept = Vec::with_capacity(counted.len());
+        for (count, term) in counted {
+            if !kept.is_empty() && total + count > MAX_POSTINGS {
+                tracing::debug!(term, count, "common query term left out of the full-text search");
+                continue;
+            }
+            total += count;
+            kept.push(term.clone());
+        }
+        Ok(kept)
     }
 
     fn rows_for(&self, best: &[scan::Scored]) -> Result<Vec<Hit>> {
@@ -1261,6 +1302,21 @@ mod tests {
         // A reused slot carries only its new chunk's terms.
         backend.put("notes", vec![text_record("c.md", 0, "kitchen memo", vec![0.0, 1.0])]).await.unwrap();
         assert_eq!(lexical_keys(&backend, "kitchen parse", 5).await, ["c.md#0"]);
+    }
+
+    #[tokio::test]
+    async fn a_word_in_most_chunks_is_left_out_when_rarer_ones_can_rank() {
+        let (_dir, backend) = store_with(2, Metric::Cosine).await;
+        // 60 chunks hold "common" (over the test limit of 50 to score); one holds "rare" too.
+        let mut records: Vec<VectorRecord> =
+            (0..60).map(|i| text_record(&format!("n{i}.md"), 0, "common words", vec![1.0, 0.0])).collect();
+        records.push(text_record("x.md", 0, "common rare", vec![1.0, 0.0]));
+        backend.put("notes", records).await.unwrap();
+        assert_eq!(lexical_keys(&backend, "common rare", 100).await, ["x.md#0"]);
+        // Alone, the common word is still searched: the rarest term is always kept.
+        assert_eq!(lexical_keys(&backend, "common", 100).await.len(), 61);
+        // Words the store does not hold cost nothing and find nothing.
+        assert!(lexical_keys(&backend, "absent", 100).await.is_empty());
     }
 
     #[tokio::test]

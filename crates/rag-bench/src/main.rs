@@ -156,8 +156,6 @@ fn synthetic_chunk(i: usize) -> Chunk {
 /// frequencies (rank ~ exp(u ln V)), so a full-text index sees common and rare
 /// terms as in real text.
 fn synthetic_text(seed: u64, words: usize) -> String {
-    const SYLLABLES: [&str; 16] =
-        ["ka", "lo", "mi", "ren", "tas", "vo", "qui", "ber", "dun", "sel", "ap", "or", "ix", "te", "nu", "gar"];
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut out = String::with_capacity(words * 8);
     for _ in 0..words {
@@ -165,19 +163,42 @@ fn synthetic_text(seed: u64, words: usize) -> String {
         state ^= state >> 7;
         state ^= state << 17;
         let u = (state >> 11) as f64 / (1u64 << 53) as f64;
-        let mut rank = (u * 20_000f64.ln()).exp() as usize;
+        let rank = (u * 20_000f64.ln()).exp() as usize;
         if !out.is_empty() {
             out.push(' ');
         }
-        loop {
-            out.push_str(SYLLABLES[rank % 16]);
-            rank /= 16;
-            if rank == 0 {
-                break;
-            }
-        }
+        out.push_str(&word_of_rank(rank));
     }
     out
+}
+
+/// A query of `words` words of the synthetic vocabulary past its 100 most
+/// frequent, which stand for the stop words a real query loses.
+fn synthetic_query(seed: u64, words: usize) -> String {
+    let mut state = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+    let mut out = Vec::with_capacity(words);
+    while out.len() < words {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+        let rank = (100f64.ln() + u * (20_000f64.ln() - 100f64.ln())).exp() as usize;
+        out.push(word_of_rank(rank));
+    }
+    out.join(" ")
+}
+
+fn word_of_rank(mut rank: usize) -> String {
+    const SYLLABLES: [&str; 16] =
+        ["ka", "lo", "mi", "ren", "tas", "vo", "qui", "ber", "dun", "sel", "ap", "or", "ix", "te", "nu", "gar"];
+    let mut word = String::new();
+    loop {
+        word.push_str(SYLLABLES[rank % 16]);
+        rank /= 16;
+        if rank == 0 {
+            return word;
+        }
+    }
 }
 
 /// Returns one fixed vector for every query: searches measured without the model.
@@ -242,7 +263,7 @@ async fn bench_query(dir: &Path, sizes: &[usize], runs: usize) -> Result<()> {
         "chunks", "mode", "search ms", "process ms", "peak RSS", "store size", "recall@10"
     );
     for &size in sizes {
-        let data = dir.join(format!("query-v2-{size}"));
+        let data = dir.join(format!("query-v3-{size}"));
         let store = "bench";
         ensure_store(&data, store, size).await?;
         let size_on_disk = LocalBackend::new(&data).store_info(store).await?.size_bytes.unwrap_or(0);
@@ -313,7 +334,7 @@ async fn query_once(data: &Path, store: &str, mode: &str) -> Result<()> {
     let hits = if mode == "vector" && filter.is_none() {
         backend.query(store, &QueryRequest::new(vector, 10)).await?.len()
     } else {
-        let text = synthetic_text(u64::from(seed), 5);
+        let text = synthetic_query(u64::from(seed), 5);
         let querier = Querier::new(Arc::new(FixedQuery(vector)), backend.clone());
         let config = backend.store_config(store).await?;
         let options = SearchOptions::new(10).with_mode(mode.parse()?).with_filter(filter);

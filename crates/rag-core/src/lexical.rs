@@ -75,8 +75,9 @@ pub fn terms(text: &str) -> Vec<String> {
     out
 }
 
-/// The terms a full-text index keeps for a chunk: its file name, its heading
-/// path and its text, joined by spaces.
+/// The terms a full-text index keeps for a chunk: its file name (without the
+/// extension, which every file of a kind shares), its heading path and its
+/// text, joined by spaces.
 pub fn index_terms(chunk: &Chunk) -> String {
     let mut out = String::with_capacity(chunk.text.len() / 2);
     let mut push = |term: String| {
@@ -86,7 +87,8 @@ pub fn index_terms(chunk: &Chunk) -> String {
         out.push_str(&term);
     };
     let file_name = chunk.source_path.rsplit('/').next().unwrap_or_default();
-    visit_terms(file_name, &mut push);
+    let stem = file_name.rsplit_once('.').map_or(file_name, |(stem, _)| stem);
+    visit_terms(stem, &mut push);
     if let Some(headings) = chunk.metadata.get("headings").and_then(|h| h.as_str()) {
         visit_terms(headings, &mut push);
     }
