@@ -792,9 +792,18 @@ impl Writer {
             })?;
             prepared.push(vector);
         }
-        let terms = terms_in_parallel(&batch.upserts);
         let allocated: Vec<u64> = prepared.iter().map(|_| self.allocate()).collect();
-        match self.commit(&batch, &prepared, &terms, &allocated) {
+        // The full-text terms are computed on the other cores while this
+        // thread writes and syncs the vectors.
+        let outcome = std::thread::scope(|scope| {
+            let upserts = &batch.upserts;
+            let terms = scope.spawn(move || terms_in_parallel(upserts));
+            let written = self.write_vectors(&prepared, &allocated);
+            let terms = terms.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            written?;
+            self.commit(&batch, &terms, &allocated)
+        });
+        match outcome {
             Ok(freed) => {
                 for slot in freed {
                     self.mark_free(slot)?;
@@ -834,15 +843,9 @@ impl Writer {
         tx.commit().map_err(sql(&db))
     }
 
-    /// Writes the vectors into their new slots, syncs, then commits the rows.
-    /// Returns the slots the committed rows no longer use.
-    fn commit(
-        &mut self,
-        batch: &WriteBatch,
-        vectors: &[Vec<f32>],
-        terms: &[String],
-        slots: &[u64],
-    ) -> Result<Vec<u64>, LocalStoreError> {
+    /// Writes the vectors into their new slots and syncs both files: done
+    /// before the rows that point at them are committed.
+    fn write_vectors(&self, vectors: &[Vec<f32>], slots: &[u64]) -> Result<(), LocalStoreError> {
         let mut bytes = Vec::with_capacity(self.exact.stride as usize);
         for (vector, &slot) in vectors.iter().zip(slots) {
             bytes.clear();
@@ -855,6 +858,12 @@ impl Writer {
             self.exact.sync()?;
             self.compact.sync()?;
         }
+        Ok(())
+    }
+
+    /// Commits the rows (and their full-text terms) of vectors already
+    /// written; returns the slots the committed rows no longer use.
+    fn commit(&mut self, batch: &WriteBatch, terms: &[String], slots: &[u64]) -> Result<Vec<u64>, LocalStoreError> {
         let db = self.db_path.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(&db))?;
         let mut freed = Vec::new();
