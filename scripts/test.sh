@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check of the project on a fresh machine: formatting, lints,
-# unit, doc, example and end-to-end tests. Needs cargo (with the rustfmt and
+# documentation, unit, doc, example and end-to-end tests. Needs cargo (with the rustfmt and
 # clippy components) and python3; it installs moto's server (the S3 Vectors
 # emulator, from PyPI) into target/moto-venv the first time. The tests start
 # their own fake Ollama, fake S3 Vectors and moto servers on loopback ports
@@ -21,6 +21,8 @@ if ! $quick; then
   cargo fmt --all -- --check
   step "cargo clippy (warnings are errors)"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  step "cargo doc (warnings, broken links included, are errors)"
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 fi
 
 step "moto server (S3 Vectors emulator) in target/moto-venv"

@@ -14,7 +14,7 @@ use quick_xml::events::Event;
 /// Most bytes a zip-based document may expand to; more is a zip bomb.
 pub const MAX_UNCOMPRESSED: u64 = 256 * 1024 * 1024;
 
-/// Document formats read by [`convert`], by extension.
+/// Document formats read by `convert`, by extension.
 pub const DOCUMENT_EXTENSIONS: &[&str] = &["pdf", "docx", "pptx", "odt", "odp", "epub", "xlsx", "xlsm", "xls", "ods"];
 
 const PASSWORD_PROTECTED: &str = "the document is protected by a password; save a copy without it to index it";
@@ -54,7 +54,7 @@ fn literal(line: &str) -> String {
     if line.starts_with('#') { format!("\\{line}") } else { line.to_string() }
 }
 
-/// The chunk metadata keys [`location`] may write: where in a converted
+/// The chunk metadata keys `location` may write: where in a converted
 /// document a chunk lies.
 pub const LOCATION_KEYS: &[&str] =
     &["page_start", "page_end", "slide_start", "slide_end", "sheet", "row_start", "row_end"];

@@ -15,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A store name breaks the naming rules (see [`crate::StoreName`]).
+    /// A store name breaks the naming rules (see [`crate::validate_store_name`]).
     #[error("invalid store name {name:?}: {reason}")]
     InvalidStoreName {
         /// The name as given.

@@ -91,8 +91,8 @@ pub use markdown::{
 pub use memory::{ChunkStamp, MemoryBackend, file_state, score};
 pub use query::Querier;
 pub use search::{
-    LexicalHit, LexicalRequest, LexicalSource, RRF_K, SearchHit, SearchMode, SearchOptions, SearchResults, fuse,
-    limit_per_file, rerank_lexically,
+    LexicalHit, LexicalRequest, LexicalSource, MAX_CANDIDATES, RRF_K, SearchHit, SearchMode, SearchOptions,
+    SearchResults, fuse, limit_per_file, rerank_lexically,
 };
 pub use types::{
     Chunk, DocText, FileState, Hit, MAX_KEY_LEN, Metadata, Metric, QueryRequest, SimilarityLevel, StoreConfig,
