@@ -25,8 +25,21 @@ const OLE_SIGNATURE: &[u8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
 
 /// Converts a document to markdown; `Err` says why it cannot be read.
 pub fn convert(extension: &str, bytes: &[u8]) -> Result<String, String> {
+    convert_within(extension, bytes, MAX_UNCOMPRESSED)
+}
+
+/// [`convert`], with zip containers refused when they would expand past `limit` bytes.
+fn convert_within(extension: &str, bytes: &[u8], limit: u64) -> Result<String, String> {
     if matches!(extension, "docx" | "pptx" | "xlsx" | "xlsm") && bytes.starts_with(OLE_SIGNATURE) {
         return Err(PASSWORD_PROTECTED.into());
+    }
+    // Spreadsheets in zips pass the same guard as every other zip-based
+    // format (size, encrypted entries) before calamine sees them.
+    if matches!(extension, "xlsx" | "xlsm" | "ods") {
+        let mut archive = Archive::open(bytes, limit)?;
+        if extension == "ods" {
+            archive.refuse_opendocument_encryption()?;
+        }
     }
     match extension {
         "pdf" => pdf(bytes),
@@ -34,7 +47,10 @@ pub fn convert(extension: &str, bytes: &[u8]) -> Result<String, String> {
         "xls" => spreadsheet(calamine::Xls::new(Cursor::new(bytes))),
         "ods" => spreadsheet(calamine::Ods::new(Cursor::new(bytes))),
         _ => {
-            let mut archive = Archive::open(bytes, MAX_UNCOMPRESSED)?;
+            let mut archive = Archive::open(bytes, limit)?;
+            if matches!(extension, "odt" | "odp") {
+                archive.refuse_opendocument_encryption()?;
+            }
             match extension {
                 "docx" => docx(&mut archive),
                 "pptx" => pptx(&mut archive),
@@ -124,6 +140,16 @@ impl<'a> Archive<'a> {
             return Err(format!("it would expand to {total} bytes, over the limit of {limit} (a zip bomb?)"));
         }
         Ok(Self { zip })
+    }
+
+    /// OpenDocument files saved with a password keep their entries
+    /// encrypted with keys listed in the manifest (`manifest:encryption-data`);
+    /// the zip itself carries no encryption flag.
+    fn refuse_opendocument_encryption(&mut self) -> Result<(), String> {
+        match self.text("META-INF/manifest.xml") {
+            Ok(manifest) if manifest.contains("encryption-data") => Err(PASSWORD_PROTECTED.into()),
+            _ => Ok(()),
+        }
     }
 
     fn names(&self) -> Vec<String> {
@@ -745,7 +771,29 @@ mod tests {
         assert!(bomb.len() < 100_000, "compresses well");
         let err = Archive::open(&bomb, 1024 * 1024).err().unwrap();
         assert!(err.contains("zip bomb"), "{err}");
-        assert!(convert("xlsx", b"garbage").unwrap_err().contains("spreadsheet"));
+        assert!(convert("xlsx", b"garbage").unwrap_err().contains("not a valid zip"));
+        // Spreadsheets pass the same guard before any parser sees them.
+        let sheet_bomb = zip_of(&[("xl/worksheets/sheet1.xml", &zeros), ("[Content_Types].xml", "<Types/>")]);
+        for extension in ["xlsx", "xlsm", "ods", "odt"] {
+            let err = convert_within(extension, &sheet_bomb, 1024 * 1024).unwrap_err();
+            assert!(err.contains("zip bomb"), "{extension}: {err}");
+        }
+    }
+
+    #[test]
+    fn opendocument_files_saved_with_a_password_say_so() {
+        let manifest = r#"<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">
+            <manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml" manifest:size="1234">
+              <manifest:encryption-data manifest:checksum-type="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0#sha256-1k" manifest:checksum="x">
+                <manifest:algorithm manifest:algorithm-name="http://www.w3.org/2001/04/xmlenc#aes256-cbc" manifest:initialisation-vector="y"/>
+              </manifest:encryption-data>
+            </manifest:file-entry>
+          </manifest:manifest>"#;
+        let locked = zip_of(&[("META-INF/manifest.xml", manifest), ("content.xml", "\u{1}\u{2}binary")]);
+        for extension in ["odt", "ods", "odp"] {
+            let err = convert(extension, &locked).unwrap_err();
+            assert!(err.contains("protected by a password"), "{extension}: {err}");
+        }
     }
 
     #[test]

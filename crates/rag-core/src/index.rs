@@ -489,14 +489,33 @@ fn prepare(
             unreadable: Some(known.clone()),
         };
     }
-    let extracted = match extract(&file.path, &bytes) {
-        Ok(extracted) => extracted,
-        Err(err @ crate::ExtractError::Binary) => {
+    // A reader or chunker that panics on hostile input fails this file only,
+    // named, and the store remembers it until it changes.
+    let crashed = |stage: &str, panic: Box<dyn std::any::Any + Send>| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        let reason = format!("the {stage} crashed on this file ({message}); it is skipped until it changes");
+        let record = UnreadableFile {
+            path: path.clone(),
+            content_hash: hash.clone(),
+            reason: reason.clone(),
+            reader: READER.into(),
+        };
+        FileEvent::Failed { path: path.clone(), reason, unreadable: Some(record) }
+    };
+    let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| extract(&file.path, &bytes)));
+    let extracted = match extracted {
+        Err(panic) => return crashed("reader", panic),
+        Ok(Ok(extracted)) => extracted,
+        Ok(Err(err @ crate::ExtractError::Binary)) => {
             return FileEvent::Skipped { path, reason: err.to_string(), old_keys };
         }
         // A damaged or locked document fails (exit status 1); its old chunks
         // stay, and the store remembers it so it is read again only once it changes.
-        Err(err) => {
+        Ok(Err(err)) => {
             let reason = err.to_string();
             let record = UnreadableFile {
                 path: path.clone(),
@@ -508,7 +527,13 @@ fn prepare(
         }
     };
     let body = extracted.body.clone();
-    let pieces = chunker.chunk(&extracted.text[body.clone()], &path, extracted.language);
+    let chunked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        chunker.chunk(&extracted.text[body.clone()], &path, extracted.language)
+    }));
+    let pieces = match chunked {
+        Ok(pieces) => pieces,
+        Err(panic) => return crashed("chunker", panic),
+    };
     if pieces.is_empty() {
         return FileEvent::Skipped { path, reason: "no text to index (empty file)".into(), old_keys };
     }
@@ -957,6 +982,40 @@ mod tests {
         assert_eq!(hits[0].chunk.source_path, "long.txt");
         assert_eq!(hits[0].chunk.text, long.trim_end());
         assert!(embedder.calls.load(Ordering::SeqCst) > 3, "the refused text was sent again in parts");
+    }
+
+    /// Splits like the default chunker, but panics on one file, as a reader
+    /// given hostile bytes may.
+    struct PanicsOn(&'static str);
+
+    impl Chunker for PanicsOn {
+        fn chunk(&self, text: &str, path: &str, language: &str) -> Vec<crate::TextChunk> {
+            assert!(path != self.0, "index out of bounds: the len is 3 but the index is 7");
+            TextChunker::default().chunk(text, path, language)
+        }
+        fn settings(&self) -> String {
+            "panics".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_panics_fails_its_file_only_and_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.md", "bad.md", "c.md"] {
+            std::fs::write(dir.path().join(name), format!("text of {name}")).unwrap();
+        }
+        let embedder = Arc::new(WordEmbedder::default());
+        let backend = Arc::new(MemoryBackend::new());
+        let files = discover(&[".".into()], &DiscoverOptions::new(dir.path())).unwrap();
+        let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(PanicsOn("bad.md")));
+        let report = indexer.index("notes", &files, &IndexOptions::default(), &NoProgress).await.unwrap();
+        assert_eq!(report.new, ["a.md", "c.md"]);
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(report.failed[0].path, "bad.md");
+        assert!(report.failed[0].reason.contains("crashed") && report.failed[0].reason.contains("index out of bounds"));
+        let again = indexer.index("notes", &files, &IndexOptions::default(), &NoProgress).await.unwrap();
+        assert_eq!(again.unchanged, 2);
+        assert!(again.failed[0].reason.contains("not read again"), "{:?}", again.failed);
     }
 
     #[test]
