@@ -335,11 +335,14 @@ fn a_second_index_of_the_same_store_fails_clearly_while_the_first_runs() {
     while ws.ollama.stats().embed_requests < 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let second = ws.rag(&["index", ".", "--store", "notes"]);
+    // Other chunk settings: a refused run must not even record them.
+    let second = ws.rag(&["index", ".", "--store", "notes", "--chunk-size", "300", "--chunk-overlap", "20"]);
+    let info = ws.rag(&["store", "info", "notes"]).stdout();
     first.kill().unwrap();
     first.wait().unwrap();
     second.assert_code(1);
     assert!(second.stderr().contains("locked by another `rag index`"), "{}", second.stderr());
+    assert!(info.contains("size=1500 overlap=200") && !info.contains("size=300"), "{info}");
 }
 
 #[test]

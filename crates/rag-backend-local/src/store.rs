@@ -78,8 +78,10 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> LocalStoreError + '_ {
 
 /// The embedded vector store: one folder per store under a data folder.
 ///
-/// Cheap to create; every call opens what it needs. A write takes the store's
-/// lock for the life of this value (one writer per store across processes).
+/// Cheap to create; every call opens what it needs. Writing takes the store's
+/// lock (one writer per store across processes) until the indexer's run ends
+/// ([`VectorBackend::end_indexing`]); direct [`VectorBackend::put`] and
+/// [`VectorBackend::delete`] calls keep it for the life of this value.
 #[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
@@ -1142,6 +1144,15 @@ impl VectorBackend for LocalBackend {
         Ok(())
     }
 
+    /// Closes the store's writer, which releases `write.lock`: another
+    /// process (or another `LocalBackend`) may write the store from now on.
+    async fn end_indexing(&self, store: &str) -> Result<()> {
+        let writer = self.writers.lock().unwrap_or_else(PoisonError::into_inner).remove(store);
+        // A write still in flight holds its own reference; the lock goes with the last.
+        drop(writer);
+        Ok(())
+    }
+
     async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {
         let dir = self.existing_store_dir(store)?;
         blocking(move || {
@@ -1510,6 +1521,44 @@ mod tests {
         assert!(second.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap().is_empty());
         drop(first);
         second.begin_indexing("notes").await.unwrap();
+    }
+
+    struct Lengths;
+
+    #[async_trait]
+    impl rag_core::Embedder for Lengths {
+        fn model(&self) -> &str {
+            "toy"
+        }
+        fn dimension(&self) -> usize {
+            2
+        }
+        async fn embed_documents(&self, docs: &[rag_core::DocText]) -> Result<Vec<Vec<f32>>> {
+            Ok(docs.iter().map(|d| vec![1.0, d.text.len() as f32]).collect())
+        }
+        async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+            Ok(vec![1.0, query.len() as f32])
+        }
+    }
+
+    #[tokio::test]
+    async fn an_index_run_releases_the_store_when_it_ends() {
+        let data = tempfile::tempdir().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(files.path().join("a.md"), "some text").unwrap();
+        let backend = Arc::new(LocalBackend::new(data.path()));
+        let indexer =
+            rag_core::Indexer::new(Arc::new(Lengths), backend.clone(), Arc::new(rag_core::TextChunker::default()));
+        let found = rag_core::discover(&[".".into()], &rag_core::DiscoverOptions::new(files.path())).unwrap();
+        let options = rag_core::IndexOptions::default();
+        indexer.index("notes", &found, &options, &rag_core::NoProgress).await.unwrap();
+        // The program still holds `backend`, yet another writer may now take the store.
+        let other = LocalBackend::new(data.path());
+        other.begin_indexing("notes").await.unwrap();
+        let err = indexer.index("notes", &found, &options, &rag_core::NoProgress).await.unwrap_err();
+        assert!(matches!(err, Error::StoreBusy { .. }), "{err}");
+        other.end_indexing("notes").await.unwrap();
+        indexer.index("notes", &found, &options, &rag_core::NoProgress).await.unwrap();
     }
 
     #[tokio::test]

@@ -46,6 +46,14 @@ pub trait VectorBackend: Send + Sync {
         Ok(())
     }
 
+    /// Called by the indexer when a run that called
+    /// [`begin_indexing`](Self::begin_indexing) ends, however it ends:
+    /// backends release the store's writer lock here, so a long-running
+    /// program does not keep other writers out between runs.
+    async fn end_indexing(&self, _store: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// How many chunks the indexer should hand to one [`write`](Self::write):
     /// small for a local transaction, large where the backend spreads a write
     /// over parallel requests.

@@ -188,6 +188,26 @@ impl Indexer {
         options: &IndexOptions,
         observer: &dyn IndexObserver,
     ) -> Result<IndexReport> {
+        let mut began = false;
+        let result = self.run(store, discovery, options, observer, &mut began).await;
+        if began {
+            // The writer's lock goes with the run, whatever its outcome.
+            let released = self.backend.end_indexing(store).await;
+            if let (Ok(_), Err(err)) = (&result, released) {
+                return Err(err);
+            }
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        store: &str,
+        discovery: &Discovery,
+        options: &IndexOptions,
+        observer: &dyn IndexObserver,
+        began: &mut bool,
+    ) -> Result<IndexReport> {
         let started = Instant::now();
         validate_store_name(store)?;
         let settings = self.chunker.settings();
@@ -213,6 +233,7 @@ impl Indexer {
             }
             // The writer's lock first: a refused run changes nothing.
             self.backend.begin_indexing(store).await?;
+            *began = true;
             if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
                 self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
             }
