@@ -536,6 +536,66 @@ fn documents_are_read_natively_and_hits_name_the_slide() {
     assert!(!changed.stdout().contains("not read again"), "a changed file is read: {}", changed.stdout());
 }
 
+/// An .xlsx whose one cell claims a reference a billion rows down: enough
+/// for a spreadsheet reader to ask for gigabytes.
+fn xlsx_with_cell_ref(reference: &str) -> Vec<u8> {
+    const MAIN: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+    let types = r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#;
+    let root_rels = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
+    );
+    let workbook = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{MAIN}" xmlns:r="{REL}"><sheets><sheet name="Data" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+    );
+    let workbook_rels = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
+    );
+    let sheet = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{MAIN}"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>start</t></is></c></row><row r="1000000000"><c r="{reference}" t="inlineStr"><is><t>far away</t></is></c></row></sheetData></worksheet>"#
+    );
+    let files: Vec<(&str, &[u8])> = vec![
+        ("[Content_Types].xml", types.as_bytes()),
+        ("_rels/.rels", root_rels.as_bytes()),
+        ("xl/workbook.xml", workbook.as_bytes()),
+        ("xl/_rels/workbook.xml.rels", workbook_rels.as_bytes()),
+        ("xl/worksheets/sheet1.xml", sheet.as_bytes()),
+    ];
+    rag_testkit::documents::zip(&files)
+}
+
+#[test]
+fn a_document_reader_that_runs_away_fails_its_file_only() {
+    let ws = Workspace::new();
+    for i in 0..20 {
+        ws.write(&format!("notes/n{i}.md"), format!("# Note {i}\n\nplain text number {i}\n"));
+    }
+    ws.write("sheets/bomb.xlsx", xlsx_with_cell_ref("B1000000000"));
+    let run = ws.rag(&["index", ".", "--store", "notes", "--reader-memory", "512"]);
+    run.assert_code(1);
+    let out = run.stdout();
+    assert!(out.contains("20 new") && out.contains("1 failed"), "{out}\n{}", run.stderr());
+    assert!(out.contains("failed: sheets/bomb.xlsx: cannot read the reader crashed"), "{out}");
+    // The next run does not read it again, and the rest stays indexed.
+    let again = ws.rag(&["index", ".", "--store", "notes", "--reader-memory", "512"]);
+    again.assert_code(1);
+    assert!(again.stdout().contains("not read again"), "{}", again.stdout());
+    assert_eq!(ws.records("notes").len(), 20);
+
+    // A reader past its time is stopped.
+    let doc =
+        r#"<w:document xmlns:w="w"><w:body><w:p><w:r><w:t>Holiday policy</w:t></w:r></w:p></w:body></w:document>"#;
+    ws.write("policy.docx", zip_of(&[("word/document.xml", doc)]));
+    let slow = ws.rag(&["index", ".", "--store", "notes", "--reader-timeout", "0.000001"]);
+    slow.assert_code(1);
+    assert!(slow.stdout().contains("policy.docx: cannot read the reader took longer than"), "{}", slow.stdout());
+    // With time enough it is read (a changed setting is no change of the file: --force).
+    let ok = ws.rag(&["index", ".", "--store", "notes", "--force"]);
+    assert!(ok.stdout().contains("failed: sheets/bomb.xlsx"), "{}", ok.stdout());
+    assert!(!ok.stdout().contains("policy.docx"), "{}", ok.stdout());
+    assert_eq!(ws.query_json("notes", "holiday policy", 1)["results"][0]["file_path"], "policy.docx");
+}
+
 #[test]
 fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
     let ws = Workspace::new();

@@ -45,6 +45,12 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Internal: convert the document on stdin (run by `rag index` in a child process).
+    #[command(name = "convert-document", hide = true)]
+    ConvertDocument {
+        /// The document's extension (pdf, docx, xlsx, ...).
+        extension: String,
+    },
 }
 
 /// Where embeddings come from.
@@ -166,6 +172,15 @@ pub struct IndexArgs {
     /// Skip files larger than this many bytes.
     #[arg(long, default_value_t = 50 * 1024 * 1024)]
     pub max_file_size: u64,
+
+    /// Seconds a document (PDF, Office, OpenDocument, EPUB) may take to read; its
+    /// reader runs in a child process and is stopped after this.
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    pub reader_timeout: f64,
+
+    /// Memory (address space) a document's reader may use, in MiB (Unix).
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub reader_memory: u64,
 
     /// Print the report as JSON on stdout (no progress bars).
     #[arg(long)]

@@ -5,6 +5,7 @@
 
 mod backends;
 mod cli;
+mod isolate;
 mod output;
 
 use std::io::{IsTerminal, Read, Write};
@@ -30,6 +31,9 @@ use output::{QueryMetadata, QueryOutput, QueryResult};
 /// Runs `rag` with the process arguments and returns its exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ConvertDocument { extension } = &cli.command {
+        return isolate::serve(extension);
+    }
     init_logging(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -93,6 +97,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "rag", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::ConvertDocument { extension } => Ok(isolate::serve(&extension)),
     }
 }
 
@@ -180,7 +185,18 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
         ..IndexOptions::default()
     };
     let progress = Progress::new(!(quiet || args.json) && std::io::stderr().is_terminal());
-    let indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker));
+    let mut indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker));
+    if !(args.reader_timeout.is_finite() && args.reader_timeout > 0.0) {
+        bail!("--reader-timeout must be a positive number of seconds");
+    }
+    match std::env::current_exe() {
+        Ok(exe) => {
+            let timeout = std::time::Duration::from_secs_f64(args.reader_timeout);
+            let memory = args.reader_memory.saturating_mul(1024 * 1024);
+            indexer = indexer.with_converter(Arc::new(isolate::ChildConverter::new(exe, timeout, memory)));
+        }
+        Err(err) => tracing::warn!("documents are read in this process: cannot find the rag binary ({err})"),
+    }
     let report = indexer.index(&args.store, &discovery, &options, &progress).await;
     progress.finish();
     let report = report?;

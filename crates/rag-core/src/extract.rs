@@ -268,11 +268,43 @@ fn table_rows(text: &str, delimiter: u8, notes: &mut Vec<String>) -> String {
 /// assert!(rag_core::extract(Path::new("a.txt"), b"\x00\x01\x02").is_err());
 /// ```
 pub fn extract(path: &Path, bytes: &[u8]) -> Result<Extracted, ExtractError> {
+    extract_with(path, bytes, &InProcess)
+}
+
+/// Turns a document (PDF, Office, OpenDocument, EPUB: [`DOCUMENT_EXTENSIONS`](crate::DOCUMENT_EXTENSIONS))
+/// into markdown. [`InProcess`] calls [`convert_document`] here; a program
+/// that reads untrusted files can run the conversion where a crash, a runaway
+/// allocation or an endless loop can be contained and killed (the `rag` CLI
+/// runs it in a child process with time and memory limits).
+pub trait DocumentConverter: Send + Sync {
+    /// The markdown of a document of this extension, or why it cannot be read.
+    fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, String>;
+}
+
+/// Converts documents in this process, with [`convert_document`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InProcess;
+
+impl DocumentConverter for InProcess {
+    fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, String> {
+        convert_document(extension, bytes)
+    }
+}
+
+/// Converts a document's bytes to markdown in this process: PDF pages,
+/// Word and OpenDocument text, slides, sheets, EPUB chapters. `Err` says why
+/// it cannot be read (damaged, password-protected, a zip bomb, no text layer).
+pub fn convert_document(extension: &str, bytes: &[u8]) -> Result<String, String> {
+    crate::documents::convert(extension, bytes)
+}
+
+/// [`extract`], with documents converted by `converter`.
+pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter) -> Result<Extracted, ExtractError> {
     let mut language = language_for_path(path).unwrap_or("text");
     let mut notes = Vec::new();
     if language == "document" {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
-        let text = crate::documents::convert(&extension, bytes).map_err(ExtractError::Unreadable)?;
+        let text = converter.convert(&extension, bytes).map_err(ExtractError::Unreadable)?;
         let mut metadata = crate::Metadata::new();
         metadata.insert("converted_from".into(), extension.into());
         return Ok(Extracted { body: 0..text.len(), text, language: "markdown", notes, metadata });

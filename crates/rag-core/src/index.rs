@@ -14,7 +14,6 @@ use crate::chunk::Chunker;
 use crate::discover::{Discovery, SourceFile};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
-use crate::extract::extract;
 use crate::types::{
     Chunk, DocText, FileState, Metric, StoreConfig, UnreadableFile, VectorRecord, WriteBatch, chunk_key, now_unix,
     validate_store_name,
@@ -129,6 +128,7 @@ pub struct Indexer {
     embedder: Arc<dyn Embedder>,
     backend: Arc<dyn VectorBackend>,
     chunker: Arc<dyn Chunker>,
+    converter: Arc<dyn crate::DocumentConverter>,
 }
 
 /// Event sent from the file-reading thread to the embedding loop.
@@ -171,7 +171,14 @@ type BatchOutcome = (BatchItems, Result<Vec<Result<Vec<f32>>>>);
 impl Indexer {
     /// A pipeline over an embedder, a backend and a chunker.
     pub fn new(embedder: Arc<dyn Embedder>, backend: Arc<dyn VectorBackend>, chunker: Arc<dyn Chunker>) -> Self {
-        Self { embedder, backend, chunker }
+        Self { embedder, backend, chunker, converter: Arc::new(crate::InProcess) }
+    }
+
+    /// The same pipeline with documents (PDF, Office, OpenDocument, EPUB)
+    /// converted by `converter` instead of in this process.
+    pub fn with_converter(mut self, converter: Arc<dyn crate::DocumentConverter>) -> Self {
+        self.converter = converter;
+        self
     }
 
     /// Indexes the files of `discovery` into `store`, creating the store if
@@ -278,12 +285,13 @@ impl Indexer {
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
-                    let (files, next, states, known, chunker, tx) = (
+                    let (files, next, states, known, chunker, converter, tx) = (
                         files.clone(),
                         next.clone(),
                         states.clone(),
                         known.clone(),
                         Arc::clone(&self.chunker),
+                        Arc::clone(&self.converter),
                         tx.clone(),
                     );
                     tokio::task::spawn_blocking(move || {
@@ -291,7 +299,8 @@ impl Indexer {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(file) = files.get(i) else { break };
                             let known = Known { state: states.get(&file.rel), unreadable: known.get(&file.rel) };
-                            let event = prepare(file, known, rechunk_all, max_file_size, chunker.as_ref());
+                            let readers = Readers { chunker: chunker.as_ref(), converter: converter.as_ref() };
+                            let event = prepare(file, known, rechunk_all, max_file_size, readers);
                             if tx.blocking_send(event).is_err() {
                                 break;
                             }
@@ -475,13 +484,20 @@ struct Known<'a> {
     unreadable: Option<&'a UnreadableFile>,
 }
 
+/// What turns a file's bytes into chunks.
+#[derive(Clone, Copy)]
+struct Readers<'a> {
+    chunker: &'a dyn Chunker,
+    converter: &'a dyn crate::DocumentConverter,
+}
+
 /// Reads, hashes and chunks one file, deciding whether it needs embedding.
 fn prepare(
     file: &SourceFile,
     Known { state, unreadable }: Known<'_>,
     rechunk_all: bool,
     max_file_size: u64,
-    chunker: &dyn Chunker,
+    Readers { chunker, converter }: Readers<'_>,
 ) -> FileEvent {
     let path = file.rel.clone();
     let old_keys = state.map(|s| s.keys.clone()).unwrap_or_default();
@@ -527,7 +543,8 @@ fn prepare(
         };
         FileEvent::Failed { path: path.clone(), reason, unreadable: Some(record) }
     };
-    let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| extract(&file.path, &bytes)));
+    let extracted =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::extract_with(&file.path, &bytes, converter)));
     let extracted = match extracted {
         Err(panic) => return crashed("reader", panic),
         Ok(Ok(extracted)) => extracted,

@@ -82,7 +82,10 @@ pub use discover::{DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, 
 pub use documents::{DOCUMENT_EXTENSIONS, LOCATION_KEYS, MAX_UNCOMPRESSED};
 pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
-pub use extract::{BINARY_EXTENSIONS, ExtractError, Extracted, extract, language_for_path, looks_binary, walkable};
+pub use extract::{
+    BINARY_EXTENSIONS, DocumentConverter, ExtractError, Extracted, InProcess, convert_document, extract, extract_with,
+    language_for_path, looks_binary, walkable,
+};
 pub use filter::{FILE_KEYS, FILTERABLE_KEYS, Filter, file_filter_metadata, filter_metadata};
 pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, check_model};
 pub use markdown::{
