@@ -320,6 +320,8 @@ struct Reader {
     config: StoreConfig,
     map: Option<Mmap>,
     compact: Option<Mmap>,
+    /// The exact vectors, for reading a few of them with `pread`.
+    exact: Option<File>,
 }
 
 /// Maps a file read-only; `None` when it is missing or empty.
@@ -346,7 +348,27 @@ impl Reader {
         let config = read_config(&conn, &db_path, dir)?;
         let map = map_file(&dir.join(VECTORS_FILE))?;
         let compact = map_file(&dir.join(COMPACT_FILE))?;
-        Ok(Self { conn, db_path, config, map, compact })
+        let exact = File::open(dir.join(VECTORS_FILE)).ok();
+        Ok(Self { conn, db_path, config, map, compact, exact })
+    }
+
+    /// The exact vector of one slot, read with `pread` into `buffer`. A few
+    /// vectors at random slots are read this way rather than through the
+    /// mapping: a page fault there maps a whole large folio of the page
+    /// cache (about 1 MiB each here), which cost 850 MB of RSS for the 864
+    /// candidates of one query at 1M chunks.
+    fn exact_vector<'b>(&self, slot: u64, buffer: &'b mut Vec<u8>) -> Option<&'b [f32]> {
+        let dim = self.config.dimension;
+        let file = self.exact.as_ref()?;
+        buffer.resize(dim * 4 + 4, 0);
+        let offset = slot.checked_mul(dim as u64 * 4)?;
+        // Leave room to align the floats in the buffer.
+        let pad = buffer.as_ptr().align_offset(std::mem::align_of::<f32>());
+        let bytes = buffer.get_mut(pad..pad + dim * 4)?;
+        read_at(file, bytes, offset).ok()?;
+        // SAFETY: any bit pattern is a valid f32, and `pad` aligned the slice.
+        let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
+        (head.is_empty() && tail.is_empty() && cfg!(target_endian = "little")).then_some(floats)
     }
 
     /// The compact file when it covers every slot of the exact one.
@@ -402,10 +424,10 @@ impl Reader {
             let best = match self.compact_bytes() {
                 Some(compact) => {
                     let mut candidates = scan::top_k_compact(compact, dim, &query, metric, want, threads, allowed);
+                    let mut buffer = Vec::new();
                     for candidate in &mut candidates {
-                        let start = candidate.slot as usize * dim;
-                        candidate.score = floats
-                            .get(start..start + dim)
+                        candidate.score = self
+                            .exact_vector(candidate.slot, &mut buffer)
                             .map_or(f32::NAN, |vector| scan::exact_score(&query, vector, metric));
                     }
                     candidates.retain(|c| !c.score.is_nan());
@@ -439,7 +461,15 @@ impl Reader {
             }
         };
         if filter.is_per_file() {
-            let mut paths = self.conn.prepare_cached("SELECT DISTINCT source_path FROM chunks").map_err(sql(db))?;
+            // Under a required folder, only the paths in its range of the index.
+            let (low, high) = match filter.required_folder() {
+                Some(folder) => (format!("{folder}/"), format!("{folder}0")),
+                None => (String::new(), String::from("\u{10FFFF}")),
+            };
+            let mut paths = self
+                .conn
+                .prepare_cached("SELECT DISTINCT source_path FROM chunks WHERE source_path >= ?1 AND source_path < ?2")
+                .map_err(sql(db))?;
             let mut language = self
                 .conn
                 .prepare_cached("SELECT language FROM chunks WHERE source_path = ?1 LIMIT 1")
@@ -448,7 +478,7 @@ impl Reader {
                 self.conn.prepare_cached("SELECT slot FROM chunks WHERE source_path = ?1").map_err(sql(db))?;
             let needs_language = filter.as_json().to_string().contains("\"language\"");
             let paths: Vec<String> = paths
-                .query_map([], |r| r.get(0))
+                .query_map([&low, &high], |r| r.get(0))
                 .map_err(sql(db))?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(sql(db))?;
@@ -551,16 +581,15 @@ impl Reader {
             .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;
         let mut hits = Vec::with_capacity(best.len());
+        let mut buffer = Vec::new();
         for (slot, bm25) in best {
             let row = read.query_row([slot], |row| row_to_chunk(row, 0)).optional().map_err(sql(&self.db_path))?;
             let Some((chunk, indexed_at)) = row else { continue };
             let score = match &query {
-                Some(query) => {
-                    let start = usize::try_from(slot).unwrap_or(usize::MAX).saturating_mul(dim);
-                    floats
-                        .get(start..start.saturating_add(dim))
-                        .map_or(f32::NAN, |v| scan::exact_score(query, v, self.config.metric))
-                }
+                Some(query) => u64::try_from(slot)
+                    .ok()
+                    .and_then(|slot| self.exact_vector(slot, &mut buffer))
+                    .map_or(f32::NAN, |v| scan::exact_score(query, v, self.config.metric)),
                 None => f32::NAN,
             };
             hits.push(LexicalHit { hit: Hit { score, chunk, indexed_at }, bm25 });
@@ -937,6 +966,24 @@ fn terms_in_parallel(records: &[VectorRecord]) -> Vec<String> {
             .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
     })
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, bytes: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, bytes, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, mut bytes: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_read(file, bytes, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        bytes = &mut bytes[n..];
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(unix)]

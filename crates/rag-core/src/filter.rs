@@ -86,6 +86,20 @@ impl Filter {
         keys_within(&self.0, FILE_KEYS)
     }
 
+    /// A folder every passing chunk must lie under, when the filter says so
+    /// (`{"dirs": "docs"}`, as `--path docs` writes, alone or inside `$and`):
+    /// a backend can then look only at paths under it.
+    ///
+    /// ```
+    /// use rag_core::Filter;
+    /// let filter = Filter::folder("docs/api").and(Filter::extensions(&["md".into()]));
+    /// assert_eq!(filter.required_folder(), Some("docs/api"));
+    /// assert_eq!(Filter::extensions(&["md".into()]).required_folder(), None);
+    /// ```
+    pub fn required_folder(&self) -> Option<&str> {
+        required_folder(&self.0)
+    }
+
     /// Whether metadata (as [`filter_metadata`] builds it) passes.
     pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
         matches(&self.0, metadata)
@@ -121,6 +135,16 @@ pub fn file_filter_metadata(source_path: &str, language: &str) -> Map<String, Va
 
 /// The filterable keys that every chunk of a file shares.
 pub const FILE_KEYS: &[&str] = &["source_path", "dirs", "ext", "language"];
+
+fn required_folder(filter: &Value) -> Option<&str> {
+    let Value::Object(map) = filter else { return None };
+    map.iter().find_map(|(key, condition)| match (key.as_str(), condition) {
+        ("dirs", Value::String(folder)) => Some(folder.as_str()),
+        ("dirs", Value::Object(ops)) => ops.get("$eq").and_then(Value::as_str),
+        ("$and", Value::Array(items)) => items.iter().find_map(required_folder),
+        _ => None,
+    })
+}
 
 fn keys_within(filter: &Value, allowed: &[&str]) -> bool {
     let Value::Object(map) = filter else { return false };
