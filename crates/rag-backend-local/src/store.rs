@@ -203,7 +203,7 @@ const MAX_POSTINGS: i64 = if cfg!(test) { 50 } else { 20_000 };
 
 /// Version of the terms in the full-text index; a store whose index was built
 /// by another tokenizer gets it rebuilt by its next writer.
-const LEXICAL_VERSION: &str = "2";
+const LEXICAL_VERSION: &str = "3";
 
 const CHUNK_COLUMNS: &str = "key, source_path, chunk_index, total_chunks, line_start, line_end, byte_start, \
                              byte_end, content_hash, language, text, metadata, indexed_at";

@@ -168,7 +168,7 @@ fn visit_terms(text: &str, emit: &mut impl FnMut(&str)) {
         for word in compound.split(|c: char| !is_word_char(c)).filter(|w| !w.is_empty()) {
             parts += 1;
             if !word.chars().any(is_cjk) {
-                whole.extend(word.chars().filter(|c| *c != '_').flat_map(char::to_lowercase));
+                whole.push_str(&lower(word.chars()));
             }
             visit_word(word, emit);
         }
@@ -256,13 +256,19 @@ fn identifier_parts(word: &str) -> Vec<String> {
             let boundary = (prev.is_lowercase() && cur.is_uppercase())
                 || (prev.is_uppercase() && cur.is_uppercase() && next_lower);
             if boundary {
-                parts.push(chars[start..i].iter().flat_map(|c| c.to_lowercase()).collect());
+                parts.push(lower(chars[start..i].iter().copied()));
                 start = i;
             }
         }
-        parts.push(chars[start..].iter().flat_map(|c| c.to_lowercase()).collect::<String>());
+        parts.push(lower(chars[start..].iter().copied()));
     }
     parts
+}
+
+/// Lower case, letters and digits only: some capitals lower to a letter and a
+/// combining mark (`İ` → `i̇`), which a full-text tokenizer would split.
+fn lower(chars: impl Iterator<Item = char>) -> String {
+    chars.flat_map(char::to_lowercase).filter(|c| c.is_alphanumeric()).collect()
 }
 
 /// Stems alphabetic words; numbers and codes (`e0502`, `v2`) stay as they are.
@@ -454,6 +460,74 @@ mod tests {
         // tf 1, length 2 = average: 1 * 2.2 / (1 + 1.2) = 1, times ln 2.
         assert!((scores[0] - 2f32.ln()).abs() < 1e-6, "{scores:?}");
         assert_eq!(scores[1], 0.0);
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Random text from an alphabet of the awkward: identifier joiners,
+    /// CJK, combining marks, emoji, digits, long runs.
+    fn random_text(state: &mut u64, len: usize) -> String {
+        const PIECES: &[&str] = &[
+            "a",
+            "Z",
+            "_",
+            "::",
+            ".",
+            "->",
+            " ",
+            "\n",
+            "9",
+            "é",
+            "e\u{301}",
+            "字",
+            "ー",
+            "한",
+            "😀",
+            "\u{200b}",
+            "ß",
+            "İ",
+            "Σ",
+            "ǅ",
+            "\u{0}",
+            "\"",
+            "*",
+            "^",
+            "NEAR",
+            "OR",
+            "(",
+            "-",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "𝔘",
+            "٣",
+        ];
+        let mut out = String::new();
+        for _ in 0..len {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            out.push_str(PIECES[(*state % PIECES.len() as u64) as usize]);
+        }
+        out
+    }
+
+    #[test]
+    fn any_text_gives_bounded_alphanumeric_terms() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        for round in 0..3_000 {
+            let text = random_text(&mut state, (round % 97) + 1);
+            for term in terms(&text) {
+                assert!(!term.is_empty(), "{text:?}");
+                assert!(term.chars().all(char::is_alphanumeric), "{term:?} from {text:?}");
+                // Stems of 48-character words, CJK pairs, or the word itself.
+                assert!(term.chars().count() <= MAX_TERM_CHARS, "{term:?}");
+            }
+            let query = query_terms(&text);
+            assert!(query.len() <= MAX_QUERY_TERMS);
+            assert!(query.iter().all(|t| !t.is_empty() && t.chars().all(char::is_alphanumeric)), "{query:?}");
+        }
     }
 }
 
