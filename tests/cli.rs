@@ -539,29 +539,10 @@ fn documents_are_read_natively_and_hits_name_the_slide() {
 /// An .xlsx whose one cell claims a reference a billion rows down: enough
 /// for a spreadsheet reader to ask for gigabytes.
 fn xlsx_with_cell_ref(reference: &str) -> Vec<u8> {
-    const MAIN: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
-    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
-    let types = r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#;
-    let root_rels = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
+    let rows = format!(
+        r#"<row r="1"><c r="A1" t="inlineStr"><is><t>start</t></is></c></row><row r="1000000000"><c r="{reference}" t="inlineStr"><is><t>far away</t></is></c></row>"#
     );
-    let workbook = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{MAIN}" xmlns:r="{REL}"><sheets><sheet name="Data" sheetId="1" r:id="rId1"/></sheets></workbook>"#
-    );
-    let workbook_rels = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
-    );
-    let sheet = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{MAIN}"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>start</t></is></c></row><row r="1000000000"><c r="{reference}" t="inlineStr"><is><t>far away</t></is></c></row></sheetData></worksheet>"#
-    );
-    let files: Vec<(&str, &[u8])> = vec![
-        ("[Content_Types].xml", types.as_bytes()),
-        ("_rels/.rels", root_rels.as_bytes()),
-        ("xl/workbook.xml", workbook.as_bytes()),
-        ("xl/_rels/workbook.xml.rels", workbook_rels.as_bytes()),
-        ("xl/worksheets/sheet1.xml", sheet.as_bytes()),
-    ];
-    rag_testkit::documents::zip(&files)
+    rag_testkit::documents::xlsx_with_sheet_data("Data", &rows)
 }
 
 #[test]

@@ -96,6 +96,12 @@ pub fn xlsx(sheet: &str, rows: &[&[&str]]) -> Vec<u8> {
             format!(r#"<row r="{}">{cells}</row>"#, r + 1)
         })
         .collect();
+    xlsx_with_sheet_data(sheet, &body)
+}
+
+/// An Excel workbook (`.xlsx`) with one sheet whose `<sheetData>` is given as
+/// XML, for fixtures no well-behaved writer makes (hostile cell references).
+pub fn xlsx_with_sheet_data(sheet: &str, body: &str) -> Vec<u8> {
     const MAIN: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
     const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
     let content_types = r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#;
