@@ -535,13 +535,7 @@ fn prepare(
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".into());
         let reason = format!("the {stage} crashed on this file ({message}); it is skipped until it changes");
-        let record = UnreadableFile {
-            path: path.clone(),
-            content_hash: hash.clone(),
-            reason: reason.clone(),
-            reader: READER.into(),
-        };
-        FileEvent::Failed { path: path.clone(), reason, unreadable: Some(record) }
+        unreadable_file(path.clone(), hash.clone(), reason)
     };
     let extracted =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::extract_with(&file.path, &bytes, converter)));
@@ -553,16 +547,7 @@ fn prepare(
         }
         // A damaged or locked document fails (exit status 1); its old chunks
         // stay, and the store remembers it so it is read again only once it changes.
-        Ok(Err(err)) => {
-            let reason = err.to_string();
-            let record = UnreadableFile {
-                path: path.clone(),
-                content_hash: hash,
-                reason: reason.clone(),
-                reader: READER.into(),
-            };
-            return FileEvent::Failed { path, reason, unreadable: Some(record) };
-        }
+        Ok(Err(err)) => return unreadable_file(path, hash, err.to_string()),
     };
     let body = extracted.body.clone();
     let chunked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -611,6 +596,13 @@ fn prepare(
         .map(str::to_string)
         .or_else(|| Path::new(&path).file_stem().map(|s| s.to_string_lossy().into_owned()));
     FileEvent::Prepared(PreparedFile { title, is_new: state.is_none(), path, chunks, old_keys, notes: extracted.notes })
+}
+
+/// A file whose content this reader cannot read: it fails, and the store
+/// remembers it with its hash so it is read again only once it changes.
+fn unreadable_file(path: String, content_hash: String, reason: String) -> FileEvent {
+    let record = UnreadableFile { path: path.clone(), content_hash, reason: reason.clone(), reader: READER.into() };
+    FileEvent::Failed { path, reason, unreadable: Some(record) }
 }
 
 /// A chunk's metadata: the file's (front matter, title) with the chunk's own
