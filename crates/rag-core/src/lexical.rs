@@ -80,19 +80,29 @@ pub fn terms(text: &str) -> Vec<String> {
 /// text, joined by spaces.
 pub fn index_terms(chunk: &Chunk) -> String {
     let mut out = String::with_capacity(chunk.text.len() / 2);
-    let mut push = |term: &str| {
+    for_each_index_term(chunk, &mut |term| {
         if !out.is_empty() {
             out.push(' ');
         }
         out.push_str(term);
-    };
+    });
+    out
+}
+
+fn for_each_index_term(chunk: &Chunk, emit: &mut impl FnMut(&str)) {
     let file_name = chunk.source_path.rsplit('/').next().unwrap_or_default();
     let stem = file_name.rsplit_once('.').map_or(file_name, |(stem, _)| stem);
-    visit_terms(stem, &mut push);
+    visit_terms(stem, emit);
     if let Some(headings) = chunk.metadata.get("headings").and_then(|h| h.as_str()) {
-        visit_terms(headings, &mut push);
+        visit_terms(headings, emit);
     }
-    visit_terms(&chunk.text, &mut push);
+    visit_terms(&chunk.text, emit);
+}
+
+/// [`index_terms`] as a list, as an in-memory BM25 ([`Bm25`]) takes them.
+pub fn chunk_terms(chunk: &Chunk) -> Vec<String> {
+    let mut out = Vec::new();
+    for_each_index_term(chunk, &mut |term| out.push(term.to_string()));
     out
 }
 

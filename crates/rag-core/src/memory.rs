@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::backend::VectorBackend;
 use crate::error::{Error, Result};
-use crate::lexical::{Bm25, index_terms};
+use crate::lexical::{Bm25, chunk_terms};
 use crate::search::{LexicalHit, LexicalRequest};
 use crate::types::{
     FileState, Hit, Metric, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch,
@@ -195,10 +195,7 @@ impl VectorBackend for MemoryBackend {
         self.with_store(store, |s| {
             let metric = s.config.metric;
             let records: Vec<&VectorRecord> = s.records.values().collect();
-            let docs: Vec<Vec<String>> = records
-                .iter()
-                .map(|r| index_terms(&r.chunk).split(' ').filter(|t| !t.is_empty()).map(str::to_string).collect())
-                .collect();
+            let docs: Vec<Vec<String>> = records.iter().map(|r| chunk_terms(&r.chunk)).collect();
             let scores = Bm25::new(&docs).scores(&request.terms);
             let mut hits: Vec<LexicalHit> = records
                 .into_iter()

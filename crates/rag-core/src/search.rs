@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::lexical::{Bm25, index_terms, query_terms};
+use crate::lexical::{Bm25, chunk_terms, query_terms};
 use crate::types::Hit;
 
 /// How a query finds its chunks.
@@ -315,8 +315,7 @@ pub fn rerank_lexically(candidates: &[Hit], query: &str) -> Vec<LexicalHit> {
     if wanted.is_empty() || candidates.is_empty() {
         return Vec::new();
     }
-    let docs: Vec<Vec<String>> =
-        candidates.iter().map(|h| index_terms(&h.chunk).split(' ').map(str::to_string).collect()).collect();
+    let docs: Vec<Vec<String>> = candidates.iter().map(|h| chunk_terms(&h.chunk)).collect();
     let scores = Bm25::new(&docs).scores(&wanted);
     let mut matched: Vec<LexicalHit> = candidates
         .iter()
