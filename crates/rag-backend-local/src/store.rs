@@ -394,17 +394,22 @@ impl Reader {
         self.floats().get(start..start + dim).map(<[f32]>::to_vec)
     }
 
-    fn query(&self, request: &QueryRequest) -> Result<Vec<Hit>> {
-        let dim = self.config.dimension;
-        if request.vector.len() != dim {
+    /// A query vector checked against the store and prepared as its vectors are.
+    fn prepare_query(&self, vector: &[f32]) -> Result<Vec<f32>> {
+        if vector.len() != self.config.dimension {
             return Err(Error::DimensionMismatch {
                 context: format!("query of store {:?}", self.config.name),
-                expected: dim,
-                actual: request.vector.len(),
+                expected: self.config.dimension,
+                actual: vector.len(),
             });
         }
-        let query = prepare_vector(self.config.metric, &request.vector)
-            .map_err(|reason| Error::InvalidInput(format!("query vector {reason}")))?;
+        prepare_vector(self.config.metric, vector)
+            .map_err(|reason| Error::InvalidInput(format!("query vector {reason}")))
+    }
+
+    fn query(&self, request: &QueryRequest) -> Result<Vec<Hit>> {
+        let dim = self.config.dimension;
+        let query = self.prepare_query(&request.vector)?;
         let floats = self.floats();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let total_slots = floats.len() / dim.max(1);
@@ -476,7 +481,7 @@ impl Reader {
                 .map_err(sql(db))?;
             let mut slots =
                 self.conn.prepare_cached("SELECT slot FROM chunks WHERE source_path = ?1").map_err(sql(db))?;
-            let needs_language = filter.as_json().to_string().contains("\"language\"");
+            let needs_language = filter.mentions("language");
             let paths: Vec<String> = paths
                 .query_map([&low, &high], |r| r.get(0))
                 .map_err(sql(db))?
@@ -532,20 +537,7 @@ impl Reader {
             return Ok(Some(Vec::new()));
         }
         let dim = self.config.dimension;
-        let query = match &request.vector {
-            Some(vector) if vector.len() != dim => {
-                return Err(Error::DimensionMismatch {
-                    context: format!("query of store {:?}", self.config.name),
-                    expected: dim,
-                    actual: vector.len(),
-                });
-            }
-            Some(vector) => Some(
-                prepare_vector(self.config.metric, vector)
-                    .map_err(|reason| Error::InvalidInput(format!("query vector {reason}")))?,
-            ),
-            None => None,
-        };
+        let query = request.vector.as_deref().map(|vector| self.prepare_query(vector)).transpose()?;
         let floats = self.floats();
         let allowed = match &request.filter {
             Some(filter) => Some(self.slots_passing(filter, floats.len() / dim.max(1))?),

@@ -100,6 +100,17 @@ impl Filter {
         required_folder(&self.0)
     }
 
+    /// Whether the filter looks at metadata key `key` anywhere.
+    ///
+    /// ```
+    /// use rag_core::Filter;
+    /// let filter = Filter::from_json(r#"{"$or": [{"language": "rust"}, {"ext": "md"}]}"#).unwrap();
+    /// assert!(filter.mentions("language") && !filter.mentions("dirs"));
+    /// ```
+    pub fn mentions(&self, key: &str) -> bool {
+        !keys_within(&self.0, &FILTERABLE_KEYS.iter().copied().filter(|k| *k != key).collect::<Vec<_>>())
+    }
+
     /// Whether metadata (as [`filter_metadata`] builds it) passes.
     pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
         matches(&self.0, metadata)
