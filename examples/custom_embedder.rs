@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rag_backend_local::LocalBackend;
-use rag_core::{DiscoverOptions, DocText, Embedder, Hit, IndexOptions, Indexer, NoProgress, Querier, TextChunker};
+use rag_core::{DocText, Embedder, Hit, IndexOptions, Indexer, NoProgress, Querier};
+use rag_ingest::{DiscoverOptions, FileSource, TextChunker};
 
 /// Character-trigram hashing: similar spellings give similar vectors.
 struct Trigrams;
@@ -56,9 +57,9 @@ async fn run(folder: &std::path::Path, data_dir: &std::path::Path) -> rag_core::
 
     let embedder = Arc::new(Trigrams);
     let backend = Arc::new(LocalBackend::new(data_dir));
-    let files = rag_core::discover(&[".".into()], &DiscoverOptions::new(folder))?;
+    let files = rag_ingest::discover(&[".".into()], &DiscoverOptions::new(folder))?;
     Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::default()))
-        .index("custom", &files, &IndexOptions::default(), &NoProgress)
+        .index("custom", Arc::new(FileSource::new(files)), &IndexOptions::default(), &NoProgress)
         .await?;
     Querier::new(embedder, backend).query("custom", "watering tomatoes", 2).await
 }

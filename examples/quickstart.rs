@@ -9,8 +9,9 @@
 use std::sync::Arc;
 
 use rag_backend_local::LocalBackend;
-use rag_core::{DiscoverOptions, IndexOptions, Indexer, NoProgress, Querier, TextChunker, discover};
+use rag_core::{IndexOptions, Indexer, NoProgress, Querier};
 use rag_embed_ollama::{OllamaConfig, OllamaEmbedder};
+use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +26,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let files = discover(std::slice::from_ref(&folder), &DiscoverOptions::new("."))?;
     let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::default()));
-    let report = indexer.index("quickstart", &files, &IndexOptions::default(), &NoProgress).await?;
+    let report =
+        indexer.index("quickstart", Arc::new(FileSource::new(files)), &IndexOptions::default(), &NoProgress).await?;
     println!(
         "indexed {folder}: {} new, {} changed, {} unchanged, {} chunks embedded",
         report.new.len(),

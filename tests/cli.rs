@@ -381,6 +381,10 @@ fn unknown_stores_and_bad_names_get_clear_errors() {
     let run = ws.rag(&["query", "x", "--store", "nothing"]);
     run.assert_code(1);
     assert!(run.stderr().contains("store \"nothing\" not found"), "{}", run.stderr());
+    // The library's error says what is wrong; the CLI adds what to type.
+    let run = ws.rag(&["store", "info", "nothing"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("create it with `rag index PATHS --store nothing`"), "{}", run.stderr());
     let run = ws.rag(&["index", ".", "--store", "../escape"]);
     run.assert_code(1);
     assert!(run.stderr().contains("invalid store name"), "{}", run.stderr());
@@ -525,7 +529,7 @@ fn documents_are_read_natively_and_hits_name_the_slide() {
     let again = ws.rag(&["index", "docs", "--store", "notes", "--chunk-size", "80", "--chunk-overlap", "0"]);
     again.assert_code(1);
     assert!(
-        again.stdout().contains("unchanged since, so not read again; --force tries it anyway"),
+        again.stdout().contains("unchanged since, so not read again); --force tries it anyway"),
         "{}",
         again.stdout()
     );

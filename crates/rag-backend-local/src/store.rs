@@ -1580,24 +1580,45 @@ mod tests {
         }
     }
 
+    /// The whole text as one chunk.
+    struct Whole;
+
+    impl rag_core::Chunker for Whole {
+        fn chunk(&self, text: &str, _path: &str, _language: &str) -> Vec<rag_core::TextChunk> {
+            let lines = rag_core::LineIndex::new(text);
+            let end = lines.line_of(text.len().saturating_sub(1));
+            let metadata = rag_core::Metadata::new();
+            vec![rag_core::TextChunk {
+                text: text.into(),
+                byte_start: 0,
+                byte_end: text.len(),
+                line_start: 1,
+                line_end: end,
+                metadata,
+            }]
+        }
+        fn settings(&self) -> String {
+            "whole".into()
+        }
+    }
+
     #[tokio::test]
     async fn an_index_run_releases_the_store_when_it_ends() {
         let data = tempfile::tempdir().unwrap();
-        let files = tempfile::tempdir().unwrap();
-        std::fs::write(files.path().join("a.md"), "some text").unwrap();
+        let mut notes = rag_core::MemorySource::new();
+        notes.insert("a.md", rag_core::Document::new("some text", "markdown"));
+        let notes: Arc<dyn rag_core::Source> = Arc::new(notes);
         let backend = Arc::new(LocalBackend::new(data.path()));
-        let indexer =
-            rag_core::Indexer::new(Arc::new(Lengths), backend.clone(), Arc::new(rag_core::TextChunker::default()));
-        let found = rag_core::discover(&[".".into()], &rag_core::DiscoverOptions::new(files.path())).unwrap();
+        let indexer = rag_core::Indexer::new(Arc::new(Lengths), backend.clone(), Arc::new(Whole));
         let options = rag_core::IndexOptions::default();
-        indexer.index("notes", &found, &options, &rag_core::NoProgress).await.unwrap();
+        indexer.index("notes", notes.clone(), &options, &rag_core::NoProgress).await.unwrap();
         // The program still holds `backend`, yet another writer may now take the store.
         let other = LocalBackend::new(data.path());
         other.begin_indexing("notes").await.unwrap();
-        let err = indexer.index("notes", &found, &options, &rag_core::NoProgress).await.unwrap_err();
+        let err = indexer.index("notes", notes.clone(), &options, &rag_core::NoProgress).await.unwrap_err();
         assert!(matches!(err, Error::StoreBusy { .. }), "{err}");
         other.end_indexing("notes").await.unwrap();
-        indexer.index("notes", &found, &options, &rag_core::NoProgress).await.unwrap();
+        indexer.index("notes", notes, &options, &rag_core::NoProgress).await.unwrap();
     }
 
     #[tokio::test]

@@ -15,9 +15,9 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    DiscoverOptions, DocText, Embedder, IndexOptions, Indexer, NoProgress, Querier, SearchMode, SearchOptions,
-    TextChunker, VectorBackend, discover,
+    DocText, Embedder, IndexOptions, Indexer, NoProgress, Querier, SearchMode, SearchOptions, VectorBackend,
 };
+use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 use serde_json::Value;
 
 /// Graded judgements: query id → document id → grade (> 0 is relevant).
@@ -231,7 +231,7 @@ pub async fn run(args: EvalArgs) -> Result<()> {
     eprintln!("indexing {} documents of {name} with {} ...", data.corpus.len(), args.embedder.model());
     let started = Instant::now();
     let report = Indexer::new(embedder.clone(), backend.clone(), Arc::new(chunker))
-        .index(store, &files, &options, &NoProgress)
+        .index(store, Arc::new(FileSource::new(files)), &options, &NoProgress)
         .await?;
     let index_secs = started.elapsed().as_secs_f64();
     if !report.failed.is_empty() {

@@ -26,9 +26,10 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    Chunk, DiscoverOptions, DocText, Embedder, IndexOptions, Indexer, Metric, NoProgress, Querier, QueryRequest,
-    SearchOptions, StoreConfig, TextChunker, VectorBackend, VectorRecord, chunk_key, discover,
+    Chunk, DocText, Embedder, IndexOptions, Indexer, Metric, NoProgress, Querier, QueryRequest, SearchOptions,
+    StoreConfig, VectorBackend, VectorRecord, chunk_key,
 };
+use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 
 const DIM: usize = 768;
 
@@ -487,7 +488,9 @@ async fn bench_index(dir: &Path, label: &str, tree: &Path, runs: usize) -> Resul
         let backend = Arc::new(LocalBackend::new(&data));
         let indexer = Indexer::new(Arc::new(InstantEmbedder), backend.clone(), Arc::new(TextChunker::default()));
         let started = Instant::now();
-        let report = indexer.index("bench", &found, &IndexOptions::default(), &NoProgress).await?;
+        let report = indexer
+            .index("bench", Arc::new(FileSource::new(found.clone())), &IndexOptions::default(), &NoProgress)
+            .await?;
         full.push(started.elapsed().as_secs_f64());
         chunks = report.chunks_embedded;
         drop(indexer);
@@ -495,7 +498,9 @@ async fn bench_index(dir: &Path, label: &str, tree: &Path, runs: usize) -> Resul
         let backend = Arc::new(LocalBackend::new(&data));
         let indexer = Indexer::new(Arc::new(InstantEmbedder), backend, Arc::new(TextChunker::default()));
         let started = Instant::now();
-        let again = indexer.index("bench", &found, &IndexOptions::default(), &NoProgress).await?;
+        let again = indexer
+            .index("bench", Arc::new(FileSource::new(found.clone())), &IndexOptions::default(), &NoProgress)
+            .await?;
         unchanged.push(started.elapsed().as_secs_f64());
         if again.unchanged != found.files.len() {
             bail!("re-index saw {} unchanged of {}", again.unchanged, found.files.len());
@@ -698,8 +703,8 @@ fn bench_formats(runs: usize) -> Result<()> {
         let (mut chunks, mut text) = (0, 0);
         for _ in 0..runs {
             let started = Instant::now();
-            let extracted = rag_core::extract(path, &bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            chunks = chunker.chunk(&extracted.text[extracted.body.clone()], name, extracted.language).len();
+            let extracted = rag_ingest::extract(path, &bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            chunks = chunker.chunk(&extracted.text[extracted.body.clone()], name, &extracted.language).len();
             times.push(started.elapsed().as_secs_f64());
             text = extracted.body.len();
         }

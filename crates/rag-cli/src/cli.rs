@@ -120,11 +120,11 @@ pub struct IndexArgs {
 
     /// Maximum chunk size in characters; lowered to fit the model's context window
     /// (2.5 characters a token, less room for the prompt).
-    #[arg(long, default_value_t = rag_core::TextChunker::DEFAULT_SIZE)]
+    #[arg(long, default_value_t = rag_ingest::TextChunker::DEFAULT_SIZE)]
     pub chunk_size: usize,
 
     /// Characters shared by neighbouring chunks.
-    #[arg(long, default_value_t = rag_core::TextChunker::DEFAULT_OVERLAP)]
+    #[arg(long, default_value_t = rag_ingest::TextChunker::DEFAULT_OVERLAP)]
     pub chunk_overlap: usize,
 
     /// Chunk budget in tokens instead of characters, approximated without a

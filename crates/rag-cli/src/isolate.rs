@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use rag_core::DocumentConverter;
+use rag_ingest::DocumentConverter;
 
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "convert-document";
@@ -145,7 +145,7 @@ pub fn serve(extension: &str) -> ExitCode {
         eprintln!("error: cannot read the document: {err}");
         return ExitCode::FAILURE;
     }
-    let answer = match rag_core::convert_document(extension, &bytes) {
+    let answer = match rag_ingest::convert_document(extension, &bytes) {
         Ok(text) => [b"O".as_slice(), text.as_bytes()].concat(),
         Err(reason) => [b"E".as_slice(), reason.as_bytes()].concat(),
     };

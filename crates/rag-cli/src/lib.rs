@@ -20,10 +20,11 @@ use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    Chunker, DiscoverOptions, DocText, Embedder, Filter, IndexObserver, IndexOptions, Indexer, Querier, SearchOptions,
-    StoreConfig, TextChunker, VectorBackend, discover, validate_store_name,
+    Chunker, DocText, Embedder, Filter, IndexObserver, IndexOptions, Indexer, Querier, SearchOptions, StoreConfig,
+    VectorBackend, validate_store_name,
 };
 use rag_embed_ollama::{DEFAULT_MODEL, OllamaConfig, OllamaEmbedder};
+use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 
 use cli::{Cli, Command, EmbedderArgs, IndexArgs, QueryArgs, StoreCommand};
 use output::{QueryMetadata, QueryOutput, QueryResult};
@@ -51,7 +52,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The message and its causes, leaving out causes the message already quotes.
+/// The message and its causes, leaving out causes the message already
+/// quotes, with what to do where the library's error cannot say it in the
+/// CLI's words.
 fn error_chain(err: &anyhow::Error) -> String {
     let mut text = err.to_string();
     for cause in err.chain().skip(1) {
@@ -60,6 +63,15 @@ fn error_chain(err: &anyhow::Error) -> String {
             text.push_str(": ");
             text.push_str(&cause);
         }
+    }
+    match err.chain().find_map(|cause| cause.downcast_ref::<rag_core::Error>()) {
+        Some(rag_core::Error::StoreNotFound { store, .. }) => text.push_str(&format!(
+            "; create it with `rag index PATHS --store {store}` or list stores with `rag store list`"
+        )),
+        Some(rag_core::Error::InvalidInput(message)) if message.starts_with("the filter is not JSON") => {
+            text.push_str(" (in --filter)");
+        }
+        _ => {}
     }
     text
 }
@@ -185,7 +197,8 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
         ..IndexOptions::default()
     };
     let progress = Progress::new(!(quiet || args.json) && std::io::stderr().is_terminal());
-    let mut indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker));
+    let indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker));
+    let mut source = FileSource::new(discovery);
     if !(args.reader_timeout.is_finite() && args.reader_timeout > 0.0) {
         bail!("--reader-timeout must be a positive number of seconds");
     }
@@ -193,11 +206,11 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
         Ok(exe) => {
             let timeout = std::time::Duration::from_secs_f64(args.reader_timeout);
             let memory = args.reader_memory.saturating_mul(1024 * 1024);
-            indexer = indexer.with_converter(Arc::new(isolate::ChildConverter::new(exe, timeout, memory)));
+            source = source.with_converter(Arc::new(isolate::ChildConverter::new(exe, timeout, memory)));
         }
         Err(err) => tracing::warn!("documents are read in this process: cannot find the rag binary ({err})"),
     }
-    let report = indexer.index(&args.store, &discovery, &options, &progress).await;
+    let report = indexer.index(&args.store, Arc::new(source), &options, &progress).await;
     progress.finish();
     let report = report?;
     if let (Some(remote), false) = (opened.remote(), args.dry_run) {

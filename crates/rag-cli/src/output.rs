@@ -260,7 +260,12 @@ pub fn index_text(report: &IndexReport, backend: &str, verbose: bool) -> String 
             continue;
         }
         for problem in problems {
-            let _ = writeln!(out, "  {label}: {}: {}", problem.path, problem.reason);
+            let hint = match problem.kind {
+                rag_core::ProblemKind::TooLarge => "; raise --max-file-size to index it",
+                rag_core::ProblemKind::NotReadAgain => "; --force tries it anyway",
+                _ => "",
+            };
+            let _ = writeln!(out, "  {label}: {}: {}{hint}", problem.path, problem.reason);
         }
     }
     out

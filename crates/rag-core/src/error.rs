@@ -25,9 +25,7 @@ pub enum Error {
     },
 
     /// The named store does not exist on this backend.
-    #[error(
-        "store {store:?} not found on the {backend} backend; create it with `rag index PATHS --store {store}` or list stores with `rag store list`"
-    )]
+    #[error("store {store:?} not found on the {backend} backend")]
     StoreNotFound {
         /// Store name.
         store: String,

@@ -47,7 +47,7 @@ impl Filter {
     /// Parses filter JSON text.
     pub fn from_json(text: &str) -> Result<Self> {
         let value =
-            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("--filter is not JSON: {e}")))?;
+            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("the filter is not JSON: {e}")))?;
         Self::parse(value)
     }
 

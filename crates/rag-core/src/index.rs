@@ -11,17 +11,13 @@ use tokio::task::JoinSet;
 
 use crate::backend::VectorBackend;
 use crate::chunk::Chunker;
-use crate::discover::{Discovery, SourceFile};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
+use crate::source::{Document, Source, SourceError, SourceItem};
 use crate::types::{
     Chunk, DocText, FileState, Metric, StoreConfig, UnreadableFile, VectorRecord, WriteBatch, chunk_key, now_unix,
     validate_store_name,
 };
-
-/// Names the reader in [`UnreadableFile::reader`]: a file this version could
-/// not read is tried again by the next.
-const READER: &str = concat!("rag-core ", env!("CARGO_PKG_VERSION"));
 
 /// Settings of one index run.
 #[derive(Debug, Clone)]
@@ -70,9 +66,34 @@ impl Default for IndexOptions {
 pub struct FileProblem {
     /// Stored name of the file.
     pub path: String,
-    /// What happened and, where it helps, what to do.
+    /// What happened.
     pub reason: String,
+    /// Which kind of problem, so a program can say what to do about it.
+    pub kind: ProblemKind,
 }
+
+/// The kinds of [`FileProblem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// Not something to index (binary, empty); skipped, old chunks deleted.
+    Skipped,
+    /// Over the run's size limit ([`IndexOptions::max_file_size`]); skipped.
+    TooLarge,
+    /// Its content cannot be decoded; the store remembers it until it changes.
+    Unreadable,
+    /// Remembered as unreadable and unchanged since, so not read again
+    /// ([`IndexOptions::force`] reads it anyway).
+    NotReadAgain,
+    /// It could not be read or embedded this time; the next run tries again.
+    Failed,
+    /// Indexed, with a caveat (lossy decoding).
+    Note,
+}
+
+/// The end of a [`ProblemKind::NotReadAgain`] reason.
+const NOT_READ_AGAIN: &str = " (unchanged since, so not read again)";
 
 /// What an index run did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -128,7 +149,6 @@ pub struct Indexer {
     embedder: Arc<dyn Embedder>,
     backend: Arc<dyn VectorBackend>,
     chunker: Arc<dyn Chunker>,
-    converter: Arc<dyn crate::DocumentConverter>,
 }
 
 /// Event sent from the file-reading thread to the embedding loop.
@@ -138,6 +158,7 @@ enum FileEvent {
         path: String,
         reason: String,
         old_keys: Vec<String>,
+        kind: ProblemKind,
     },
     /// `unreadable` is set when the content itself cannot be read (not a
     /// passing I/O error or an embedder's refusal): the store remembers it.
@@ -171,18 +192,12 @@ type BatchOutcome = (BatchItems, Result<Vec<Result<Vec<f32>>>>);
 impl Indexer {
     /// A pipeline over an embedder, a backend and a chunker.
     pub fn new(embedder: Arc<dyn Embedder>, backend: Arc<dyn VectorBackend>, chunker: Arc<dyn Chunker>) -> Self {
-        Self { embedder, backend, chunker, converter: Arc::new(crate::InProcess) }
+        Self { embedder, backend, chunker }
     }
 
-    /// The same pipeline with documents (PDF, Office, OpenDocument, EPUB)
-    /// converted by `converter` instead of in this process.
-    pub fn with_converter(mut self, converter: Arc<dyn crate::DocumentConverter>) -> Self {
-        self.converter = converter;
-        self
-    }
-
-    /// Indexes the files of `discovery` into `store`, creating the store if
-    /// needed.
+    /// Indexes the items of `source` into `store`, creating the store if
+    /// needed. Stored items the source [covers](Source::covers) but no longer
+    /// lists are deleted (unless `options.prune` is off).
     ///
     /// Errors that make every further file fail (embedder unreachable, model
     /// missing, backend failure) end the run with an error after the files
@@ -191,12 +206,12 @@ impl Indexer {
     pub async fn index(
         &self,
         store: &str,
-        discovery: &Discovery,
+        source: Arc<dyn Source>,
         options: &IndexOptions,
         observer: &dyn IndexObserver,
     ) -> Result<IndexReport> {
         let mut began = false;
-        let result = self.run(store, discovery, options, observer, &mut began).await;
+        let result = self.run(store, source, options, observer, &mut began).await;
         if began {
             // The writer's lock goes with the run, whatever its outcome.
             let released = self.backend.end_indexing(store).await;
@@ -210,7 +225,7 @@ impl Indexer {
     async fn run(
         &self,
         store: &str,
-        discovery: &Discovery,
+        source: Arc<dyn Source>,
         options: &IndexOptions,
         observer: &dyn IndexObserver,
         began: &mut bool,
@@ -260,24 +275,23 @@ impl Indexer {
         let mut unreadable: Vec<UnreadableFile> = Vec::new();
 
         let mut report = IndexReport { store: store.to_string(), dry_run: options.dry_run, ..IndexReport::default() };
-        let found: HashSet<&str> = discovery.files.iter().map(|f| f.rel.as_str()).collect();
+        let items = source.items();
+        let found: HashSet<&str> = items.iter().map(|item| item.path.as_str()).collect();
         let removed: Vec<&FileState> = if options.prune {
-            let mut removed: Vec<&FileState> = states
-                .values()
-                .filter(|s| !found.contains(s.path.as_str()) && discovery.scope.contains(&s.path))
-                .collect();
+            let mut removed: Vec<&FileState> =
+                states.values().filter(|s| !found.contains(s.path.as_str()) && source.covers(&s.path)).collect();
             removed.sort_by(|a, b| a.path.cmp(&b.path));
             removed
         } else {
             Vec::new()
         };
 
-        observer.planned(discovery.files.len());
+        observer.planned(items.len());
         let (tx, rx) = mpsc::channel(16);
         // Reading, hashing, extracting and chunking run on every core; the
         // events reach the embedding loop as files finish.
         let producer = {
-            let files = Arc::new(discovery.files.clone());
+            let files = Arc::new(items.clone());
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let states = Arc::new(states.clone());
             let known = Arc::new(if options.force { HashMap::new() } else { known_unreadable.clone() });
@@ -285,21 +299,21 @@ impl Indexer {
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
-                    let (files, next, states, known, chunker, converter, tx) = (
+                    let (files, next, states, known, chunker, source, tx) = (
                         files.clone(),
                         next.clone(),
                         states.clone(),
                         known.clone(),
                         Arc::clone(&self.chunker),
-                        Arc::clone(&self.converter),
+                        Arc::clone(&source),
                         tx.clone(),
                     );
                     tokio::task::spawn_blocking(move || {
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(file) = files.get(i) else { break };
-                            let known = Known { state: states.get(&file.rel), unreadable: known.get(&file.rel) };
-                            let readers = Readers { chunker: chunker.as_ref(), converter: converter.as_ref() };
+                            let known = Known { state: states.get(&file.path), unreadable: known.get(&file.path) };
+                            let readers = Readers { chunker: chunker.as_ref(), source: source.as_ref() };
                             let event = prepare(file, known, rechunk_all, max_file_size, readers);
                             if tx.blocking_send(event).is_err() {
                                 break;
@@ -345,7 +359,7 @@ impl Indexer {
             let forget: Vec<String> = known_unreadable
                 .keys()
                 .filter(|path| !still.contains(path.as_str()))
-                .filter(|path| found.contains(path.as_str()) || discovery.scope.contains(path))
+                .filter(|path| found.contains(path.as_str()) || source.covers(path))
                 .cloned()
                 .collect();
             unreadable.retain(|u| known_unreadable.get(&u.path) != Some(u));
@@ -484,49 +498,46 @@ struct Known<'a> {
     unreadable: Option<&'a UnreadableFile>,
 }
 
-/// What turns a file's bytes into chunks.
+/// What turns an item's bytes into chunks.
 #[derive(Clone, Copy)]
 struct Readers<'a> {
     chunker: &'a dyn Chunker,
-    converter: &'a dyn crate::DocumentConverter,
+    source: &'a dyn Source,
 }
 
-/// Reads, hashes and chunks one file, deciding whether it needs embedding.
+/// Reads, hashes and chunks one item, deciding whether it needs embedding.
 fn prepare(
-    file: &SourceFile,
+    item: &SourceItem,
     Known { state, unreadable }: Known<'_>,
     rechunk_all: bool,
     max_file_size: u64,
-    Readers { chunker, converter }: Readers<'_>,
+    Readers { chunker, source }: Readers<'_>,
 ) -> FileEvent {
-    let path = file.rel.clone();
+    let path = item.path.clone();
     let old_keys = state.map(|s| s.keys.clone()).unwrap_or_default();
-    let size = std::fs::metadata(&file.path).map(|m| m.len()).unwrap_or(0);
-    if size > max_file_size {
-        return FileEvent::Skipped {
-            path,
-            reason: format!(
-                "{size} bytes is over the size limit of {max_file_size}; raise --max-file-size to index it"
-            ),
-            old_keys,
-        };
-    }
-    let bytes = match std::fs::read(&file.path) {
+    let reader = source.reader();
+    let bytes = match source.read(item, max_file_size) {
         Ok(bytes) => bytes,
+        Err(err @ SourceError::TooLarge { .. }) => {
+            return FileEvent::Skipped { path, reason: err.to_string(), old_keys, kind: ProblemKind::TooLarge };
+        }
+        Err(SourceError::Skip(reason)) => {
+            return FileEvent::Skipped { path, reason, old_keys, kind: ProblemKind::Skipped };
+        }
         Err(err) => return FileEvent::Failed { path, reason: format!("cannot read: {err}"), unreadable: None },
     };
     let hash = blake3::hash(&bytes).to_hex().to_string();
     if !rechunk_all && state.and_then(|s| s.content_hash.as_deref()) == Some(hash.as_str()) {
         return FileEvent::Unchanged(path);
     }
-    if let Some(known) = unreadable.filter(|u| u.content_hash == hash && u.reader == READER) {
+    if let Some(known) = unreadable.filter(|u| u.content_hash == hash && u.reader == reader) {
         return FileEvent::Failed {
-            reason: format!("{} (unchanged since, so not read again; --force tries it anyway)", known.reason),
+            reason: format!("{}{NOT_READ_AGAIN}", known.reason),
             path,
             unreadable: Some(known.clone()),
         };
     }
-    // A reader or chunker that panics on hostile input fails this file only,
+    // A reader or chunker that panics on hostile input fails this item only,
     // named, and the store remembers it until it changes.
     let crashed = |stage: &str, panic: Box<dyn std::any::Any + Send>| {
         let message = panic
@@ -535,43 +546,48 @@ fn prepare(
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".into());
         let reason = format!("the {stage} crashed on this file ({message}); it is skipped until it changes");
-        unreadable_file(path.clone(), hash.clone(), reason)
+        unreadable_file(path.clone(), hash.clone(), reason, reader)
     };
-    let extracted =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::extract_with(&file.path, &bytes, converter)));
-    let extracted = match extracted {
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.decode(item, &bytes)));
+    let document = match decoded {
         Err(panic) => return crashed("reader", panic),
-        Ok(Ok(extracted)) => extracted,
-        Ok(Err(err @ crate::ExtractError::Binary)) => {
-            return FileEvent::Skipped { path, reason: err.to_string(), old_keys };
+        Ok(Ok(document)) => document,
+        Ok(Err(SourceError::Skip(reason))) => {
+            return FileEvent::Skipped { path, reason, old_keys, kind: ProblemKind::Skipped };
         }
         // A damaged or locked document fails (exit status 1); its old chunks
         // stay, and the store remembers it so it is read again only once it changes.
-        Ok(Err(err)) => return unreadable_file(path, hash, err.to_string()),
+        Ok(Err(SourceError::Unreadable(reason))) => return unreadable_file(path, hash, reason, reader),
+        Ok(Err(err)) => return FileEvent::Failed { path, reason: format!("cannot read: {err}"), unreadable: None },
     };
-    let body = extracted.body.clone();
-    let chunked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        chunker.chunk(&extracted.text[body.clone()], &path, extracted.language)
-    }));
+    let Some(body_text) = document.text.get(document.body.clone()) else {
+        let reason = format!("the reader returned a body range {:?} outside its text", document.body);
+        return unreadable_file(path, hash, reason, reader);
+    };
+    let body = document.body.clone();
+    let chunked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunker.chunk(body_text, &path, &document.language)));
     let pieces = match chunked {
         Ok(pieces) => pieces,
         Err(panic) => return crashed("chunker", panic),
     };
     if pieces.is_empty() {
-        return FileEvent::Skipped { path, reason: "no text to index (empty file)".into(), old_keys };
+        return FileEvent::Skipped {
+            path,
+            reason: "no text to index (empty file)".into(),
+            old_keys,
+            kind: ProblemKind::Skipped,
+        };
     }
-    let lines = crate::LineIndex::new(&extracted.text);
+    let lines = crate::LineIndex::new(&document.text);
     let total = pieces.len();
-    let converted_from = extracted.metadata.get("converted_from").and_then(|v| v.as_str());
     let chunks = pieces
         .into_iter()
         .enumerate()
         .map(|(index, mut piece)| {
             let (byte_start, byte_end) = (body.start + piece.byte_start, body.start + piece.byte_end);
-            if let Some(from) = converted_from {
-                let headings = piece.metadata.get("headings").and_then(|h| h.as_str());
-                let location = crate::documents::location(from, headings, &piece.text);
-                piece.metadata.extend(location);
+            if !document.sections.is_empty() {
+                piece.metadata.extend(document.location(byte_start..byte_end));
             }
             Chunk {
                 key: chunk_key(&path, index),
@@ -584,24 +600,25 @@ fn prepare(
                 byte_end,
                 text: piece.text,
                 content_hash: hash.clone(),
-                language: extracted.language.to_string(),
-                metadata: merge_metadata(&extracted.metadata, piece.metadata),
+                language: document.language.clone(),
+                metadata: merge_metadata(&document.metadata, piece.metadata),
             }
         })
         .collect();
-    let title = extracted
+    let title = document
         .metadata
         .get("title")
         .and_then(|t| t.as_str())
         .map(str::to_string)
         .or_else(|| Path::new(&path).file_stem().map(|s| s.to_string_lossy().into_owned()));
-    FileEvent::Prepared(PreparedFile { title, is_new: state.is_none(), path, chunks, old_keys, notes: extracted.notes })
+    let Document { notes, .. } = document;
+    FileEvent::Prepared(PreparedFile { title, is_new: state.is_none(), path, chunks, old_keys, notes })
 }
 
 /// A file whose content this reader cannot read: it fails, and the store
 /// remembers it with its hash so it is read again only once it changes.
-fn unreadable_file(path: String, content_hash: String, reason: String) -> FileEvent {
-    let record = UnreadableFile { path: path.clone(), content_hash, reason: reason.clone(), reader: READER.into() };
+fn unreadable_file(path: String, content_hash: String, reason: String, reader: &str) -> FileEvent {
+    let record = UnreadableFile { path: path.clone(), content_hash, reason: reason.clone(), reader: reader.into() };
     FileEvent::Failed { path, reason, unreadable: Some(record) }
 }
 
@@ -737,18 +754,25 @@ fn record_event(
             report.unchanged += 1;
             observer.file_done(&path);
         }
-        FileEvent::Skipped { path, reason, old_keys } => {
+        FileEvent::Skipped { path, reason, old_keys, kind } => {
             observer.file_done(&path);
             // The file can no longer be indexed: its old chunks would be stale.
             match writer {
                 Some(writer) => writer.delete(old_keys),
                 None => report.chunks_deleted += old_keys.len(),
             }
-            report.skipped.push(FileProblem { path, reason });
+            report.skipped.push(FileProblem { path, reason, kind });
         }
         FileEvent::Failed { path, reason, unreadable: record } => {
             observer.file_done(&path);
-            report.failed.push(FileProblem { path, reason });
+            let kind = match &record {
+                None => ProblemKind::Failed,
+                Some(known) if reason.ends_with(NOT_READ_AGAIN) && reason.starts_with(&known.reason) => {
+                    ProblemKind::NotReadAgain
+                }
+                Some(_) => ProblemKind::Unreadable,
+            };
+            report.failed.push(FileProblem { path, reason, kind });
             unreadable.extend(record);
         }
         FileEvent::Prepared(_) => {}
@@ -765,14 +789,14 @@ fn finish_file(
     let PendingFile { file, vectors, failure, .. } = done;
     observer.file_done(&file.path);
     if let Some(reason) = failure {
-        report.failed.push(FileProblem { path: file.path, reason });
+        report.failed.push(FileProblem { path: file.path, reason, kind: ProblemKind::Failed });
         return;
     }
     let live: HashSet<&str> = file.chunks.iter().map(|c| c.key.as_str()).collect();
     let stale: Vec<String> = file.old_keys.iter().filter(|k| !live.contains(k.as_str())).cloned().collect();
     report.chunks_embedded += file.chunks.len();
     for note in file.notes {
-        report.notes.push(FileProblem { path: file.path.clone(), reason: note });
+        report.notes.push(FileProblem { path: file.path.clone(), reason: note, kind: ProblemKind::Note });
     }
     if file.is_new {
         report.new.push(file.path.clone())
@@ -885,167 +909,173 @@ pub fn check_model(config: &StoreConfig, embedder: &dyn Embedder) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::{DiscoverOptions, discover};
     use crate::memory::MemoryBackend;
-    use crate::{Querier, TextChunker};
+    use crate::source::{Location, MemorySource, Section};
+    use crate::{LineIndex, Metadata, Querier, TextChunk};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Embeds by hashing words; refuses texts containing POISON; counts calls.
+    /// Counts letters; counts the texts it embeds.
     #[derive(Default)]
-    struct WordEmbedder {
-        texts: AtomicUsize,
-        model: Option<String>,
-    }
+    struct Letters(AtomicUsize);
 
     #[async_trait]
-    impl Embedder for WordEmbedder {
+    impl Embedder for Letters {
         fn model(&self) -> &str {
-            self.model.as_deref().unwrap_or("words")
+            "letters"
         }
         fn dimension(&self) -> usize {
-            16
-        }
-        fn max_batch_size(&self) -> usize {
             3
         }
         async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
-            if docs.iter().any(|d| d.text.contains("POISON")) {
-                return Err(Error::InvalidInput("poisoned text".into()));
-            }
-            self.texts.fetch_add(docs.len(), Ordering::SeqCst);
-            Ok(docs.iter().map(|d| words(&d.text)).collect())
+            self.0.fetch_add(docs.len(), Ordering::SeqCst);
+            Ok(docs.iter().map(|d| self.letters(&d.text)).collect())
         }
         async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
-            Ok(words(query))
+            Ok(self.letters(query))
         }
     }
 
-    fn words(text: &str) -> Vec<f32> {
-        let mut v = vec![0.0; 16];
-        v[0] = 0.01;
-        for word in text.split_whitespace() {
-            let h = word.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-            v[(h % 16) as usize] += 1.0;
+    impl Letters {
+        fn letters(&self, text: &str) -> Vec<f32> {
+            "aeo".chars().map(|l| text.chars().filter(|c| *c == l).count() as f32 + 0.1).collect()
         }
-        v
+    }
+
+    /// One chunk per blank-line-separated paragraph.
+    struct Paragraphs;
+
+    impl Chunker for Paragraphs {
+        fn chunk(&self, text: &str, _path: &str, _language: &str) -> Vec<TextChunk> {
+            let lines = LineIndex::new(text);
+            let mut start = 0;
+            let mut out = Vec::new();
+            for part in text.split_inclusive("\n\n") {
+                let (byte_start, byte_end) = (start, start + part.len());
+                start = byte_end;
+                if !part.trim().is_empty() {
+                    out.push(TextChunk {
+                        text: part.trim().into(),
+                        byte_start,
+                        byte_end,
+                        line_start: lines.line_of(byte_start),
+                        line_end: lines.line_of(byte_end - 1),
+                        metadata: Metadata::new(),
+                    });
+                }
+            }
+            out
+        }
+        fn settings(&self) -> String {
+            "paragraphs".into()
+        }
     }
 
     struct Setup {
-        dir: tempfile::TempDir,
-        embedder: Arc<WordEmbedder>,
+        embedder: Arc<Letters>,
         backend: Arc<MemoryBackend>,
     }
 
     impl Setup {
         fn new() -> Self {
-            Self { dir: tempfile::tempdir().unwrap(), embedder: Arc::default(), backend: Arc::default() }
+            Self { embedder: Arc::default(), backend: Arc::default() }
         }
-        fn write(&self, path: &str, contents: &str) {
-            let path = self.dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, contents).unwrap();
-        }
-        async fn index_with(&self, options: IndexOptions, chunk_size: usize) -> Result<IndexReport> {
-            let found = discover(&[".".into()], &DiscoverOptions::new(self.dir.path()))?;
-            Indexer::new(self.embedder.clone(), self.backend.clone(), Arc::new(TextChunker::new(chunk_size, 0)?))
-                .index("notes", &found, &options, &NoProgress)
+        async fn index(&self, source: impl Source + 'static) -> IndexReport {
+            Indexer::new(self.embedder.clone(), self.backend.clone(), Arc::new(Paragraphs))
+                .index("notes", Arc::new(source), &IndexOptions::default(), &NoProgress)
                 .await
+                .unwrap()
         }
-        async fn index(&self) -> IndexReport {
-            self.index_with(IndexOptions::default(), 60).await.unwrap()
-        }
-        fn embedded(&self) -> usize {
-            self.embedder.texts.load(Ordering::SeqCst)
-        }
-        async fn keys(&self) -> Vec<String> {
-            let states = self.backend.file_states("notes").await.unwrap();
-            states.into_iter().flat_map(|s| s.keys).collect()
+        async fn paths(&self) -> Vec<String> {
+            self.backend.file_states("notes").await.unwrap().into_iter().map(|s| s.path).collect()
         }
     }
 
-    fn paragraphs(words: &[&str]) -> String {
-        words.iter().map(|w| format!("{w} {w} {w} {w} {w} {w}\n\n")).collect()
+    #[tokio::test]
+    async fn documents_in_memory_are_indexed_incrementally_and_pruned_within_what_the_source_covers() {
+        let s = Setup::new();
+        let mut inbox = MemorySource::covering("inbox/");
+        inbox.insert("inbox/a", Document::new("oat\n\nsea", "text"));
+        inbox.insert("inbox/b", Document::new("bee", "text"));
+        let mut archive = MemorySource::covering("archive/");
+        archive.insert("archive/c", Document::new("old", "text"));
+        assert_eq!(s.index(inbox.clone()).await.new, ["inbox/a", "inbox/b"]);
+        assert_eq!(s.index(archive).await.new, ["archive/c"]);
+        assert_eq!(s.embedder.0.load(Ordering::SeqCst), 4);
+
+        let again = s.index(inbox.clone()).await;
+        assert_eq!((again.unchanged, s.embedder.0.load(Ordering::SeqCst)), (2, 4), "nothing re-embedded");
+
+        inbox.insert("inbox/b", Document::new("bee\n\nhive", "text"));
+        inbox.remove("inbox/a");
+        let changed = s.index(inbox).await;
+        assert_eq!((changed.changed, changed.removed), (vec!["inbox/b".to_string()], vec!["inbox/a".to_string()]));
+        assert_eq!(s.paths().await, ["archive/c", "inbox/b"], "the archive is outside the inbox source");
     }
 
-    /// Refuses texts over `limit` characters as Ollama does with `truncate` off.
-    struct SmallWindow {
-        limit: usize,
-        calls: AtomicUsize,
+    #[tokio::test]
+    async fn chunks_take_their_location_from_the_sections_they_overlap() {
+        let s = Setup::new();
+        let text = "# Page 1\n\nfirst\n\n# Page 2\n\nsecond\n";
+        let page_two = text.find("# Page 2").unwrap();
+        let sections = vec![
+            Section { range: 0..page_two, location: Location::Page(1) },
+            Section { range: page_two..text.len(), location: Location::Page(2) },
+        ];
+        let mut source = MemorySource::new();
+        source.insert("report.pdf", Document::new(text, "markdown").with_sections(sections));
+        s.index(source).await;
+        let hits = Querier::new(s.embedder.clone(), s.backend.clone()).query("notes", "x", 10).await.unwrap();
+        let second = hits.iter().find(|h| h.chunk.text == "second").unwrap();
+        assert_eq!(
+            (second.chunk.metadata["page_start"].as_u64(), second.chunk.metadata["page_end"].as_u64()),
+            (Some(2), Some(2))
+        );
+        let first = hits.iter().find(|h| h.chunk.text == "first").unwrap();
+        assert_eq!(first.chunk.metadata["page_start"].as_u64(), Some(1));
     }
 
-    #[async_trait]
-    impl Embedder for SmallWindow {
-        fn model(&self) -> &str {
-            "small"
+    /// A source whose decoder panics on one item and refuses another.
+    struct Hostile(MemorySource);
+
+    impl Source for Hostile {
+        fn items(&self) -> Vec<SourceItem> {
+            self.0.items()
         }
-        fn dimension(&self) -> usize {
-            16
+        fn covers(&self, path: &str) -> bool {
+            self.0.covers(path)
         }
-        async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if let Some(long) = docs.iter().find(|d| d.text.chars().count() > self.limit) {
-                return Err(Error::ContextLength { model: "small".into(), chars: long.text.chars().count() });
+        fn read(&self, item: &SourceItem, max_bytes: u64) -> std::result::Result<Vec<u8>, SourceError> {
+            self.0.read(item, max_bytes)
+        }
+        fn decode(&self, item: &SourceItem, bytes: &[u8]) -> std::result::Result<Document, SourceError> {
+            match item.path.as_str() {
+                "panics" => panic!("slice index starts at 7 but ends at 3"),
+                "locked" => Err(SourceError::Unreadable("password-protected".into())),
+                "bad-range" => Ok(Document { body: 0..999, ..Document::new("short", "text") }),
+                _ => self.0.decode(item, bytes),
             }
-            Ok(docs.iter().map(|d| words(&d.text)).collect())
-        }
-        async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
-            Ok(words(query))
         }
     }
 
     #[tokio::test]
-    async fn a_chunk_the_model_refuses_as_too_long_is_embedded_in_parts() {
-        let dir = tempfile::tempdir().unwrap();
-        let long = (0..60).map(|i| format!("word{i} ")).collect::<String>();
-        std::fs::write(dir.path().join("long.txt"), &long).unwrap();
-        std::fs::write(dir.path().join("short.txt"), "tiny text").unwrap();
-        let embedder = Arc::new(SmallWindow { limit: 100, calls: AtomicUsize::new(0) });
-        let backend = Arc::new(MemoryBackend::new());
-        let files = discover(&[".".into()], &DiscoverOptions::new(dir.path())).unwrap();
-        let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::new(2000, 0).unwrap()));
-        let report = indexer.index("notes", &files, &IndexOptions::default(), &NoProgress).await.unwrap();
-        assert!(report.failed.is_empty(), "{:?}", report.failed);
-        assert_eq!(report.new, ["long.txt", "short.txt"]);
-        // The whole text stays one chunk; its vector averages the parts', and finds it.
-        let hits = Querier::new(embedder.clone(), backend).query("notes", "word3 word57", 1).await.unwrap();
-        assert_eq!(hits[0].chunk.source_path, "long.txt");
-        assert_eq!(hits[0].chunk.text, long.trim_end());
-        assert!(embedder.calls.load(Ordering::SeqCst) > 3, "the refused text was sent again in parts");
-    }
-
-    /// Splits like the default chunker, but panics on one file, as a reader
-    /// given hostile bytes may.
-    struct PanicsOn(&'static str);
-
-    impl Chunker for PanicsOn {
-        fn chunk(&self, text: &str, path: &str, language: &str) -> Vec<crate::TextChunk> {
-            assert!(path != self.0, "index out of bounds: the len is 3 but the index is 7");
-            TextChunker::default().chunk(text, path, language)
+    async fn a_decoder_that_panics_or_refuses_fails_its_item_only_and_is_remembered() {
+        let s = Setup::new();
+        let mut inner = MemorySource::new();
+        for path in ["fine", "panics", "locked", "bad-range"] {
+            inner.insert(path, Document::new(format!("text of {path}"), "text"));
         }
-        fn settings(&self) -> String {
-            "panics".into()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_reader_that_panics_fails_its_file_only_and_is_remembered() {
-        let dir = tempfile::tempdir().unwrap();
-        for name in ["a.md", "bad.md", "c.md"] {
-            std::fs::write(dir.path().join(name), format!("text of {name}")).unwrap();
-        }
-        let embedder = Arc::new(WordEmbedder::default());
-        let backend = Arc::new(MemoryBackend::new());
-        let files = discover(&[".".into()], &DiscoverOptions::new(dir.path())).unwrap();
-        let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(PanicsOn("bad.md")));
-        let report = indexer.index("notes", &files, &IndexOptions::default(), &NoProgress).await.unwrap();
-        assert_eq!(report.new, ["a.md", "c.md"]);
-        assert_eq!(report.failed.len(), 1);
-        assert_eq!(report.failed[0].path, "bad.md");
-        assert!(report.failed[0].reason.contains("crashed") && report.failed[0].reason.contains("index out of bounds"));
-        let again = indexer.index("notes", &files, &IndexOptions::default(), &NoProgress).await.unwrap();
-        assert_eq!(again.unchanged, 2);
-        assert!(again.failed[0].reason.contains("not read again"), "{:?}", again.failed);
+        let report = s.index(Hostile(inner.clone())).await;
+        assert_eq!(report.new, ["fine"]);
+        let failed: Vec<(&str, &str)> = report.failed.iter().map(|f| (f.path.as_str(), f.reason.as_str())).collect();
+        assert_eq!(failed.len(), 3, "{failed:?}");
+        assert!(failed[0].0 == "bad-range" && failed[0].1.contains("outside its text"), "{failed:?}");
+        assert!(failed[1].0 == "locked" && failed[1].1 == "password-protected", "{failed:?}");
+        assert!(failed[2].0 == "panics" && failed[2].1.contains("slice index starts at 7"), "{failed:?}");
+        let remembered = s.backend.unreadable_files("notes").await.unwrap();
+        assert_eq!(remembered.len(), 3);
+        let again = s.index(Hostile(inner)).await;
+        assert!(again.failed.iter().all(|f| f.reason.contains("not read again")), "{:?}", again.failed);
     }
 
     #[test]
@@ -1055,263 +1085,5 @@ mod tests {
         let (a, b) = halve("ééééé");
         assert_eq!(format!("{a}{b}"), "ééééé");
         assert!(!a.is_empty() && !b.is_empty());
-    }
-
-    #[tokio::test]
-    async fn reindex_without_changes_embeds_nothing() {
-        let s = Setup::new();
-        s.write("a.md", &paragraphs(&["alpha", "beta", "gamma"]));
-        s.write("sub/b.txt", "just one line");
-        let first = s.index().await;
-        assert_eq!(first.new, ["a.md", "sub/b.txt"]);
-        let embedded = s.embedded();
-        assert!(embedded >= 4);
-        let second = s.index().await;
-        assert_eq!((second.unchanged, second.chunks_embedded), (2, 0));
-        assert_eq!(s.embedded(), embedded);
-    }
-
-    #[tokio::test]
-    async fn changed_file_is_reembedded_alone_and_its_surplus_chunks_go() {
-        let s = Setup::new();
-        s.write("a.md", &paragraphs(&["alpha", "beta", "gamma", "delta"]));
-        s.write("b.md", &paragraphs(&["other"]));
-        s.index().await;
-        let before = s.embedded();
-        s.write("a.md", &paragraphs(&["alpha"]));
-        let report = s.index().await;
-        assert_eq!(report.changed, ["a.md"]);
-        assert_eq!(report.unchanged, 1);
-        assert_eq!(s.embedded() - before, 1);
-        assert_eq!(s.keys().await, ["a.md#0", "b.md#0"]);
-        let hits = Querier::new(s.embedder.clone(), s.backend.clone()).query("notes", "gamma gamma", 5).await.unwrap();
-        assert!(hits.iter().all(|h| !h.chunk.text.contains("gamma")), "stale text returned: {hits:?}");
-    }
-
-    #[tokio::test]
-    async fn deleted_files_are_pruned_unless_told_not_to() {
-        let s = Setup::new();
-        s.write("a.md", "keep me");
-        s.write("b.md", "delete me");
-        s.index().await;
-        std::fs::remove_file(s.dir.path().join("b.md")).unwrap();
-        let kept = s.index_with(IndexOptions { prune: false, ..IndexOptions::default() }, 60).await.unwrap();
-        assert!(kept.removed.is_empty());
-        assert_eq!(s.keys().await.len(), 2);
-        let pruned = s.index().await;
-        assert_eq!(pruned.removed, ["b.md"]);
-        assert_eq!(s.keys().await, ["a.md#0"]);
-    }
-
-    #[tokio::test]
-    async fn force_reembeds_everything_without_duplicating() {
-        let s = Setup::new();
-        s.write("a.md", &paragraphs(&["alpha", "beta"]));
-        s.index().await;
-        let before = s.keys().await;
-        let report = s.index_with(IndexOptions { force: true, ..IndexOptions::default() }, 60).await.unwrap();
-        assert_eq!(report.changed, ["a.md"]);
-        assert_eq!(s.keys().await, before);
-    }
-
-    #[tokio::test]
-    async fn new_chunking_settings_rechunk_every_file() {
-        let s = Setup::new();
-        s.write("a.md", &paragraphs(&["alpha", "beta", "gamma"]));
-        s.index().await;
-        let report = s.index_with(IndexOptions::default(), 500).await.unwrap();
-        assert_eq!(report.changed, ["a.md"]);
-        assert_eq!(s.keys().await, ["a.md#0"]);
-        assert_eq!(
-            s.backend.store_config("notes").await.unwrap().chunking,
-            TextChunker::new(500, 0).unwrap().settings()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_file_that_fails_to_embed_fails_alone_and_is_retried_next_run() {
-        let s = Setup::new();
-        for i in 0..5 {
-            s.write(&format!("ok{i}.md"), &paragraphs(&["fine"]));
-        }
-        s.write("bad.md", &paragraphs(&["fine", "POISON"]));
-        let report = s.index().await;
-        assert_eq!(report.new.len(), 5);
-        assert_eq!(report.failed.len(), 1);
-        assert_eq!(report.failed[0].path, "bad.md");
-        assert!(report.failed[0].reason.contains("poisoned"), "{:?}", report.failed);
-        assert!(s.keys().await.iter().all(|k| !k.starts_with("bad.md")), "no half file");
-        s.write("bad.md", &paragraphs(&["fine", "cured"]));
-        let report = s.index().await;
-        assert_eq!(report.new, ["bad.md"]);
-    }
-
-    #[tokio::test]
-    async fn an_unreadable_document_is_read_again_only_once_it_changes() {
-        let s = Setup::new();
-        s.write("good.md", "words");
-        s.write("bad.docx", "not a zip at all");
-        let first = s.index().await;
-        assert_eq!(first.failed.len(), 1);
-        assert!(!first.failed[0].reason.contains("not read again"), "{:?}", first.failed);
-        let remembered = s.backend.unreadable_files("notes").await.unwrap();
-        assert_eq!(remembered.len(), 1);
-        assert_eq!((remembered[0].path.as_str(), remembered[0].reader.as_str()), ("bad.docx", READER));
-
-        let second = s.index().await;
-        assert_eq!(second.failed.len(), 1, "still reported, so the exit status still says so");
-        assert!(second.failed[0].reason.starts_with(&first.failed[0].reason), "{:?}", second.failed);
-        assert!(second.failed[0].reason.contains("not read again"), "{:?}", second.failed);
-
-        let forced = s.index_with(IndexOptions { force: true, ..IndexOptions::default() }, 60).await.unwrap();
-        assert!(!forced.failed[0].reason.contains("not read again"), "--force reads it: {:?}", forced.failed);
-
-        s.write("bad.docx", "still not a zip, but different");
-        let changed = s.index().await;
-        assert!(!changed.failed[0].reason.contains("not read again"), "{:?}", changed.failed);
-        let hash = blake3::hash(b"still not a zip, but different").to_hex().to_string();
-        assert_eq!(s.backend.unreadable_files("notes").await.unwrap()[0].content_hash, hash);
-
-        // What an older reader could not read, this one tries again.
-        let older = UnreadableFile { reader: "rag-core 0.0.1".into(), ..remembered[0].clone() };
-        s.write("bad.docx", "not a zip at all");
-        s.backend.remember_unreadable("notes", vec![older], Vec::new()).await.unwrap();
-        let upgraded = s.index().await;
-        assert!(!upgraded.failed[0].reason.contains("not read again"), "{:?}", upgraded.failed);
-
-        std::fs::remove_file(s.dir.path().join("bad.docx")).unwrap();
-        let gone = s.index().await;
-        assert!(gone.failed.is_empty());
-        assert!(s.backend.unreadable_files("notes").await.unwrap().is_empty(), "a deleted file is forgotten");
-    }
-
-    /// A memory backend whose writes fail after the first `ok_writes`.
-    struct FailingWrites {
-        inner: MemoryBackend,
-        ok_writes: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl VectorBackend for FailingWrites {
-        fn name(&self) -> &'static str {
-            "failing"
-        }
-        fn write_batch_hint(&self) -> usize {
-            1
-        }
-        async fn create_store(&self, config: &StoreConfig) -> Result<()> {
-            self.inner.create_store(config).await
-        }
-        async fn delete_store(&self, store: &str) -> Result<()> {
-            self.inner.delete_store(store).await
-        }
-        async fn list_stores(&self) -> Result<Vec<String>> {
-            self.inner.list_stores().await
-        }
-        async fn store_exists(&self, store: &str) -> Result<bool> {
-            self.inner.store_exists(store).await
-        }
-        async fn store_config(&self, store: &str) -> Result<StoreConfig> {
-            self.inner.store_config(store).await
-        }
-        async fn update_store_config(&self, config: &StoreConfig) -> Result<()> {
-            self.inner.update_store_config(config).await
-        }
-        async fn store_info(&self, store: &str) -> Result<crate::StoreInfo> {
-            self.inner.store_info(store).await
-        }
-        async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {
-            self.inner.file_states(store).await
-        }
-        async fn write(&self, store: &str, batch: WriteBatch) -> Result<()> {
-            if self.ok_writes.fetch_sub(1, Ordering::SeqCst) == 0 {
-                self.ok_writes.store(0, Ordering::SeqCst);
-                return Err(Error::Backend { backend: "failing".into(), message: "disk full".into(), source: None });
-            }
-            self.inner.write(store, batch).await
-        }
-        async fn query(&self, store: &str, request: &crate::QueryRequest) -> Result<Vec<crate::Hit>> {
-            self.inner.query(store, request).await
-        }
-    }
-
-    #[tokio::test]
-    async fn a_failed_write_ends_the_run_with_its_error_and_keeps_what_landed() {
-        let s = Setup::new();
-        for i in 0..6 {
-            s.write(&format!("f{i}.md"), &format!("note number {i}"));
-        }
-        let backend = Arc::new(FailingWrites { inner: MemoryBackend::new(), ok_writes: AtomicUsize::new(2) });
-        let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
-        let indexer = Indexer::new(s.embedder.clone(), backend.clone(), Arc::new(TextChunker::default()));
-        let err = indexer.index("notes", &found, &IndexOptions::default(), &NoProgress).await.unwrap_err();
-        assert!(err.to_string().contains("disk full"), "{err}");
-        let kept = backend.inner.file_states("notes").await.unwrap();
-        assert_eq!(kept.len(), 2, "the two writes that landed stay: {kept:?}");
-    }
-
-    #[tokio::test]
-    async fn binary_and_empty_files_are_skipped_with_reasons() {
-        let s = Setup::new();
-        s.write("good.md", "words");
-        s.write("empty.md", "");
-        std::fs::write(s.dir.path().join("blob.txt"), b"\x00\x01binary").unwrap();
-        let report = s.index().await;
-        assert_eq!(report.new, ["good.md"]);
-        let skipped: Vec<&str> = report.skipped.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(skipped, ["blob.txt", "empty.md"]);
-        assert!(report.skipped[0].reason.contains("binary"));
-    }
-
-    #[tokio::test]
-    async fn a_dry_run_plans_without_writing() {
-        let s = Setup::new();
-        s.write("a.md", "words");
-        let plan = s.index_with(IndexOptions { dry_run: true, ..IndexOptions::default() }, 60).await.unwrap();
-        assert_eq!((plan.new.len(), plan.chunks_embedded), (1, 1));
-        assert_eq!(s.embedded(), 0);
-        assert!(!s.backend.store_exists("notes").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn another_model_is_refused_naming_both() {
-        let s = Setup::new();
-        s.write("a.md", "words");
-        s.index().await;
-        let other = Arc::new(WordEmbedder { model: Some("bigger".into()), ..WordEmbedder::default() });
-        let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
-        let err = Indexer::new(other.clone(), s.backend.clone(), Arc::new(TextChunker::default()))
-            .index("notes", &found, &IndexOptions::default(), &NoProgress)
-            .await
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("\"words\"") && text.contains("\"bigger\""), "{text}");
-        let err = Querier::new(other, s.backend.clone()).query("notes", "q", 1).await.unwrap_err();
-        assert!(matches!(err, Error::ModelMismatch { .. }));
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_embedder_stops_the_run_with_its_message() {
-        use crate::mock::MockEmbedder;
-        let s = Setup::new();
-        s.write("a.md", "words");
-        let mut embedder = MockEmbedder::new();
-        embedder.expect_model().return_const("m".to_string());
-        embedder.expect_dimension().return_const(4usize);
-        embedder.expect_max_batch_size().return_const(8usize);
-        embedder.expect_max_concurrency().return_const(1usize);
-        embedder.expect_embed_documents().times(1).returning(|_| {
-            Err(Error::EmbedderUnreachable {
-                endpoint: "http://x".into(),
-                reason: "refused".into(),
-                hint: "start it".into(),
-            })
-        });
-        let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
-        let err = Indexer::new(Arc::new(embedder), s.backend.clone(), Arc::new(TextChunker::default()))
-            .index("notes", &found, &IndexOptions::default(), &NoProgress)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::EmbedderUnreachable { .. }), "{err}");
     }
 }

@@ -1,24 +1,27 @@
 //! Types, traits and the pipeline of vector-rag: index a person's files into a
 //! vector store and answer questions with the most relevant chunks.
 //!
-//! The pipeline is generic over three traits, each with its own crate of
+//! The pipeline is generic over four traits, each with its own crate of
 //! implementations:
 //!
 //! - [`Embedder`] turns text into vectors (`rag-embed-ollama` for Ollama);
 //! - [`VectorBackend`] keeps named stores of vectors (`rag-backend-local` for
-//!   the embedded default store, [`MemoryBackend`] in memory);
+//!   the embedded default store, `rag-backend-s3vectors` for Amazon S3
+//!   Vectors, [`MemoryBackend`] in memory);
+//! - [`Source`] lists, reads and decodes the items to index (`rag-ingest`'s
+//!   `FileSource` for files on disk, [`MemorySource`] for documents in memory);
 //! - [`Chunker`] splits text into chunks with exact line ranges
-//!   ([`TextChunker`] by default).
+//!   (`rag-ingest`'s `TextChunker`).
 //!
-//! [`discover`] finds files, [`Indexer`] embeds and stores them incrementally
-//! (unchanged files are not re-embedded, stale chunks are deleted), and
-//! [`Querier`] answers questions.
+//! [`Indexer`] embeds and stores a source's items incrementally (unchanged
+//! items are not re-embedded, stale chunks are deleted), and [`Querier`]
+//! answers questions. This crate has no file-format parsers; implementors
+//! of the traits need only it (it re-exports [`macro@async_trait`]).
 //!
 //! # Example
 //!
 //! ```
 //! use std::sync::Arc;
-//! use async_trait::async_trait;
 //! use rag_core::*;
 //!
 //! // A toy embedder: counts of a few letters. Real programs use an embedding model.
@@ -36,18 +39,33 @@
 //!     "aeiz".chars().map(|l| text.chars().filter(|c| *c == l).count() as f32 + 0.1).collect()
 //! }
 //!
+//! // A toy chunker: one chunk per paragraph. `rag-ingest` has the real one.
+//! struct Paragraphs;
+//! impl Chunker for Paragraphs {
+//!     fn chunk(&self, text: &str, _path: &str, _language: &str) -> Vec<TextChunk> {
+//!         let lines = LineIndex::new(text);
+//!         let mut start = 0;
+//!         text.split_inclusive("\n\n").map(|part| {
+//!             let (byte_start, byte_end) = (start, start + part.len());
+//!             start = byte_end;
+//!             TextChunk { text: part.trim().into(), byte_start, byte_end,
+//!                 line_start: lines.line_of(byte_start), line_end: lines.line_of(byte_end - 1),
+//!                 metadata: Metadata::new() }
+//!         }).collect()
+//!     }
+//!     fn settings(&self) -> String { "paragraphs".into() }
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<()> {
-//! let folder = tempfile::tempdir().unwrap();
-//! std::fs::write(folder.path().join("zoo.md"), "zizz zazz zozz").unwrap();
-//! std::fs::write(folder.path().join("sea.md"), "eerie eel").unwrap();
+//! let mut notes = MemorySource::new();
+//! notes.insert("zoo.md", Document::new("zizz zazz zozz", "markdown"));
+//! notes.insert("sea.md", Document::new("eerie eel", "markdown"));
 //!
 //! let embedder: Arc<dyn Embedder> = Arc::new(Letters);
 //! let backend: Arc<dyn VectorBackend> = Arc::new(MemoryBackend::new());
-//! let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::default()));
-//!
-//! let files = discover(&[".".into()], &DiscoverOptions::new(folder.path()))?;
-//! let report = indexer.index("notes", &files, &IndexOptions::default(), &NoProgress).await?;
+//! let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(Paragraphs));
+//! let report = indexer.index("notes", Arc::new(notes), &IndexOptions::default(), &NoProgress).await?;
 //! assert_eq!(report.new, ["sea.md", "zoo.md"]);
 //!
 //! let hits = Querier::new(embedder, backend).query("notes", "zz", 1).await?;
@@ -58,45 +76,31 @@
 
 mod backend;
 mod chunk;
-#[cfg(feature = "code")]
-mod code;
-mod discover;
-mod documents;
 mod embed;
 mod error;
-mod extract;
 mod filter;
 mod index;
 pub mod lexical;
-mod markdown;
 mod memory;
 mod query;
 mod search;
+mod source;
 mod types;
 
+pub use async_trait::async_trait;
 pub use backend::VectorBackend;
-pub use chunk::{
-    Chunker, LineIndex, MIN_CHARS_PER_TOKEN, PROMPT_RESERVE_TOKENS, TextChunk, TextChunker, chunk_chars_for_window,
-};
-pub use discover::{DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, discover};
-pub use documents::{DOCUMENT_EXTENSIONS, LOCATION_KEYS, MAX_UNCOMPRESSED};
+pub use chunk::{Chunker, LineIndex, MIN_CHARS_PER_TOKEN, PROMPT_RESERVE_TOKENS, TextChunk, chunk_chars_for_window};
 pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
-pub use extract::{
-    BINARY_EXTENSIONS, DocumentConverter, ExtractError, Extracted, InProcess, convert_document, extract, extract_with,
-    language_for_path, looks_binary, walkable,
-};
 pub use filter::{FILE_KEYS, FILTERABLE_KEYS, Filter, file_filter_metadata, filter_metadata};
-pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, check_model};
-pub use markdown::{
-    Heading, front_matter, front_matter_tags, heading_path, heading_paths, headings, inline_tags, wikilinks,
-};
+pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, ProblemKind, check_model};
 pub use memory::{ChunkStamp, MemoryBackend, file_state, score};
 pub use query::Querier;
 pub use search::{
     LexicalHit, LexicalRequest, LexicalSource, MAX_CANDIDATES, RRF_K, SearchHit, SearchMode, SearchOptions,
     SearchResults, fuse, limit_per_file, rerank_lexically,
 };
+pub use source::{Document, LOCATION_KEYS, Location, MemorySource, Section, Source, SourceError, SourceItem};
 pub use types::{
     Chunk, DocText, FileState, Hit, MAX_KEY_LEN, Metadata, Metric, QueryRequest, SimilarityLevel, StoreConfig,
     StoreInfo, UnreadableFile, VectorRecord, WriteBatch, chunk_key, format_rfc3339, now_unix, validate_store_name,

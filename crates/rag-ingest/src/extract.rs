@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use rag_core::Document;
+
 /// Formats indexed by default when a folder is walked, by file extension.
 const LANGUAGES: &[(&[&str], &str)] = &[
     (&["md", "markdown", "mdx"], "markdown"),
@@ -128,28 +130,13 @@ pub fn walkable(path: &Path) -> bool {
 ///
 /// ```
 /// use std::path::Path;
-/// assert_eq!(rag_core::language_for_path(Path::new("src/main.rs")), Some("rust"));
-/// assert_eq!(rag_core::language_for_path(Path::new("notes/Todo.MD")), Some("markdown"));
-/// assert_eq!(rag_core::language_for_path(Path::new("photo.jpg")), None);
+/// assert_eq!(rag_ingest::language_for_path(Path::new("src/main.rs")), Some("rust"));
+/// assert_eq!(rag_ingest::language_for_path(Path::new("notes/Todo.MD")), Some("markdown"));
+/// assert_eq!(rag_ingest::language_for_path(Path::new("photo.jpg")), None);
 /// ```
 pub fn language_for_path(path: &Path) -> Option<&'static str> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
     LANGUAGES.iter().find(|(exts, _)| exts.contains(&ext.as_str())).map(|(_, lang)| *lang)
-}
-
-/// A file turned into text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Extracted {
-    /// The text.
-    pub text: String,
-    /// Its format (`markdown`, `rust`, `text`, ...).
-    pub language: &'static str,
-    /// Things worth telling the user that did not stop the file (lossy decoding).
-    pub notes: Vec<String>,
-    /// The part of `text` to chunk (markdown front matter is left out).
-    pub body: std::ops::Range<usize>,
-    /// Facts about the whole file every chunk carries: `frontmatter`, `title`, `tags`.
-    pub metadata: crate::Metadata,
 }
 
 /// Why a file produced no text.
@@ -263,11 +250,11 @@ fn table_rows(text: &str, delimiter: u8, notes: &mut Vec<String>) -> String {
 ///
 /// ```
 /// use std::path::Path;
-/// let out = rag_core::extract(Path::new("a.md"), b"\xEF\xBB\xBF# Hi").unwrap();
-/// assert_eq!((out.text.as_str(), out.language), ("# Hi", "markdown"));
-/// assert!(rag_core::extract(Path::new("a.txt"), b"\x00\x01\x02").is_err());
+/// let out = rag_ingest::extract(Path::new("a.md"), b"\xEF\xBB\xBF# Hi").unwrap();
+/// assert_eq!((out.text.as_str(), out.language.as_str()), ("# Hi", "markdown"));
+/// assert!(rag_ingest::extract(Path::new("a.txt"), b"\x00\x01\x02").is_err());
 /// ```
-pub fn extract(path: &Path, bytes: &[u8]) -> Result<Extracted, ExtractError> {
+pub fn extract(path: &Path, bytes: &[u8]) -> Result<Document, ExtractError> {
     extract_with(path, bytes, &InProcess)
 }
 
@@ -299,15 +286,16 @@ pub fn convert_document(extension: &str, bytes: &[u8]) -> Result<String, String>
 }
 
 /// [`extract`], with documents converted by `converter`.
-pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter) -> Result<Extracted, ExtractError> {
+pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter) -> Result<Document, ExtractError> {
     let mut language = language_for_path(path).unwrap_or("text");
     let mut notes = Vec::new();
     if language == "document" {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
         let text = converter.convert(&extension, bytes).map_err(ExtractError::Unreadable)?;
-        let mut metadata = crate::Metadata::new();
-        metadata.insert("converted_from".into(), extension.into());
-        return Ok(Extracted { body: 0..text.len(), text, language: "markdown", notes, metadata });
+        let mut metadata = rag_core::Metadata::new();
+        metadata.insert("converted_from".into(), extension.as_str().into());
+        let sections = crate::documents::sections(&extension, &text);
+        return Ok(Document::new(text, "markdown").with_metadata(metadata).with_sections(sections));
     }
     let text = if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
         decode_utf8(rest, &mut notes)
@@ -320,7 +308,7 @@ pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter
     } else {
         decode_utf8(bytes, &mut notes)
     };
-    let mut metadata = crate::Metadata::new();
+    let mut metadata = rag_core::Metadata::new();
     let text = match language {
         "notebook" => {
             language = "markdown";
@@ -359,7 +347,10 @@ pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter
         }
         metadata.insert("frontmatter".into(), serde_json::Value::Object(fields));
     }
-    Ok(Extracted { text, language, notes, body, metadata })
+    let mut document = Document::new(text, language).with_metadata(metadata);
+    document.body = body;
+    document.notes = notes;
+    Ok(document)
 }
 
 /// Whether the start of a file holds a NUL byte, the cheap test git and

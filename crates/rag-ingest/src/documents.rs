@@ -10,6 +10,7 @@ use std::io::{Cursor, Read};
 
 use calamine::Reader as _;
 use quick_xml::events::Event;
+use rag_core::{Location, Section};
 
 /// Most bytes a zip-based document may expand to; more is a zip bomb.
 pub const MAX_UNCOMPRESSED: u64 = 256 * 1024 * 1024;
@@ -70,51 +71,42 @@ fn literal(line: &str) -> String {
     if line.starts_with('#') { format!("\\{line}") } else { line.to_string() }
 }
 
-/// The chunk metadata keys `location` may write: where in a converted
-/// document a chunk lies.
-pub const LOCATION_KEYS: &[&str] =
-    &["page_start", "page_end", "slide_start", "slide_end", "sheet", "row_start", "row_end"];
-
-/// Where in a converted document a chunk lies, read off the markdown the
-/// conversion wrote: `page_start`/`page_end` (PDF), `slide_start`/`slide_end`
-/// (PPTX, ODP), `sheet` and `row_start`/`row_end` (XLSX, XLS, ODS).
-/// `heading_path` is the chunk's heading path, `text` its text.
-pub(crate) fn location(converted_from: &str, heading_path: Option<&str>, text: &str) -> crate::Metadata {
-    let mut out = crate::Metadata::new();
-    let top = heading_path.and_then(|path| path.split(" > ").next()).unwrap_or_default();
-    let headings = || text.lines().filter_map(|line| line.strip_prefix("# "));
-    let number = |title: &str, word: &str| -> Option<u64> {
-        let rest = title.strip_prefix(word)?;
+/// The pages, slides, sheets and rows of a converted document, typed, with
+/// their byte ranges in the markdown the conversion wrote: a `# Page N`,
+/// `# Slide N` or `# Sheet: name` heading opens a section that runs to the
+/// next one, and each `row N:` line of a sheet is a row. (Document text that
+/// starts with `#` is escaped by the conversion, so only its own headings open
+/// sections.)
+pub(crate) fn sections(converted_from: &str, text: &str) -> Vec<Section> {
+    let spreadsheet = matches!(converted_from, "xlsx" | "xlsm" | "xls" | "ods");
+    let leading_number = |rest: &str| -> Option<u64> {
         rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
     };
-    let mut span = |word: &str, name: &str| {
-        let first = number(top, word).or_else(|| headings().find_map(|h| number(h, word)));
-        let last = headings().filter_map(|h| number(h, word)).next_back().or(first);
-        if let (Some(first), Some(last)) = (first, last) {
-            out.insert(format!("{name}_start"), first.into());
-            out.insert(format!("{name}_end"), last.max(first).into());
-        }
-    };
-    match converted_from {
-        "pdf" => span("Page ", "page"),
-        "pptx" | "odp" => span("Slide ", "slide"),
-        "xlsx" | "xlsm" | "xls" | "ods" => {
-            let sheet = top.strip_prefix("Sheet: ").or_else(|| headings().find_map(|h| h.strip_prefix("Sheet: ")));
-            if let Some(sheet) = sheet {
-                out.insert("sheet".into(), sheet.into());
+    let mut out = Vec::new();
+    let mut open: Option<(Location, usize)> = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let heading = match converted_from {
+            "pdf" => bare.strip_prefix("# Page ").and_then(leading_number).map(Location::Page),
+            "pptx" | "odp" => bare.strip_prefix("# Slide ").and_then(leading_number).map(Location::Slide),
+            _ if spreadsheet => bare.strip_prefix("# Sheet: ").map(|name| Location::Sheet(name.to_string())),
+            _ => None,
+        };
+        if let Some(location) = heading {
+            if let Some((previous, start)) = open.replace((location, offset)) {
+                out.push(Section { range: start..offset, location: previous });
             }
-            let rows = || {
-                text.lines().filter_map(|line| {
-                    let rest = line.strip_prefix("row ")?;
-                    rest[..rest.find(':')?].parse::<u64>().ok()
-                })
-            };
-            if let (Some(first), Some(last)) = (rows().next(), rows().next_back()) {
-                out.insert("row_start".into(), first.into());
-                out.insert("row_end".into(), last.into());
-            }
+        } else if spreadsheet
+            && let Some(row) = bare.strip_prefix("row ").and_then(|rest| rest.split_once(':'))
+            && let Ok(row) = row.0.parse::<u64>()
+        {
+            out.push(Section { range: offset..offset + line.len(), location: Location::Row(row) });
         }
-        _ => {}
+        offset += line.len();
+    }
+    if let Some((location, start)) = open {
+        out.push(Section { range: start..text.len(), location });
     }
     out
 }
@@ -798,25 +790,32 @@ mod tests {
 
     #[test]
     fn chunks_of_documents_know_their_page_slide_sheet_and_rows() {
-        let at = |from: &str, path: Option<&str>, text: &str| {
-            let found = location(from, path, text);
-            assert!(found.keys().all(|k| LOCATION_KEYS.contains(&k.as_str())), "{found:?}");
+        // Where a range of the converted text lies, from the typed sections.
+        let at = |from: &str, text: &str, part: &str| {
+            let document = rag_core::Document::new(text, "markdown").with_sections(sections(from, text));
+            let start = text.find(part).unwrap();
+            let found = document.location(start..start + part.len());
+            assert!(found.keys().all(|k| rag_core::LOCATION_KEYS.contains(&k.as_str())), "{found:?}");
             serde_json::Value::Object(found)
         };
-        assert_eq!(at("pdf", Some("Page 3"), "the text of page three"), json!({"page_start": 3, "page_end": 3}));
+        let pages = "# Page 3\n\nthe text of page three\n\n# Page 4\n\nall of four\n\n# Page 5\n\nfive\n";
+        assert_eq!(at("pdf", pages, "text of page three"), json!({"page_start": 3, "page_end": 3}));
         assert_eq!(
-            at("pdf", Some("Page 3"), "end of three\n\n# Page 4\n\nall of four\n\n# Page 5\n\nfive"),
+            at("pdf", pages, "three\n\n# Page 4\n\nall of four\n\n# Page 5\n\nfive"),
             json!({"page_start": 3, "page_end": 5})
         );
-        assert_eq!(at("pptx", Some("Slide 12 (Roadmap)"), "Q3 goals"), json!({"slide_start": 12, "slide_end": 12}));
+        let slides = "# Slide 11\n\nintro\n\n# Slide 12 (Roadmap)\n\nQ3 goals\n";
+        assert_eq!(at("pptx", slides, "Q3 goals"), json!({"slide_start": 12, "slide_end": 12}));
+        let sheet = "# Sheet: Budget\n\ncolumns: item | cost\nrow 7: item: Tea | cost: 3\nrow 8: item: Jam | cost: 4\n";
         assert_eq!(
-            at("xlsx", Some("Sheet: Budget"), "row 7: item: Tea | cost: 3\nrow 8: item: Jam | cost: 4"),
+            at("xlsx", sheet, "row 7: item: Tea | cost: 3\nrow 8: item: Jam"),
             json!({"sheet": "Budget", "row_start": 7, "row_end": 8})
         );
-        assert_eq!(at("docx", Some("Page 3"), "text"), json!({}), "only the conversion's own headings count");
+        assert_eq!(at("docx", pages, "all of four"), json!({}), "only the conversion's own headings count");
         // Document text that looks like a heading is escaped, so it never passes for a page.
         let out = convert("pdf", &pdf_of(&["# 4 Results follow"])).unwrap();
         assert_eq!(out, "# Page 1\n\n\\# 4 Results follow\n\n");
+        assert_eq!(sections("pdf", &out).len(), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 /// YAML mapping).
 ///
 /// ```
-/// let (fields, body) = rag_core::front_matter("---\ntitle: Plan\ntags: [a, b]\n---\n# Body\n").unwrap();
+/// let (fields, body) = rag_ingest::front_matter("---\ntitle: Plan\ntags: [a, b]\n---\n# Body\n").unwrap();
 /// assert_eq!(fields["title"], "Plan");
 /// assert_eq!(fields["tags"][1], "b");
 /// assert_eq!(body, 33);
@@ -137,7 +137,7 @@ pub fn heading_path(headings: &[Heading], offset: usize) -> String {
 /// Obsidian-style `#tags` in a text (not headings, not in code).
 ///
 /// ```
-/// assert_eq!(rag_core::inline_tags("Plans #work and #home/garden, not #1 or a#b"), ["work", "home/garden"]);
+/// assert_eq!(rag_ingest::inline_tags("Plans #work and #home/garden, not #1 or a#b"), ["work", "home/garden"]);
 /// ```
 pub fn inline_tags(text: &str) -> Vec<String> {
     let mut tags = Vec::new();
@@ -159,7 +159,7 @@ pub fn inline_tags(text: &str) -> Vec<String> {
 /// `[[wikilink]]` targets in a text (`[[Note|alias]]` and `[[Note#Part]]` give `Note`).
 ///
 /// ```
-/// assert_eq!(rag_core::wikilinks("See [[Plan]] and [[Ideas#Later|later]]."), ["Plan", "Ideas"]);
+/// assert_eq!(rag_ingest::wikilinks("See [[Plan]] and [[Ideas#Later|later]]."), ["Plan", "Ideas"]);
 /// ```
 pub fn wikilinks(text: &str) -> Vec<String> {
     let mut links = Vec::new();

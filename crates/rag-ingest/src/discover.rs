@@ -7,7 +7,8 @@ use std::path::{Component, Path, PathBuf};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ignore::WalkBuilder;
 
-use crate::error::{Error, Result};
+use rag_core::{Error, Result};
+
 use crate::extract::walkable;
 
 /// Folders skipped while walking unless `--no-ignore`: dependencies, build
@@ -79,7 +80,7 @@ pub struct Discovery {
 /// `"docs/**/*.{md,txt}"` (any matching file).
 ///
 /// ```no_run
-/// use rag_core::{discover, DiscoverOptions};
+/// use rag_ingest::{discover, DiscoverOptions};
 /// let found = discover(&["notes".into(), "src/**/*.rs".into()], &DiscoverOptions::new(".")).unwrap();
 /// for file in &found.files {
 ///     println!("{}", file.rel);
