@@ -581,6 +581,61 @@ fn a_document_reader_that_runs_away_fails_its_file_only() {
     assert_eq!(ws.query_json("notes", "holiday policy", 1)["results"][0]["file_path"], "policy.docx");
 }
 
+/// The largest resident set of any process this test process has waited
+/// for (`rag` and, rolled up into it, its document readers), in MiB.
+fn peak_rss_of_children_mib() -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    u64::try_from(usage.ru_maxrss).unwrap_or(0) / 1024
+}
+
+#[test]
+fn hostile_spreadsheets_fail_alone_named_and_are_not_read_again() {
+    let ws = Workspace::new();
+    for i in 0..50 {
+        ws.write(&format!("notes/n{i:02}.md"), format!("# Note {i}\n\nplain text number {i}\n"));
+    }
+    // calamine panics ("capacity overflow") on this cell reference.
+    ws.write("sheets/panics.xlsx", xlsx_with_cell_ref("LXQEASV4000000000"));
+    // ... asks for tens of GB for these (a far cell, a mutated .xls).
+    ws.write("sheets/far-cell.xlsx", xlsx_with_cell_ref("ZZZZZZZZZZZZZZ1"));
+    ws.write("sheets/alloc-bomb.xls", include_bytes!("fixtures/hostile/alloc-bomb.xls"));
+    // ... and would inflate this one to 260 MiB of cells.
+    ws.write("sheets/zip-bomb.xlsx", include_bytes!("fixtures/hostile/zip-bomb.xlsx"));
+    let started = std::time::Instant::now();
+    let run = ws.rag(&["index", ".", "--store", "notes", "--reader-memory", "512", "--reader-timeout", "30"]);
+    let first_run = started.elapsed();
+    run.assert_code(1);
+    let out = run.stdout();
+    assert!(out.contains("50 new") && out.contains("4 failed"), "{out}\n{}", run.stderr());
+    for (file, reason) in [
+        ("sheets/panics.xlsx", "capacity overflow"),
+        ("sheets/far-cell.xlsx", "the reader crashed"),
+        ("sheets/alloc-bomb.xls", "the reader crashed"),
+        ("sheets/zip-bomb.xlsx", "over the limit of 268435456 (a zip bomb?)"),
+    ] {
+        let line = out.lines().find(|l| l.contains(file)).unwrap_or_default();
+        assert!(line.starts_with("  failed: ") && line.contains(reason), "{file}: {line:?}\n{out}");
+    }
+    assert_eq!(ws.records("notes").len(), 50);
+    let peak = peak_rss_of_children_mib();
+    eprintln!("peak RSS of rag and its readers: {peak} MiB");
+    assert!(peak < 500, "peak RSS {peak} MiB");
+    // Nothing here should come near the time budget (30 s a reader).
+    assert!(first_run < std::time::Duration::from_secs(30), "{first_run:?}");
+
+    // The next run reads none of them again, and says so for each.
+    let again = ws.rag(&["index", ".", "--store", "notes", "--reader-memory", "512"]);
+    again.assert_code(1);
+    let out = again.stdout();
+    assert!(out.contains("50 unchanged") && out.contains("4 failed"), "{out}");
+    assert_eq!(out.matches("not read again); --force tries it anyway").count(), 4, "{out}");
+}
+
 #[test]
 fn hits_in_pdfs_and_spreadsheets_name_their_page_sheet_and_rows() {
     let ws = Workspace::new();
