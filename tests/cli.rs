@@ -849,3 +849,71 @@ fn files_over_the_size_limit_are_skipped_with_the_way_out() {
     );
     assert!(run.stdout().contains("1 new"), "{}", run.stdout());
 }
+
+#[test]
+fn one_query_searches_stores_of_different_models_and_each_hit_names_its_store() {
+    let ws = Workspace::with_ollama(FakeOllama::with_models(&[("embeddinggemma", 64), ("nomic-embed-text", 32)]));
+    ws.write("garden/tomatoes.md", "# Tomatoes\n\nWater tomatoes daily in the summer heat.\n");
+    ws.write("kitchen/bread.md", "# Bread\n\nBake sourdough bread at a high heat.\n");
+    ws.rag(&["index", "garden", "--store", "garden"]).assert_ok();
+    ws.rag(&["index", "kitchen", "--store", "kitchen", "--model", "nomic-embed-text"]).assert_ok();
+    ws.ollama.reset_stats();
+    let out = ws.rag(&["query", "heat", "--store", "garden", "--store", "kitchen", "--json", "-k", "5"]);
+    out.assert_ok();
+    let json: Value = serde_json::from_str(&out.stdout()).unwrap();
+    let stores: Vec<&str> = json["results"].as_array().unwrap().iter().map(|r| r["store"].as_str().unwrap()).collect();
+    assert!(stores.contains(&"garden") && stores.contains(&"kitchen"), "{json}");
+    assert_eq!(json["stores"], serde_json::json!(["garden", "kitchen"]));
+    assert_eq!(ws.ollama.stats().embed_requests, 2, "one query embedding per model");
+    // --all-stores finds both without naming them; the text names each hit's store.
+    let all = ws.rag(&["query", "sourdough", "--all-stores"]);
+    all.assert_ok();
+    assert!(all.stdout().contains("[kitchen] kitchen/bread.md"), "{}", all.stdout());
+    // A store that does not exist is named, with the way out.
+    let missing = ws.rag(&["query", "heat", "--store", "garden", "--store", "nothing"]);
+    missing.assert_code(1);
+    assert!(missing.stderr().contains("\"nothing\" not found"), "{}", missing.stderr());
+}
+
+#[test]
+fn get_prints_what_the_store_holds_for_a_hit_with_its_neighbours() {
+    let ws = notes_workspace();
+    index(&ws, &["."]).assert_ok();
+    let hit = &ws.query_json("notes", "installation", 1)["results"][0];
+    let key = hit["key"].as_str().unwrap().to_string();
+    let file = hit["file_path"].as_str().unwrap().to_string();
+    let out = ws.rag(&["get", "notes", &key, "--json"]);
+    out.assert_ok();
+    let json: Value = serde_json::from_str(&out.stdout()).unwrap();
+    let chunks = json["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0]["key"], key.as_str());
+    assert!(!chunks[0]["content"].as_str().unwrap().is_empty() && chunks[0]["context"] == false);
+
+    // By lines, with one neighbour each side.
+    let (start, end) = (hit["line_start"].as_u64().unwrap(), hit["line_end"].as_u64().unwrap());
+    let lines = format!("{file}:{start}-{end}");
+    let around = ws.rag(&["get", "notes", &lines, "--context", "1", "--json"]);
+    around.assert_ok();
+    let json: Value = serde_json::from_str(&around.stdout()).unwrap();
+    let chunks = json["chunks"].as_array().unwrap();
+    assert!(chunks.iter().any(|c| c["key"] == key.as_str() && c["context"] == false), "{json}");
+    assert!(chunks.len() >= 2 && chunks.iter().any(|c| c["context"] == true), "{json}");
+    let text = ws.rag(&["get", "notes", &lines]);
+    assert!(text.stdout().starts_with(&format!("── {file}:")), "{}", text.stdout());
+
+    // What the store does not hold: a clear error, exit 1.
+    for (target, says) in [
+        ("docs/nothing.md#0", "no chunk with key"),
+        ("docs/install.md:9000-9001", "past the end of"),
+        ("../etc/passwd:1-2", "'..'"),
+        ("docs/install.md:5-2", "must not run backwards"),
+    ] {
+        let run = ws.rag(&["get", "notes", target]);
+        run.assert_code(1);
+        assert!(run.stderr().contains(says), "{target}: {}", run.stderr());
+    }
+    let run = ws.rag(&["get", "notes", &key, "--context", "500"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("more than 20"), "{}", run.stderr());
+}

@@ -624,6 +624,20 @@ impl Reader {
         Ok(kept)
     }
 
+    /// The chunks under `keys`, in that order, leaving out keys not held.
+    fn chunks_by_key(&self, keys: &[String]) -> Result<Vec<Chunk>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE key = ?1"))
+            .map_err(sql(&self.db_path))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let row = stmt.query_row([key], |row| row_to_chunk(row, 0)).optional().map_err(sql(&self.db_path))?;
+            out.extend(row.map(|(chunk, _)| chunk));
+        }
+        Ok(out)
+    }
+
     fn rows_for(&self, best: &[scan::Scored]) -> Result<Vec<Hit>> {
         let mut stmt = self
             .conn
@@ -1290,6 +1304,12 @@ impl VectorBackend for LocalBackend {
         let dir = self.existing_store_dir(store)?;
         let request = request.clone();
         blocking(move || Reader::open(&dir)?.lexical_query(&request)).await
+    }
+
+    async fn get_chunks(&self, store: &str, keys: &[String]) -> Result<Vec<Chunk>> {
+        let dir = self.existing_store_dir(store)?;
+        let keys = keys.to_vec();
+        blocking(move || Reader::open(&dir)?.chunks_by_key(&keys)).await
     }
 }
 

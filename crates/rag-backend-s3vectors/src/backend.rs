@@ -15,7 +15,7 @@ use aws_sdk_s3vectors::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3vectors::types::{DataType, DistanceMetric, MetadataConfiguration, PutInputVector, VectorData};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rag_core::{
-    Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, UnreadableFile, VectorBackend,
+    Chunk, Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, UnreadableFile, VectorBackend,
     WriteBatch, validate_store_name,
 };
 use serde_json::Value;
@@ -653,7 +653,37 @@ impl VectorBackend for S3VectorsBackend {
         hits.truncate(request.top_k);
         Ok(hits)
     }
+
+    /// GetVectors, 100 keys a call (the service's limit), metadata only.
+    async fn get_chunks(&self, store: &str, keys: &[String]) -> Result<Vec<Chunk>> {
+        self.settings(store).await?;
+        let bucket = &self.config.bucket;
+        let mut found: HashMap<String, Chunk> = HashMap::new();
+        for batch in keys.chunks(GET_BATCH) {
+            let page = self
+                .call("GetVectors", Some(store), || {
+                    self.client
+                        .get_vectors()
+                        .vector_bucket_name(bucket)
+                        .index_name(store)
+                        .set_keys(Some(batch.to_vec()))
+                        .return_metadata(true)
+                        .return_data(false)
+                        .send()
+                })
+                .await?;
+            for vector in page.vectors() {
+                let metadata = vector.metadata().map_or(Value::Null, document_to_json);
+                let (chunk, _) = chunk_from_metadata(vector.key(), &metadata);
+                found.insert(vector.key().to_string(), chunk);
+            }
+        }
+        Ok(keys.iter().filter_map(|key| found.remove(key)).collect())
+    }
 }
+
+/// Most keys one GetVectors call takes.
+const GET_BATCH: usize = 100;
 
 /// A token bucket on vectors per second, shared by every write of a backend.
 #[derive(Debug)]

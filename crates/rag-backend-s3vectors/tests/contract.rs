@@ -54,6 +54,11 @@ async fn crud_contract(backend: &S3VectorsBackend) {
     assert_eq!(states[0].keys, ["a.md#0"]);
     assert_eq!(states[0].content_hash.as_deref(), Some("hb"));
     assert_eq!(backend.count_vectors("notes").await.unwrap(), 2);
+    // A hit's full text, by key, in the order asked; unknown keys left out.
+    let keys = ["b/c.md#0".to_string(), "gone.md#0".to_string(), "a.md#0".to_string()];
+    let chunks = backend.get_chunks("notes", &keys).await.unwrap();
+    let got: Vec<(&str, &str)> = chunks.iter().map(|c| (c.key.as_str(), c.content_hash.as_str())).collect();
+    assert_eq!(got, [("b/c.md#0", "hc"), ("a.md#0", "hb")]);
 
     let mut changed = config("notes", 8);
     changed.chunking = "text-splitter/chars size=800 overlap=100".into();

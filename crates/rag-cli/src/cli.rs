@@ -45,6 +45,8 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Print what a store holds for a hit: by key (`notes/tea.md#3`) or by lines (`notes/tea.md:10-20`).
+    Get(GetArgs),
     /// Internal: convert the document on stdin (run by `rag index` in a child process).
     #[command(name = "convert-document", hide = true)]
     ConvertDocument {
@@ -187,6 +189,27 @@ pub struct IndexArgs {
     pub json: bool,
 }
 
+/// `rag get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The store.
+    pub store: String,
+
+    /// A chunk's key as hits show it (`path#index`), or `FILE:START-END` (or `FILE:LINE`).
+    pub target: String,
+
+    /// Neighbouring chunks to print on each side (at most 20).
+    #[arg(short = 'C', long, default_value_t = 0)]
+    pub context: usize,
+
+    #[command(flatten)]
+    pub backend: BackendArgs,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `rag query`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
@@ -194,9 +217,14 @@ pub struct QueryArgs {
     #[arg(required_unless_present = "stdin")]
     pub text: Option<String>,
 
-    /// Store to query.
-    #[arg(short, long, env = "RAG_STORE")]
-    pub store: String,
+    /// Store to query; repeat it to search several stores at once (each with
+    /// its own model), their hits merged on one ranking.
+    #[arg(short, long = "store", env = "RAG_STORE", required_unless_present = "all_stores", value_name = "STORE")]
+    pub stores: Vec<String>,
+
+    /// Search every store: the local ones, and the S3 Vectors stores used from this machine.
+    #[arg(long)]
+    pub all_stores: bool,
 
     #[command(flatten)]
     pub embedder: EmbedderArgs,

@@ -26,7 +26,7 @@ use rag_core::{
 use rag_embed_ollama::{DEFAULT_MODEL, OllamaConfig, OllamaEmbedder};
 use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 
-use cli::{Cli, Command, EmbedderArgs, IndexArgs, QueryArgs, StoreCommand};
+use cli::{Cli, Command, EmbedderArgs, GetArgs, IndexArgs, QueryArgs, StoreCommand};
 use output::{QueryMetadata, QueryOutput, QueryResult};
 
 /// Runs `rag` with the process arguments and returns its exit status.
@@ -104,6 +104,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Index(args) => index(args, &data_dir, cli.quiet, cli.verbose).await,
         Command::Query(args) => query(args, &data_dir).await,
+        Command::Get(args) => get(args, &data_dir).await,
         Command::Store(command) => store(command, &data_dir).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rag", &mut std::io::stdout());
@@ -291,7 +292,6 @@ impl IndexObserver for Progress {
 }
 
 async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
-    let backend = backends::open(data_dir, &args.backend, Some(&args.store)).await?.as_dyn();
     let text = if args.stdin {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("cannot read the question from stdin")?;
@@ -302,7 +302,13 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
     if text.trim().is_empty() {
         bail!("the question is empty; pass it as an argument or pipe it with --stdin");
     }
-    let config = match backend.store_config(&args.store).await {
+    let stores = query_stores(&args, data_dir).await?;
+    if stores.len() > 1 {
+        return query_many(&args, &stores, &text, data_dir).await;
+    }
+    let Some(store) = stores.first() else { bail!("no store to search: there are no stores yet") };
+    let backend = backends::open(data_dir, &args.backend, Some(store)).await?.as_dyn();
+    let config = match backend.store_config(store).await {
         Ok(config) => config,
         Err(rag_core::Error::StoreNotFound { .. }) => {
             let stores = backend.list_stores().await.unwrap_or_default();
@@ -311,11 +317,7 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
             } else {
                 format!("stores: {}", stores.join(", "))
             };
-            bail!(
-                "store {:?} not found ({known}); create it with `rag index PATHS --store {}`",
-                args.store,
-                args.store
-            );
+            bail!("store {store:?} not found ({known}); create it with `rag index PATHS --store {store}`");
         }
         Err(err) => return Err(err.into()),
     };
@@ -329,21 +331,22 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
         .with_filter(filter)
         .with_lexical_weight(args.lexical_weight)
         .with_max_per_file(args.max_per_file);
-    let found = Querier::new(embedder, backend.clone()).search_store(&args.store, &config, &text, &options).await?;
+    let found = Querier::new(embedder, backend.clone()).search_store(store, &config, &text, &options).await?;
     let elapsed = started.elapsed();
     let results: Vec<QueryResult> = found
         .hits
         .iter()
         .filter(|hit| args.min_score.is_none_or(|min| hit.hit.score >= min))
         .enumerate()
-        .map(|(i, hit)| QueryResult::from_search(i + 1, hit, args.full, args.snippet_length))
+        .map(|(i, hit)| QueryResult::from_search(i + 1, hit, args.full, args.snippet_length).in_store(store))
         .collect();
     let millis = elapsed.as_secs_f64() * 1000.0;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = QueryOutput {
             query: &text,
-            store: &args.store,
+            store,
+            stores: None,
             total_results: results.len(),
             requested_results: args.top_k,
             query_time: elapsed.as_secs_f64(),
@@ -373,7 +376,130 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
         for note in &found.notes {
             eprintln!("note: {note}");
         }
-        write!(stdout, "{}", output::query_text(&text, &args.store, &results, args.top_k, millis, args.explain))?;
+        write!(stdout, "{}", output::query_text(&text, store, &results, args.top_k, millis, args.explain))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stores a query names: `--store` (repeatable), or with `--all-stores`
+/// every local store and every S3 Vectors store used from this machine.
+async fn query_stores(args: &QueryArgs, data_dir: &Path) -> Result<Vec<String>> {
+    let mut stores: Vec<String> = Vec::new();
+    if args.all_stores {
+        let opened = backends::open(data_dir, &args.backend, None).await?;
+        stores.extend(opened.as_dyn().list_stores().await?);
+        if opened.remote().is_none() {
+            stores.extend(backends::RemoteStores::load(data_dir)?.all().keys().cloned());
+        }
+    } else {
+        stores.extend(args.stores.iter().cloned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    stores.retain(|s| seen.insert(s.clone()));
+    Ok(stores)
+}
+
+/// `rag query` over several stores: one embedding per model, hits merged.
+async fn query_many(args: &QueryArgs, stores: &[String], text: &str, data_dir: &Path) -> Result<ExitCode> {
+    let filter = query_filter(args)?;
+    let filter_json = filter.as_ref().map(|f| f.as_json().clone());
+    let started = Instant::now();
+    let mut embedders: Vec<(String, Arc<dyn Embedder>)> = Vec::new();
+    let mut targets = Vec::new();
+    let mut configs = Vec::new();
+    for store in stores {
+        let backend = backends::open(data_dir, &args.backend, Some(store)).await?.as_dyn();
+        let config = backend.store_config(store).await?;
+        let model = args.embedder.model.clone().unwrap_or_else(|| config.model.clone());
+        let embedder = match embedders.iter().find(|(m, _)| *m == model) {
+            Some((_, embedder)) => embedder.clone(),
+            None => {
+                let embedder: Arc<dyn Embedder> = Arc::new(connect(&args.embedder, model.clone(), 1, 1).await?);
+                embedders.push((model, embedder.clone()));
+                embedder
+            }
+        };
+        targets.push(rag_core::StoreTarget { store: store.clone(), backend, embedder });
+        configs.push(config);
+    }
+    let options = SearchOptions::new(args.top_k)
+        .with_mode(args.mode.into())
+        .with_filter(filter)
+        .with_lexical_weight(args.lexical_weight)
+        .with_max_per_file(args.max_per_file);
+    let found = rag_core::search_stores(&targets, text, &options).await?;
+    let elapsed = started.elapsed();
+    let results: Vec<QueryResult> = found
+        .hits
+        .iter()
+        .filter(|hit| args.min_score.is_none_or(|min| hit.hit.hit.score >= min))
+        .enumerate()
+        .map(|(i, hit)| QueryResult::from_search(i + 1, &hit.hit, args.full, args.snippet_length).in_store(&hit.store))
+        .collect();
+    let notes: Vec<String> = found
+        .stores
+        .iter()
+        .flat_map(|(store, answer)| answer.notes.iter().map(move |note| format!("{store}: {note}")))
+        .collect();
+    let models: Vec<&str> = embedders.iter().map(|(m, _)| m.as_str()).collect();
+    let models = models.join(",");
+    let joined = stores.join(",");
+    let names: Vec<&str> = stores.iter().map(String::as_str).collect();
+    let first = &configs[0];
+    let lexical = found.stores.first().map_or(rag_core::LexicalSource::None, |(_, answer)| answer.lexical);
+    let millis = elapsed.as_secs_f64() * 1000.0;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let out = QueryOutput {
+            query: text,
+            store: &joined,
+            stores: Some(&names),
+            total_results: results.len(),
+            requested_results: args.top_k,
+            query_time: elapsed.as_secs_f64(),
+            metadata: QueryMetadata {
+                backend: targets[0].backend.name(),
+                model: &models,
+                dimension: first.dimension,
+                metric: first.metric.as_str(),
+                min_score: args.min_score,
+                filter: filter_json.as_ref(),
+                full: args.full,
+                snippet_length: args.snippet_length,
+                mode: options.mode.as_str(),
+                lexical,
+                lexical_weight: args.lexical_weight,
+                max_per_file: args.max_per_file,
+                notes: &notes,
+            },
+            backend: targets[0].backend.name(),
+            model: &models,
+            query_time_ms: millis,
+            results,
+        };
+        serde_json::to_writer_pretty(&mut stdout, &out)?;
+        writeln!(stdout)?;
+    } else {
+        for note in &notes {
+            eprintln!("note: {note}");
+        }
+        write!(stdout, "{}", output::query_text(text, &joined, &results, args.top_k, millis, args.explain))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rag get`: what a store holds for a hit, from the store only.
+async fn get(args: GetArgs, data_dir: &Path) -> Result<ExitCode> {
+    let backend = backends::open(data_dir, &args.backend, Some(&args.store)).await?.as_dyn();
+    let target: rag_core::ChunkRef = args.target.parse()?;
+    let fetched = rag_core::fetch(backend.as_ref(), &args.store, &target, args.context).await?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let out = output::get_json(&args.store, &target, &fetched);
+        serde_json::to_writer_pretty(&mut stdout, &out)?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", output::get_text(&fetched))?;
     }
     Ok(ExitCode::SUCCESS)
 }

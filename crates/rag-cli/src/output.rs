@@ -10,7 +10,11 @@ use serde_json::Value;
 #[derive(Debug, Serialize)]
 pub struct QueryOutput<'a> {
     pub query: &'a str,
+    /// The store, or the stores' names joined by commas.
     pub store: &'a str,
+    /// Every store searched, when there were several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stores: Option<&'a [&'a str]>,
     pub total_results: usize,
     pub requested_results: usize,
     /// Seconds, as in the original.
@@ -83,9 +87,17 @@ pub struct QueryResult {
     pub lexical_rank: Option<usize>,
     /// BM25 score in the lexical arm, if the chunk matched.
     pub lexical_score: Option<f32>,
+    /// The store the hit came from.
+    pub store: String,
 }
 
 impl QueryResult {
+    /// The same result, naming its store.
+    pub fn in_store(mut self, store: &str) -> Self {
+        self.store = store.to_string();
+        self
+    }
+
     pub fn new(rank: usize, hit: &Hit, full: bool, snippet_length: usize) -> Self {
         let text = &hit.chunk.text;
         let (content, truncated) = if full { (text.clone(), false) } else { snippet(text, snippet_length) };
@@ -114,6 +126,7 @@ impl QueryResult {
             content_hash: hit.chunk.content_hash.clone(),
             indexed_at: format_rfc3339(hit.indexed_at),
             truncated,
+            store: String::new(),
             fused_score: None,
             vector_rank: None,
             lexical_rank: None,
@@ -204,9 +217,11 @@ pub fn query_text(
             (None, names) if names.len() > 4 => format!("  ({}, …)", names[..4].join(", ")),
             (None, names) => format!("  ({})", names.join(", ")),
         };
+        // Several stores: each hit says which.
+        let from = if r.store.is_empty() || r.store == store { String::new() } else { format!("[{}] ", r.store) };
         let _ = writeln!(
             out,
-            "{:>2}. {:.3}  {:<13} {}:{}-{}{place}",
+            "{:>2}. {:.3}  {:<13} {from}{}:{}-{}{place}",
             r.rank,
             r.score,
             r.similarity_level.replace('_', " "),
@@ -222,6 +237,53 @@ pub fn query_text(
             let _ = writeln!(out, "    {line}");
         }
         out.push('\n');
+    }
+    out
+}
+
+/// `rag get --json`: the chunks with what marks the ones asked for.
+pub fn get_json(store: &str, target: &rag_core::ChunkRef, fetched: &rag_core::Fetched) -> Value {
+    let chunks: Vec<Value> = fetched
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            serde_json::json!({
+                "key": chunk.key,
+                "file_path": chunk.source_path,
+                "line_start": chunk.line_start,
+                "line_end": chunk.line_end,
+                "chunk_index": chunk.chunk_index,
+                "total_chunks": chunk.total_chunks,
+                "headings": chunk.metadata.get("headings"),
+                "symbols": chunk.metadata.get("symbols"),
+                "location": location(&chunk.metadata),
+                "language": chunk.language,
+                "content": chunk.text,
+                "context": !fetched.asked.contains(&i),
+            })
+        })
+        .collect();
+    serde_json::json!({ "store": store, "target": target.to_string(), "chunks": chunks })
+}
+
+/// `rag get` as text: each chunk under a line saying where it is from.
+pub fn get_text(fetched: &rag_core::Fetched) -> String {
+    let mut out = String::new();
+    for (i, chunk) in fetched.chunks.iter().enumerate() {
+        let role = if fetched.asked.contains(&i) { "" } else { "  (context)" };
+        let place =
+            chunk.metadata.get("headings").and_then(Value::as_str).map(|h| format!("  ({h})")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "── {}:{}-{}  chunk {}/{}{place}{role}",
+            chunk.source_path,
+            chunk.line_start,
+            chunk.line_end,
+            chunk.chunk_index + 1,
+            chunk.total_chunks
+        );
+        let _ = writeln!(out, "{}\n", chunk.text.trim_end());
     }
     out
 }

@@ -2,9 +2,11 @@
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::search::{LexicalHit, LexicalRequest};
-use crate::types::{FileState, Hit, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch};
+use crate::types::{
+    Chunk, FileState, Hit, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch,
+};
 
 /// A place that keeps named stores of vectors with their chunks.
 ///
@@ -110,5 +112,19 @@ pub trait VectorBackend: Send + Sync {
     /// itself for hybrid search, and refuses lexical-only search.
     async fn lexical_query(&self, _store: &str, _request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
         Ok(None)
+    }
+
+    /// The chunks stored under `keys`, in the order asked; keys the store
+    /// does not hold are left out. What `rag get` and the MCP `get` tool
+    /// read: a hit's full text and its neighbours (keys are
+    /// [`chunk_key`](crate::chunk_key)`(path, index)`).
+    ///
+    /// The default says the backend cannot.
+    async fn get_chunks(&self, _store: &str, _keys: &[String]) -> Result<Vec<Chunk>> {
+        Err(Error::Backend {
+            backend: self.name().into(),
+            message: "this backend cannot fetch chunks by key".into(),
+            source: None,
+        })
     }
 }

@@ -79,6 +79,7 @@ mod chunk;
 mod embed;
 mod error;
 mod filter;
+mod get;
 mod index;
 pub mod lexical;
 mod memory;
@@ -93,9 +94,10 @@ pub use chunk::{Chunker, LineIndex, MIN_CHARS_PER_TOKEN, PROMPT_RESERVE_TOKENS, 
 pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
 pub use filter::{FILE_KEYS, FILTERABLE_KEYS, Filter, file_filter_metadata, filter_metadata};
+pub use get::{ChunkRef, Fetched, MAX_CONTEXT, MAX_FILE_CHUNKS, fetch};
 pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, ProblemKind, check_model};
 pub use memory::{ChunkStamp, MemoryBackend, file_state, score};
-pub use query::Querier;
+pub use query::{MultiSearchResults, Querier, StoreHit, StoreTarget, search_stores};
 pub use search::{
     LexicalHit, LexicalRequest, LexicalSource, MAX_CANDIDATES, RRF_K, SearchHit, SearchMode, SearchOptions,
     SearchResults, fuse, limit_per_file, rerank_lexically,

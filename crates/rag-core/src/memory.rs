@@ -88,6 +88,10 @@ impl VectorBackend for MemoryBackend {
         })
     }
 
+    async fn get_chunks(&self, store: &str, keys: &[String]) -> Result<Vec<crate::Chunk>> {
+        self.with_store(store, |s| Ok(keys.iter().filter_map(|k| s.records.get(k)).map(|r| r.chunk.clone()).collect()))
+    }
+
     async fn store_info(&self, store: &str) -> Result<StoreInfo> {
         self.with_store(store, |s| {
             let files = s.records.values().map(|r| &r.chunk.source_path).collect::<std::collections::HashSet<_>>();

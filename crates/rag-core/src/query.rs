@@ -104,21 +104,21 @@ impl Querier {
         text: &str,
         options: &SearchOptions,
     ) -> Result<SearchResults> {
-        if text.trim().is_empty() {
-            return Err(Error::InvalidInput("the query is empty".into()));
-        }
-        if options.top_k == 0 {
-            return Err(Error::InvalidInput("top-k must be at least 1".into()));
-        }
-        if !options.lexical_weight.is_finite() || options.lexical_weight < 0.0 {
-            return Err(Error::InvalidInput(format!(
-                "the lexical weight must be a number of 0 or more, not {}",
-                options.lexical_weight
-            )));
-        }
+        check_search(text, options)?;
+        let vector = self.embed_query(config, text).await?;
+        self.search_with_vector(store, text, vector, options).await
+    }
+
+    /// The search of [`search_store`](Self::search_store) once the query is embedded.
+    async fn search_with_vector(
+        &self,
+        store: &str,
+        text: &str,
+        vector: Vec<f32>,
+        options: &SearchOptions,
+    ) -> Result<SearchResults> {
         let depth = options.depth().max(options.top_k.min(crate::search::MAX_CANDIDATES));
         let terms = query_terms(text);
-        let vector = self.embed_query(config, text).await?;
         let mut notes = Vec::new();
         let filter = options.filter.clone();
         let vector_arm = |k: usize| QueryRequest::new(vector.clone(), k).with_filter(filter.clone());
@@ -191,6 +191,111 @@ impl Querier {
         };
         Error::InvalidInput(format!("store {store:?} ({backend}) has no full-text index for lexical search: {how}"))
     }
+}
+
+/// Refuses a search that cannot run: an empty query, no hits wanted, a
+/// lexical weight that is not a number of 0 or more.
+fn check_search(text: &str, options: &SearchOptions) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::InvalidInput("the query is empty".into()));
+    }
+    if options.top_k == 0 {
+        return Err(Error::InvalidInput("top-k must be at least 1".into()));
+    }
+    if !options.lexical_weight.is_finite() || options.lexical_weight < 0.0 {
+        return Err(Error::InvalidInput(format!(
+            "the lexical weight must be a number of 0 or more, not {}",
+            options.lexical_weight
+        )));
+    }
+    Ok(())
+}
+
+/// One store of a [`search_stores`] call: its name, the backend it lives
+/// on and an embedder of the model it was built with.
+#[derive(Clone)]
+pub struct StoreTarget {
+    /// The store's name.
+    pub store: String,
+    /// Where it lives.
+    pub backend: Arc<dyn VectorBackend>,
+    /// An embedder of the store's model; targets that share a model share
+    /// one query embedding.
+    pub embedder: Arc<dyn Embedder>,
+}
+
+impl std::fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTarget")
+            .field("store", &self.store)
+            .field("backend", &self.backend.name())
+            .field("model", &self.embedder.model())
+            .finish()
+    }
+}
+
+/// A hit of a [`search_stores`] call, naming its store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreHit {
+    /// The store it came from.
+    pub store: String,
+    /// The hit, with its ranks in its own store's arms.
+    pub hit: crate::search::SearchHit,
+}
+
+/// The answer to a [`search_stores`] call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiSearchResults {
+    /// Best first over every store, at most `top_k`.
+    pub hits: Vec<StoreHit>,
+    /// Each store's own answer (its mode, lexical source and notes), hits
+    /// moved to `hits`.
+    pub stores: Vec<(String, SearchResults)>,
+}
+
+/// Searches several stores with one query and merges their hits on one
+/// ranking. The query is embedded once per distinct model; each store is
+/// searched with its own embedder's vector (stores of different models can
+/// be searched together), concurrently.
+///
+/// Hits merge by their fused score in hybrid mode (reciprocal-rank scores,
+/// comparable across stores), by their vector score otherwise; ties keep
+/// store order. `max_per_file` applies per store.
+pub async fn search_stores(targets: &[StoreTarget], text: &str, options: &SearchOptions) -> Result<MultiSearchResults> {
+    check_search(text, options)?;
+    if targets.is_empty() {
+        return Err(Error::InvalidInput("no store to search".into()));
+    }
+    let configs =
+        futures::future::try_join_all(targets.iter().map(|t| async move { t.backend.store_config(&t.store).await }))
+            .await?;
+    // One embedding per model.
+    let mut vectors: Vec<(String, Vec<f32>)> = Vec::new();
+    for (target, config) in targets.iter().zip(&configs) {
+        let querier = Querier::new(target.embedder.clone(), target.backend.clone());
+        check_model(config, target.embedder.as_ref())?;
+        if !vectors.iter().any(|(model, _)| model == target.embedder.model()) {
+            vectors.push((target.embedder.model().to_string(), querier.embed_query(config, text).await?));
+        }
+    }
+    let searches = targets.iter().map(|target| {
+        let vector = vectors.iter().find(|(model, _)| model == target.embedder.model()).map(|(_, v)| v.clone());
+        async move {
+            let querier = Querier::new(target.embedder.clone(), target.backend.clone());
+            querier.search_with_vector(&target.store, text, vector.unwrap_or_default(), options).await
+        }
+    });
+    let answers = futures::future::try_join_all(searches).await?;
+    let mut hits: Vec<StoreHit> = Vec::new();
+    let mut stores = Vec::new();
+    for (target, mut answer) in targets.iter().zip(answers) {
+        hits.extend(answer.hits.drain(..).map(|hit| StoreHit { store: target.store.clone(), hit }));
+        stores.push((target.store.clone(), answer));
+    }
+    let key = |h: &StoreHit| h.hit.fused_score.unwrap_or(h.hit.hit.score);
+    hits.sort_by(|a, b| key(b).total_cmp(&key(a)));
+    hits.truncate(options.top_k);
+    Ok(MultiSearchResults { hits, stores })
 }
 
 impl Hit {
@@ -272,6 +377,55 @@ mod tests {
             .collect();
         backend.put("notes", records).await.unwrap();
         (Querier::new(Arc::new(Words), backend.clone()), backend)
+    }
+
+    /// `words` under another model name, counting its query embeddings.
+    struct Named(&'static str, std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Embedder for Named {
+        fn model(&self) -> &str {
+            self.0
+        }
+        fn dimension(&self) -> usize {
+            32
+        }
+        async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
+            Ok(docs.iter().map(|d| words(&d.text)).collect())
+        }
+        async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(words(query))
+        }
+    }
+
+    #[tokio::test]
+    async fn several_stores_of_different_models_answer_one_query_on_one_ranking() {
+        let (_, notes) = store(&[("tea.md", "green tea brewing"), ("car.md", "tyre pressure")]).await;
+        let (_, other) = store(&[("oolong.md", "oolong tea brewing"), ("bike.md", "chain oil")]).await;
+        // The second store says it was built with another model.
+        let mut config = other.store_config("notes").await.unwrap();
+        config.model = "other".into();
+        other.update_store_config(&config).await.unwrap();
+        let words_model = Arc::new(Named("words", Default::default()));
+        let other_model = Arc::new(Named("other", Default::default()));
+        let target = |backend: &Arc<MemoryBackend>, embedder: &Arc<Named>| StoreTarget {
+            store: "notes".into(),
+            backend: backend.clone(),
+            embedder: embedder.clone(),
+        };
+        let targets = [target(&notes, &words_model), target(&other, &other_model), target(&notes, &words_model)];
+        let found = search_stores(&targets, "tea brewing", &SearchOptions::new(4)).await.unwrap();
+        let tea: Vec<&str> = found.hits.iter().take(2).map(|h| h.hit.hit.chunk.source_path.as_str()).collect();
+        assert!(tea.contains(&"tea.md") && tea.contains(&"oolong.md"), "{:?}", found.hits);
+        assert_eq!(found.stores.len(), 3);
+        let count = |e: &Named| e.1.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!((count(&words_model), count(&other_model)), (1, 1), "one embedding per model");
+        // A store searched with the wrong model is refused, naming both.
+        let wrong = [target(&other, &words_model)];
+        let err = search_stores(&wrong, "tea", &SearchOptions::new(3)).await.unwrap_err();
+        assert!(matches!(err, Error::ModelMismatch { .. }), "{err}");
+        assert!(search_stores(&[], "tea", &SearchOptions::new(3)).await.is_err());
     }
 
     #[tokio::test]
