@@ -2,7 +2,8 @@
 # Runs every check of the project on a fresh machine: formatting, lints,
 # documentation, unit, doc, example and end-to-end tests. Needs cargo (with the rustfmt and
 # clippy components) and python3; it installs moto's server (the S3 Vectors
-# emulator, from PyPI) into target/moto-venv the first time. The tests start
+# emulator, from PyPI) into target/moto-venv and the official MCP Python SDK
+# (the client that drives `rag mcp`) into target/mcp-venv the first time. The tests start
 # their own fake Ollama, fake S3 Vectors and moto servers on loopback ports
 # and never reach AWS or Ollama.
 #
@@ -33,6 +34,15 @@ if [ ! -x "$venv/bin/moto_server" ]; then
 fi
 RAG_MOTO_SERVER="$PWD/$venv/bin/moto_server"
 export RAG_MOTO_SERVER
+
+step "the MCP Python SDK (a real MCP client for rag mcp) in target/mcp-venv"
+mcp_venv=target/mcp-venv
+if ! "$mcp_venv/bin/python" -c "import mcp" >/dev/null 2>&1; then
+  python3 -m venv "$mcp_venv"
+  "$mcp_venv/bin/pip" install --quiet --disable-pip-version-check 'mcp==2.3.0'
+fi
+RAG_MCP_PYTHON="$PWD/$mcp_venv/bin/python"
+export RAG_MCP_PYTHON
 
 step "tests (unit, examples, end-to-end)"
 if cargo nextest --version >/dev/null 2>&1; then

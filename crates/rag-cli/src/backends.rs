@@ -27,15 +27,49 @@ pub struct RemoteStore {
     pub endpoint_url: Option<String>,
 }
 
-/// The remembered remote stores of a data folder.
-pub struct RemoteStores {
-    path: PathBuf,
-    stores: BTreeMap<String, RemoteStore>,
+/// What indexed a store, as remembered in `indexed-sources.json`: enough to
+/// walk the same files again and tell what changed (`index_status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedSource {
+    /// The folder paths were stored relative to.
+    pub root: PathBuf,
+    /// The paths, folders and globs given to `rag index`.
+    pub patterns: Vec<String>,
+    /// `--hidden`.
+    pub hidden: bool,
+    /// `--no-ignore`.
+    pub no_ignore: bool,
 }
 
-impl RemoteStores {
+/// The remembered remote stores of a data folder.
+pub type RemoteStores = StoreRecords<RemoteStore>;
+
+/// The remembered sources of the stores of a data folder.
+pub type IndexedSources = StoreRecords<IndexedSource>;
+
+/// A small JSON file of facts per store name in the data folder.
+pub struct StoreRecords<T> {
+    path: PathBuf,
+    stores: BTreeMap<String, T>,
+}
+
+/// The file each kind of record lives in.
+pub trait RecordFile {
+    /// Its name in the data folder.
+    const FILE: &'static str;
+}
+
+impl RecordFile for RemoteStore {
+    const FILE: &'static str = "remote-stores.json";
+}
+
+impl RecordFile for IndexedSource {
+    const FILE: &'static str = "indexed-sources.json";
+}
+
+impl<T: RecordFile + Serialize + for<'de> Deserialize<'de> + PartialEq> StoreRecords<T> {
     pub fn load(data_dir: &Path) -> Result<Self> {
-        let path = data_dir.join("remote-stores.json");
+        let path = data_dir.join(T::FILE);
         let stores = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -44,20 +78,20 @@ impl RemoteStores {
         Ok(Self { path, stores })
     }
 
-    pub fn get(&self, store: &str) -> Option<&RemoteStore> {
+    pub fn get(&self, store: &str) -> Option<&T> {
         self.stores.get(store)
     }
 
-    pub fn all(&self) -> &BTreeMap<String, RemoteStore> {
+    pub fn all(&self) -> &BTreeMap<String, T> {
         &self.stores
     }
 
-    /// Records (or replaces) where a store lives; written atomically.
-    pub fn remember(&mut self, store: &str, remote: RemoteStore) -> Result<()> {
-        if self.stores.get(store) == Some(&remote) {
+    /// Records (or replaces) what is known of a store; written atomically.
+    pub fn remember(&mut self, store: &str, record: T) -> Result<()> {
+        if self.stores.get(store) == Some(&record) {
             return Ok(());
         }
-        self.stores.insert(store.to_string(), remote);
+        self.stores.insert(store.to_string(), record);
         self.save()
     }
 

@@ -45,6 +45,8 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Serve the stores to agents as Model Context Protocol tools over stdio (search, get, list_stores, index_status).
+    Mcp(McpArgs),
     /// Print what a store holds for a hit: by key (`notes/tea.md#3`) or by lines (`notes/tea.md:10-20`).
     Get(GetArgs),
     /// Internal: convert the document on stdin (run by `rag index` in a child process).
@@ -187,6 +189,20 @@ pub struct IndexArgs {
     /// Print the report as JSON on stdout (no progress bars).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `rag mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Stores `search` uses when a call names none (repeatable) [default: every store].
+    #[arg(short, long = "store", value_name = "STORE")]
+    pub stores: Vec<String>,
+
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
+
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// `rag get`.

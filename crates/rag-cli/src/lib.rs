@@ -6,6 +6,7 @@
 mod backends;
 mod cli;
 mod isolate;
+mod mcp;
 mod output;
 
 use std::io::{IsTerminal, Read, Write};
@@ -55,7 +56,7 @@ pub fn main() -> ExitCode {
 /// The message and its causes, leaving out causes the message already
 /// quotes, with what to do where the library's error cannot say it in the
 /// CLI's words.
-fn error_chain(err: &anyhow::Error) -> String {
+pub(crate) fn error_chain(err: &anyhow::Error) -> String {
     let mut text = err.to_string();
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();
@@ -105,6 +106,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Index(args) => index(args, &data_dir, cli.quiet, cli.verbose).await,
         Command::Query(args) => query(args, &data_dir).await,
         Command::Get(args) => get(args, &data_dir).await,
+        Command::Mcp(args) => {
+            let options =
+                mcp::McpOptions { data_dir, backend: args.backend, embedder: args.embedder, stores: args.stores };
+            mcp::serve(options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Store(command) => store(command, &data_dir).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rag", &mut std::io::stdout());
@@ -114,7 +121,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn connect(args: &EmbedderArgs, model: String, batch_size: usize, concurrency: usize) -> Result<OllamaEmbedder> {
+pub(crate) async fn connect(
+    args: &EmbedderArgs,
+    model: String,
+    batch_size: usize,
+    concurrency: usize,
+) -> Result<OllamaEmbedder> {
     let mut config = OllamaConfig::new(model);
     if let Some(url) = &args.ollama_url {
         config = config.with_url(url);
@@ -216,6 +228,19 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
     let report = report?;
     if let (Some(remote), false) = (opened.remote(), args.dry_run) {
         backends::RemoteStores::load(data_dir)?.remember(&args.store, remote.clone())?;
+    }
+    if !args.dry_run {
+        // What `rag mcp`'s index_status walks again to tell what changed.
+        let root = std::path::absolute(&root).unwrap_or(root);
+        let source = backends::IndexedSource {
+            root,
+            patterns: args.paths.clone(),
+            hidden: args.hidden,
+            no_ignore: args.no_ignore,
+        };
+        if let Err(err) = backends::IndexedSources::load(data_dir).and_then(|mut s| s.remember(&args.store, source)) {
+            tracing::warn!("cannot remember what indexed store {:?}: {err:#}", args.store);
+        }
     }
 
     if args.json {
@@ -622,6 +647,7 @@ async fn store(command: StoreCommand, data_dir: &Path) -> Result<ExitCode> {
             if opened.remote().is_some() {
                 backends::RemoteStores::load(data_dir)?.forget(&name)?;
             }
+            backends::IndexedSources::load(data_dir)?.forget(&name)?;
             println!("Deleted store {name:?}.");
         }
     }
