@@ -78,7 +78,10 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> LocalStoreError + '_ {
 
 /// The embedded vector store: one folder per store under a data folder.
 ///
-/// Cheap to create; every call opens what it needs. Writing takes the store's
+/// Cheap to create. Readers (the SQLite connection and the mapped vector
+/// files) stay open between queries and are reopened when another connection
+/// has committed since, so a long-lived value (an MCP server, a service)
+/// pays for opening a store once, and always sees the latest writes. Writing takes the store's
 /// lock (one writer per store across processes) until the indexer's run ends
 /// ([`VectorBackend::end_indexing`]); direct [`VectorBackend::put`] and
 /// [`VectorBackend::delete`] calls keep it for the life of this value.
@@ -86,12 +89,81 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> LocalStoreError + '_ {
 pub struct LocalBackend {
     root: PathBuf,
     writers: Mutex<HashMap<String, Arc<Mutex<Writer>>>>,
+    readers: Arc<ReaderCache>,
+}
+
+/// Open readers by store folder.
+#[derive(Debug, Default)]
+struct ReaderCache(Mutex<HashMap<PathBuf, Arc<Mutex<OpenReader>>>>);
+
+/// A reader with what tells whether it is still current.
+#[derive(Debug)]
+struct OpenReader {
+    reader: Reader,
+    /// `PRAGMA data_version` when opened: another connection's commit changes it.
+    version: i64,
+    /// The database file it opened, to notice a store deleted and made anew.
+    identity: Option<(u64, u64)>,
+}
+
+/// The device and inode of a file, where the platform has them.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+fn data_version(conn: &Connection, db: &Path) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0)).map_err(sql(db))?)
+}
+
+impl ReaderCache {
+    /// Runs `f` on an open reader of the store at `dir`, opening it or, when
+    /// another connection committed since or the store was replaced, opening
+    /// it again.
+    fn with<T>(&self, dir: &Path, f: impl FnOnce(&Reader) -> Result<T>) -> Result<T> {
+        let entry = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(dir).cloned();
+        if let Some(entry) = entry {
+            let mut open = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            let db = open.reader.db_path.clone();
+            let current =
+                data_version(&open.reader.conn, &db).ok() == Some(open.version) && file_identity(&db) == open.identity;
+            if current {
+                return f(&open.reader);
+            }
+            *open = Self::open(dir)?;
+            return f(&open.reader);
+        }
+        let open = Self::open(dir)?;
+        let entry = Arc::new(Mutex::new(open));
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(dir.to_path_buf(), entry.clone());
+        let open = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&open.reader)
+    }
+
+    fn open(dir: &Path) -> Result<OpenReader> {
+        let reader = Reader::open(dir)?;
+        let version = data_version(&reader.conn, &reader.db_path)?;
+        let identity = file_identity(&reader.db_path);
+        Ok(OpenReader { reader, version, identity })
+    }
+
+    fn forget(&self, dir: &Path) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(dir);
+    }
 }
 
 impl LocalBackend {
     /// A backend keeping its stores under `data_dir/stores`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { root: data_dir.into().join("stores"), writers: Mutex::new(HashMap::new()) }
+        Self { root: data_dir.into().join("stores"), writers: Mutex::new(HashMap::new()), readers: Arc::default() }
     }
 
     /// The platform's data folder for vector-rag (`~/.local/share/vector-rag`
@@ -1076,6 +1148,7 @@ impl VectorBackend for LocalBackend {
     async fn delete_store(&self, store: &str) -> Result<()> {
         let dir = self.existing_store_dir(store)?;
         self.writers.lock().unwrap_or_else(PoisonError::into_inner).remove(store);
+        self.readers.forget(&dir);
         let store = store.to_string();
         blocking(move || {
             let lock_path = dir.join(LOCK_FILE);
@@ -1297,19 +1370,22 @@ impl VectorBackend for LocalBackend {
     async fn query(&self, store: &str, request: &QueryRequest) -> Result<Vec<Hit>> {
         let dir = self.existing_store_dir(store)?;
         let request = request.clone();
-        blocking(move || Reader::open(&dir)?.query(&request)).await
+        let readers = self.readers.clone();
+        blocking(move || readers.with(&dir, |reader| reader.query(&request))).await
     }
 
     async fn lexical_query(&self, store: &str, request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
         let dir = self.existing_store_dir(store)?;
         let request = request.clone();
-        blocking(move || Reader::open(&dir)?.lexical_query(&request)).await
+        let readers = self.readers.clone();
+        blocking(move || readers.with(&dir, |reader| reader.lexical_query(&request))).await
     }
 
     async fn get_chunks(&self, store: &str, keys: &[String]) -> Result<Vec<Chunk>> {
         let dir = self.existing_store_dir(store)?;
         let keys = keys.to_vec();
-        blocking(move || Reader::open(&dir)?.chunks_by_key(&keys)).await
+        let readers = self.readers.clone();
+        blocking(move || readers.with(&dir, |reader| reader.chunks_by_key(&keys))).await
     }
 }
 
@@ -1348,6 +1424,30 @@ mod tests {
         let backend = LocalBackend::new(dir.path());
         backend.create_store(&config("notes", dim, metric)).await.unwrap();
         (dir, backend)
+    }
+
+    #[tokio::test]
+    async fn a_reader_kept_open_sees_what_other_writers_commit_and_a_store_made_anew() {
+        let (dir, reader) = store_with(2, Metric::Cosine).await;
+        let writer = LocalBackend::new(dir.path());
+        writer.put("notes", vec![record("a.md", 0, 1, "h", vec![1.0, 0.0])]).await.unwrap();
+        writer.end_indexing("notes").await.unwrap();
+        let query = QueryRequest::new(vec![1.0, 0.0], 10);
+        assert_eq!(reader.query("notes", &query).await.unwrap().len(), 1);
+        // Another writer appends: the open reader's mapping is too short, and it is reopened.
+        let more: Vec<VectorRecord> =
+            (0..500).map(|i| record(&format!("b{i}.md"), 0, 1, "h", vec![1.0, 0.5])).collect();
+        writer.put("notes", more).await.unwrap();
+        writer.end_indexing("notes").await.unwrap();
+        assert_eq!(reader.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1000)).await.unwrap().len(), 501);
+        assert_eq!(reader.get_chunks("notes", &["b7.md#0".into()]).await.unwrap().len(), 1);
+        // Deleted and made anew elsewhere: the reader follows the new store.
+        writer.delete_store("notes").await.unwrap();
+        writer.create_store(&config("notes", 2, Metric::Cosine)).await.unwrap();
+        writer.put("notes", vec![record("new.md", 0, 1, "h", vec![0.0, 1.0])]).await.unwrap();
+        writer.end_indexing("notes").await.unwrap();
+        let hits = reader.query("notes", &query).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.chunk.key.as_str()).collect::<Vec<_>>(), ["new.md#0"]);
     }
 
     #[tokio::test]
