@@ -5,6 +5,7 @@
 //! cargo build --release -p rag-cli -p rag-bench
 //! target/release/rag-bench query              # 10k, 100k, 1M chunks of 768 dims
 //! target/release/rag-bench mcp                # warm search through `rag mcp` at 10k and 100k chunks
+//! target/release/rag-bench watch              # save-to-queryable latency of `rag watch`
 //! target/release/rag-bench index              # 10k-file trees (mixed, notes, code), instant embedder
 //! target/release/rag-bench index --tree DIR    # a folder of your own, instant embedder
 //! target/release/rag-bench startup            # rag --version, rag store list
@@ -18,6 +19,7 @@
 
 mod eval;
 mod mcp;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +54,7 @@ fn main() -> Result<()> {
             let sizes: Vec<usize> = sizes.split(',').map(str::parse).collect::<Result<_, _>>().context("--sizes")?;
             runtime.block_on(mcp::bench_mcp(&dir, &sizes, runs.max(21)))
         }
+        Some("watch") => runtime.block_on(watch::bench_watch(&dir, runs.max(11))),
         Some("query-once") => {
             let data = flag("--data-dir").context("--data-dir")?;
             let store = flag("--store").context("--store")?;
@@ -110,7 +113,7 @@ fn main() -> Result<()> {
             runtime.block_on(bench_s3(chunks, listed, runs))
         }
         _ => bail!(
-            "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
+            "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
              startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
              [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \
              s3 [--chunks 20000] [--listed 100000] | formats  [--runs N] [--dir DIR]"

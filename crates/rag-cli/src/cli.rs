@@ -45,6 +45,8 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Index files, then keep the store current as they change (Ctrl-C stops).
+    Watch(IndexArgs),
     /// Serve the stores to agents as Model Context Protocol tools over stdio (search, get, list_stores, index_status).
     Mcp(McpArgs),
     /// Print what a store holds for a hit: by key (`notes/tea.md#3`) or by lines (`notes/tea.md:10-20`).

@@ -8,6 +8,7 @@ mod cli;
 mod isolate;
 mod mcp;
 mod output;
+mod watch;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -106,6 +107,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Index(args) => index(args, &data_dir, cli.quiet, cli.verbose).await,
         Command::Query(args) => query(args, &data_dir).await,
         Command::Get(args) => get(args, &data_dir).await,
+        Command::Watch(args) => watch::watch(args, &data_dir).await,
         Command::Mcp(args) => {
             let options =
                 mcp::McpOptions { data_dir, backend: args.backend, embedder: args.embedder, stores: args.stores };
@@ -172,6 +174,66 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
         );
     }
 
+    let setup = index_setup(&args, &backend, exists).await?;
+    let progress = Progress::new(!(quiet || args.json) && std::io::stderr().is_terminal());
+    let report = setup.indexer.index(&args.store, Arc::new(setup.source(discovery)), &setup.options, &progress).await;
+    progress.finish();
+    let report = report?;
+    if let (Some(remote), false) = (opened.remote(), args.dry_run) {
+        backends::RemoteStores::load(data_dir)?.remember(&args.store, remote.clone())?;
+    }
+    if !args.dry_run {
+        remember_source(data_dir, &args, &root);
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", output::index_text(&report, backend.name(), verbose > 0));
+    }
+    if report.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} file(s) failed; their previous chunks, if any, were kept", report.failed.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Records what indexed a store, for `rag mcp`'s index_status.
+pub(crate) fn remember_source(data_dir: &Path, args: &IndexArgs, root: &Path) {
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let source =
+        backends::IndexedSource { root, patterns: args.paths.clone(), hidden: args.hidden, no_ignore: args.no_ignore };
+    if let Err(err) = backends::IndexedSources::load(data_dir).and_then(|mut s| s.remember(&args.store, source)) {
+        tracing::warn!("cannot remember what indexed store {:?}: {err:#}", args.store);
+    }
+}
+
+/// What an index run needs besides its files, made once: by `rag index`,
+/// and by `rag watch` for every update.
+pub(crate) struct IndexSetup {
+    pub indexer: Indexer,
+    pub options: IndexOptions,
+    converter: Option<Arc<isolate::ChildConverter>>,
+}
+
+impl IndexSetup {
+    /// The files of `discovery`, documents read in child processes.
+    pub fn source(&self, discovery: rag_ingest::Discovery) -> FileSource {
+        let source = FileSource::new(discovery);
+        match &self.converter {
+            Some(converter) => source.with_converter(converter.clone()),
+            None => source,
+        }
+    }
+}
+
+/// The embedder, chunker and options an `rag index` of `args` runs with.
+pub(crate) async fn index_setup(
+    args: &IndexArgs,
+    backend: &Arc<dyn VectorBackend>,
+    exists: bool,
+) -> Result<IndexSetup> {
     let model = pick_model(&args.embedder, backend.as_ref(), &args.store).await?;
     let embedder: Arc<dyn Embedder> = if args.dry_run {
         // A plan needs no embeddings: don't require Ollama for it.
@@ -209,51 +271,22 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
         max_file_size: args.max_file_size,
         ..IndexOptions::default()
     };
-    let progress = Progress::new(!(quiet || args.json) && std::io::stderr().is_terminal());
     let indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker));
-    let mut source = FileSource::new(discovery);
     if !(args.reader_timeout.is_finite() && args.reader_timeout > 0.0) {
         bail!("--reader-timeout must be a positive number of seconds");
     }
-    match std::env::current_exe() {
+    let converter = match std::env::current_exe() {
         Ok(exe) => {
             let timeout = std::time::Duration::from_secs_f64(args.reader_timeout);
             let memory = args.reader_memory.saturating_mul(1024 * 1024);
-            source = source.with_converter(Arc::new(isolate::ChildConverter::new(exe, timeout, memory)));
+            Some(Arc::new(isolate::ChildConverter::new(exe, timeout, memory)))
         }
-        Err(err) => tracing::warn!("documents are read in this process: cannot find the rag binary ({err})"),
-    }
-    let report = indexer.index(&args.store, Arc::new(source), &options, &progress).await;
-    progress.finish();
-    let report = report?;
-    if let (Some(remote), false) = (opened.remote(), args.dry_run) {
-        backends::RemoteStores::load(data_dir)?.remember(&args.store, remote.clone())?;
-    }
-    if !args.dry_run {
-        // What `rag mcp`'s index_status walks again to tell what changed.
-        let root = std::path::absolute(&root).unwrap_or(root);
-        let source = backends::IndexedSource {
-            root,
-            patterns: args.paths.clone(),
-            hidden: args.hidden,
-            no_ignore: args.no_ignore,
-        };
-        if let Err(err) = backends::IndexedSources::load(data_dir).and_then(|mut s| s.remember(&args.store, source)) {
-            tracing::warn!("cannot remember what indexed store {:?}: {err:#}", args.store);
+        Err(err) => {
+            tracing::warn!("documents are read in this process: cannot find the rag binary ({err})");
+            None
         }
-    }
-
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", output::index_text(&report, backend.name(), verbose > 0));
-    }
-    if report.failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("error: {} file(s) failed; their previous chunks, if any, were kept", report.failed.len());
-        Ok(ExitCode::FAILURE)
-    }
+    };
+    Ok(IndexSetup { indexer, options, converter })
 }
 
 /// Stands in for the embedder during `--dry-run`, which embeds nothing.

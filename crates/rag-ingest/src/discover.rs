@@ -173,6 +173,36 @@ fn walk(base: &Path, options: &DiscoverOptions, warnings: &mut Vec<String>, mut 
     }
 }
 
+/// The folders to watch for changes to what `patterns` cover, each with
+/// whether to watch below it: a folder (all of it), a glob's literal base
+/// (all of it), a file's folder (that folder only: editors replace files
+/// by renaming, which a watch on the file itself would lose). Patterns that
+/// name nothing that exists are left out.
+pub fn watch_roots(patterns: &[String], root: &Path) -> Vec<(PathBuf, bool)> {
+    let root = normalize(&std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
+    let mut out: Vec<(PathBuf, bool)> = Vec::new();
+    for pattern in patterns {
+        let (path, recursive) = if is_glob(pattern) {
+            (glob_base(&root, pattern), true)
+        } else {
+            let path = normalize(&root.join(pattern));
+            if path.is_dir() {
+                (path, true)
+            } else {
+                match path.parent() {
+                    Some(parent) => (parent.to_path_buf(), false),
+                    None => continue,
+                }
+            }
+        };
+        if path.is_dir() && !out.iter().any(|(p, r)| *r && path.starts_with(p)) {
+            out.retain(|(p, _)| !(recursive && p.starts_with(&path)));
+            out.push((path, recursive));
+        }
+    }
+    out
+}
+
 fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '[', '{'])
 }
@@ -188,6 +218,12 @@ fn glob_base(root: &Path, pattern: &str) -> PathBuf {
     }
     let base = normalize(&base);
     if base.is_file() { base.parent().map_or(base.clone(), Path::to_path_buf) } else { base }
+}
+
+/// The name a file at `path` is stored under: relative to `root` with `/`
+/// separators, or absolute when outside it (both as [`discover`] makes them).
+pub fn stored_name(root: &Path, path: &Path) -> String {
+    rel_name(&normalize(root), &normalize(path))
 }
 
 fn rel_name(root: &Path, path: &Path) -> String {
