@@ -35,6 +35,9 @@ impl ChildConverter {
     fn command(&self, extension: &str) -> Command {
         let mut command = Command::new(&self.exe);
         command.arg(SUBCOMMAND).arg(extension).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // A reader's panic needs its message, not a backtrace: symbolising one
+        // from a debug binary under the memory limit took 30 s and more.
+        command.env("RUST_BACKTRACE", "0").env("RUST_LIB_BACKTRACE", "0");
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
