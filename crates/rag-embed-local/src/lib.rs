@@ -1,0 +1,477 @@
+//! An in-process [`Embedder`] for vector-rag: a sentence-transformers model
+//! folder (BERT family: all-MiniLM, bge, e5, gte, snowflake-arctic-embed) run
+//! on [candle](https://github.com/huggingface/candle), pure Rust, on every
+//! core, with no server and nothing downloaded.
+//!
+//! The folder holds `config.json`, `tokenizer.json` and `model.safetensors`,
+//! and where present `modules.json` (a `Normalize` module turns on
+//! normalisation), `1_Pooling/config.json` (mean or CLS pooling) and
+//! `sentence_bert_config.json` (`max_seq_length`, which wins over whatever
+//! truncation `tokenizer.json` carries).
+//!
+//! ```no_run
+//! use rag_core::Embedder;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let embedder = rag_embed_local::LocalEmbedder::load("models/all-MiniLM-L6-v2")?;
+//! let vector = embedder.embed_query("how do I water tomatoes?").await?;
+//! assert_eq!(vector.len(), 384);
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use rag_core::{DocText, Embedder, Error, PromptFormat, Result};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// Texts embedded in one forward pass.
+pub const BATCH: usize = 32;
+
+/// Why a model folder cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A file the model needs is missing or unreadable.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The folder holds a model of an architecture this crate does not run.
+    #[error(
+        "{path}: model type {model_type:?} is not supported; rag runs BERT-family models in-process \
+             (all-MiniLM, bge, e5, gte, snowflake-arctic-embed); use it through Ollama instead"
+    )]
+    Architecture {
+        /// `config.json`.
+        path: PathBuf,
+        /// Its `model_type`.
+        model_type: String,
+    },
+}
+
+impl From<LoadError> for Error {
+    fn from(err: LoadError) -> Self {
+        Error::Embedder { message: err.to_string(), source: Some(Box::new(err)) }
+    }
+}
+
+/// How token vectors become one text vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean of the tokens' vectors (padding left out).
+    Mean,
+    /// The first token's (`[CLS]`) vector.
+    Cls,
+}
+
+/// A sentence-transformers model folder, loaded and ready to embed.
+#[derive(Clone)]
+pub struct LocalEmbedder {
+    inner: Arc<Inner>,
+    prompts: PromptFormat,
+}
+
+struct Inner {
+    name: String,
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    pooling: Pooling,
+    normalize: bool,
+    max_tokens: usize,
+    dimension: usize,
+}
+
+impl std::fmt::Debug for LocalEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEmbedder")
+            .field("model", &self.inner.name)
+            .field("dimension", &self.inner.dimension)
+            .field("pooling", &self.inner.pooling)
+            .field("normalize", &self.inner.normalize)
+            .field("max_tokens", &self.inner.max_tokens)
+            .finish()
+    }
+}
+
+/// The first line of an error: candle appends a backtrace when
+/// `RUST_BACKTRACE` is set.
+fn first_line(err: &impl std::fmt::Display) -> String {
+    err.to_string().lines().next().unwrap_or_default().trim().to_string()
+}
+
+fn file_error(path: &Path, reason: impl Into<String>) -> LoadError {
+    LoadError::File { path: path.to_path_buf(), reason: reason.into() }
+}
+
+fn read_json(path: &Path) -> std::result::Result<Option<serde_json::Value>, LoadError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| file_error(path, format!("not valid JSON ({e}); the model folder looks damaged"))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(file_error(path, format!("cannot read it ({err})"))),
+    }
+}
+
+impl LocalEmbedder {
+    /// Loads the model folder at `dir`.
+    ///
+    /// Each problem is one line naming the file: a folder without weights,
+    /// a truncated or corrupt `model.safetensors`, a `tokenizer.json` with
+    /// more tokens than the model has embeddings (another model's), a model
+    /// type other than BERT.
+    pub fn load(dir: impl AsRef<Path>) -> std::result::Result<Self, LoadError> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(file_error(dir, "no such folder; give the folder of a sentence-transformers model"));
+        }
+        let dir = std::fs::canonicalize(dir).map_err(|e| file_error(dir, e.to_string()))?;
+        let config_path = dir.join("config.json");
+        let config_json = read_json(&config_path)?.ok_or_else(|| {
+            file_error(
+                &config_path,
+                "missing; this is not a model folder (config.json, tokenizer.json and model.safetensors are needed)",
+            )
+        })?;
+        let model_type = config_json.get("model_type").and_then(|t| t.as_str()).unwrap_or("bert").to_string();
+        if model_type != "bert" {
+            return Err(LoadError::Architecture { path: config_path, model_type });
+        }
+        let config: Config = serde_json::from_value(config_json)
+            .map_err(|e| file_error(&config_path, format!("not a BERT configuration ({e})")))?;
+
+        let tokenizer_path = dir.join("tokenizer.json");
+        if !tokenizer_path.exists() {
+            return Err(file_error(&tokenizer_path, "missing; download tokenizer.json into the folder"));
+        }
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| file_error(&tokenizer_path, format!("cannot be read ({e})")))?;
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > config.vocab_size {
+            return Err(file_error(
+                &tokenizer_path,
+                format!(
+                    "has {vocab} tokens but the model has {} embeddings: this tokenizer belongs to another model",
+                    config.vocab_size
+                ),
+            ));
+        }
+
+        let weights_path = dir.join("model.safetensors");
+        let weights = std::fs::read(&weights_path).map_err(|e| {
+            file_error(
+                &weights_path,
+                format!("cannot read the weights ({e}); download model.safetensors into the folder"),
+            )
+        })?;
+        let fingerprint = blake3::hash(&weights).to_hex();
+        let device = Device::Cpu;
+        let tensors = candle_core::safetensors::load_buffer(&weights, &device).map_err(|e| {
+            file_error(
+                &weights_path,
+                format!(
+                    "not readable safetensors ({}); the file is truncated or damaged: download it again",
+                    first_line(&e)
+                ),
+            )
+        })?;
+        drop(weights);
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            file_error(&weights_path, format!("does not hold the weights config.json describes ({})", first_line(&e)))
+        })?;
+
+        let st_config = read_json(&dir.join("sentence_bert_config.json"))?;
+        let max_tokens = st_config
+            .as_ref()
+            .and_then(|c| c.get("max_seq_length"))
+            .and_then(serde_json::Value::as_u64)
+            .map_or(config.max_position_embeddings, |n| n as usize)
+            .min(config.max_position_embeddings)
+            .max(2);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| file_error(&tokenizer_path, format!("cannot truncate ({e})")))?;
+        tokenizer.with_padding(None);
+
+        let pooling_config = read_json(&dir.join("1_Pooling").join("config.json"))?;
+        let pooling = match pooling_config {
+            Some(c) if c.get("pooling_mode_cls_token").and_then(|v| v.as_bool()) == Some(true) => Pooling::Cls,
+            _ => Pooling::Mean,
+        };
+        let modules = read_json(&dir.join("modules.json"))?;
+        let normalize = modules.as_ref().and_then(|m| m.as_array()).is_some_and(|modules| {
+            modules.iter().any(|m| m.get("type").and_then(|t| t.as_str()).is_some_and(|t| t.ends_with("Normalize")))
+        });
+        let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = format!("{}#{}", dir.display(), &fingerprint[..16]);
+        let inner =
+            Inner { name, model, tokenizer, device, pooling, normalize, max_tokens, dimension: config.hidden_size };
+        Ok(Self { inner: Arc::new(inner), prompts: PromptFormat::for_model(&folder) })
+    }
+
+    /// The same model with other prompts for documents and queries.
+    pub fn with_prompts(mut self, prompts: PromptFormat) -> Self {
+        self.prompts = prompts;
+        self
+    }
+
+    /// How token vectors are pooled.
+    pub fn pooling(&self) -> Pooling {
+        self.inner.pooling
+    }
+
+    /// Most tokens of a text the model reads; the rest is cut off.
+    pub fn max_tokens(&self) -> usize {
+        self.inner.max_tokens
+    }
+
+    /// Whether a model name (as `--model` takes it, or as a store records
+    /// it) names a model folder: a folder path, optionally followed by `#`
+    /// and the weights' fingerprint.
+    pub fn is_model_folder(name: &str) -> bool {
+        let path = name.split_once('#').map_or(name, |(path, _)| path);
+        (path.contains('/') || path.contains('\\') || path.starts_with('.')) && Path::new(path).is_dir()
+    }
+
+    /// Loads the folder a model name names (see [`is_model_folder`](Self::is_model_folder)).
+    pub fn load_named(name: &str) -> std::result::Result<Self, LoadError> {
+        Self::load(name.split_once('#').map_or(name, |(path, _)| path))
+    }
+}
+
+impl Inner {
+    /// Vectors of `texts`, batched by length so padding stays small.
+    fn embed(&self, texts: &[String]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| candle_core::Error::Msg(format!("tokenizer: {e}")))?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(BATCH) {
+            let longest = batch.iter().map(|&i| encodings[i].get_ids().len()).max().unwrap_or(1).max(1);
+            let mut ids = Vec::with_capacity(batch.len() * longest);
+            let mut mask = Vec::with_capacity(batch.len() * longest);
+            for &i in batch {
+                let encoding = &encodings[i];
+                let n = encoding.get_ids().len();
+                ids.extend_from_slice(encoding.get_ids());
+                ids.extend(std::iter::repeat_n(0, longest - n));
+                mask.extend(std::iter::repeat_n(1u32, n));
+                mask.extend(std::iter::repeat_n(0u32, longest - n));
+            }
+            let shape = (batch.len(), longest);
+            let ids = Tensor::from_vec(ids, shape, &self.device)?;
+            let mask = Tensor::from_vec(mask, shape, &self.device)?;
+            let types = ids.zeros_like()?;
+            let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+            let pooled = match self.pooling {
+                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+                Pooling::Mean => {
+                    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+                    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+                    summed.broadcast_div(&counts)?
+                }
+            };
+            let pooled = if self.normalize {
+                let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+                pooled.broadcast_div(&norms)?
+            } else {
+                pooled
+            };
+            for (&i, vector) in batch.iter().zip(pooled.to_vec2::<f32>()?) {
+                out[i] = vector;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl LocalEmbedder {
+    async fn run(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        let inner = self.inner.clone();
+        let vectors = tokio::task::spawn_blocking(move || inner.embed(&texts))
+            .await
+            .map_err(|e| Error::Embedder { message: format!("the embedding task stopped: {e}"), source: None })?;
+        vectors.map_err(|e| Error::Embedder {
+            message: format!("model {}: {}", self.inner.name, first_line(&e)),
+            source: Some(Box::new(e)),
+        })
+    }
+}
+
+#[async_trait]
+impl Embedder for LocalEmbedder {
+    fn model(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn dimension(&self) -> usize {
+        self.inner.dimension
+    }
+
+    fn max_batch_size(&self) -> usize {
+        BATCH
+    }
+
+    /// One batch at a time: a forward pass already uses every core.
+    fn max_concurrency(&self) -> usize {
+        1
+    }
+
+    fn context_tokens(&self) -> Option<usize> {
+        Some(self.inner.max_tokens)
+    }
+
+    async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
+        let texts = docs.iter().map(|d| self.prompts.document(d.title.as_deref(), &d.text)).collect();
+        self.run(texts).await
+    }
+
+    async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+        let mut vectors = self.run(vec![self.prompts.query(query)]).await?;
+        vectors.pop().ok_or_else(|| Error::Embedder { message: "no vector for the query".into(), source: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn tiny() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert")
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+    }
+
+    /// A copy of the tiny model in a temporary folder, with `damage` done to it.
+    fn damaged(damage: impl FnOnce(&Path)) -> (tempfile::TempDir, std::result::Result<LocalEmbedder, LoadError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("model");
+        std::fs::create_dir_all(copy.join("1_Pooling")).unwrap();
+        for name in [
+            "config.json",
+            "tokenizer.json",
+            "model.safetensors",
+            "modules.json",
+            "sentence_bert_config.json",
+            "1_Pooling/config.json",
+        ] {
+            std::fs::copy(tiny().join(name), copy.join(name)).unwrap();
+        }
+        damage(&copy);
+        let loaded = LocalEmbedder::load(&copy);
+        (dir, loaded)
+    }
+
+    #[tokio::test]
+    async fn vectors_have_the_models_dimension_unit_norm_and_never_change() {
+        let embedder = LocalEmbedder::load(tiny()).unwrap();
+        assert_eq!((embedder.dimension(), embedder.max_tokens(), embedder.pooling()), (32, 24, Pooling::Mean));
+        assert_eq!(embedder.context_tokens(), Some(24));
+        let a = embedder.embed_query("water the tomatoes in the summer heat").await.unwrap();
+        assert_eq!(a.len(), 32);
+        assert!((cosine(&a, &a) - 1.0).abs() < 1e-5, "unit norm");
+        let again =
+            LocalEmbedder::load(tiny()).unwrap().embed_query("water the tomatoes in the summer heat").await.unwrap();
+        assert_eq!(a, again, "deterministic");
+        let other = embedder.embed_query("rust code function error").await.unwrap();
+        assert!(cosine(&a, &other) < 0.999, "different texts differ");
+        assert!(embedder.model().contains("tiny-bert#"), "{}", embedder.model());
+    }
+
+    #[tokio::test]
+    async fn a_text_gets_the_same_vector_alone_or_padded_in_a_batch() {
+        let embedder = LocalEmbedder::load(tiny()).unwrap();
+        let short = DocText::new(None, "bake bread");
+        let long = DocText::new(None, "the apple tree flowers in spring and the garden needs water in the summer heat");
+        let alone = embedder.embed_documents(std::slice::from_ref(&short)).await.unwrap();
+        let batch = embedder.embed_documents(&[long.clone(), short.clone(), long]).await.unwrap();
+        assert_eq!(batch.len(), 3);
+        assert!(cosine(&alone[0], &batch[1]) > 0.99999, "padding must not change a vector");
+        assert!((cosine(&batch[0], &batch[2]) - 1.0).abs() < 1e-5);
+    }
+
+    #[tokio::test]
+    async fn text_past_the_window_is_cut_at_max_seq_length() {
+        let embedder = LocalEmbedder::load(tiny()).unwrap();
+        let words: Vec<&str> = "apple tree garden water bread oven store query vector model".split(' ').collect();
+        let long: Vec<&str> = words.iter().cycle().take(60).copied().collect();
+        // 24 tokens: [CLS], 22 words, [SEP].
+        let cut = long[..22].join(" ");
+        let whole = embedder.embed_query(&long.join(" ")).await.unwrap();
+        let first = embedder.embed_query(&cut).await.unwrap();
+        assert!(cosine(&whole, &first) > 0.99999);
+    }
+
+    #[test]
+    fn broken_model_folders_get_one_line_naming_the_file() {
+        let message = |result: std::result::Result<LocalEmbedder, LoadError>| result.unwrap_err().to_string();
+        let (_d, no_weights) = damaged(|m| std::fs::remove_file(m.join("model.safetensors")).unwrap());
+        let text = message(no_weights);
+        assert!(text.contains("model.safetensors") && text.contains("download"), "{text}");
+        let (_d, truncated) = damaged(|m| {
+            let bytes = std::fs::read(m.join("model.safetensors")).unwrap();
+            std::fs::write(m.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+        });
+        let text = message(truncated);
+        assert!(text.contains("model.safetensors") && text.contains("truncated or damaged"), "{text}");
+        assert!(!text.contains('\n'), "one line, even with RUST_BACKTRACE set: {text}");
+        let (_d, garbage) = damaged(|m| std::fs::write(m.join("model.safetensors"), b"not safetensors").unwrap());
+        assert!(message(garbage).contains("model.safetensors"));
+        let (_d, wrong_tokenizer) = damaged(|m| {
+            // Another model's tokenizer: a larger vocabulary than these weights.
+            let tokenizer = std::fs::read_to_string(m.join("tokenizer.json")).unwrap();
+            let mut value: serde_json::Value = serde_json::from_str(&tokenizer).unwrap();
+            let vocab = value["model"]["vocab"].as_object_mut().unwrap();
+            for i in 0..500 {
+                let id = vocab.len();
+                vocab.insert(format!("extra{i}"), id.into());
+            }
+            std::fs::write(m.join("tokenizer.json"), value.to_string()).unwrap();
+        });
+        let text = message(wrong_tokenizer);
+        assert!(text.contains("tokenizer.json") && text.contains("another model"), "{text}");
+        let (_d, other_arch) = damaged(|m| {
+            let config = std::fs::read_to_string(m.join("config.json")).unwrap();
+            std::fs::write(m.join("config.json"), config.replace("\"bert\"", "\"nomic_bert\"")).unwrap();
+        });
+        let text = message(other_arch);
+        assert!(text.contains("config.json") && text.contains("nomic_bert") && text.contains("Ollama"), "{text}");
+        let (_d, no_config) = damaged(|m| std::fs::remove_file(m.join("config.json")).unwrap());
+        assert!(message(no_config).contains("config.json"));
+        assert!(message(LocalEmbedder::load("/no/such/model")).contains("no such folder"));
+    }
+
+    #[test]
+    fn model_names_that_are_folders_are_told_apart_from_ollama_names() {
+        let path = tiny();
+        let path = path.to_string_lossy();
+        assert!(LocalEmbedder::is_model_folder(&path));
+        assert!(LocalEmbedder::is_model_folder(&format!("{path}#0123456789abcdef")));
+        assert!(!LocalEmbedder::is_model_folder("all-minilm"));
+        assert!(!LocalEmbedder::is_model_folder("nomic-embed-text:latest"));
+        let loaded = LocalEmbedder::load_named(&format!("{path}#0123")).unwrap();
+        assert_eq!(loaded.dimension(), 32);
+    }
+}
