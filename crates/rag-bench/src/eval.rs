@@ -188,7 +188,8 @@ pub struct EvalArgs {
     /// Embed each chunk with its heading path (the indexer's default).
     pub embed_headings: bool,
     /// Largest chunk in characters (before the model's window lowers it).
-    pub chunk_size: usize,
+    /// Chunk size in characters; `None` is `rag index`'s default, fitted to the model's window.
+    pub chunk_size: Option<usize>,
     /// Print JSON instead of a table.
     pub json: bool,
     /// Score only the first N judged queries.
@@ -200,8 +201,9 @@ pub async fn run(args: EvalArgs) -> Result<()> {
     let data = Dataset::load(&args.dataset)?;
     let name = args.dataset.file_name().map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned());
     let model = args.embedder.model().replace(['/', ':'], "_");
-    let mut chunk_size = args.chunk_size;
-    if let Some(window) = args.embedder.context_tokens() {
+    let mut chunk_size = args.chunk_size.unwrap_or(TextChunker::DEFAULT_SIZE);
+    // Unless a size was given, chunks fit the model's window, as `rag index` makes them.
+    if let (None, Some(window)) = (args.chunk_size, args.embedder.context_tokens()) {
         chunk_size = chunk_size.min(rag_core::chunk_chars_for_window(window));
     }
     let variant = format!("{model}-c{chunk_size}{}", if args.embed_headings { "" } else { "-noheadings" });

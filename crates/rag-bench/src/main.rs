@@ -6,6 +6,7 @@
 //! target/release/rag-bench query              # 10k, 100k, 1M chunks of 768 dims
 //! target/release/rag-bench mcp                # warm search through `rag mcp` at 10k and 100k chunks
 //! target/release/rag-bench watch              # save-to-queryable latency of `rag watch`
+//! target/release/rag-bench embed --model DIR  # in-process embedder texts/s (beside --ollama-url)
 //! target/release/rag-bench index              # 10k-file trees (mixed, notes, code), instant embedder
 //! target/release/rag-bench index --tree DIR    # a folder of your own, instant embedder
 //! target/release/rag-bench startup            # rag --version, rag store list
@@ -17,6 +18,7 @@
 //! Stores and trees are built once under `--dir` (default
 //! `target/rag-bench`) and reused.
 
+mod embed;
 mod eval;
 mod mcp;
 mod watch;
@@ -54,6 +56,12 @@ fn main() -> Result<()> {
             let sizes: Vec<usize> = sizes.split(',').map(str::parse).collect::<Result<_, _>>().context("--sizes")?;
             runtime.block_on(mcp::bench_mcp(&dir, &sizes, runs.max(21)))
         }
+        Some("embed") => {
+            let model = flag("--model").context("usage: rag-bench embed --model MODEL_FOLDER [--ollama-url URL]")?;
+            let ollama =
+                flag("--ollama-url").map(|url| (url, flag("--ollama-model").unwrap_or_else(|| "all-minilm".into())));
+            runtime.block_on(embed::bench_embed(Path::new(&model), ollama, runs.min(5)))
+        }
         Some("watch") => runtime.block_on(watch::bench_watch(&dir, runs.max(11))),
         Some("query-once") => {
             let data = flag("--data-dir").context("--data-dir")?;
@@ -87,11 +95,15 @@ fn main() -> Result<()> {
             }
             let modes = flag("--modes").unwrap_or_else(|| "vector,lexical,hybrid".into());
             let modes = modes.split(',').map(str::parse).collect::<rag_core::Result<Vec<rag_core::SearchMode>>>()?;
-            let chunk_size =
-                flag("--chunk-size").map_or(Ok(TextChunker::DEFAULT_SIZE), |c| c.parse()).context("--chunk-size")?;
+            let chunk_size = flag("--chunk-size").map(|c| c.parse()).transpose().context("--chunk-size")?;
             let limit = flag("--limit").map(|l| l.parse()).transpose().context("--limit")?;
             runtime.block_on(async {
-                let embedder = Arc::new(rag_embed_ollama::OllamaEmbedder::connect(config).await?);
+                // A model folder runs in this process; any other name through Ollama.
+                let embedder: Arc<dyn Embedder> = if rag_embed_local::LocalEmbedder::is_model_folder(&config.model) {
+                    Arc::new(rag_embed_local::LocalEmbedder::load_named(&config.model)?)
+                } else {
+                    Arc::new(rag_embed_ollama::OllamaEmbedder::connect(config).await?)
+                };
                 eval::run(eval::EvalArgs {
                     dataset: PathBuf::from(dataset),
                     work: dir.join("eval"),
@@ -113,7 +125,7 @@ fn main() -> Result<()> {
             runtime.block_on(bench_s3(chunks, listed, runs))
         }
         _ => bail!(
-            "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
+            "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
              startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
              [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \
              s3 [--chunks 20000] [--listed 100000] | formats  [--runs N] [--dir DIR]"
