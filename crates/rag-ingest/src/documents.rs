@@ -674,42 +674,11 @@ mod tests {
         assert_eq!(out, "# Sheet: Budget\n\ncolumns: item | cost\nrow 2: item: Tea | cost: 3\n\n");
     }
 
-    /// A PDF whose pages show the given texts (empty: a page with no text).
+    /// A PDF of one page per entry, each with that line of text (none for "").
     fn pdf_of(pages: &[&str]) -> Vec<u8> {
-        use lopdf::content::{Content, Operation};
-        use lopdf::{Document, Object, Stream, dictionary};
-        let mut doc = Document::with_version("1.5");
-        let pages_id = doc.new_object_id();
-        let font = doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" });
-        let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font } });
-        let mut kids = Vec::new();
-        for text in pages {
-            let mut operations = Vec::new();
-            if !text.is_empty() {
-                operations = vec![
-                    Operation::new("BT", vec![]),
-                    Operation::new("Tf", vec!["F1".into(), 12.into()]),
-                    Operation::new("Td", vec![72.into(), 700.into()]),
-                    Operation::new("Tj", vec![Object::string_literal(*text)]),
-                    Operation::new("ET", vec![]),
-                ];
-            }
-            let content = Content { operations };
-            let stream = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
-            let page = doc.add_object(dictionary! {
-                "Type" => "Page", "Parent" => pages_id, "Contents" => stream, "Resources" => resources,
-                "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
-            });
-            kids.push(page.into());
-        }
-        let count = kids.len() as i64;
-        doc.objects
-            .insert(pages_id, Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count }));
-        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-        doc.trailer.set("Root", catalog);
-        let mut bytes = Vec::new();
-        doc.save_to(&mut bytes).unwrap();
-        bytes
+        let pages: Vec<Vec<String>> =
+            pages.iter().map(|p| if p.is_empty() { Vec::new() } else { vec![(*p).to_string()] }).collect();
+        rag_testkit::documents::pdf(&pages)
     }
 
     #[test]
