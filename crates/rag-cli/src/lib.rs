@@ -22,7 +22,7 @@ use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    Chunker, DocText, Embedder, Filter, IndexObserver, IndexOptions, Indexer, Querier, SearchOptions, StoreConfig,
+    Chunker, DocText, Embedder, Filter, IndexObserver, IndexOptions, Indexer, SearchOptions, StoreConfig,
     VectorBackend, validate_store_name,
 };
 use rag_embed_ollama::{DEFAULT_MODEL, OllamaConfig, OllamaEmbedder};
@@ -363,6 +363,7 @@ impl IndexObserver for Progress {
     }
 }
 
+/// `rag query`: one store, or several (one embedding per model, hits merged on one ranking).
 async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
     let text = if args.stdin {
         let mut text = String::new();
@@ -375,118 +376,35 @@ async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
         bail!("the question is empty; pass it as an argument or pipe it with --stdin");
     }
     let stores = query_stores(&args, data_dir).await?;
-    if stores.len() > 1 {
-        return query_many(&args, &stores, &text, data_dir).await;
+    if stores.is_empty() {
+        bail!("no store to search: there are no stores yet; create one with `rag index PATHS --store NAME`");
     }
-    let Some(store) = stores.first() else { bail!("no store to search: there are no stores yet") };
-    let backend = backends::open(data_dir, &args.backend, Some(store)).await?.as_dyn();
-    let config = match backend.store_config(store).await {
-        Ok(config) => config,
-        Err(rag_core::Error::StoreNotFound { .. }) => {
-            let stores = backend.list_stores().await.unwrap_or_default();
-            let known = if stores.is_empty() {
-                "there are no stores yet".to_string()
-            } else {
-                format!("stores: {}", stores.join(", "))
-            };
-            bail!("store {store:?} not found ({known}); create it with `rag index PATHS --store {store}`");
-        }
-        Err(err) => return Err(err.into()),
-    };
     let filter = query_filter(&args)?;
-    let filter_json = filter.as_ref().map(|f| f.as_json().clone());
-    let model = args.embedder.model.clone().unwrap_or_else(|| config.model.clone());
-    let started = Instant::now();
-    let embedder = connect(&args.embedder, model, 1, 1).await?;
-    let options = SearchOptions::new(args.top_k)
-        .with_mode(args.mode.into())
-        .with_filter(filter)
-        .with_lexical_weight(args.lexical_weight)
-        .with_max_per_file(args.max_per_file);
-    let found = Querier::new(embedder, backend.clone()).search_store(store, &config, &text, &options).await?;
-    let elapsed = started.elapsed();
-    let results: Vec<QueryResult> = found
-        .hits
-        .iter()
-        .filter(|hit| args.min_score.is_none_or(|min| hit.hit.score >= min))
-        .enumerate()
-        .map(|(i, hit)| QueryResult::from_search(i + 1, hit, args.full, args.snippet_length).in_store(store))
-        .collect();
-    let millis = elapsed.as_secs_f64() * 1000.0;
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        let out = QueryOutput {
-            query: &text,
-            store,
-            stores: None,
-            total_results: results.len(),
-            requested_results: args.top_k,
-            query_time: elapsed.as_secs_f64(),
-            metadata: QueryMetadata {
-                backend: backend.name(),
-                model: &config.model,
-                dimension: config.dimension,
-                metric: config.metric.as_str(),
-                min_score: args.min_score,
-                filter: filter_json.as_ref(),
-                full: args.full,
-                snippet_length: args.snippet_length,
-                mode: found.mode.as_str(),
-                lexical: found.lexical,
-                lexical_weight: args.lexical_weight,
-                max_per_file: args.max_per_file,
-                notes: &found.notes,
-            },
-            backend: backend.name(),
-            model: &config.model,
-            query_time_ms: millis,
-            results,
-        };
-        serde_json::to_writer_pretty(&mut stdout, &out)?;
-        writeln!(stdout)?;
-    } else {
-        for note in &found.notes {
-            eprintln!("note: {note}");
-        }
-        write!(stdout, "{}", output::query_text(&text, store, &results, args.top_k, millis, args.explain))?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The stores a query names: `--store` (repeatable), or with `--all-stores`
-/// every local store and every S3 Vectors store used from this machine.
-async fn query_stores(args: &QueryArgs, data_dir: &Path) -> Result<Vec<String>> {
-    let mut stores: Vec<String> = Vec::new();
-    if args.all_stores {
-        let opened = backends::open(data_dir, &args.backend, None).await?;
-        stores.extend(opened.as_dyn().list_stores().await?);
-        if opened.remote().is_none() {
-            stores.extend(backends::RemoteStores::load(data_dir)?.all().keys().cloned());
-        }
-    } else {
-        stores.extend(args.stores.iter().cloned());
-    }
-    let mut seen = std::collections::HashSet::new();
-    stores.retain(|s| seen.insert(s.clone()));
-    Ok(stores)
-}
-
-/// `rag query` over several stores: one embedding per model, hits merged.
-async fn query_many(args: &QueryArgs, stores: &[String], text: &str, data_dir: &Path) -> Result<ExitCode> {
-    let filter = query_filter(args)?;
     let filter_json = filter.as_ref().map(|f| f.as_json().clone());
     let started = Instant::now();
     let mut embedders: Vec<(String, Arc<dyn Embedder>)> = Vec::new();
     let mut targets = Vec::new();
     let mut configs = Vec::new();
-    for store in stores {
+    for store in &stores {
         let backend = backends::open(data_dir, &args.backend, Some(store)).await?.as_dyn();
-        let config = backend.store_config(store).await?;
+        let config = match backend.store_config(store).await {
+            Ok(config) => config,
+            Err(rag_core::Error::StoreNotFound { .. }) => {
+                let known = backend.list_stores().await.unwrap_or_default();
+                let known = if known.is_empty() {
+                    "there are no stores yet".to_string()
+                } else {
+                    format!("stores: {}", known.join(", "))
+                };
+                bail!("store {store:?} not found ({known}); create it with `rag index PATHS --store {store}`");
+            }
+            Err(err) => return Err(err.into()),
+        };
         let model = args.embedder.model.clone().unwrap_or_else(|| config.model.clone());
         let embedder = match embedders.iter().find(|(m, _)| *m == model) {
             Some((_, embedder)) => embedder.clone(),
             None => {
-                let embedder: Arc<dyn Embedder> = connect(&args.embedder, model.clone(), 1, 1).await?;
+                let embedder = connect(&args.embedder, model.clone(), 1, 1).await?;
                 embedders.push((model, embedder.clone()));
                 embedder
             }
@@ -499,7 +417,7 @@ async fn query_many(args: &QueryArgs, stores: &[String], text: &str, data_dir: &
         .with_filter(filter)
         .with_lexical_weight(args.lexical_weight)
         .with_max_per_file(args.max_per_file);
-    let found = rag_core::search_stores(&targets, text, &options).await?;
+    let found = rag_core::search_stores(&targets, &text, &options).await?;
     let elapsed = started.elapsed();
     let results: Vec<QueryResult> = found
         .hits
@@ -508,12 +426,21 @@ async fn query_many(args: &QueryArgs, stores: &[String], text: &str, data_dir: &
         .enumerate()
         .map(|(i, hit)| QueryResult::from_search(i + 1, &hit.hit, args.full, args.snippet_length).in_store(&hit.store))
         .collect();
+    // One store's notes as they are; several stores' each naming its store.
+    let several = stores.len() > 1;
     let notes: Vec<String> = found
         .stores
         .iter()
-        .flat_map(|(store, answer)| answer.notes.iter().map(move |note| format!("{store}: {note}")))
+        .flat_map(|(store, answer)| {
+            answer.notes.iter().map(move |note| if several { format!("{store}: {note}") } else { note.clone() })
+        })
         .collect();
-    let models: Vec<&str> = embedders.iter().map(|(m, _)| m.as_str()).collect();
+    let mut models: Vec<&str> = Vec::new();
+    for config in &configs {
+        if !models.contains(&config.model.as_str()) {
+            models.push(&config.model);
+        }
+    }
     let models = models.join(",");
     let joined = stores.join(",");
     let names: Vec<&str> = stores.iter().map(String::as_str).collect();
@@ -523,9 +450,9 @@ async fn query_many(args: &QueryArgs, stores: &[String], text: &str, data_dir: &
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = QueryOutput {
-            query: text,
+            query: &text,
             store: &joined,
-            stores: Some(&names),
+            stores: several.then_some(names.as_slice()),
             total_results: results.len(),
             requested_results: args.top_k,
             query_time: elapsed.as_secs_f64(),
@@ -555,9 +482,27 @@ async fn query_many(args: &QueryArgs, stores: &[String], text: &str, data_dir: &
         for note in &notes {
             eprintln!("note: {note}");
         }
-        write!(stdout, "{}", output::query_text(text, &joined, &results, args.top_k, millis, args.explain))?;
+        write!(stdout, "{}", output::query_text(&text, &joined, &results, args.top_k, millis, args.explain))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stores a query names: `--store` (repeatable), or with `--all-stores`
+/// every local store and every S3 Vectors store used from this machine.
+async fn query_stores(args: &QueryArgs, data_dir: &Path) -> Result<Vec<String>> {
+    let mut stores: Vec<String> = Vec::new();
+    if args.all_stores {
+        let opened = backends::open(data_dir, &args.backend, None).await?;
+        stores.extend(opened.as_dyn().list_stores().await?);
+        if opened.remote().is_none() {
+            stores.extend(backends::RemoteStores::load(data_dir)?.all().keys().cloned());
+        }
+    } else {
+        stores.extend(args.stores.iter().cloned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    stores.retain(|s| seen.insert(s.clone()));
+    Ok(stores)
 }
 
 /// `rag get`: what a store holds for a hit, from the store only.
