@@ -70,10 +70,13 @@ pub(crate) fn error_chain(err: &anyhow::Error) -> String {
         Some(rag_core::Error::StoreNotFound { store, .. }) => text.push_str(&format!(
             "; create it with `rag index PATHS --store {store}` or list stores with `rag store list`"
         )),
-        Some(rag_core::Error::EmbedderUnreachable { .. }) => text.push_str(
-            "; or embed in this process, with no server, from a sentence-transformers model folder: \
+        Some(rag_core::Error::EmbedderUnreachable { .. }) => {
+            text.truncate(text.trim_end_matches('.').len());
+            text.push_str(
+                "; or embed in this process, with no server, from a sentence-transformers model folder: \
              --model ./all-MiniLM-L6-v2 (config.json, tokenizer.json, model.safetensors)",
-        ),
+            );
+        }
         Some(rag_core::Error::InvalidInput(message)) if message.starts_with("the filter is not JSON") => {
             text.push_str(" (in --filter)");
         }
