@@ -133,6 +133,15 @@ fn main() -> Result<()> {
     }
 }
 
+/// The `rag` binary built beside this one (the benchmarks run it as users do).
+fn rag_binary() -> Result<PathBuf> {
+    let rag = std::env::current_exe()?.with_file_name(format!("rag{}", std::env::consts::EXE_SUFFIX));
+    if !rag.exists() {
+        bail!("{} not found: build it with `cargo build --release -p rag-cli`", rag.display());
+    }
+    Ok(rag)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -544,11 +553,7 @@ async fn bench_index(dir: &Path, label: &str, tree: &Path, runs: usize) -> Resul
 }
 
 fn bench_startup(dir: &Path, runs: usize) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let rag = exe.with_file_name(format!("rag{}", std::env::consts::EXE_SUFFIX));
-    if !rag.exists() {
-        bail!("{} not found: build it with `cargo build --release -p rag-cli`", rag.display());
-    }
+    let rag = crate::rag_binary()?;
     let data = dir.join("startup-data");
     std::fs::create_dir_all(&data)?;
     println!("start-up of {} ({runs} runs, medians)", rag.display());

@@ -84,11 +84,7 @@ impl Drop for Server {
 
 /// Warm `search` latency through `rag mcp` at each size, per mode.
 pub async fn bench_mcp(dir: &Path, sizes: &[usize], calls: usize) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let rag = exe.with_file_name(format!("rag{}", std::env::consts::EXE_SUFFIX));
-    if !rag.exists() {
-        bail!("{} not found: build it with `cargo build --release -p rag-cli`", rag.display());
-    }
+    let rag = crate::rag_binary()?;
     let ollama = rag_testkit::FakeOllama::with_models(&[("synthetic", DIM)]);
     // The fake's own round trip, measured as rag mcp's embedder client makes it.
     let embedder = rag_embed_ollama::OllamaEmbedder::connect(

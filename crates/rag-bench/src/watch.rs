@@ -14,11 +14,7 @@ use crate::median;
 
 /// Median save-to-queryable latency over `saves` saves.
 pub async fn bench_watch(dir: &Path, saves: usize) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let rag = exe.with_file_name(format!("rag{}", std::env::consts::EXE_SUFFIX));
-    if !rag.exists() {
-        bail!("{} not found: build it with `cargo build --release -p rag-cli`", rag.display());
-    }
+    let rag = crate::rag_binary()?;
     let work = std::path::absolute(dir.join("watch"))?;
     let _ = std::fs::remove_dir_all(&work);
     let (tree, data) = (work.join("notes"), work.join("data"));
