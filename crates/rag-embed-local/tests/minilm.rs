@@ -41,7 +41,8 @@ async fn minilm_matches_an_independent_implementation_and_ranks_related_text_fir
         let expected: Vec<f32> =
             case["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
         let similarity = cosine(vector, &expected);
-        assert!(similarity >= 0.999, "{} tokens: cosine {similarity}", case["tokens"]);
+        // The issue asks for 0.999; both sides compute in f32 and agree to 1e-7.
+        assert!(similarity >= 0.99999, "{} tokens: cosine {similarity}", case["tokens"]);
     }
     // A related text outranks an unrelated one.
     let query = embedder.embed_query("when should I water my tomato plants?").await.unwrap();

@@ -1,0 +1,487 @@
+//! A BERT encoder arranged for embedding on the CPU.
+//!
+//! The weights, names and arithmetic are those of candle-transformers'
+//! `BertModel`; what differs is the arrangement:
+//!
+//! - **No padding.** The texts of a pass are laid end to end as one matrix of
+//!   tokens, so the linear layers (most of the work) never multiply padding,
+//!   and attention runs text by text, so no mask is needed.
+//! - **Fused attention.** One matrix product gives queries, keys and values;
+//!   each (text, head) pair then computes its scores, softmax and weighted
+//!   values in a buffer of its own, on every core, writing straight into the
+//!   output. Nothing of size texts × heads × tokens² is ever allocated.
+//! - **In place.** Bias and GELU are applied to the intermediate layer in
+//!   place, in parallel, with a polynomial `erf` in place of libm's.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Module, Shape, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_transformers::models::bert::{Config, HiddenAct};
+use rayon::prelude::*;
+
+/// The span of one text in the matrix of tokens: first row and length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    pub start: usize,
+    pub len: usize,
+}
+
+struct Layer {
+    /// Queries, keys and values in one weight of `3 × hidden` rows, the
+    /// queries pre-scaled by 1/√(head size).
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Tensor,
+    intermediate_bias: Vec<f32>,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// A BERT encoder: token ids in, one vector per token out.
+pub(crate) struct Encoder {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    embedding_norm: LayerNorm,
+    layers: Vec<Layer>,
+    heads: usize,
+    hidden: usize,
+    activation: HiddenAct,
+}
+
+fn linear(vb: &VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Linear> {
+    candle_nn::linear(inputs, outputs, vb.clone())
+}
+
+fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle_core::Result<LayerNorm> {
+    candle_nn::layer_norm(size, eps, vb)
+}
+
+impl Encoder {
+    /// Loads the weights of a BERT checkpoint (with or without the `bert.` prefix).
+    pub fn load(vb: VarBuilder, config: &Config) -> candle_core::Result<Self> {
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+        let hidden = config.hidden_size;
+        let heads = config.num_attention_heads;
+        if heads == 0 || !hidden.is_multiple_of(heads) {
+            candle_core::bail!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}");
+        }
+        let eps = config.layer_norm_eps;
+        let embeddings = vb.pp("embeddings");
+        let word = embeddings.get((config.vocab_size, hidden), "word_embeddings.weight")?;
+        let position = embeddings.get((config.max_position_embeddings, hidden), "position_embeddings.weight")?;
+        let token_type =
+            embeddings.get((config.type_vocab_size, hidden), "token_type_embeddings.weight")?.narrow(0, 0, 1)?;
+        let embedding_norm = layer_norm(embeddings.pp("LayerNorm"), hidden, eps)?;
+        let scale = 1.0 / ((hidden / heads) as f64).sqrt();
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for index in 0..config.num_hidden_layers {
+            let vb = vb.pp(format!("encoder.layer.{index}"));
+            let attention = vb.pp("attention.self");
+            let query = linear(&attention.pp("query"), hidden, hidden)?;
+            let key = linear(&attention.pp("key"), hidden, hidden)?;
+            let value = linear(&attention.pp("value"), hidden, hidden)?;
+            let weight = Tensor::cat(&[(query.weight() * scale)?, key.weight().clone(), value.weight().clone()], 0)?;
+            let bias = match (query.bias(), key.bias(), value.bias()) {
+                (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[(q * scale)?, k.clone(), v.clone()], 0)?),
+                _ => candle_core::bail!("layer {index}: attention without biases is not BERT"),
+            };
+            let intermediate = linear(&vb.pp("intermediate.dense"), hidden, config.intermediate_size)?;
+            let intermediate_bias = match intermediate.bias() {
+                Some(bias) => bias.to_vec1::<f32>()?,
+                None => vec![0.0; config.intermediate_size],
+            };
+            layers.push(Layer {
+                qkv: Linear::new(weight, bias),
+                attention_out: linear(&vb.pp("attention.output.dense"), hidden, hidden)?,
+                attention_norm: layer_norm(vb.pp("attention.output.LayerNorm"), hidden, eps)?,
+                intermediate: intermediate.weight().t()?,
+                intermediate_bias,
+                output: linear(&vb.pp("output.dense"), config.intermediate_size, hidden)?,
+                output_norm: layer_norm(vb.pp("output.LayerNorm"), hidden, eps)?,
+            });
+        }
+        Ok(Self { word, position, token_type, embedding_norm, layers, heads, hidden, activation: config.hidden_act })
+    }
+
+    /// Width of a token vector.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Token vectors of the texts `ids`, laid end to end: a `(tokens, hidden)`
+    /// tensor whose rows for text `i` are `spans[i]`.
+    pub fn forward(&self, ids: &[&[u32]]) -> candle_core::Result<(Tensor, Vec<Span>)> {
+        let device = self.word.device();
+        let mut spans = Vec::with_capacity(ids.len());
+        let mut flat = Vec::new();
+        let mut positions = Vec::new();
+        for text in ids {
+            spans.push(Span { start: flat.len(), len: text.len() });
+            flat.extend_from_slice(text);
+            positions.extend(0..text.len() as u32);
+        }
+        let tokens = flat.len();
+        if tokens == 0 {
+            return Ok((Tensor::zeros((0, self.hidden), DType::F32, device)?, spans));
+        }
+        let flat = Tensor::from_vec(flat, tokens, device)?;
+        let positions = Tensor::from_vec(positions, tokens, device)?;
+        let embedded = (self.word.index_select(&flat, 0)? + self.position.index_select(&positions, 0)?)?
+            .broadcast_add(&self.token_type)?;
+        let mut x = self.embedding_norm.forward(&embedded)?;
+        for layer in &self.layers {
+            let qkv = layer.qkv.forward(&x)?;
+            let context = qkv.apply_op1_no_bwd(&Attention { spans: &spans, heads: self.heads })?;
+            let attended = (layer.attention_out.forward(&context)? + &x)?;
+            x = layer.attention_norm.forward(&attended)?;
+            let inner = x.matmul(&layer.intermediate)?;
+            inner.inplace_op1(&BiasActivation { bias: &layer.intermediate_bias, activation: self.activation })?;
+            let out = (layer.output.forward(&inner)? + &x)?;
+            x = layer.output_norm.forward(&out)?;
+        }
+        Ok((x, spans))
+    }
+}
+
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    if !layout.is_contiguous() {
+        candle_core::bail!("expected a contiguous tensor");
+    }
+    let data = storage.as_slice::<f32>()?;
+    Ok(&data[layout.start_offset()..layout.start_offset() + layout.shape().elem_count()])
+}
+
+/// A raw pointer that rayon tasks may share: each writes its own disjoint cells.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every task writes cells no other task writes (its own text and head).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// Self-attention over `(tokens, 3 × hidden)` queries, keys and values, text
+/// by text: `(tokens, hidden)` context vectors out.
+struct Attention<'a> {
+    spans: &'a [Span],
+    heads: usize,
+}
+
+impl candle_core::CustomOp1 for Attention<'_> {
+    fn name(&self) -> &'static str {
+        "text-by-text-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(storage, layout)?;
+        let (tokens, width) = layout.shape().dims2()?;
+        let hidden = width / 3;
+        let head_size = hidden / self.heads;
+        let mut out = vec![0f32; tokens * hidden];
+        let shared = SharedOut(out.as_mut_ptr());
+        let tasks: Vec<(Span, usize)> =
+            self.spans.iter().flat_map(|&span| (0..self.heads).map(move |head| (span, head))).collect();
+        tasks.into_par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, (span, head)| {
+            let n = span.len;
+            if n == 0 {
+                return;
+            }
+            scores.clear();
+            scores.resize(n * n, 0.0);
+            let q = &qkv[span.start * width + head * head_size..];
+            let k = &qkv[span.start * width + hidden + head * head_size..];
+            let v = &qkv[span.start * width + 2 * hidden + head * head_size..];
+            // SAFETY: the slices above reach the last row of the span, inside
+            // `qkv`; strides are in elements; `scores` holds n × n.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    head_size,
+                    scores.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    width as isize,
+                    k.as_ptr(),
+                    width as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            with_wide_vectors(
+                #[inline(always)]
+                || {
+                    for row in scores.chunks_exact_mut(n) {
+                        softmax_in_place(row);
+                    }
+                },
+            );
+            let dst = shared;
+            // SAFETY: this task alone writes the head's columns of the span's
+            // rows of `out`, which holds tokens × hidden.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    head_size,
+                    n,
+                    dst.0.add(span.start * hidden + head * head_size),
+                    1,
+                    hidden as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    n as isize,
+                    v.as_ptr(),
+                    1,
+                    width as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
+    }
+}
+
+/// Adds a bias to each row and applies the activation, in place.
+struct BiasActivation<'a> {
+    bias: &'a [f32],
+    activation: HiddenAct,
+}
+
+impl candle_core::InplaceOp1 for BiasActivation<'_> {
+    fn name(&self) -> &'static str {
+        "bias-activation"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        if !layout.is_contiguous() || storage.dtype() != DType::F32 {
+            candle_core::bail!("expected a contiguous f32 tensor");
+        }
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("expected f32") };
+        let start = layout.start_offset();
+        let data = &mut data[start..start + layout.shape().elem_count()];
+        let bias = self.bias;
+        let activation = self.activation;
+        data.par_chunks_mut(bias.len() * 16).for_each(|rows| {
+            with_wide_vectors(
+                #[inline(always)]
+                || {
+                    for row in rows.chunks_exact_mut(bias.len()) {
+                        bias_activation(row, bias, activation);
+                    }
+                },
+            )
+        });
+        Ok(())
+    }
+}
+
+#[inline(always)]
+fn bias_activation(row: &mut [f32], bias: &[f32], activation: HiddenAct) {
+    for (x, b) in row.iter_mut().zip(bias) {
+        *x += b;
+    }
+    match activation {
+        HiddenAct::Gelu => row.iter_mut().for_each(|x| *x = gelu_erf(*x)),
+        HiddenAct::GeluApproximate => row.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
+        HiddenAct::Relu => row.iter_mut().for_each(|x| *x = x.max(0.0)),
+    }
+}
+
+/// Runs `f`, compiled for AVX2 and FMA when this CPU has them: the loops of
+/// `exp`, `erf` and softmax then work on 8 lanes instead of SSE2's 4. `f`
+/// must be `#[inline(always)]` all the way down for this to reach it.
+#[inline(always)]
+fn with_wide_vectors(f: impl FnOnce()) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn wide(f: impl FnOnce()) {
+            f()
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has both features, checked just above.
+            return unsafe { wide(f) };
+        }
+    }
+    f()
+}
+
+/// Softmax of a row of scores, in place.
+#[inline(always)]
+fn softmax_in_place(row: &mut [f32]) {
+    let max = lanes(row, f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    let inverse = 1.0 / lanes(row, 0.0, |a, b| a + b);
+    row.iter_mut().for_each(|x| *x *= inverse);
+}
+
+/// Folds `xs` with `f` in 8 lanes, then folds the lanes: strict f32
+/// arithmetic keeps a single running fold from being vectorised.
+#[inline(always)]
+fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a = f(*a, x);
+        }
+    }
+    let folded = acc.into_iter().fold(init, &f);
+    tail.iter().fold(folded, |a, &x| f(a, x))
+}
+
+/// `e^x` to within 4 ulp, without libm, so that loops over it vectorise:
+/// range reduction to 2^n · e^r with |r| ≤ ln2/2, and a degree-6
+/// polynomial. Below -87 it is 0 (f32's normal range ends there).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let underflow = x < -87.0;
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest by adding 1.5 · 2^23: SSE2 has no rounding instruction.
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    // 2^n through the exponent bits; n is in [-126, 127] after the clamp.
+    let value = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if underflow { 0.0 } else { value }
+}
+
+/// `erf(x)` with an absolute error under 5e-7 in f32 (Abramowitz and Stegun
+/// 7.1.26, whose own bound is 1.5e-7).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * exp(-a * a);
+    y.copysign(x)
+}
+
+/// GELU as BERT defines it: `x · Φ(x)`, with the exact (erf) normal CDF.
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU's tanh approximation (`gelu_new`).
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use candle_core::Device;
+    use std::collections::HashMap;
+
+    /// The tiny test model's weights, matrices scaled up so that attention
+    /// is far from uniform and every path of the arithmetic shows.
+    fn tiny_weights() -> HashMap<String, Tensor> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+        tensors
+            .into_iter()
+            .map(|(name, t)| {
+                let scaled = if name.contains("LayerNorm") { t } else { (t * 20.0).unwrap() };
+                (name, scaled)
+            })
+            .collect()
+    }
+
+    fn tiny_config(activation: &str) -> Config {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        config["hidden_act"] = activation.into();
+        serde_json::from_value(config).unwrap()
+    }
+
+    #[test]
+    fn the_encoder_matches_candles_bert_text_by_text() {
+        let texts: [&[u32]; 4] = [&[2, 40, 41, 42, 3], &[2, 3], &[2, 50, 60, 70, 80, 90, 100, 110, 120, 3], &[2, 7, 3]];
+        for activation in ["gelu", "geluapproximate", "relu"] {
+            let config = tiny_config(activation);
+            let vb = || VarBuilder::from_tensors(tiny_weights(), DType::F32, &Device::Cpu);
+            let ours = Encoder::load(vb(), &config).unwrap();
+            let theirs = candle_transformers::models::bert::BertModel::load(vb(), &config).unwrap();
+            let (packed, spans) = ours.forward(&texts).unwrap();
+            assert_eq!(packed.dims(), &[20, 32]);
+            for (text, span) in texts.iter().zip(&spans) {
+                let ids = Tensor::new(*text, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+                let expected = theirs.forward(&ids, &ids.zeros_like().unwrap(), None).unwrap().squeeze(0).unwrap();
+                let got = packed.narrow(0, span.start, span.len).unwrap();
+                let differ = (got - &expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let spread = expected.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(differ < 1e-4 * spread.max(1.0), "{activation}, {} tokens: off by {differ}", text.len());
+            }
+        }
+    }
+
+    #[test]
+    fn exp_and_erf_match_libm() {
+        for i in -8000..=1000 {
+            let x = i as f32 / 100.0;
+            let (ours, libm) = (exp(x), x.exp());
+            assert!((ours - libm).abs() <= libm * 5e-7, "exp({x}): {ours} vs {libm}");
+        }
+        for i in -600..=600 {
+            let x = i as f32 / 100.0;
+            let reference = libm_erf(x as f64);
+            assert!((erf(x) as f64 - reference).abs() < 5e-7, "erf({x}): {} vs {reference}", erf(x));
+        }
+        assert_eq!((exp(-87.5), exp(-1e30), exp(f32::NEG_INFINITY)), (0.0, 0.0, 0.0));
+    }
+
+    /// erf by its Taylor series (|x| < 3) or continued fraction, in f64.
+    fn libm_erf(x: f64) -> f64 {
+        if x.abs() < 3.0 {
+            let mut sum = 0.0;
+            let mut term = x;
+            for n in 0..200 {
+                sum += term / (2 * n + 1) as f64;
+                term *= -x * x / (n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            let a = x.abs();
+            let mut fraction = 0.0;
+            for k in (1..100).rev() {
+                fraction = (k as f64 / 2.0) / (a + fraction);
+            }
+            let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + fraction);
+            (1.0 - erfc).copysign(x)
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut row = vec![1.0, 3.0, -2.0, 3.0, 0.5];
+        softmax_in_place(&mut row);
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(row[1] == row[3] && row[1] > row[0] && row[0] > row[4] && row[4] > row[2]);
+        let mut huge = vec![1000.0, 0.0];
+        softmax_in_place(&mut huge);
+        assert_eq!(huge, vec![1.0, 0.0]);
+    }
+}
