@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use serde_json::Value;
-use support::{FakeOllama, Run, Workspace, sections};
+use support::{FakeHub, FakeOllama, Run, Workspace, sections};
 
 /// Small chunks so files split into several.
 const CHUNKS: [&str; 4] = ["--chunk-size", "400", "--chunk-overlap", "50"];
@@ -953,4 +953,35 @@ fn a_model_folder_embeds_in_process_with_no_ollama_anywhere() {
     let down = ws.rag(&["index", ".", "--store", "gemma", "--ollama-url", dead]);
     down.assert_code(1);
     assert!(down.stderr().contains("--model ./all-MiniLM-L6-v2"), "{}", down.stderr());
+    assert!(down.stderr().contains("--model hf:sentence-transformers/all-MiniLM-L6-v2"), "{}", down.stderr());
+}
+
+#[test]
+fn a_hub_model_is_fetched_once_and_later_runs_need_no_network() {
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/rag-embed-local/tests/fixtures/tiny-bert");
+    let ws = Workspace::new();
+    ws.write("garden/tomatoes.md", "# Tomatoes\n\nwater the tomatoes in the summer heat\n");
+    ws.write("kitchen/bread.md", "# Bread\n\nbake bread in the oven\n");
+    let hub = FakeHub::start();
+    hub.add_folder("test-org/tiny-bert", &model);
+    let dead = "http://127.0.0.1:9";
+    let with_hub = |args: &[&str]| Run(ws.command(args).env("HF_ENDPOINT", hub.url()).output().unwrap());
+    let run = with_hub(&["index", ".", "--store", "hub", "--model", "hf:test-org/tiny-bert", "--ollama-url", dead]);
+    run.assert_ok();
+    assert!(run.stdout().contains("2 new"), "{}", run.stdout());
+    assert!(ws.dir.path().join("hf-home/hub/models--test-org--tiny-bert").is_dir(), "HF_HOME is the cache");
+    assert!(!hub.requests().is_empty());
+    drop(hub);
+    // The Hub is gone (HF_ENDPOINT points at a closed port): the store's model comes from the cache.
+    let out = ws.rag(&["query", "bake bread", "--store", "hub", "--json", "--ollama-url", dead]);
+    out.assert_ok();
+    let json: Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(json["results"][0]["file_path"], "kitchen/bread.md");
+    assert!(json["model"].as_str().unwrap().starts_with("hf:test-org/tiny-bert#"), "{}", json["model"]);
+    // A model that was never fetched, with no Hub: one line that says what to do.
+    let missing = ws.rag(&["index", ".", "--store", "other", "--model", "hf:test-org/other"]);
+    missing.assert_code(1);
+    let err = missing.stderr();
+    assert!(err.contains("hf:test-org/other") && err.contains("HF_ENDPOINT") && err.lines().count() == 1, "{err}");
 }

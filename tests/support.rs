@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 #[allow(unused_imports)]
-pub use rag_testkit::{FakeOllama, FakeS3Vectors};
+pub use rag_testkit::{FakeHub, FakeOllama, FakeS3Vectors};
 
 /// The `rag` binary: `RAG_BIN` if set, else the copy cargo builds with these
 /// tests (`CARGO_BIN_EXE_rag-under-test`, always current).
@@ -69,6 +69,11 @@ impl Workspace {
             .env_remove("RAG_MODEL")
             .env_remove("RAG_S3_BUCKET")
             .env_remove("RUST_LOG")
+            // hf: models: a Hub cache of this workspace's own, and no real Hub.
+            .env("HF_HOME", self.dir.path().join("hf-home"))
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HUB_OFFLINE")
             // S3 Vectors tests talk to a loopback fake: static credentials, no
             // profile files, no instance metadata lookups.
             .env("AWS_ACCESS_KEY_ID", "testing")

@@ -98,8 +98,8 @@ fn main() -> Result<()> {
             let chunk_size = flag("--chunk-size").map(|c| c.parse()).transpose().context("--chunk-size")?;
             let limit = flag("--limit").map(|l| l.parse()).transpose().context("--limit")?;
             runtime.block_on(async {
-                // A model folder runs in this process; any other name through Ollama.
-                let embedder: Arc<dyn Embedder> = if rag_embed_local::LocalEmbedder::is_model_folder(&config.model) {
+                // A model folder or hf: name runs in this process; any other name through Ollama.
+                let embedder: Arc<dyn Embedder> = if rag_embed_local::LocalEmbedder::is_local_model(&config.model) {
                     Arc::new(rag_embed_local::LocalEmbedder::load_named(&config.model)?)
                 } else {
                     Arc::new(rag_embed_ollama::OllamaEmbedder::connect(config).await?)

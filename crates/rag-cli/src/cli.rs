@@ -62,7 +62,10 @@ pub enum Command {
 /// Where embeddings come from.
 #[derive(Debug, Args, Clone)]
 pub struct EmbedderArgs {
-    /// Ollama embedding model [default: the store's model, or embeddinggemma for a new store].
+    /// Embedding model: an Ollama model name, a sentence-transformers model folder
+    /// (./all-MiniLM-L6-v2) or hf:ORG/NAME[@REVISION] from the Hugging Face Hub,
+    /// fetched once into its cache (HF_HOME, HF_ENDPOINT, HF_TOKEN) [default: the
+    /// store's model, or embeddinggemma for a new store].
     #[arg(long, env = "RAG_MODEL")]
     pub model: Option<String>,
 

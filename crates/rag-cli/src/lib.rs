@@ -73,8 +73,8 @@ pub(crate) fn error_chain(err: &anyhow::Error) -> String {
         Some(rag_core::Error::EmbedderUnreachable { .. }) => {
             text.truncate(text.trim_end_matches('.').len());
             text.push_str(
-                "; or embed in this process, with no server, from a sentence-transformers model folder: \
-             --model ./all-MiniLM-L6-v2 (config.json, tokenizer.json, model.safetensors)",
+                "; or embed in this process, with no server, from a sentence-transformers model: \
+             --model hf:sentence-transformers/all-MiniLM-L6-v2 (fetched once) or a folder, --model ./all-MiniLM-L6-v2",
             );
         }
         Some(rag_core::Error::InvalidInput(message)) if message.starts_with("the filter is not JSON") => {
@@ -131,17 +131,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The embedder of `model`: a model folder (a path, as `--model ./all-MiniLM-L6-v2`
-/// gives it and as a store records it) runs in this process; any other name
-/// is an Ollama model.
+/// gives it and as a store records it) or a Hub model (`hf:ORG/NAME[@REVISION]`,
+/// fetched once into the Hub's cache) runs in this process; any other name is
+/// an Ollama model.
 pub(crate) async fn connect(
     args: &EmbedderArgs,
     model: String,
     batch_size: usize,
     concurrency: usize,
 ) -> Result<Arc<dyn Embedder>> {
-    if rag_embed_local::LocalEmbedder::is_model_folder(&model) {
+    if rag_embed_local::LocalEmbedder::is_local_model(&model) {
         tracing::info!(model = %model, "loading the model in-process");
-        let loaded = tokio::task::spawn_blocking(move || rag_embed_local::LocalEmbedder::load_named(&model))
+        let mut hub = rag_embed_local::HubOptions::from_env();
+        hub.progress = std::io::stderr().is_terminal();
+        let loaded = tokio::task::spawn_blocking(move || rag_embed_local::LocalEmbedder::load_named_with(&model, &hub))
             .await
             .context("loading the model stopped")??;
         return Ok(Arc::new(loaded));
@@ -592,10 +595,10 @@ async fn store(command: StoreCommand, data_dir: &Path) -> Result<ExitCode> {
             let backend = opened.as_dyn();
             let mut model = embedder.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
             let dimension = match dimension {
-                Some(dimension) if !rag_embed_local::LocalEmbedder::is_model_folder(&model) => dimension,
+                Some(dimension) if !rag_embed_local::LocalEmbedder::is_local_model(&model) => dimension,
                 _ => {
                     let connected = connect(&embedder, model.clone(), 1, 1).await?;
-                    // A model folder is recorded by its path and the fingerprint of its weights.
+                    // A local model is recorded by its path or Hub name and the fingerprint of its weights.
                     model = connected.model().to_string();
                     dimension.unwrap_or_else(|| connected.dimension())
                 }

@@ -29,6 +29,9 @@ use rag_core::{DocText, Embedder, Error, PromptFormat, Result};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 mod bert;
+mod hub;
+
+pub use hub::{HubModel, HubOptions};
 
 /// Most texts embedded in one call.
 pub const BATCH: usize = 32;
@@ -47,6 +50,14 @@ pub enum LoadError {
     File {
         /// The file.
         path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A model name (`hf:ORG/NAME[@REVISION]`) that is malformed or cannot be fetched.
+    #[error("{name}: {reason}")]
+    Name {
+        /// The name as given.
+        name: String,
         /// What is wrong and what to do.
         reason: String,
     },
@@ -136,7 +147,18 @@ impl LocalEmbedder {
     /// more tokens than the model has embeddings (another model's), a model
     /// type other than BERT.
     pub fn load(dir: impl AsRef<Path>) -> std::result::Result<Self, LoadError> {
-        let dir = dir.as_ref();
+        Self::load_as(dir.as_ref(), None)
+    }
+
+    /// Loads the Hub model `model`, fetched into the cache first if it is
+    /// not there yet (see [`HubModel::fetch`]). Its name is `hf:ORG/NAME`
+    /// (with `@REVISION` unless it is `main`) and its weights' fingerprint.
+    pub fn load_hub(model: &HubModel, options: &HubOptions) -> std::result::Result<Self, LoadError> {
+        let folder = model.fetch(options)?;
+        Self::load_as(&folder, Some(model))
+    }
+
+    fn load_as(dir: &Path, hub: Option<&HubModel>) -> std::result::Result<Self, LoadError> {
         if !dir.is_dir() {
             return Err(file_error(dir, "no such folder; give the folder of a sentence-transformers model"));
         }
@@ -173,12 +195,18 @@ impl LocalEmbedder {
         }
 
         let weights_path = dir.join("model.safetensors");
-        let weights = std::fs::read(&weights_path).map_err(|e| {
+        let cannot_read = |e: std::io::Error| {
             file_error(
                 &weights_path,
                 format!("cannot read the weights ({e}); download model.safetensors into the folder"),
             )
-        })?;
+        };
+        let file = std::fs::File::open(&weights_path).map_err(cannot_read)?;
+        // Mapped, not read: the tensors are copied out of the page cache once,
+        // with no 90 MB heap copy first. SAFETY: the map is read-only and
+        // dropped before this function returns; a file truncated by another
+        // process in that window would fault, as any reader of it would fail.
+        let weights = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot_read)?;
         let fingerprint = blake3::hash(&weights).to_hex();
         let device = Device::Cpu;
         let tensors = candle_core::safetensors::load_buffer(&weights, &device).map_err(|e| {
@@ -223,20 +251,25 @@ impl LocalEmbedder {
         let normalize = modules.as_ref().and_then(|m| m.as_array()).is_some_and(|modules| {
             modules.iter().any(|m| m.get("type").and_then(|t| t.as_str()).is_some_and(|t| t.ends_with("Normalize")))
         });
-        let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let name = format!("{}#{}", dir.display(), &fingerprint[..16]);
-        let inner =
-            Inner {
-                name,
-                model,
-                tokenizer,
-                pooling,
-                normalize,
-                max_tokens,
-                dimension: config.hidden_size,
-                tokens_per_pass: TOKENS_PER_PASS,
-            };
-        Ok(Self { inner: Arc::new(inner), prompts: PromptFormat::for_model(&folder) })
+        // Prompts follow the model's own name: the folder's, or the Hub repository's.
+        let (label, family) = match hub {
+            Some(hub) => (hub.name(), hub.repo().rsplit('/').next().unwrap_or_default().to_string()),
+            None => (
+                dir.display().to_string(),
+                dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            ),
+        };
+        let inner = Inner {
+            name: format!("{label}#{}", &fingerprint[..16]),
+            model,
+            tokenizer,
+            pooling,
+            normalize,
+            max_tokens,
+            dimension: config.hidden_size,
+            tokens_per_pass: TOKENS_PER_PASS,
+        };
+        Ok(Self { inner: Arc::new(inner), prompts: PromptFormat::for_model(&family) })
     }
 
     /// The same model with other prompts for documents and queries.
@@ -263,8 +296,23 @@ impl LocalEmbedder {
         (path.contains('/') || path.contains('\\') || path.starts_with('.')) && Path::new(path).is_dir()
     }
 
-    /// Loads the folder a model name names (see [`is_model_folder`](Self::is_model_folder)).
+    /// Whether a model name (as `--model` takes it, or as a store records
+    /// it) names a model this crate runs: a model folder, or `hf:ORG/NAME`.
+    pub fn is_local_model(name: &str) -> bool {
+        name.starts_with("hf:") || Self::is_model_folder(name)
+    }
+
+    /// Loads the model a name names (see [`is_local_model`](Self::is_local_model));
+    /// `hf:` names are fetched with the environment's [`HubOptions`].
     pub fn load_named(name: &str) -> std::result::Result<Self, LoadError> {
+        Self::load_named_with(name, &HubOptions::from_env())
+    }
+
+    /// [`load_named`](Self::load_named) with the Hub options given.
+    pub fn load_named_with(name: &str, hub: &HubOptions) -> std::result::Result<Self, LoadError> {
+        if name.starts_with("hf:") {
+            return Self::load_hub(&HubModel::parse(name)?, hub);
+        }
         Self::load(name.split_once('#').map_or(name, |(path, _)| path))
     }
 }

@@ -11,6 +11,9 @@
 //! test can predict what a query finds. It counts what it was asked, and can
 //! be told to be slow or to fail.
 //!
+//! [`FakeHub`] (module [`hub`]) serves model repositories as the Hugging
+//! Face Hub does, for `hf:` model names.
+//!
 //! Module [`documents`] builds PDF, zip and spreadsheet fixtures in memory.
 //!
 //! ```
@@ -22,8 +25,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod documents;
+pub mod hub;
 pub mod s3vectors;
 
+pub use hub::FakeHub;
 pub use s3vectors::FakeS3Vectors;
 
 use std::collections::{HashMap, VecDeque};
