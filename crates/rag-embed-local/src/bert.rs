@@ -75,7 +75,8 @@ impl Encoder {
             embeddings.get((config.type_vocab_size, hidden), "token_type_embeddings.weight")?.narrow(0, 0, 1)?;
         let embedding_norm = layer_norm(embeddings.pp("LayerNorm"), hidden, eps)?;
         let scale = 1.0 / ((hidden / heads) as f64).sqrt();
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        // Not preallocated: the count is the file's word, and a missing layer ends the loop with an error.
+        let mut layers = Vec::new();
         for index in 0..config.num_hidden_layers {
             let vb = vb.pp(format!("encoder.layer.{index}"));
             let attention = vb.pp("attention.self");
@@ -103,11 +104,6 @@ impl Encoder {
             });
         }
         Ok(Self { word, position, token_type, embedding_norm, layers, heads, hidden, activation: config.hidden_act })
-    }
-
-    /// Width of a token vector.
-    pub fn hidden(&self) -> usize {
-        self.hidden
     }
 
     /// Token vectors of the texts `ids`, laid end to end: a `(tokens, hidden)`

@@ -1,7 +1,20 @@
 //! An in-process [`Embedder`] for vector-rag: a sentence-transformers model
-//! folder (BERT family: all-MiniLM, bge, e5, gte, snowflake-arctic-embed) run
-//! on [candle](https://github.com/huggingface/candle), pure Rust, on every
-//! core, with no server and nothing downloaded.
+//! (BERT family: all-MiniLM, bge, e5, gte, snowflake-arctic-embed; and
+//! nomic-bert, nomic-embed-text's architecture) run on
+//! [candle](https://github.com/huggingface/candle), pure Rust, on every core,
+//! with no server.
+//!
+//! A model comes from a folder ([`LocalEmbedder::load`]) or from the Hugging
+//! Face Hub by name, `hf:ORG/NAME[@REVISION]`, fetched once into the Hub's
+//! cache and used offline from then on ([`LocalEmbedder::load_hub`],
+//! [`HubModel`]).
+//!
+//! BERT runs on this crate's own encoder: the texts of a pass are laid end
+//! to end with no padding, and attention is fused per text and head, so a
+//! 256-token text costs what its tokens cost (all-MiniLM-L6-v2: about 4x the
+//! texts a second of the numpy Ollama stand-in on the same 2 cores).
+//! nomic-bert runs on candle-transformers' model with padded batches, and
+//! reads at most 1,024 tokens of a text.
 //!
 //! The folder holds `config.json`, `tokenizer.json` and `model.safetensors`,
 //! and where present `modules.json` (a `Normalize` module turns on
@@ -22,10 +35,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use candle_core::Tensor;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
+use candle_transformers::models::nomic_bert::{Config as NomicConfig, NomicBertModel};
 use rag_core::{DocText, Embedder, Error, PromptFormat, Result};
+use tokenizers::Encoding;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 mod bert;
@@ -40,6 +56,14 @@ pub const BATCH: usize = 32;
 /// (no padding), so this bounds the activations: an intermediate layer of
 /// 4,096 tokens is 24 MB for all-MiniLM-L6-v2 and 48 MB for a base model.
 const TOKENS_PER_PASS: usize = 4096;
+
+/// Most tokens of a text nomic-bert reads in-process. Its window is 8,192,
+/// but it runs on candle's padded attention, whose memory grows with the
+/// square of the length; chunks are far shorter than this.
+const NOMIC_MAX_TOKENS: usize = 1024;
+
+/// Bound on texts × tokens² of one padded nomic-bert pass.
+const NOMIC_ATTENTION_BUDGET: usize = 1 << 18;
 
 /// Why a model folder cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +88,7 @@ pub enum LoadError {
     /// The folder holds a model of an architecture this crate does not run.
     #[error(
         "{path}: model type {model_type:?} is not supported; rag runs BERT-family models in-process \
-             (all-MiniLM, bge, e5, gte, snowflake-arctic-embed); use it through Ollama instead"
+             (all-MiniLM, bge, e5, gte, snowflake-arctic-embed, nomic-embed-text); use it through Ollama instead"
     )]
     Architecture {
         /// `config.json`.
@@ -98,7 +122,7 @@ pub struct LocalEmbedder {
 
 struct Inner {
     name: String,
-    model: bert::Encoder,
+    model: Network,
     tokenizer: Tokenizer,
     pooling: Pooling,
     normalize: bool,
@@ -116,6 +140,30 @@ impl std::fmt::Debug for LocalEmbedder {
             .field("normalize", &self.inner.normalize)
             .field("max_tokens", &self.inner.max_tokens)
             .finish()
+    }
+}
+
+/// The encoder a folder holds.
+enum Network {
+    /// BERT: this crate's own encoder (no padding, fused attention).
+    Bert(bert::Encoder),
+    /// nomic-bert (rotary positions, SwiGLU): candle-transformers' model.
+    Nomic(Box<NomicBertModel>),
+}
+
+/// A folder's configuration, by architecture.
+enum Architecture {
+    Bert(Config),
+    Nomic(NomicConfig),
+}
+
+impl Architecture {
+    /// `(vocabulary, positions, hidden size)`.
+    fn sizes(&self) -> (usize, usize, usize) {
+        match self {
+            Architecture::Bert(c) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
+            Architecture::Nomic(c) => (c.vocab_size, c.n_positions.min(NOMIC_MAX_TOKENS), c.n_embd),
+        }
     }
 }
 
@@ -171,25 +219,46 @@ impl LocalEmbedder {
             )
         })?;
         let model_type = config_json.get("model_type").and_then(|t| t.as_str()).unwrap_or("bert").to_string();
-        if model_type != "bert" {
-            return Err(LoadError::Architecture { path: config_path, model_type });
-        }
-        let config: Config = serde_json::from_value(config_json)
-            .map_err(|e| file_error(&config_path, format!("not a BERT configuration ({e})")))?;
+        let architecture = match model_type.as_str() {
+            "bert" => Architecture::Bert(
+                serde_json::from_value(config_json)
+                    .map_err(|e| file_error(&config_path, format!("not a BERT configuration ({e})")))?,
+            ),
+            "nomic_bert" => {
+                let mut config: NomicConfig = serde_json::from_value(config_json)
+                    .map_err(|e| file_error(&config_path, format!("not a nomic-bert configuration ({e})")))?;
+                if config.n_head == 0 || !config.n_embd.is_multiple_of(config.n_head) {
+                    return Err(file_error(&config_path, "n_embd is not a multiple of n_head; the file is damaged"));
+                }
+                // Only this many positions are read; the rotary table is built for them alone.
+                config.n_positions = config.n_positions.min(NOMIC_MAX_TOKENS);
+                if config.activation_function != "swiglu" || config.rotary_emb_fraction != 1.0 {
+                    return Err(file_error(
+                        &config_path,
+                        "a nomic-bert variant (activation other than swiglu, or partial rotary) rag does not run; \
+                         use it through Ollama instead",
+                    ));
+                }
+                Architecture::Nomic(config)
+            }
+            _ => return Err(LoadError::Architecture { path: config_path, model_type }),
+        };
+        let (vocab_size, positions, hidden_size) = architecture.sizes();
 
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.exists() {
             return Err(file_error(&tokenizer_path, "missing; download tokenizer.json into the folder"));
         }
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| file_error(&tokenizer_path, format!("cannot be read ({e})")))?;
+        // The tokenizers crate panics on some damaged files; that is an error here.
+        let mut tokenizer = std::panic::catch_unwind(|| Tokenizer::from_file(&tokenizer_path))
+            .unwrap_or_else(|_| Err("its contents do not fit together".into()))
+            .map_err(|e| file_error(&tokenizer_path, format!("cannot be read ({e}); download it again")))?;
         let vocab = tokenizer.get_vocab_size(true);
-        if vocab > config.vocab_size {
+        if vocab > vocab_size {
             return Err(file_error(
                 &tokenizer_path,
                 format!(
-                    "has {vocab} tokens but the model has {} embeddings: this tokenizer belongs to another model",
-                    config.vocab_size
+                    "has {vocab} tokens but the model has {vocab_size} embeddings: this tokenizer belongs to another model"
                 ),
             ));
         }
@@ -220,7 +289,13 @@ impl LocalEmbedder {
         })?;
         drop(weights);
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = bert::Encoder::load(vb, &config).map_err(|e| {
+        // candle asserts on some shapes; a damaged folder must give an error, not a crash.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &architecture {
+            Architecture::Bert(config) => bert::Encoder::load(vb, config).map(Network::Bert),
+            Architecture::Nomic(config) => NomicBertModel::load(vb, config).map(|m| Network::Nomic(Box::new(m))),
+        }))
+        .unwrap_or_else(|_| Err(candle_core::Error::Msg("the shapes do not fit together".into())));
+        let model = built.map_err(|e| {
             file_error(&weights_path, format!("does not hold the weights config.json describes ({})", first_line(&e)))
         })?;
 
@@ -229,8 +304,8 @@ impl LocalEmbedder {
             .as_ref()
             .and_then(|c| c.get("max_seq_length"))
             .and_then(serde_json::Value::as_u64)
-            .map_or(config.max_position_embeddings, |n| n as usize)
-            .min(config.max_position_embeddings)
+            .map_or(positions, |n| n as usize)
+            .min(positions)
             .max(2);
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -241,6 +316,12 @@ impl LocalEmbedder {
             }))
             .map_err(|e| file_error(&tokenizer_path, format!("cannot truncate ({e})")))?;
         tokenizer.with_padding(None);
+        // A damaged tokenizer.json can parse yet panic on its first text
+        // (a post-processor naming a token its vocabulary lacks): try one now.
+        let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tokenizer.encode("probe text", true)));
+        if !matches!(probe, Ok(Ok(_))) {
+            return Err(file_error(&tokenizer_path, "cannot encode text; the file is damaged: download it again"));
+        }
 
         let pooling_config = read_json(&dir.join("1_Pooling").join("config.json"))?;
         let pooling = match pooling_config {
@@ -266,7 +347,7 @@ impl LocalEmbedder {
             pooling,
             normalize,
             max_tokens,
-            dimension: config.hidden_size,
+            dimension: hidden_size,
             tokens_per_pass: TOKENS_PER_PASS,
         };
         Ok(Self { inner: Arc::new(inner), prompts: PromptFormat::for_model(&family) })
@@ -318,6 +399,60 @@ impl LocalEmbedder {
 }
 
 impl Inner {
+    /// Token vectors of the texts of a pass, laid end to end, and each text's rows.
+    fn token_vectors(&self, pass: &[Encoding]) -> candle_core::Result<(Vec<f32>, Vec<bert::Span>)> {
+        match &self.model {
+            Network::Bert(encoder) => {
+                let ids: Vec<&[u32]> = pass.iter().map(|e| e.get_ids()).collect();
+                let (hidden, spans) = encoder.forward(&ids)?;
+                Ok((hidden.flatten_all()?.to_vec1::<f32>()?, spans))
+            }
+            Network::Nomic(model) => {
+                let mut order: Vec<usize> = (0..pass.len()).collect();
+                order.sort_by_key(|&i| pass[i].get_ids().len());
+                let mut rows: Vec<Vec<f32>> = vec![Vec::new(); pass.len()];
+                let mut rest = order.as_slice();
+                while !rest.is_empty() {
+                    // Sorted by length: the last text of a batch is its longest.
+                    let mut take = 1;
+                    while take < rest.len() {
+                        let longest = pass[rest[take]].get_ids().len().max(1);
+                        if (take + 1) * longest * longest > NOMIC_ATTENTION_BUDGET {
+                            break;
+                        }
+                        take += 1;
+                    }
+                    let (batch, tail) = rest.split_at(take);
+                    rest = tail;
+                    let longest = batch.iter().map(|&i| pass[i].get_ids().len()).max().unwrap_or(1).max(1);
+                    let mut ids = Vec::with_capacity(batch.len() * longest);
+                    let mut mask = Vec::with_capacity(batch.len() * longest);
+                    for &i in batch {
+                        let n = pass[i].get_ids().len();
+                        ids.extend_from_slice(pass[i].get_ids());
+                        ids.extend(std::iter::repeat_n(0, longest - n));
+                        mask.extend(std::iter::repeat_n(1u32, n));
+                        mask.extend(std::iter::repeat_n(0u32, longest - n));
+                    }
+                    let ids = Tensor::from_vec(ids, (batch.len(), longest), &Device::Cpu)?;
+                    let mask = Tensor::from_vec(mask, (batch.len(), longest), &Device::Cpu)?;
+                    let hidden = model.forward(&ids, None, Some(&mask))?.to_vec3::<f32>()?;
+                    for (&i, text) in batch.iter().zip(hidden) {
+                        let n = pass[i].get_ids().len();
+                        rows[i] = text.into_iter().take(n).flatten().collect();
+                    }
+                }
+                let mut spans = Vec::with_capacity(pass.len());
+                let mut flat = Vec::new();
+                for (encoding, text) in pass.iter().zip(rows) {
+                    spans.push(bert::Span { start: flat.len() / self.dimension, len: encoding.get_ids().len() });
+                    flat.extend(text);
+                }
+                Ok((flat, spans))
+            }
+        }
+    }
+
     /// Vectors of `texts`, in passes of at most [`TOKENS_PER_PASS`] tokens.
     fn embed(&self, texts: &[String]) -> candle_core::Result<Vec<Vec<f32>>> {
         let encodings = self
@@ -335,10 +470,8 @@ impl Inner {
             }
             let (pass, tail) = rest.split_at(take);
             rest = tail;
-            let ids: Vec<&[u32]> = pass.iter().map(|e| e.get_ids()).collect();
-            let (hidden, spans) = self.model.forward(&ids)?;
-            let hidden = hidden.flatten_all()?.to_vec1::<f32>()?;
-            let width = self.model.hidden();
+            let (hidden, spans) = self.token_vectors(pass)?;
+            let width = self.dimension;
             for span in spans {
                 let rows = &hidden[span.start * width..(span.start + span.len) * width];
                 let mut vector = match self.pooling {
@@ -530,10 +663,10 @@ mod tests {
         assert!(text.contains("tokenizer.json") && text.contains("another model"), "{text}");
         let (_d, other_arch) = damaged(|m| {
             let config = std::fs::read_to_string(m.join("config.json")).unwrap();
-            std::fs::write(m.join("config.json"), config.replace("\"bert\"", "\"nomic_bert\"")).unwrap();
+            std::fs::write(m.join("config.json"), config.replace("\"bert\"", "\"modernbert\"")).unwrap();
         });
         let text = message(other_arch);
-        assert!(text.contains("config.json") && text.contains("nomic_bert") && text.contains("Ollama"), "{text}");
+        assert!(text.contains("config.json") && text.contains("modernbert") && text.contains("Ollama"), "{text}");
         let (_d, no_config) = damaged(|m| std::fs::remove_file(m.join("config.json")).unwrap());
         assert!(message(no_config).contains("config.json"));
         assert!(message(LocalEmbedder::load("/no/such/model")).contains("no such folder"));
