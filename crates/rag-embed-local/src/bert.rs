@@ -26,6 +26,21 @@ pub(crate) struct Span {
     pub len: usize,
 }
 
+impl Span {
+    /// The spans of texts of these lengths laid end to end.
+    pub fn lay_out(lengths: impl IntoIterator<Item = usize>) -> Vec<Span> {
+        let mut start = 0;
+        lengths
+            .into_iter()
+            .map(|len| {
+                let span = Span { start, len };
+                start += len;
+                span
+            })
+            .collect()
+    }
+}
+
 struct Layer {
     /// Queries, keys and values in one weight of `3 × hidden` rows, the
     /// queries pre-scaled by 1/√(head size).
@@ -110,14 +125,9 @@ impl Encoder {
     /// tensor whose rows for text `i` are `spans[i]`.
     pub fn forward(&self, ids: &[&[u32]]) -> candle_core::Result<(Tensor, Vec<Span>)> {
         let device = self.word.device();
-        let mut spans = Vec::with_capacity(ids.len());
-        let mut flat = Vec::new();
-        let mut positions = Vec::new();
-        for text in ids {
-            spans.push(Span { start: flat.len(), len: text.len() });
-            flat.extend_from_slice(text);
-            positions.extend(0..text.len() as u32);
-        }
+        let spans = Span::lay_out(ids.iter().map(|text| text.len()));
+        let flat: Vec<u32> = ids.concat();
+        let positions: Vec<u32> = ids.iter().flat_map(|text| 0..text.len() as u32).collect();
         let tokens = flat.len();
         if tokens == 0 {
             return Ok((Tensor::zeros((0, self.hidden), DType::F32, device)?, spans));
@@ -156,6 +166,55 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+/// A matrix inside a flat buffer: element (i, j) is at `ptr + i·row + j·col`.
+#[derive(Clone, Copy)]
+struct View<P> {
+    ptr: P,
+    row: usize,
+    col: usize,
+}
+
+impl<P> View<P> {
+    /// Rows `row` elements apart, each one contiguous.
+    fn rows(ptr: P, row: usize) -> Self {
+        Self { ptr, row, col: 1 }
+    }
+}
+
+/// `dst = lhs · rhs` for `(m, n, k)`: an m × k matrix times a k × n one, on
+/// this thread (the callers already run one task per core).
+///
+/// # Safety
+/// Every element the three views address lies inside its buffer, and no
+/// other thread touches `dst`'s elements meanwhile.
+unsafe fn matmul((m, n, k): (usize, usize, usize), dst: View<*mut f32>, lhs: View<*const f32>, rhs: View<*const f32>) {
+    let stride = |s: usize| s as isize;
+    // SAFETY: the caller's promise; gemm reads lhs and rhs and writes dst (alpha 0: not read).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            stride(dst.col),
+            stride(dst.row),
+            false,
+            lhs.ptr,
+            stride(lhs.col),
+            stride(lhs.row),
+            rhs.ptr,
+            stride(rhs.col),
+            stride(rhs.row),
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// Self-attention over `(tokens, 3 × hidden)` queries, keys and values, text
 /// by text: `(tokens, hidden)` context vectors out.
 struct Attention<'a> {
@@ -188,28 +247,13 @@ impl candle_core::CustomOp1 for Attention<'_> {
             let k = &qkv[span.start * width + hidden + head * head_size..];
             let v = &qkv[span.start * width + 2 * hidden + head * head_size..];
             // SAFETY: the slices above reach the last row of the span, inside
-            // `qkv`; strides are in elements; `scores` holds n × n.
+            // `qkv`; `scores` holds n × n. Keys are read transposed.
             unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    head_size,
-                    scores.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    width as isize,
-                    k.as_ptr(),
-                    width as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                matmul(
+                    (n, n, head_size),
+                    View::rows(scores.as_mut_ptr(), n),
+                    View::rows(q.as_ptr(), width),
+                    View { ptr: k.as_ptr(), row: 1, col: width },
                 );
             }
             with_wide_vectors(
@@ -224,26 +268,11 @@ impl candle_core::CustomOp1 for Attention<'_> {
             // SAFETY: this task alone writes the head's columns of the span's
             // rows of `out`, which holds tokens × hidden.
             unsafe {
-                gemm::gemm(
-                    n,
-                    head_size,
-                    n,
-                    dst.0.add(span.start * hidden + head * head_size),
-                    1,
-                    hidden as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    n as isize,
-                    v.as_ptr(),
-                    1,
-                    width as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                matmul(
+                    (n, head_size, n),
+                    View::rows(dst.0.add(span.start * hidden + head * head_size), hidden),
+                    View::rows(scores.as_ptr(), n),
+                    View::rows(v.as_ptr(), width),
                 );
             }
         });

@@ -15,7 +15,8 @@ use crate::LoadError;
 /// `model.safetensors` means the rest were fetched too (or do not exist).
 const OPTIONAL_FILES: [&str; 4] =
     ["modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "config_sentence_transformers.json"];
-const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+/// Needed besides `model.safetensors`, which comes last.
+const REQUIRED_FILES: [&str; 2] = ["config.json", "tokenizer.json"];
 
 /// A model on the Hugging Face Hub, as `hf:ORG/NAME[@REVISION]` names it.
 ///
@@ -170,13 +171,8 @@ impl HubModel {
                 Err(err) => return Err(self.fetch_error(file, &err, options)),
             }
         }
-        let mut weights = None;
         for file in REQUIRED_FILES {
-            let path = repo.get(file).map_err(|err| match status(&err) {
-                Some(404) if file == "model.safetensors" => self.error(
-                    "has no model.safetensors: rag reads safetensors weights only (convert the model, or use it through Ollama)"
-                        .to_string(),
-                ),
+            repo.get(file).map_err(|err| match status(&err) {
                 Some(404) => self.error(format!(
                     "has no {file} at revision {:?}: check the revision; a sentence-transformers model has config.json, \
                      tokenizer.json and model.safetensors",
@@ -184,9 +180,14 @@ impl HubModel {
                 )),
                 _ => self.fetch_error(file, &err, options),
             })?;
-            weights = Some(path);
         }
-        let weights = weights.ok_or_else(|| self.error("fetched no weights".to_string()))?;
+        let weights = repo.get("model.safetensors").map_err(|err| match status(&err) {
+            Some(404) => self.error(
+                "has no model.safetensors: rag reads safetensors weights only (convert the model, or use it through Ollama)"
+                    .to_string(),
+            ),
+            _ => self.fetch_error("model.safetensors", &err, options),
+        })?;
         verify_sha256(&weights).map_err(|reason| self.error(reason))?;
         weights.parent().map(Path::to_path_buf).ok_or_else(|| self.error("fetched no folder".to_string()))
     }
@@ -242,17 +243,28 @@ fn verify_sha256(weights: &Path) -> Result<(), String> {
     if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(());
     }
-    let bytes = std::fs::read(&blob).map_err(|e| format!("cannot read {} ({e})", blob.display()))?;
-    let actual = sha2::Sha256::digest(&bytes);
-    let actual: String = actual.iter().map(|b| format!("{b:02x}")).collect();
+    // Streamed: weights can be gigabytes.
+    let cannot_read = |e: std::io::Error| format!("cannot read {} ({e})", blob.display());
+    let mut file = std::fs::File::open(&blob).map_err(cannot_read)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let read = std::io::Read::read(&mut file, &mut buffer).map_err(cannot_read)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        size += read as u64;
+    }
+    let actual: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     if actual == expected {
         return Ok(());
     }
     let _ = std::fs::remove_file(weights);
     let _ = std::fs::remove_file(&blob);
     Err(format!(
-        "the downloaded model.safetensors does not match its SHA-256 ({} bytes; expected {expected}); it was removed, run again to fetch it anew",
-        bytes.len()
+        "the downloaded model.safetensors does not match its SHA-256 ({size} bytes; expected {expected}); it was removed, run again to fetch it anew"
     ))
 }
 

@@ -162,7 +162,8 @@ impl Architecture {
     fn sizes(&self) -> (usize, usize, usize) {
         match self {
             Architecture::Bert(c) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
-            Architecture::Nomic(c) => (c.vocab_size, c.n_positions.min(NOMIC_MAX_TOKENS), c.n_embd),
+            // n_positions is already capped at NOMIC_MAX_TOKENS when the config is read.
+            Architecture::Nomic(c) => (c.vocab_size, c.n_positions, c.n_embd),
         }
     }
 }
@@ -408,15 +409,17 @@ impl Inner {
                 Ok((hidden.flatten_all()?.to_vec1::<f32>()?, spans))
             }
             Network::Nomic(model) => {
+                let width = self.dimension;
+                let spans = bert::Span::lay_out(pass.iter().map(Encoding::len));
+                let mut flat = vec![0f32; pass.iter().map(Encoding::len).sum::<usize>() * width];
                 let mut order: Vec<usize> = (0..pass.len()).collect();
-                order.sort_by_key(|&i| pass[i].get_ids().len());
-                let mut rows: Vec<Vec<f32>> = vec![Vec::new(); pass.len()];
+                order.sort_by_key(|&i| spans[i].len);
                 let mut rest = order.as_slice();
                 while !rest.is_empty() {
                     // Sorted by length: the last text of a batch is its longest.
                     let mut take = 1;
                     while take < rest.len() {
-                        let longest = pass[rest[take]].get_ids().len().max(1);
+                        let longest = spans[rest[take]].len.max(1);
                         if (take + 1) * longest * longest > NOMIC_ATTENTION_BUDGET {
                             break;
                         }
@@ -424,11 +427,11 @@ impl Inner {
                     }
                     let (batch, tail) = rest.split_at(take);
                     rest = tail;
-                    let longest = batch.iter().map(|&i| pass[i].get_ids().len()).max().unwrap_or(1).max(1);
+                    let longest = batch.iter().map(|&i| spans[i].len).max().unwrap_or(1).max(1);
                     let mut ids = Vec::with_capacity(batch.len() * longest);
                     let mut mask = Vec::with_capacity(batch.len() * longest);
                     for &i in batch {
-                        let n = pass[i].get_ids().len();
+                        let n = spans[i].len;
                         ids.extend_from_slice(pass[i].get_ids());
                         ids.extend(std::iter::repeat_n(0, longest - n));
                         mask.extend(std::iter::repeat_n(1u32, n));
@@ -436,17 +439,14 @@ impl Inner {
                     }
                     let ids = Tensor::from_vec(ids, (batch.len(), longest), &Device::Cpu)?;
                     let mask = Tensor::from_vec(mask, (batch.len(), longest), &Device::Cpu)?;
-                    let hidden = model.forward(&ids, None, Some(&mask))?.to_vec3::<f32>()?;
-                    for (&i, text) in batch.iter().zip(hidden) {
-                        let n = pass[i].get_ids().len();
-                        rows[i] = text.into_iter().take(n).flatten().collect();
+                    let hidden = model.forward(&ids, None, Some(&mask))?.flatten_all()?.to_vec1::<f32>()?;
+                    // Each text's rows, padding left behind, into its span.
+                    for (row, &i) in batch.iter().enumerate() {
+                        let span = spans[i];
+                        let from = row * longest * width;
+                        flat[span.start * width..(span.start + span.len) * width]
+                            .copy_from_slice(&hidden[from..from + span.len * width]);
                     }
-                }
-                let mut spans = Vec::with_capacity(pass.len());
-                let mut flat = Vec::new();
-                for (encoding, text) in pass.iter().zip(rows) {
-                    spans.push(bert::Span { start: flat.len() / self.dimension, len: encoding.get_ids().len() });
-                    flat.extend(text);
                 }
                 Ok((flat, spans))
             }
@@ -454,12 +454,10 @@ impl Inner {
     }
 
     /// Vectors of `texts`, in passes of at most [`TOKENS_PER_PASS`] tokens.
-    fn embed(&self, texts: &[String]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| candle_core::Error::Msg(format!("tokenizer: {e}")))?;
-        let mut out = Vec::with_capacity(texts.len());
+    fn embed(&self, texts: Vec<String>) -> candle_core::Result<Vec<Vec<f32>>> {
+        let encodings =
+            self.tokenizer.encode_batch(texts, true).map_err(|e| candle_core::Error::Msg(format!("tokenizer: {e}")))?;
+        let mut out = Vec::with_capacity(encodings.len());
         let mut rest = encodings.as_slice();
         while !rest.is_empty() {
             let mut take = 1;
@@ -500,7 +498,7 @@ impl Inner {
 impl LocalEmbedder {
     async fn run(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let inner = self.inner.clone();
-        let vectors = tokio::task::spawn_blocking(move || inner.embed(&texts))
+        let vectors = tokio::task::spawn_blocking(move || inner.embed(texts))
             .await
             .map_err(|e| Error::Embedder { message: format!("the embedding task stopped: {e}"), source: None })?;
         vectors.map_err(|e| Error::Embedder {
