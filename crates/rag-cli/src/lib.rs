@@ -199,11 +199,8 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
     let report = setup.indexer.index(&args.store, Arc::new(setup.source(discovery)), &setup.options, &progress).await;
     progress.finish();
     let report = report?;
-    if let (Some(remote), false) = (opened.remote(), args.dry_run) {
-        backends::RemoteStores::load(data_dir)?.remember(&args.store, remote.clone())?;
-    }
     if !args.dry_run {
-        remember_source(data_dir, &args, &root);
+        remember_index(data_dir, &opened, &args, &root)?;
     }
 
     if args.json {
@@ -219,8 +216,18 @@ async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Re
     }
 }
 
+/// Records, after a run that wrote, where a remote store lives (for later
+/// commands on this machine) and what indexed the store.
+pub(crate) fn remember_index(data_dir: &Path, opened: &backends::Backend, args: &IndexArgs, root: &Path) -> Result<()> {
+    if let Some(remote) = opened.remote() {
+        backends::RemoteStores::load(data_dir)?.remember(&args.store, remote.clone())?;
+    }
+    remember_source(data_dir, args, root);
+    Ok(())
+}
+
 /// Records what indexed a store, for `rag mcp`'s index_status.
-pub(crate) fn remember_source(data_dir: &Path, args: &IndexArgs, root: &Path) {
+fn remember_source(data_dir: &Path, args: &IndexArgs, root: &Path) {
     let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     let source =
         backends::IndexedSource { root, patterns: args.paths.clone(), hidden: args.hidden, no_ignore: args.no_ignore };

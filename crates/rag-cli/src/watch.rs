@@ -154,10 +154,7 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
     let files = discovery.files.len();
     let report =
         setup.indexer.index(&args.store, Arc::new(setup.source(discovery)), &setup.options, &NoProgress).await?;
-    if let Some(remote) = opened.remote() {
-        backends::RemoteStores::load(data_dir)?.remember(&args.store, remote.clone())?;
-    }
-    crate::remember_source(data_dir, &args, &root);
+    crate::remember_index(data_dir, &opened, &args, &root)?;
     eprintln!(
         "indexed {files} files into store {:?}: {} new, {} changed, {} removed, {} failed, {} chunks embedded in {:.1} s",
         args.store,
