@@ -10,9 +10,8 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use rag_backend_local::LocalBackend;
-use rag_core::{DocText, Embedder, Hit, IndexOptions, Indexer, NoProgress, Querier};
+use rag_core::prelude::*;
 use rag_ingest::{DiscoverOptions, FileSource, TextChunker};
 
 /// Character-trigram hashing: similar spellings give similar vectors.

@@ -12,10 +12,8 @@
 use std::sync::Arc;
 
 use rag_backend_local::LocalBackend;
-use rag_core::{
-    Document, Embedder, Hit, IndexOptions, IndexReport, Indexer, Metadata, NoProgress, Querier, Source, SourceError,
-    SourceItem,
-};
+use rag_core::prelude::*;
+use rag_core::source::{SourceError, SourceItem};
 use rag_embed_ollama::{OllamaConfig, OllamaEmbedder};
 use rag_ingest::TextChunker;
 
@@ -110,7 +108,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use rag_core::{DocText, async_trait};
 
     /// Counts a few words: enough to tell the tickets apart without a model.
     struct Words;

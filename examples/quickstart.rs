@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use rag_backend_local::LocalBackend;
-use rag_core::{IndexOptions, Indexer, NoProgress, Querier};
+use rag_core::prelude::*;
 use rag_embed_ollama::{OllamaConfig, OllamaEmbedder};
 use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 

@@ -110,7 +110,7 @@ fn changing_one_file_reembeds_only_that_file() {
     let usage_chunks = after.iter().filter(|(c, _)| c.source_path == "docs/usage.md").count();
     assert_eq!(ws.ollama.stats().embedded_texts, usage_chunks);
     assert!(run.stdout().contains("1 changed, 2 unchanged"), "{}", run.stdout());
-    let untouched = |records: &[(rag_core::Chunk, Vec<f32>)]| -> Vec<String> {
+    let untouched = |records: &[(rag_core::store::Chunk, Vec<f32>)]| -> Vec<String> {
         records.iter().filter(|(c, _)| c.source_path != "docs/usage.md").map(|(c, _)| c.key.clone()).collect()
     };
     assert_eq!(untouched(&before), untouched(&after));
@@ -341,7 +341,7 @@ fn a_second_index_of_the_same_store_fails_clearly_while_the_first_runs() {
     first.kill().unwrap();
     first.wait().unwrap();
     second.assert_code(1);
-    assert!(second.stderr().contains("locked by another `rag index`"), "{}", second.stderr());
+    assert!(second.stderr().contains("locked by another writer (another `rag index`"), "{}", second.stderr());
     assert!(info.contains("size=1500 overlap=200") && !info.contains("size=300"), "{info}");
 }
 
@@ -712,7 +712,7 @@ fn the_chunk_budget_follows_the_models_context_window() {
     let ws = Workspace::with_ollama(ollama);
     ws.write("long.md", "A plain sentence of prose that goes on. ".repeat(200));
     ws.rag(&["index", ".", "--store", "notes"]).assert_ok();
-    let most = rag_core::chunk_chars_for_window(500);
+    let most = rag_core::chunk::chunk_chars_for_window(500);
     let records = ws.records("notes");
     assert!(records.len() >= 7, "{}", records.len());
     assert!(records.iter().all(|(c, _)| c.text.chars().count() <= most));

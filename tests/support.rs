@@ -107,7 +107,7 @@ impl Workspace {
     }
 
     /// Every record of a store, without the indexing time, sorted by key.
-    pub fn records(&self, store: &str) -> Vec<(rag_core::Chunk, Vec<f32>)> {
+    pub fn records(&self, store: &str) -> Vec<(rag_core::store::Chunk, Vec<f32>)> {
         let backend = rag_backend_local::LocalBackend::new(self.data());
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let records = runtime.block_on(backend.records(store)).unwrap();

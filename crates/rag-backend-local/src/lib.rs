@@ -16,7 +16,8 @@
 //!
 //! ```
 //! use rag_backend_local::LocalBackend;
-//! use rag_core::{Chunk, Metric, QueryRequest, StoreConfig, VectorBackend, VectorRecord, chunk_key};
+//! use rag_core::backend::{QueryRequest, VectorBackend, VectorRecord};
+//! use rag_core::store::{Chunk, Metric, StoreConfig, chunk_key};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> rag_core::Result<()> {
@@ -42,8 +43,17 @@
 #[cfg(target_endian = "big")]
 compile_error!("the local store's vector file is little-endian; big-endian targets are not supported");
 
+mod backend;
+mod cache;
+mod error;
+mod files;
+mod fulltext;
+mod reader;
 mod scan;
-mod store;
+mod schema;
+mod slots;
+mod writer;
 
+pub use backend::LocalBackend;
+pub use error::LocalStoreError;
 pub use scan::{Scored, top_k};
-pub use store::{LocalBackend, LocalStoreError};

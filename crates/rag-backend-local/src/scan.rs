@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use rag_core::Metric;
+use rag_core::store::Metric;
 
 /// A scored slot.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -336,7 +336,7 @@ mod tests {
             .chunks_exact(dim)
             .enumerate()
             .filter(|(_, v)| !v[0].is_nan())
-            .map(|(i, v)| (rag_core::score(metric, q, v), i as u64))
+            .map(|(i, v)| (rag_core::backend::score(metric, q, v), i as u64))
             .collect();
         all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         all.into_iter().take(k).map(|(_, slot)| slot).collect()

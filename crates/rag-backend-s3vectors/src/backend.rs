@@ -15,8 +15,9 @@ use aws_sdk_s3vectors::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3vectors::types::{DataType, DistanceMetric, MetadataConfiguration, PutInputVector, VectorData};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rag_core::{
-    Chunk, Error, FileState, Hit, Metric, QueryRequest, Result, StoreConfig, StoreInfo, UnreadableFile, VectorBackend,
-    WriteBatch, validate_store_name,
+    Error, Result,
+    backend::{FileState, QueryRequest, UnreadableFile, VectorBackend, WriteBatch},
+    store::{Chunk, Hit, Metric, StoreConfig, StoreInfo, validate_store_name},
 };
 use serde_json::Value;
 
@@ -503,7 +504,7 @@ impl VectorBackend for S3VectorsBackend {
     }
 
     async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {
-        let mut by_file: BTreeMap<String, Vec<rag_core::Chunk>> = BTreeMap::new();
+        let mut by_file: BTreeMap<String, Vec<rag_core::store::Chunk>> = BTreeMap::new();
         for (key, metadata) in self.list_all(store, true).await? {
             let (chunk, _) = chunk_from_metadata(&key, &metadata);
             by_file.entry(chunk.source_path.clone()).or_default().push(chunk);
@@ -511,9 +512,9 @@ impl VectorBackend for S3VectorsBackend {
         Ok(by_file
             .iter()
             .map(|(path, chunks)| {
-                rag_core::file_state(
+                rag_core::backend::file_state(
                     path,
-                    chunks.iter().map(|c| rag_core::ChunkStamp {
+                    chunks.iter().map(|c| rag_core::backend::ChunkStamp {
                         key: &c.key,
                         content_hash: &c.content_hash,
                         total_chunks: c.total_chunks,
@@ -551,7 +552,7 @@ impl VectorBackend for S3VectorsBackend {
         let mut vectors = Vec::with_capacity(batch.upserts.len());
         for record in &batch.upserts {
             let what = format!("chunk {} of {}", record.chunk.chunk_index, record.chunk.source_path);
-            if record.chunk.key.is_empty() || record.chunk.key.len() > rag_core::MAX_KEY_LEN {
+            if record.chunk.key.is_empty() || record.chunk.key.len() > rag_core::store::MAX_KEY_LEN {
                 return Err(Error::InvalidInput(format!("{what}: key length must be 1-1024")));
             }
             validate_vector(&record.vector, config.dimension, cosine, &what)?;

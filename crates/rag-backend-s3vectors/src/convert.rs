@@ -1,7 +1,11 @@
 //! Between rag's records and S3 Vectors' metadata documents.
 
 use aws_smithy_types::{Document, Number};
-use rag_core::{Chunk, Error, Result, VectorRecord, filter_metadata};
+use rag_core::{
+    Error, Result,
+    backend::{VectorRecord, filter_metadata},
+    store::Chunk,
+};
 use serde_json::{Map, Value};
 
 /// Metadata keys declared non-filterable when a store's index is created.
@@ -113,7 +117,7 @@ pub fn chunk_from_metadata(key: &str, metadata: &Value) -> (Chunk, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rag_core::chunk_key;
+    use rag_core::store::chunk_key;
 
     fn record(path: &str, text: &str) -> VectorRecord {
         VectorRecord {

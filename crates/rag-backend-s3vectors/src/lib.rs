@@ -1,10 +1,10 @@
-//! A [`VectorBackend`](rag_core::VectorBackend) on Amazon S3 Vectors, through
+//! A [`VectorBackend`](rag_core::backend::VectorBackend) on Amazon S3 Vectors, through
 //! the official `aws-sdk-s3vectors` client.
 //!
 //! A store is an index in a vector bucket. Its settings (embedding model,
 //! chunking) live in the index's tags, set when the index is created, so every
 //! machine that opens the store sees the same settings. Each vector carries
-//! its chunk's metadata: the filterable keys of [`rag_core::FILTERABLE_KEYS`]
+//! its chunk's metadata: the filterable keys of [`rag_core::filter::FILTERABLE_KEYS`]
 //! and, declared non-filterable at creation so the 2 KB filterable limit is
 //! never hit, the chunk text, the file's content hash and the rest.
 //!
@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! use rag_backend_s3vectors::{S3VectorsBackend, S3VectorsConfig};
-//! use rag_core::VectorBackend;
+//! use rag_core::backend::VectorBackend;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> rag_core::Result<()> {

@@ -1,13 +1,13 @@
 //! What S3 Vectors has no room for, kept in a folder on this machine: the
 //! files of each store that could not be read, so that the indexer does not
 //! read them again until they change (see
-//! [`VectorBackend::unreadable_files`](rag_core::VectorBackend::unreadable_files)).
+//! [`VectorBackend::unreadable_files`](rag_core::backend::VectorBackend::unreadable_files)).
 //! The record is per machine: another machine indexing the same store tries
 //! such a file once itself.
 
 use std::path::PathBuf;
 
-use rag_core::{Error, Result, UnreadableFile};
+use rag_core::{Error, Result, backend::UnreadableFile};
 
 /// `<dir>/<bucket>/<index>.unreadable.json`, one JSON array per store.
 #[derive(Debug, Clone)]

@@ -7,7 +7,11 @@
 mod support;
 
 use rag_backend_s3vectors::S3VectorsBackend;
-use rag_core::{Error, Filter, QueryRequest, VectorBackend, WriteBatch};
+use rag_core::{
+    Error,
+    backend::{QueryRequest, VectorBackend, WriteBatch},
+    filter::Filter,
+};
 use rag_testkit::FakeS3Vectors;
 use serde_json::json;
 use support::{backend, config, record, vector};
@@ -114,7 +118,7 @@ async fn query_scores_pages_and_filters() {
     assert_eq!(hits.len(), 250, "top-k beyond one page follows nextToken");
     assert!(fake.calls("QueryVectors") >= 3);
     assert_eq!(hits[0].chunk.key, "d0/f42.md#0");
-    let exact = rag_core::score(rag_core::Metric::Cosine, &query, &records[7].vector);
+    let exact = rag_core::backend::score(rag_core::store::Metric::Cosine, &query, &records[7].vector);
     let got = hits.iter().find(|h| h.chunk.key == records[7].chunk.key).unwrap().score;
     assert!((got - exact).abs() < 1e-5, "score = 1 - distance: {got} vs {exact}");
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use rag_core::{DocText, Embedder};
+use rag_core::embed::{DocText, Embedder};
 
 use crate::median;
 

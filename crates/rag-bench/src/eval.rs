@@ -15,7 +15,10 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    DocText, Embedder, IndexOptions, Indexer, NoProgress, Querier, SearchMode, SearchOptions, VectorBackend,
+    backend::VectorBackend,
+    embed::{DocText, Embedder},
+    index::{IndexOptions, Indexer, NoProgress},
+    search::{Querier, SearchMode, SearchOptions},
 };
 use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 use serde_json::Value;
@@ -204,7 +207,7 @@ pub async fn run(args: EvalArgs) -> Result<()> {
     let mut chunk_size = args.chunk_size.unwrap_or(TextChunker::DEFAULT_SIZE);
     // Unless a size was given, chunks fit the model's window, as `rag index` makes them.
     if let (None, Some(window)) = (args.chunk_size, args.embedder.context_tokens()) {
-        chunk_size = chunk_size.min(rag_core::chunk_chars_for_window(window));
+        chunk_size = chunk_size.min(rag_core::chunk::chunk_chars_for_window(window));
     }
     let variant = format!("{model}-c{chunk_size}{}", if args.embed_headings { "" } else { "-noheadings" });
     let root = args.work.join(format!("{name}-{variant}"));

@@ -32,8 +32,11 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use rag_backend_local::LocalBackend;
 use rag_core::{
-    Chunk, DocText, Embedder, IndexOptions, Indexer, Metric, NoProgress, Querier, QueryRequest, SearchOptions,
-    StoreConfig, VectorBackend, VectorRecord, chunk_key,
+    backend::{QueryRequest, VectorBackend, VectorRecord},
+    embed::{DocText, Embedder},
+    index::{IndexOptions, Indexer, NoProgress},
+    search::{Querier, SearchOptions},
+    store::{Chunk, Metric, StoreConfig, chunk_key},
 };
 use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 
@@ -94,7 +97,8 @@ fn main() -> Result<()> {
                 config = config.with_url(&url);
             }
             let modes = flag("--modes").unwrap_or_else(|| "vector,lexical,hybrid".into());
-            let modes = modes.split(',').map(str::parse).collect::<rag_core::Result<Vec<rag_core::SearchMode>>>()?;
+            let modes =
+                modes.split(',').map(str::parse).collect::<rag_core::Result<Vec<rag_core::search::SearchMode>>>()?;
             let chunk_size = flag("--chunk-size").map(|c| c.parse()).transpose().context("--chunk-size")?;
             let limit = flag("--limit").map(|l| l.parse()).transpose().context("--limit")?;
             runtime.block_on(async {
@@ -363,7 +367,7 @@ async fn query_once(data: &Path, store: &str, mode: &str) -> Result<()> {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
     let vector = Vectors(u64::from(seed) | 1).next_unit(DIM);
     let (mode, filter) = match mode.split_once('+') {
-        Some((mode, "path")) => (mode, Some(rag_core::Filter::folder("docs/part3"))),
+        Some((mode, "path")) => (mode, Some(rag_core::filter::Filter::folder("docs/part3"))),
         _ => (mode, None),
     };
     let hits = if mode == "vector" && filter.is_none() {
@@ -686,7 +690,7 @@ async fn bench_s3(chunks: usize, listed: usize, runs: usize) -> Result<()> {
 /// Extraction and chunking throughput per format, in memory (no disk, no
 /// embedding): what the indexer does to each file before embedding.
 fn bench_formats(runs: usize) -> Result<()> {
-    use rag_core::Chunker;
+    use rag_core::chunk::Chunker;
     let chunker = TextChunker::default();
     let samples: Vec<(&str, &str, Vec<u8>)> = vec![
         ("markdown, 10 MB", "notes.md", fill(10, |i| markdown_body(i).into_bytes())),

@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use rag_core::Embedder;
+use rag_core::embed::Embedder;
 use serde_json::{Value, json};
 
 use crate::{DIM, ensure_store, median, synthetic_query};

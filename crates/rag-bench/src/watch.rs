@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rag_backend_local::LocalBackend;
-use rag_core::{VectorBackend, chunk_key};
+use rag_core::{backend::VectorBackend, store::chunk_key};
 
 use crate::median;
 

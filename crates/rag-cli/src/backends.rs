@@ -1,119 +1,28 @@
-//! Which backend a command talks to, and the S3 Vectors settings remembered
-//! per store so `rag query "..." --store NAME` needs no repeated flags.
+//! Which backend a store lives on (`--backend`, `--bucket`, or what the
+//! data folder remembers), and opening it.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rag_backend_local::LocalBackend;
-use rag_core::VectorBackend;
-use serde::{Deserialize, Serialize};
+use rag_core::backend::VectorBackend;
 
 use crate::cli::{BackendArgs, BackendKind};
+use crate::records::{RemoteStore, RemoteStores};
 
-/// Where a remote store lives, as remembered in `remote-stores.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteStore {
-    /// Backend name (`s3vectors`).
-    pub backend: String,
-    /// Vector bucket.
-    pub bucket: String,
-    /// AWS region.
-    pub region: Option<String>,
-    /// AWS profile.
-    pub profile: Option<String>,
-    /// Endpoint override.
-    pub endpoint_url: Option<String>,
-}
-
-/// What indexed a store, as remembered in `indexed-sources.json`: enough to
-/// walk the same files again and tell what changed (`index_status`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexedSource {
-    /// The folder paths were stored relative to.
-    pub root: PathBuf,
-    /// The paths, folders and globs given to `rag index`.
-    pub patterns: Vec<String>,
-    /// `--hidden`.
-    pub hidden: bool,
-    /// `--no-ignore`.
-    pub no_ignore: bool,
-}
-
-/// The remembered remote stores of a data folder.
-pub type RemoteStores = StoreRecords<RemoteStore>;
-
-/// The remembered sources of the stores of a data folder.
-pub type IndexedSources = StoreRecords<IndexedSource>;
-
-/// A small JSON file of facts per store name in the data folder.
-pub struct StoreRecords<T> {
-    path: PathBuf,
-    stores: BTreeMap<String, T>,
-}
-
-/// The file each kind of record lives in.
-pub trait RecordFile {
-    /// Its name in the data folder.
-    const FILE: &'static str;
-}
-
-impl RecordFile for RemoteStore {
-    const FILE: &'static str = "remote-stores.json";
-}
-
-impl RecordFile for IndexedSource {
-    const FILE: &'static str = "indexed-sources.json";
-}
-
-impl<T: RecordFile + Serialize + for<'de> Deserialize<'de> + PartialEq> StoreRecords<T> {
-    pub fn load(data_dir: &Path) -> Result<Self> {
-        let path = data_dir.join(T::FILE);
-        let stores = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
-        };
-        Ok(Self { path, stores })
-    }
-
-    pub fn get(&self, store: &str) -> Option<&T> {
-        self.stores.get(store)
-    }
-
-    pub fn all(&self) -> &BTreeMap<String, T> {
-        &self.stores
-    }
-
-    /// Records (or replaces) what is known of a store; written atomically.
-    pub fn remember(&mut self, store: &str, record: T) -> Result<()> {
-        if self.stores.get(store) == Some(&record) {
-            return Ok(());
-        }
-        self.stores.insert(store.to_string(), record);
-        self.save()
-    }
-
-    pub fn forget(&mut self, store: &str) -> Result<()> {
-        if self.stores.remove(store).is_some() {
-            self.save()?;
-        }
-        Ok(())
-    }
-
-    fn save(&self) -> Result<()> {
-        if let Some(parent) = self.path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let scratch = self.path.with_extension("json.tmp");
-        std::fs::write(&scratch, serde_json::to_string_pretty(&self.stores)?)
-            .with_context(|| format!("cannot write {}", scratch.display()))?;
-        std::fs::rename(&scratch, &self.path).with_context(|| format!("cannot write {}", self.path.display()))
-    }
+/// Where a command's stores live, resolved from flags and records before
+/// anything is opened: two stores at the same location share one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The local stores of the data folder.
+    Local,
+    /// An S3 Vectors bucket, as flags and records name it.
+    S3(RemoteStore),
 }
 
 /// An opened backend.
+#[derive(Clone)]
 pub enum Backend {
     Local(Arc<LocalBackend>),
     #[cfg(feature = "s3vectors")]
@@ -121,6 +30,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend as the trait the pipeline takes.
     pub fn as_dyn(&self) -> Arc<dyn VectorBackend> {
         match self {
             Backend::Local(local) => local.clone(),
@@ -139,9 +49,9 @@ impl Backend {
     }
 }
 
-/// Opens the backend a command asks for: `--backend`, else S3 Vectors when
-/// `--bucket` is given or the store is remembered as remote, else local.
-pub async fn open(data_dir: &Path, args: &BackendArgs, store: Option<&str>) -> Result<Backend> {
+/// Where the backend a command asks for is: `--backend`, else S3 Vectors
+/// when `--bucket` is given or the store is remembered as remote, else local.
+pub fn locate(data_dir: &Path, args: &BackendArgs, store: Option<&str>) -> Result<Location> {
     let remembered = match store {
         Some(store) => RemoteStores::load(data_dir)?.get(store).cloned(),
         None => None,
@@ -151,17 +61,17 @@ pub async fn open(data_dir: &Path, args: &BackendArgs, store: Option<&str>) -> R
         None if args.bucket.is_some() || remembered.is_some() => BackendKind::S3vectors,
         None => BackendKind::Local,
     };
-    match kind {
-        BackendKind::Local => Ok(Backend::Local(Arc::new(LocalBackend::new(data_dir)))),
-        BackendKind::S3vectors => open_s3(data_dir, args, remembered).await,
-    }
+    Ok(match kind {
+        BackendKind::Local => Location::Local,
+        BackendKind::S3vectors => Location::S3(remote_settings(args, remembered)?),
+    })
 }
 
-#[cfg(feature = "s3vectors")]
-async fn open_s3(data_dir: &Path, args: &BackendArgs, remembered: Option<RemoteStore>) -> Result<Backend> {
+/// The S3 Vectors settings: each flag, else what was remembered.
+fn remote_settings(args: &BackendArgs, remembered: Option<RemoteStore>) -> Result<RemoteStore> {
     let pick =
         |flag: &Option<String>, saved: Option<&Option<String>>| flag.clone().or_else(|| saved.cloned().flatten());
-    let remote = RemoteStore {
+    Ok(RemoteStore {
         backend: "s3vectors".into(),
         bucket: match (&args.bucket, &remembered) {
             (Some(bucket), _) => bucket.clone(),
@@ -171,7 +81,19 @@ async fn open_s3(data_dir: &Path, args: &BackendArgs, remembered: Option<RemoteS
         region: pick(&args.region, remembered.as_ref().map(|r| &r.region)),
         profile: pick(&args.profile, remembered.as_ref().map(|r| &r.profile)),
         endpoint_url: pick(&args.endpoint_url, remembered.as_ref().map(|r| &r.endpoint_url)),
-    };
+    })
+}
+
+/// Opens the backend at `location`.
+pub async fn open(data_dir: &Path, location: &Location) -> Result<Backend> {
+    match location {
+        Location::Local => Ok(Backend::Local(Arc::new(LocalBackend::new(data_dir)))),
+        Location::S3(remote) => open_s3(data_dir, remote.clone()).await,
+    }
+}
+
+#[cfg(feature = "s3vectors")]
+async fn open_s3(data_dir: &Path, remote: RemoteStore) -> Result<Backend> {
     let config = rag_backend_s3vectors::S3VectorsConfig {
         region: remote.region.clone(),
         profile: remote.profile.clone(),
@@ -185,6 +107,6 @@ async fn open_s3(data_dir: &Path, args: &BackendArgs, remembered: Option<RemoteS
 }
 
 #[cfg(not(feature = "s3vectors"))]
-async fn open_s3(_data_dir: &Path, _args: &BackendArgs, _remembered: Option<RemoteStore>) -> Result<Backend> {
+async fn open_s3(_data_dir: &Path, _remote: RemoteStore) -> Result<Backend> {
     bail!("this rag was built without S3 Vectors support (cargo feature `s3vectors`)")
 }

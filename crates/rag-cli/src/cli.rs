@@ -60,7 +60,7 @@ pub enum Command {
 }
 
 /// Where embeddings come from.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct EmbedderArgs {
     /// Embedding model: an Ollama model name, a sentence-transformers model folder
     /// (./all-MiniLM-L6-v2) or hf:ORG/NAME[@REVISION] from the Hugging Face Hub,
@@ -372,12 +372,12 @@ pub enum ModeArg {
     Lexical,
 }
 
-impl From<ModeArg> for rag_core::SearchMode {
+impl From<ModeArg> for rag_core::search::SearchMode {
     fn from(mode: ModeArg) -> Self {
         match mode {
-            ModeArg::Hybrid => rag_core::SearchMode::Hybrid,
-            ModeArg::Vector => rag_core::SearchMode::Vector,
-            ModeArg::Lexical => rag_core::SearchMode::Lexical,
+            ModeArg::Hybrid => rag_core::search::SearchMode::Hybrid,
+            ModeArg::Vector => rag_core::search::SearchMode::Vector,
+            ModeArg::Lexical => rag_core::search::SearchMode::Lexical,
         }
     }
 }
@@ -391,11 +391,11 @@ pub enum MetricArg {
     Euclidean,
 }
 
-impl From<MetricArg> for rag_core::Metric {
+impl From<MetricArg> for rag_core::store::Metric {
     fn from(metric: MetricArg) -> Self {
         match metric {
-            MetricArg::Cosine => rag_core::Metric::Cosine,
-            MetricArg::Euclidean => rag_core::Metric::Euclidean,
+            MetricArg::Cosine => rag_core::store::Metric::Cosine,
+            MetricArg::Euclidean => rag_core::store::Metric::Euclidean,
         }
     }
 }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use rag_core::{ChunkRef, Embedder, Filter, SearchMode, SearchOptions, StoreTarget, VectorBackend};
+use rag_core::filter::Filter;
+use rag_core::search::{SearchMode, SearchOptions, check_search};
+use rag_core::store::ChunkRef;
 use rag_ingest::{DiscoverOptions, FileSource, discover};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -21,10 +23,10 @@ use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabiliti
 use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
-use crate::backends;
 use crate::cli::{BackendArgs, EmbedderArgs};
+use crate::records::{IndexedSource, IndexedSources};
+use crate::session::{Session, combine_filters};
 
 /// Most hits one `search` returns.
 pub const MAX_K: usize = 100;
@@ -56,11 +58,10 @@ pub struct RagServer {
 }
 
 struct State {
-    options: McpOptions,
-    /// Each store's backend, opened once.
-    backends: Mutex<HashMap<String, Arc<dyn VectorBackend>>>,
-    /// One embedder client per model.
-    embedders: Mutex<HashMap<String, Arc<dyn Embedder>>>,
+    /// Backends, stores and embedder clients, opened once and kept between calls.
+    session: Session,
+    /// The stores `search` uses by default; empty means every store.
+    stores: Vec<String>,
 }
 
 /// Input of `search`.
@@ -133,7 +134,9 @@ fn answer(outcome: Result<(Value, String)>) -> Result<CallToolResult, ErrorData>
             result.content = vec![ContentBlock::text(text)];
             result
         }
-        Err(err) => CallToolResult::error(vec![ContentBlock::text(format!("error: {}", crate::error_chain(&err)))]),
+        Err(err) => {
+            CallToolResult::error(vec![ContentBlock::text(format!("error: {}", crate::errors::error_chain(&err)))])
+        }
     })
 }
 
@@ -141,7 +144,8 @@ fn answer(outcome: Result<(Value, String)>) -> Result<CallToolResult, ErrorData>
 impl RagServer {
     /// A server over the stores of `options`.
     pub fn new(options: McpOptions) -> Self {
-        let state = State { options, backends: Mutex::default(), embedders: Mutex::default() };
+        let McpOptions { data_dir, backend, embedder, stores } = options;
+        let state = State { session: Session::new(data_dir, backend, embedder), stores };
         Self { state: Arc::new(state), tool_router: Self::tool_router() }
     }
 
@@ -200,47 +204,8 @@ impl ServerHandler for RagServer {
 }
 
 impl RagServer {
-    /// The backend of `store`, opened on first use.
-    async fn backend(&self, store: &str) -> Result<Arc<dyn VectorBackend>> {
-        let mut backends = self.state.backends.lock().await;
-        if let Some(backend) = backends.get(store) {
-            return Ok(backend.clone());
-        }
-        let options = &self.state.options;
-        let backend = backends::open(&options.data_dir, &options.backend, Some(store)).await?.as_dyn();
-        backends.insert(store.to_string(), backend.clone());
-        Ok(backend)
-    }
-
-    /// An embedder client of `model`, connected on first use.
-    async fn embedder(&self, model: &str) -> Result<Arc<dyn Embedder>> {
-        let mut embedders = self.state.embedders.lock().await;
-        if let Some(embedder) = embedders.get(model) {
-            return Ok(embedder.clone());
-        }
-        let embedder = crate::connect(&self.state.options.embedder, model.to_string(), 1, 1).await?;
-        embedders.insert(model.to_string(), embedder.clone());
-        Ok(embedder)
-    }
-
-    /// Every store: the local ones and the remote ones used from this machine.
-    async fn all_stores(&self) -> Result<Vec<String>> {
-        let options = &self.state.options;
-        let opened = backends::open(&options.data_dir, &options.backend, None).await?;
-        let mut names = opened.as_dyn().list_stores().await?;
-        if opened.remote().is_none() {
-            names.extend(backends::RemoteStores::load(&options.data_dir)?.all().keys().cloned());
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
-    }
-
     async fn run_search(&self, params: SearchParams) -> Result<(Value, String)> {
         let query = params.query.trim();
-        if query.is_empty() {
-            bail!("the query is empty; say what to look for");
-        }
         let mut notes = Vec::new();
         let k = match params.k.unwrap_or(10) {
             0 => bail!("k must be at least 1"),
@@ -258,33 +223,15 @@ impl RagServer {
             None => SearchMode::Hybrid,
             Some(mode) => mode.parse()?,
         };
-        let mut filters = Vec::new();
-        if let Some(filter) = params.filter {
-            filters.push(Filter::parse(filter)?);
-        }
-        if let Some(path) = params.path.as_deref().filter(|p| !p.is_empty()) {
-            filters.push(Filter::folder(path));
-        }
-        if let Some(ext) = params.ext.filter(|e| !e.is_empty()) {
-            filters.push(Filter::extensions(&ext));
-        }
-        let stores = match params.stores.filter(|s| !s.is_empty()) {
-            Some(stores) => stores,
-            None if !self.state.options.stores.is_empty() => self.state.options.stores.clone(),
-            None => self.all_stores().await?,
-        };
-        if stores.is_empty() {
-            bail!("there are no stores yet; index some files with `rag index PATHS --store NAME`");
-        }
-        let mut targets = Vec::new();
-        for store in &stores {
-            let backend = self.backend(store).await?;
-            let config = backend.store_config(store).await?;
-            let model = self.state.options.embedder.model.clone().unwrap_or(config.model);
-            targets.push(StoreTarget { store: store.clone(), backend, embedder: self.embedder(&model).await? });
-        }
-        let options = SearchOptions::new(k).with_mode(mode).with_filter(filters.into_iter().reduce(Filter::and));
-        let found = rag_core::search_stores(&targets, query, &options).await?;
+        let filter = params.filter.map(Filter::parse).transpose()?;
+        let filter = combine_filters(filter, params.path.as_deref(), params.ext.as_deref().unwrap_or_default());
+        let options = SearchOptions::new(k).with_mode(mode).with_filter(filter);
+        check_search(query, &options)?;
+        let session = &self.state.session;
+        let named = params.stores.filter(|s| !s.is_empty()).unwrap_or_else(|| self.state.stores.clone());
+        let stores = session.stores_to_search(&named).await?;
+        let targets = session.targets(&stores).await?;
+        let found = rag_core::search::search_stores(&targets, query, &options).await?;
         for (store, results) in &found.stores {
             notes.extend(results.notes.iter().map(|note| format!("{store}: {note}")));
         }
@@ -315,13 +262,12 @@ impl RagServer {
             (Some(key), _) if !key.trim().is_empty() => ChunkRef::Key(key),
             (_, Some(path)) => {
                 let Some(start) = params.line_start else { bail!("give line_start with file_path") };
-                let end = params.line_end.unwrap_or(start);
-                format!("{path}:{start}-{end}").parse()?
+                ChunkRef::lines(path, start, params.line_end.unwrap_or(start))?
             }
             _ => bail!("give a hit's key, or file_path with line_start"),
         };
-        let backend = self.backend(&params.store).await?;
-        let fetched = rag_core::fetch(backend.as_ref(), &params.store, &target, params.context.unwrap_or(0)).await?;
+        let store = self.state.session.store(&params.store).await?;
+        let fetched = store.get(&target, params.context.unwrap_or(0)).await?;
         let value = crate::output::get_json(&params.store, &target, &fetched);
         Ok((value, crate::output::get_text(&fetched)))
     }
@@ -329,14 +275,14 @@ impl RagServer {
     async fn run_list_stores(&self) -> Result<(Value, String)> {
         let mut rows = Vec::new();
         let mut text = String::new();
-        for name in self.all_stores().await? {
-            let info = match self.backend(&name).await {
-                Ok(backend) => backend.store_info(&name).await.map_err(anyhow::Error::from),
+        for name in self.state.session.all_stores().await? {
+            let info = match self.state.session.store(&name).await {
+                Ok(store) => store.info().await.map_err(anyhow::Error::from),
                 Err(err) => Err(err),
             };
             match info {
                 Ok(info) => {
-                    let last = info.updated_at.map(rag_core::format_rfc3339);
+                    let last = info.updated_at.map(rag_core::store::format_rfc3339);
                     text.push_str(&format!(
                         "{name} ({}, {} dims {}): {} files, {} chunks, last indexed {}\n",
                         info.backend,
@@ -357,7 +303,7 @@ impl RagServer {
                     }));
                 }
                 Err(err) => {
-                    let message = crate::error_chain(&err);
+                    let message = crate::errors::error_chain(&err);
                     text.push_str(&format!("{name}: cannot be read: {message}\n"));
                     rows.push(json!({ "name": name, "error": message }));
                 }
@@ -371,9 +317,8 @@ impl RagServer {
 
     async fn run_index_status(&self, params: StatusParams) -> Result<(Value, String)> {
         let store = params.store;
-        let backend = self.backend(&store).await?;
-        let states = backend.file_states(&store).await?;
-        let sources = backends::IndexedSources::load(&self.state.options.data_dir)?;
+        let states = self.state.session.store(&store).await?.file_states().await?;
+        let sources = IndexedSources::load(self.state.session.data_dir())?;
         let Some(source) = sources.get(&store).cloned() else {
             bail!(
                 "no record of what indexed store {store:?} (it was indexed by an older rag, or on another machine); \
@@ -425,8 +370,8 @@ struct Changes {
 
 /// Walks the store's source again and compares each file's hash with the
 /// store's; reads files, embeds nothing.
-fn changes(source: &backends::IndexedSource, states: &[rag_core::FileState]) -> Result<Changes> {
-    use rag_core::Source as _;
+fn changes(source: &IndexedSource, states: &[rag_core::backend::FileState]) -> Result<Changes> {
+    use rag_core::source::Source as _;
     let options = DiscoverOptions { root: source.root.clone(), hidden: source.hidden, no_ignore: source.no_ignore };
     let found = FileSource::new(discover(&source.patterns, &options)?);
     let stored: HashMap<&str, Option<&str>> =

@@ -2,7 +2,11 @@
 
 use std::fmt::Write as _;
 
-use rag_core::{Hit, IndexReport, LexicalSource, SearchHit, StoreInfo, format_rfc3339};
+use rag_core::{
+    index::IndexReport,
+    search::{LexicalSource, SearchHit},
+    store::{Hit, StoreInfo, format_rfc3339},
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -158,9 +162,11 @@ impl QueryResult {
 }
 
 /// The location fields of a chunk's metadata, as one object.
-fn location(metadata: &rag_core::Metadata) -> Option<Value> {
-    let found: serde_json::Map<String, Value> =
-        rag_core::LOCATION_KEYS.iter().filter_map(|&key| Some((key.to_string(), metadata.get(key)?.clone()))).collect();
+fn location(metadata: &rag_core::store::Metadata) -> Option<Value> {
+    let found: serde_json::Map<String, Value> = rag_core::source::LOCATION_KEYS
+        .iter()
+        .filter_map(|&key| Some((key.to_string(), metadata.get(key)?.clone())))
+        .collect();
     (!found.is_empty()).then_some(Value::Object(found))
 }
 
@@ -242,7 +248,7 @@ pub fn query_text(
 }
 
 /// `rag get --json`: the chunks with what marks the ones asked for.
-pub fn get_json(store: &str, target: &rag_core::ChunkRef, fetched: &rag_core::Fetched) -> Value {
+pub fn get_json(store: &str, target: &rag_core::store::ChunkRef, fetched: &rag_core::store::Fetched) -> Value {
     let chunks: Vec<Value> = fetched
         .chunks
         .iter()
@@ -268,7 +274,7 @@ pub fn get_json(store: &str, target: &rag_core::ChunkRef, fetched: &rag_core::Fe
 }
 
 /// `rag get` as text: each chunk under a line saying where it is from.
-pub fn get_text(fetched: &rag_core::Fetched) -> String {
+pub fn get_text(fetched: &rag_core::store::Fetched) -> String {
     let mut out = String::new();
     for (i, chunk) in fetched.chunks.iter().enumerate() {
         let role = if fetched.asked.contains(&i) { "" } else { "  (context)" };
@@ -323,8 +329,8 @@ pub fn index_text(report: &IndexReport, backend: &str, verbose: bool) -> String 
         }
         for problem in problems {
             let hint = match problem.kind {
-                rag_core::ProblemKind::TooLarge => "; raise --max-file-size to index it",
-                rag_core::ProblemKind::NotReadAgain => "; --force tries it anyway",
+                rag_core::index::ProblemKind::TooLarge => "; raise --max-file-size to index it",
+                rag_core::index::ProblemKind::NotReadAgain => "; --force tries it anyway",
                 _ => "",
             };
             let _ = writeln!(out, "  {label}: {}: {}{hint}", problem.path, problem.reason);
@@ -398,7 +404,7 @@ mod tests {
         let serde_json::Value::Object(metadata) = metadata else { panic!("metadata is an object") };
         Hit {
             score: 0.5,
-            chunk: rag_core::Chunk {
+            chunk: rag_core::store::Chunk {
                 key: format!("{path}#0"),
                 source_path: path.into(),
                 chunk_index: 0,

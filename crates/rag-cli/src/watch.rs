@@ -16,11 +16,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use notify::Watcher as _;
-use rag_core::{Document, IndexReport, NoProgress, Source, SourceError, SourceItem, VectorBackend};
+use rag_core::{
+    backend::VectorBackend,
+    index::{IndexReport, NoProgress},
+    source::{Document, Source, SourceError, SourceItem},
+};
 use rag_ingest::{DiscoverOptions, Discovery, FileSource, SKIPPED_DIRS, discover, stored_name, watch_roots};
 
 use crate::cli::IndexArgs;
-use crate::{IndexSetup, backends};
+use crate::commands::index::{IndexSetup, existing_config, index_setup, remember_index};
+use crate::session::Session;
 
 /// Quiet time that ends a burst of events.
 const SETTLE: Duration = Duration::from_millis(250);
@@ -121,8 +126,9 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
     if args.dry_run {
         bail!("rag watch writes as files change; --dry-run is for rag index");
     }
-    rag_core::validate_store_name(&args.store)?;
-    let opened = backends::open(data_dir, &args.backend, Some(&args.store)).await?;
+    rag_core::store::validate_store_name(&args.store)?;
+    let session = Session::new(data_dir.to_path_buf(), args.backend.clone(), args.embedder.clone());
+    let opened = session.backend(Some(&args.store)).await?;
     let backend: Arc<dyn VectorBackend> = opened.as_dyn();
     let root = match &args.root {
         Some(root) => root.clone(),
@@ -147,14 +153,14 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
         watcher.watch(path, mode).with_context(|| format!("cannot watch {}", path.display()))?;
     }
 
-    let exists = backend.store_exists(&args.store).await?;
-    let setup: IndexSetup = crate::index_setup(&args, &backend, exists).await?;
+    let existing = existing_config(backend.as_ref(), &args.store).await?;
+    let setup: IndexSetup = index_setup(&args, &backend, existing.as_ref()).await?;
     let started = Instant::now();
     let discovery = walk(&options)?;
     let files = discovery.files.len();
     let report =
         setup.indexer.index(&args.store, Arc::new(setup.source(discovery)), &setup.options, &NoProgress).await?;
-    crate::remember_index(data_dir, &opened, &args, &root)?;
+    remember_index(data_dir, &opened, &args, &root)?;
     eprintln!(
         "indexed {files} files into store {:?}: {} new, {} changed, {} removed, {} failed, {} chunks embedded in {:.1} s",
         args.store,
@@ -220,7 +226,7 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
             }
             // A busy store (another rag index) or a passing failure: said,
             // and these paths are tried again with the next change.
-            Err(err) => eprintln!("error: {} (tried again at the next change)", crate::error_chain(&err)),
+            Err(err) => eprintln!("error: {} (tried again at the next change)", crate::errors::error_chain(&err)),
         }
     }
     drop(watcher);

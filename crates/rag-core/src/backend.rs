@@ -1,12 +1,16 @@
-//! The [`VectorBackend`] trait: where vectors and their chunks live.
+//! For backend authors: the [`VectorBackend`] trait (where vectors and
+//! their chunks live), the records and batches it is handed, and helpers
+//! every backend needs (exact scores, file states, filterable metadata).
+//! [`MemoryBackend`] is the reference implementation.
 
-use async_trait::async_trait;
+pub use crate::filter::{FILE_KEYS, FILTERABLE_KEYS, file_filter_metadata, filter_metadata};
+pub use crate::memory::{ChunkStamp, MemoryBackend, file_state, score};
+pub use crate::search::{LexicalHit, LexicalRequest};
+pub use crate::types::{FileState, MAX_KEY_LEN, QueryRequest, UnreadableFile, VectorRecord, WriteBatch, chunk_key};
+pub use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::search::{LexicalHit, LexicalRequest};
-use crate::types::{
-    Chunk, FileState, Hit, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch,
-};
+use crate::types::{Chunk, Hit, StoreConfig, StoreInfo};
 
 /// A place that keeps named stores of vectors with their chunks.
 ///
@@ -19,7 +23,7 @@ pub trait VectorBackend: Send + Sync {
     /// Short backend name for messages and output (`local`, `s3vectors`).
     fn name(&self) -> &'static str;
 
-    /// Creates a store; fails with [`Error::StoreExists`](crate::Error::StoreExists)
+    /// Creates a store; fails with [`Error::StoreExists`]
     /// if the name is taken.
     async fn create_store(&self, config: &StoreConfig) -> Result<()>;
 
@@ -43,7 +47,7 @@ pub trait VectorBackend: Send + Sync {
 
     /// Called once by the indexer before it reads [`file_states`](Self::file_states);
     /// backends that allow one writer at a time take their lock here and fail
-    /// with [`Error::StoreBusy`](crate::Error::StoreBusy) when another holds it.
+    /// with [`Error::StoreBusy`] when another holds it.
     async fn begin_indexing(&self, _store: &str) -> Result<()> {
         Ok(())
     }
@@ -114,10 +118,17 @@ pub trait VectorBackend: Send + Sync {
         Ok(None)
     }
 
+    /// What a user can do when [`lexical_query`](Self::lexical_query)
+    /// answers `Ok(None)`: part of the message of
+    /// [`Error::NoFullTextIndex`].
+    fn full_text_hint(&self) -> &'static str {
+        "this backend has no text search; use vector or hybrid mode (hybrid re-ranks vector candidates lexically)"
+    }
+
     /// The chunks stored under `keys`, in the order asked; keys the store
     /// does not hold are left out. What `rag get` and the MCP `get` tool
     /// read: a hit's full text and its neighbours (keys are
-    /// [`chunk_key`](crate::chunk_key)`(path, index)`).
+    /// [`chunk_key`]`(path, index)`).
     ///
     /// The default says the backend cannot.
     async fn get_chunks(&self, _store: &str, _keys: &[String]) -> Result<Vec<Chunk>> {

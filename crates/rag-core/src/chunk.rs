@@ -18,8 +18,8 @@ pub const PROMPT_RESERVE_TOKENS: usize = 48;
 /// `tokens` tokens with room for the prompt.
 ///
 /// ```
-/// assert_eq!(rag_core::chunk_chars_for_window(512), 1160);
-/// assert_eq!(rag_core::chunk_chars_for_window(2048), 5000);
+/// assert_eq!(rag_core::chunk::chunk_chars_for_window(512), 1160);
+/// assert_eq!(rag_core::chunk::chunk_chars_for_window(2048), 5000);
 /// ```
 pub fn chunk_chars_for_window(tokens: usize) -> usize {
     let usable = tokens.saturating_sub(PROMPT_RESERVE_TOKENS).max(16);

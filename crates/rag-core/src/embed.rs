@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::types::DocText;
+pub use crate::types::DocText;
 
 /// Turns texts into vectors.
 ///
@@ -16,7 +16,7 @@ use crate::types::DocText;
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use rag_core::{DocText, Embedder, Result};
+/// use rag_core::{Result, embed::{DocText, Embedder}};
 ///
 /// /// Embeds a text as its length and its count of vowels.
 /// struct Lengths;
@@ -59,7 +59,7 @@ pub trait Embedder: Send + Sync {
 
     /// The model's context window in tokens, when known (Ollama reports it in
     /// `/api/show`); chunk budgets follow it (see
-    /// [`chunk_chars_for_window`](crate::chunk_chars_for_window)).
+    /// [`chunk_chars_for_window`](crate::chunk::chunk_chars_for_window)).
     fn context_tokens(&self) -> Option<usize> {
         None
     }
@@ -77,7 +77,7 @@ pub trait Embedder: Send + Sync {
 /// its prefix measurably lowers the quality of the results.
 ///
 /// ```
-/// use rag_core::PromptFormat;
+/// use rag_core::embed::PromptFormat;
 /// let format = PromptFormat::for_model("embeddinggemma:latest");
 /// assert_eq!(format.query("why"), "task: search result | query: why");
 /// assert_eq!(format.document(None, "text"), "title: none | text: text");

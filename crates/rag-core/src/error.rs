@@ -15,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A store name breaks the naming rules (see [`crate::validate_store_name`]).
+    /// A store name breaks the naming rules (see [`crate::types::validate_store_name`]).
     #[error("invalid store name {name:?}: {reason}")]
     InvalidStoreName {
         /// The name as given.
@@ -46,7 +46,7 @@ pub enum Error {
     #[error(
         "store {store:?} was built with model {stored_model:?} ({stored_dimension} dimensions), \
          but the embedder is {model:?} ({dimension} dimensions); vectors of different models \
-         cannot be mixed: use --model {stored_model}, or index into a new store"
+         cannot be mixed"
     )]
     ModelMismatch {
         /// Store name.
@@ -107,6 +107,37 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// A search was asked for with an empty (or all-blank) query.
+    #[error("the query is empty")]
+    EmptyQuery,
+
+    /// A metadata filter is not JSON or breaks the filter language (see
+    /// [`Filter`](crate::filter::Filter)).
+    #[error("invalid filter: {0}")]
+    InvalidFilter(String),
+
+    /// What was asked for is not in the store: a chunk key, a file, or a
+    /// line range past a file's end.
+    #[error("{what} in store {store:?}")]
+    NotInStore {
+        /// Store name.
+        store: String,
+        /// What is missing, in words (`no chunk with key "a.md#9"`).
+        what: String,
+    },
+
+    /// Lexical-only search on a store that has no full-text index.
+    #[error("store {store:?} ({backend}) has no full-text index for lexical search: {hint}")]
+    NoFullTextIndex {
+        /// Store name.
+        store: String,
+        /// Backend name.
+        backend: String,
+        /// What to do about it, from the backend
+        /// ([`VectorBackend::full_text_hint`](crate::backend::VectorBackend::full_text_hint)).
+        hint: String,
+    },
+
     /// A text is longer than the embedding model's context window.
     #[error("text of {chars} characters exceeds the context window of model {model:?}")]
     ContextLength {
@@ -117,7 +148,7 @@ pub enum Error {
     },
 
     /// Another process is writing to the store.
-    #[error("store {store:?} is locked by another `rag index` run; wait for it to finish")]
+    #[error("store {store:?} is locked by another writer")]
     StoreBusy {
         /// Store name.
         store: String,

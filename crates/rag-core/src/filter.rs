@@ -27,7 +27,7 @@ pub const FILTERABLE_KEYS: &[&str] =
 /// field matches any element. There is no `$not`.
 ///
 /// ```
-/// use rag_core::Filter;
+/// use rag_core::filter::Filter;
 /// use serde_json::json;
 /// let filter = Filter::parse(json!({"ext": "md", "line_start": {"$lt": 100}})).unwrap();
 /// assert!(Filter::parse(json!({"ext": {"$not": "md"}})).is_err());
@@ -46,8 +46,7 @@ impl Filter {
 
     /// Parses filter JSON text.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value =
-            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("the filter is not JSON: {e}")))?;
+        let value = serde_json::from_str(text).map_err(|e| Error::InvalidFilter(format!("not JSON: {e}")))?;
         Self::parse(value)
     }
 
@@ -78,7 +77,7 @@ impl Filter {
     /// decide it once per file (`--path`, `--ext`).
     ///
     /// ```
-    /// use rag_core::Filter;
+    /// use rag_core::filter::Filter;
     /// assert!(Filter::folder("docs").and(Filter::extensions(&["md".into()])).is_per_file());
     /// assert!(!Filter::from_json(r#"{"line_start": {"$lt": 9}}"#).unwrap().is_per_file());
     /// ```
@@ -91,7 +90,7 @@ impl Filter {
     /// a backend can then look only at paths under it.
     ///
     /// ```
-    /// use rag_core::Filter;
+    /// use rag_core::filter::Filter;
     /// let filter = Filter::folder("docs/api").and(Filter::extensions(&["md".into()]));
     /// assert_eq!(filter.required_folder(), Some("docs/api"));
     /// assert_eq!(Filter::extensions(&["md".into()]).required_folder(), None);
@@ -103,7 +102,7 @@ impl Filter {
     /// Whether the filter looks at metadata key `key` anywhere.
     ///
     /// ```
-    /// use rag_core::Filter;
+    /// use rag_core::filter::Filter;
     /// let filter = Filter::from_json(r#"{"$or": [{"language": "rust"}, {"ext": "md"}]}"#).unwrap();
     /// assert!(filter.mentions("language") && !filter.mentions("dirs"));
     /// ```
@@ -166,7 +165,7 @@ fn keys_within(filter: &Value, allowed: &[&str]) -> bool {
 }
 
 fn invalid(message: String) -> Error {
-    Error::InvalidInput(format!("filter: {message}"))
+    Error::InvalidFilter(message)
 }
 
 fn check_filter(value: &Value) -> Result<()> {

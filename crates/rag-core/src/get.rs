@@ -31,13 +31,33 @@ pub enum ChunkRef {
     },
 }
 
+impl ChunkRef {
+    /// The chunks of `path` over lines `start..=end` (1-based); refuses a
+    /// range that starts at 0 or runs backwards.
+    ///
+    /// ```
+    /// use rag_core::store::ChunkRef;
+    /// assert!(ChunkRef::lines("a.md", 3, 5).is_ok());
+    /// assert!(ChunkRef::lines("a.md", 5, 3).is_err());
+    /// ```
+    pub fn lines(path: impl Into<String>, start: usize, end: usize) -> Result<Self> {
+        let path = path.into();
+        if start == 0 || end < start {
+            return Err(Error::InvalidInput(format!(
+                "bad line range {start}-{end} of {path:?}: lines count from 1 and the range must not run backwards"
+            )));
+        }
+        Ok(ChunkRef::Lines { path, start, end })
+    }
+}
+
 impl FromStr for ChunkRef {
     type Err = Error;
 
     /// `FILE:START-END` or `FILE:LINE` is a line range; anything else a key.
     ///
     /// ```
-    /// use rag_core::ChunkRef;
+    /// use rag_core::store::ChunkRef;
     /// assert_eq!("notes/tea.md#2".parse::<ChunkRef>().unwrap(), ChunkRef::Key("notes/tea.md#2".into()));
     /// assert_eq!(
     ///     "src/lib.rs:10-20".parse::<ChunkRef>().unwrap(),
@@ -51,14 +71,7 @@ impl FromStr for ChunkRef {
             Some((path, start.parse::<usize>().ok()?, end.parse::<usize>().ok()?))
         });
         match lines {
-            Some((path, start, end)) if !path.is_empty() => {
-                if start == 0 || end < start {
-                    return Err(Error::InvalidInput(format!(
-                        "bad line range {start}-{end} in {text:?}: lines count from 1 and the range must not run backwards"
-                    )));
-                }
-                Ok(ChunkRef::Lines { path: path.to_string(), start, end })
-            }
+            Some((path, start, end)) if !path.is_empty() => ChunkRef::lines(path, start, end),
             _ if text.trim().is_empty() => Err(Error::InvalidInput("no chunk key or FILE:START-END given".into())),
             _ => Ok(ChunkRef::Key(text.to_string())),
         }
@@ -96,10 +109,9 @@ pub async fn fetch(backend: &dyn VectorBackend, store: &str, what: &ChunkRef, co
     let (path, asked) = match what {
         ChunkRef::Key(key) => {
             let chunk = backend.get_chunks(store, std::slice::from_ref(key)).await?.into_iter().next();
-            let chunk = chunk.ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "store {store:?} holds no chunk with key {key:?} (keys look like path#index)"
-                ))
+            let chunk = chunk.ok_or_else(|| Error::NotInStore {
+                store: store.to_string(),
+                what: format!("no chunk with key {key:?} (keys look like path#index)"),
             })?;
             (chunk.source_path.clone(), chunk.chunk_index..chunk.chunk_index + 1)
         }
@@ -110,7 +122,8 @@ pub async fn fetch(backend: &dyn VectorBackend, store: &str, what: &ChunkRef, co
                 )));
             }
             let first = backend.get_chunks(store, &[chunk_key(path, 0)]).await?.into_iter().next();
-            let first = first.ok_or_else(|| Error::InvalidInput(format!("store {store:?} holds no file {path:?}")))?;
+            let first = first
+                .ok_or_else(|| Error::NotInStore { store: store.to_string(), what: format!("no file {path:?}") })?;
             let total = first.total_chunks.min(MAX_FILE_CHUNKS);
             let keys: Vec<String> = (0..total).map(|i| chunk_key(path, i)).collect();
             let chunks = backend.get_chunks(store, &keys).await?;
@@ -118,9 +131,10 @@ pub async fn fetch(backend: &dyn VectorBackend, store: &str, what: &ChunkRef, co
             let over: Vec<usize> =
                 chunks.iter().filter(|c| c.line_start <= *end && *start <= c.line_end).map(|c| c.chunk_index).collect();
             let (Some(&low), Some(&high)) = (over.iter().min(), over.iter().max()) else {
-                return Err(Error::InvalidInput(format!(
-                    "lines {start}-{end} are past the end of {path:?}, which has {last_line} lines in store {store:?}"
-                )));
+                return Err(Error::NotInStore {
+                    store: store.to_string(),
+                    what: format!("lines {start}-{end} are past the end of {path:?}, which has {last_line} lines"),
+                });
             };
             (path.clone(), low..high + 1)
         }

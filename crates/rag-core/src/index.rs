@@ -165,6 +165,7 @@ enum FileEvent {
     Failed {
         path: String,
         reason: String,
+        kind: ProblemKind,
         unreadable: Option<UnreadableFile>,
     },
     Prepared(PreparedFile),
@@ -524,7 +525,7 @@ fn prepare(
         Err(SourceError::Skip(reason)) => {
             return FileEvent::Skipped { path, reason, old_keys, kind: ProblemKind::Skipped };
         }
-        Err(err) => return FileEvent::Failed { path, reason: format!("cannot read: {err}"), unreadable: None },
+        Err(err) => return failed(path, format!("cannot read: {err}")),
     };
     let hash = blake3::hash(&bytes).to_hex().to_string();
     if !rechunk_all && state.and_then(|s| s.content_hash.as_deref()) == Some(hash.as_str()) {
@@ -533,6 +534,7 @@ fn prepare(
     if let Some(known) = unreadable.filter(|u| u.content_hash == hash && u.reader == reader) {
         return FileEvent::Failed {
             reason: format!("{}{NOT_READ_AGAIN}", known.reason),
+            kind: ProblemKind::NotReadAgain,
             path,
             unreadable: Some(known.clone()),
         };
@@ -558,7 +560,7 @@ fn prepare(
         // A damaged or locked document fails (exit status 1); its old chunks
         // stay, and the store remembers it so it is read again only once it changes.
         Ok(Err(SourceError::Unreadable(reason))) => return unreadable_file(path, hash, reason, reader),
-        Ok(Err(err)) => return FileEvent::Failed { path, reason: format!("cannot read: {err}"), unreadable: None },
+        Ok(Err(err)) => return failed(path, format!("cannot read: {err}")),
     };
     let Some(body_text) = document.text.get(document.body.clone()) else {
         let reason = format!("the reader returned a body range {:?} outside its text", document.body);
@@ -579,7 +581,7 @@ fn prepare(
             kind: ProblemKind::Skipped,
         };
     }
-    let lines = crate::LineIndex::new(&document.text);
+    let lines = crate::chunk::LineIndex::new(&document.text);
     let total = pieces.len();
     let chunks = pieces
         .into_iter()
@@ -619,12 +621,17 @@ fn prepare(
 /// remembers it with its hash so it is read again only once it changes.
 fn unreadable_file(path: String, content_hash: String, reason: String, reader: &str) -> FileEvent {
     let record = UnreadableFile { path: path.clone(), content_hash, reason: reason.clone(), reader: reader.into() };
-    FileEvent::Failed { path, reason, unreadable: Some(record) }
+    FileEvent::Failed { path, reason, kind: ProblemKind::Unreadable, unreadable: Some(record) }
+}
+
+/// A file that failed for a passing reason (I/O): read again next run.
+fn failed(path: String, reason: String) -> FileEvent {
+    FileEvent::Failed { path, reason, kind: ProblemKind::Failed, unreadable: None }
 }
 
 /// A chunk's metadata: the file's (front matter, title) with the chunk's own
 /// on top; tags are the union of both.
-fn merge_metadata(file: &crate::Metadata, chunk: crate::Metadata) -> crate::Metadata {
+fn merge_metadata(file: &crate::types::Metadata, chunk: crate::types::Metadata) -> crate::types::Metadata {
     let mut merged = file.clone();
     for (key, value) in chunk {
         match (key.as_str(), merged.get_mut(&key), value) {
@@ -763,15 +770,8 @@ fn record_event(
             }
             report.skipped.push(FileProblem { path, reason, kind });
         }
-        FileEvent::Failed { path, reason, unreadable: record } => {
+        FileEvent::Failed { path, reason, kind, unreadable: record } => {
             observer.file_done(&path);
-            let kind = match &record {
-                None => ProblemKind::Failed,
-                Some(known) if reason.ends_with(NOT_READ_AGAIN) && reason.starts_with(&known.reason) => {
-                    ProblemKind::NotReadAgain
-                }
-                Some(_) => ProblemKind::Unreadable,
-            };
             report.failed.push(FileProblem { path, reason, kind });
             unreadable.extend(record);
         }
@@ -910,8 +910,8 @@ pub fn check_model(config: &StoreConfig, embedder: &dyn Embedder) -> Result<()> 
 mod tests {
     use super::*;
     use crate::memory::MemoryBackend;
+    use crate::prelude::{LineIndex, Metadata, Querier, TextChunk};
     use crate::source::{Location, MemorySource, Section};
-    use crate::{LineIndex, Metadata, Querier, TextChunk};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

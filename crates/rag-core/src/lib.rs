@@ -14,15 +14,33 @@
 //!   (`rag-ingest`'s `TextChunker`).
 //!
 //! [`Indexer`] embeds and stores a source's items incrementally (unchanged
-//! items are not re-embedded, stale chunks are deleted), and [`Querier`]
-//! answers questions. This crate has no file-format parsers; implementors
-//! of the traits need only it (it re-exports [`macro@async_trait`]).
+//! items are not re-embedded, stale chunks are deleted), and [`Querier`] (or
+//! a [`Store`] handle) answers questions. This crate has no file-format
+//! parsers; implementors of the traits need only it (it re-exports
+//! [`macro@async_trait`]).
+//!
+//! # Where things are
+//!
+//! [`prelude`] is the common path: `use rag_core::prelude::*` and the
+//! example below runs. The rest is in modules named for their job:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`index`] | [`Indexer`], its options, report and progress observer |
+//! | [`search`] | [`Querier`], search options and modes, hits, several stores at once, fusion |
+//! | [`store`] | the [`Store`] handle, chunks, hits, settings, store names, reading chunks back |
+//! | [`source`] | the [`Source`] trait, documents and their sections, [`MemorySource`] |
+//! | [`embed`] | the [`Embedder`] trait and model prompt formats |
+//! | [`chunk`] | the [`Chunker`] trait, line numbers, chunk budgets |
+//! | [`filter`] | metadata filters, checked once and evaluated alike on every backend |
+//! | [`lexical`] | terms and BM25 |
+//! | [`backend`] | for backend authors: the [`VectorBackend`] trait, records, write batches, helpers, [`MemoryBackend`] |
 //!
 //! # Example
 //!
 //! ```
 //! use std::sync::Arc;
-//! use rag_core::*;
+//! use rag_core::prelude::*;
 //!
 //! // A toy embedder: counts of a few letters. Real programs use an embedding model.
 //! struct Letters;
@@ -74,39 +92,27 @@
 //! # }
 //! ```
 
-mod backend;
-mod chunk;
-mod embed;
+pub mod backend;
+pub mod chunk;
+pub mod embed;
 mod error;
-mod filter;
+pub mod filter;
 mod get;
-mod index;
+pub mod index;
 pub mod lexical;
 mod memory;
+pub mod prelude;
 mod query;
-mod search;
-mod source;
+pub mod search;
+pub mod source;
+pub mod store;
 mod types;
 
 pub use async_trait::async_trait;
-pub use backend::VectorBackend;
-pub use chunk::{Chunker, LineIndex, MIN_CHARS_PER_TOKEN, PROMPT_RESERVE_TOKENS, TextChunk, chunk_chars_for_window};
-pub use embed::{Embedder, PromptFormat};
 pub use error::{BoxError, Error, Result};
-pub use filter::{FILE_KEYS, FILTERABLE_KEYS, Filter, file_filter_metadata, filter_metadata};
-pub use get::{ChunkRef, Fetched, MAX_CONTEXT, MAX_FILE_CHUNKS, fetch};
-pub use index::{FileProblem, IndexObserver, IndexOptions, IndexReport, Indexer, NoProgress, ProblemKind, check_model};
-pub use memory::{ChunkStamp, MemoryBackend, file_state, score};
-pub use query::{MultiSearchResults, Querier, StoreHit, StoreTarget, search_stores};
-pub use search::{
-    LexicalHit, LexicalRequest, LexicalSource, MAX_CANDIDATES, RRF_K, SearchHit, SearchMode, SearchOptions,
-    SearchResults, fuse, limit_per_file, rerank_lexically,
-};
-pub use source::{Document, LOCATION_KEYS, Location, MemorySource, Section, Source, SourceError, SourceItem};
-pub use types::{
-    Chunk, DocText, FileState, Hit, MAX_KEY_LEN, Metadata, Metric, QueryRequest, SimilarityLevel, StoreConfig,
-    StoreInfo, UnreadableFile, VectorRecord, WriteBatch, chunk_key, format_rfc3339, now_unix, validate_store_name,
-};
+
+#[cfg(doc)]
+use prelude::*;
 
 /// mockall mocks of the traits, for tests (feature `mock`).
 #[cfg(any(test, feature = "mock"))]

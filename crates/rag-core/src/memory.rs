@@ -49,7 +49,7 @@ impl VectorBackend for MemoryBackend {
     }
 
     async fn create_store(&self, config: &StoreConfig) -> Result<()> {
-        crate::validate_store_name(&config.name)?;
+        crate::types::validate_store_name(&config.name)?;
         let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if stores.contains_key(&config.name) {
             return Err(Error::StoreExists { store: config.name.clone(), backend: "memory".into() });
@@ -88,7 +88,7 @@ impl VectorBackend for MemoryBackend {
         })
     }
 
-    async fn get_chunks(&self, store: &str, keys: &[String]) -> Result<Vec<crate::Chunk>> {
+    async fn get_chunks(&self, store: &str, keys: &[String]) -> Result<Vec<crate::types::Chunk>> {
         self.with_store(store, |s| Ok(keys.iter().filter_map(|k| s.records.get(k)).map(|r| r.chunk.clone()).collect()))
     }
 
@@ -179,7 +179,10 @@ impl VectorBackend for MemoryBackend {
                 .records
                 .values()
                 .filter(|r| {
-                    request.filter.as_ref().is_none_or(|f| f.matches(&crate::filter_metadata(&r.chunk, r.indexed_at)))
+                    request
+                        .filter
+                        .as_ref()
+                        .is_none_or(|f| f.matches(&crate::filter::filter_metadata(&r.chunk, r.indexed_at)))
                 })
                 .map(|r| Hit {
                     score: score(metric, &request.vector, &r.vector),
@@ -209,7 +212,7 @@ impl VectorBackend for MemoryBackend {
                         && request
                             .filter
                             .as_ref()
-                            .is_none_or(|f| f.matches(&crate::filter_metadata(&r.chunk, r.indexed_at)))
+                            .is_none_or(|f| f.matches(&crate::filter::filter_metadata(&r.chunk, r.indexed_at)))
                 })
                 .map(|(r, bm25)| LexicalHit {
                     hit: Hit {

@@ -12,6 +12,7 @@ use crate::search::{
     LexicalRequest, LexicalSource, SearchMode, SearchOptions, SearchResults, fuse, lexical_only, limit_per_file,
     rerank_lexically, vector_only,
 };
+use crate::store::Store;
 use crate::types::{Hit, QueryRequest, SimilarityLevel, StoreConfig};
 
 /// Vector candidates re-ranked lexically when a backend has no text search.
@@ -59,12 +60,7 @@ impl Querier {
         top_k: usize,
         filter: Option<Filter>,
     ) -> Result<Vec<Hit>> {
-        if text.trim().is_empty() {
-            return Err(Error::InvalidInput("the query is empty".into()));
-        }
-        if top_k == 0 {
-            return Err(Error::InvalidInput("top-k must be at least 1".into()));
-        }
+        check_search(text, &SearchOptions::new(top_k))?;
         let vector = self.embed_query(config, text).await?;
         self.backend.query(store, &QueryRequest::new(vector, top_k).with_filter(filter)).await
     }
@@ -183,21 +179,19 @@ impl Querier {
     }
 
     fn no_full_text(&self, store: &str) -> Error {
-        let backend = self.backend.name();
-        let how = if backend == "local" {
-            "a local store builds it the next time it is indexed (nothing is re-embedded)"
-        } else {
-            "this backend has no text search; use vector or hybrid mode (hybrid re-ranks vector candidates lexically)"
-        };
-        Error::InvalidInput(format!("store {store:?} ({backend}) has no full-text index for lexical search: {how}"))
+        Error::NoFullTextIndex {
+            store: store.to_string(),
+            backend: self.backend.name().to_string(),
+            hint: self.backend.full_text_hint().to_string(),
+        }
     }
 }
 
 /// Refuses a search that cannot run: an empty query, no hits wanted, a
 /// lexical weight that is not a number of 0 or more.
-fn check_search(text: &str, options: &SearchOptions) -> Result<()> {
+pub fn check_search(text: &str, options: &SearchOptions) -> Result<()> {
     if text.trim().is_empty() {
-        return Err(Error::InvalidInput("the query is empty".into()));
+        return Err(Error::EmptyQuery);
     }
     if options.top_k == 0 {
         return Err(Error::InvalidInput("top-k must be at least 1".into()));
@@ -211,26 +205,27 @@ fn check_search(text: &str, options: &SearchOptions) -> Result<()> {
     Ok(())
 }
 
-/// One store of a [`search_stores`] call: its name, the backend it lives
-/// on and an embedder of the model it was built with.
+/// One store of a [`search_stores`] call: the opened store and an embedder
+/// of the model it was built with.
 #[derive(Clone)]
 pub struct StoreTarget {
-    /// The store's name.
-    pub store: String,
-    /// Where it lives.
-    pub backend: Arc<dyn VectorBackend>,
+    /// The store, opened once (its settings already read).
+    pub store: Store,
     /// An embedder of the store's model; targets that share a model share
     /// one query embedding.
     pub embedder: Arc<dyn Embedder>,
 }
 
+impl StoreTarget {
+    /// Searches `store` with `embedder`.
+    pub fn new(store: Store, embedder: Arc<dyn Embedder>) -> Self {
+        Self { store, embedder }
+    }
+}
+
 impl std::fmt::Debug for StoreTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreTarget")
-            .field("store", &self.store)
-            .field("backend", &self.backend.name())
-            .field("model", &self.embedder.model())
-            .finish()
+        f.debug_struct("StoreTarget").field("store", &self.store).field("model", &self.embedder.model()).finish()
     }
 }
 
@@ -266,31 +261,30 @@ pub async fn search_stores(targets: &[StoreTarget], text: &str, options: &Search
     if targets.is_empty() {
         return Err(Error::InvalidInput("no store to search".into()));
     }
-    let configs =
-        futures::future::try_join_all(targets.iter().map(|t| async move { t.backend.store_config(&t.store).await }))
-            .await?;
     // One embedding per model.
     let mut vectors: Vec<(String, Vec<f32>)> = Vec::new();
-    for (target, config) in targets.iter().zip(&configs) {
-        let querier = Querier::new(target.embedder.clone(), target.backend.clone());
+    for target in targets {
+        let config = target.store.config();
         check_model(config, target.embedder.as_ref())?;
         if !vectors.iter().any(|(model, _)| model == target.embedder.model()) {
+            let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
             vectors.push((target.embedder.model().to_string(), querier.embed_query(config, text).await?));
         }
     }
     let searches = targets.iter().map(|target| {
         let vector = vectors.iter().find(|(model, _)| model == target.embedder.model()).map(|(_, v)| v.clone());
         async move {
-            let querier = Querier::new(target.embedder.clone(), target.backend.clone());
-            querier.search_with_vector(&target.store, text, vector.unwrap_or_default(), options).await
+            let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
+            querier.search_with_vector(target.store.name(), text, vector.unwrap_or_default(), options).await
         }
     });
     let answers = futures::future::try_join_all(searches).await?;
     let mut hits: Vec<StoreHit> = Vec::new();
     let mut stores = Vec::new();
     for (target, mut answer) in targets.iter().zip(answers) {
-        hits.extend(answer.hits.drain(..).map(|hit| StoreHit { store: target.store.clone(), hit }));
-        stores.push((target.store.clone(), answer));
+        let name = target.store.name();
+        hits.extend(answer.hits.drain(..).map(|hit| StoreHit { store: name.to_string(), hit }));
+        stores.push((name.to_string(), answer));
     }
     let key = |h: &StoreHit| h.hit.fused_score.unwrap_or(h.hit.hit.score);
     hits.sort_by(|a, b| key(b).total_cmp(&key(a)));
@@ -310,8 +304,9 @@ mod tests {
     use super::*;
     use crate::lexical::terms;
     use crate::memory::MemoryBackend;
+    use crate::prelude::{DocText, Filter, SearchMode, SearchOptions, VectorBackend};
+    use crate::search::LexicalSource;
     use crate::types::{Chunk, Metric, VectorRecord, chunk_key};
-    use crate::{DocText, Filter, LexicalSource, SearchMode, SearchOptions, VectorBackend};
     use async_trait::async_trait;
 
     /// Embeds by hashing words into 32 buckets.
@@ -409,11 +404,8 @@ mod tests {
         other.update_store_config(&config).await.unwrap();
         let words_model = Arc::new(Named("words", Default::default()));
         let other_model = Arc::new(Named("other", Default::default()));
-        let target = |backend: &Arc<MemoryBackend>, embedder: &Arc<Named>| StoreTarget {
-            store: "notes".into(),
-            backend: backend.clone(),
-            embedder: embedder.clone(),
-        };
+        let (notes, other) = (Store::open(notes, "notes").await.unwrap(), Store::open(other, "notes").await.unwrap());
+        let target = |store: &Store, embedder: &Arc<Named>| StoreTarget::new(store.clone(), embedder.clone());
         let targets = [target(&notes, &words_model), target(&other, &other_model), target(&notes, &words_model)];
         let found = search_stores(&targets, "tea brewing", &SearchOptions::new(4)).await.unwrap();
         let tea: Vec<&str> = found.hits.iter().take(2).map(|h| h.hit.hit.chunk.source_path.as_str()).collect();
@@ -425,7 +417,8 @@ mod tests {
         let wrong = [target(&other, &words_model)];
         let err = search_stores(&wrong, "tea", &SearchOptions::new(3)).await.unwrap_err();
         assert!(matches!(err, Error::ModelMismatch { .. }), "{err}");
-        assert!(search_stores(&[], "tea", &SearchOptions::new(3)).await.is_err());
+        let none = search_stores(&[], "tea", &SearchOptions::new(3)).await.unwrap_err();
+        assert!(matches!(none, Error::InvalidInput(_)), "{none}");
     }
 
     #[tokio::test]
@@ -435,8 +428,11 @@ mod tests {
         for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Lexical] {
             let found = querier.search("notes", "parse_config", &SearchOptions::new(5).with_mode(mode)).await.unwrap();
             assert_eq!(found.hits[0].hit.chunk.source_path, "a.rs", "{mode}");
-            let exact =
-                crate::score(Metric::Cosine, &words("parse_config"), &words("fn parse_config() reads the settings"));
+            let exact = crate::backend::score(
+                Metric::Cosine,
+                &words("parse_config"),
+                &words("fn parse_config() reads the settings"),
+            );
             assert!((found.hits[0].hit.score - exact).abs() < 1e-6, "{mode}: score is the cosine");
         }
         let hybrid = querier.search("notes", "parse_config", &SearchOptions::new(5)).await.unwrap();
@@ -499,13 +495,13 @@ mod tests {
         async fn update_store_config(&self, c: &StoreConfig) -> Result<()> {
             self.0.update_store_config(c).await
         }
-        async fn store_info(&self, s: &str) -> Result<crate::StoreInfo> {
+        async fn store_info(&self, s: &str) -> Result<crate::types::StoreInfo> {
             self.0.store_info(s).await
         }
-        async fn file_states(&self, s: &str) -> Result<Vec<crate::FileState>> {
+        async fn file_states(&self, s: &str) -> Result<Vec<crate::types::FileState>> {
             self.0.file_states(s).await
         }
-        async fn write(&self, s: &str, b: crate::WriteBatch) -> Result<()> {
+        async fn write(&self, s: &str, b: crate::types::WriteBatch) -> Result<()> {
             self.0.write(s, b).await
         }
         async fn query(&self, s: &str, r: &QueryRequest) -> Result<Vec<Hit>> {

@@ -1,5 +1,6 @@
-//! Search modes: the vector arm, the lexical arm, and both fused by
-//! reciprocal rank.
+//! Searching stores: [`Querier`] for one store, [`search_stores`] for
+//! several at once, the search modes (the vector arm, the lexical arm, and
+//! both fused by reciprocal rank), and the hits they answer with.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::lexical::{Bm25, chunk_terms, query_terms};
 use crate::types::Hit;
+
+pub use crate::query::{MultiSearchResults, Querier, StoreHit, StoreTarget, check_search, search_stores};
 
 /// How a query finds its chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -65,7 +68,7 @@ pub const MAX_CANDIDATES: usize = 10_000;
 /// Settings of one search.
 ///
 /// ```
-/// use rag_core::{SearchMode, SearchOptions};
+/// use rag_core::search::{SearchMode, SearchOptions};
 /// let options = SearchOptions::new(10).with_mode(SearchMode::Lexical).with_max_per_file(Some(2));
 /// assert_eq!(options.top_k, 10);
 /// ```
@@ -146,7 +149,7 @@ impl SearchOptions {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct LexicalRequest {
-    /// The query's terms, from [`query_terms`](crate::lexical::query_terms); a
+    /// The query's terms, from [`query_terms`]; a
     /// chunk matches when it has any of them.
     pub terms: Vec<String>,
     /// How many hits to return at most, best BM25 first.

@@ -78,7 +78,7 @@ impl Document {
     /// A document of `text` in format `language`, all of it to be chunked.
     ///
     /// ```
-    /// let doc = rag_core::Document::new("# Hi\n\nthere", "markdown");
+    /// let doc = rag_core::source::Document::new("# Hi\n\nthere", "markdown");
     /// assert_eq!(doc.body, 0..11);
     /// ```
     pub fn new(text: impl Into<String>, language: impl Into<String>) -> Self {
@@ -103,7 +103,7 @@ impl Document {
     /// `row_end`, from the sections the range overlaps.
     ///
     /// ```
-    /// use rag_core::{Document, Location, Section};
+    /// use rag_core::source::{Document, Location, Section};
     /// let doc = Document::new("# Page 1\n\none\n\n# Page 2\n\ntwo\n", "markdown").with_sections(vec![
     ///     Section { range: 0..15, location: Location::Page(1) },
     ///     Section { range: 15..28, location: Location::Page(2) },
@@ -177,7 +177,7 @@ pub const LOCATION_KEYS: &[&str] =
 /// the async runtime: blocking I/O is fine.
 ///
 /// ```
-/// use rag_core::{Document, Source, SourceError, SourceItem};
+/// use rag_core::source::{Document, Source, SourceError, SourceItem};
 ///
 /// /// Rows of a table of notes, by id.
 /// struct Notes(Vec<(u32, String)>);
@@ -228,7 +228,7 @@ pub trait Source: Send + Sync {
 /// Documents held in memory, by path: the simplest [`Source`].
 ///
 /// ```
-/// use rag_core::{Document, MemorySource, Source};
+/// use rag_core::source::{Document, MemorySource, Source};
 /// let mut source = MemorySource::covering("notes/");
 /// source.insert("notes/tea.md", Document::new("# Tea\n\nGreen tea, brewed cool.", "markdown"));
 /// assert_eq!(source.items().len(), 1);

@@ -50,7 +50,7 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// too long for a key are replaced by their BLAKE3 hash.
 ///
 /// ```
-/// assert_eq!(rag_core::chunk_key("docs/README.md", 3), "docs/README.md#3");
+/// assert_eq!(rag_core::store::chunk_key("docs/README.md", 3), "docs/README.md#3");
 /// ```
 pub fn chunk_key(source_path: &str, chunk_index: usize) -> String {
     let key = format!("{source_path}#{chunk_index}");
@@ -144,7 +144,7 @@ pub struct QueryRequest {
     /// How many hits to return at most.
     pub top_k: usize,
     /// Only chunks whose metadata passes this filter.
-    pub filter: Option<crate::Filter>,
+    pub filter: Option<crate::filter::Filter>,
 }
 
 impl QueryRequest {
@@ -154,7 +154,7 @@ impl QueryRequest {
     }
 
     /// The same request, restricted to chunks passing `filter`.
-    pub fn with_filter(mut self, filter: Option<crate::Filter>) -> Self {
+    pub fn with_filter(mut self, filter: Option<crate::filter::Filter>) -> Self {
         self.filter = filter;
         self
     }
@@ -188,7 +188,7 @@ impl Metric {
     /// euclidean.
     ///
     /// ```
-    /// use rag_core::Metric;
+    /// use rag_core::store::Metric;
     /// assert_eq!(Metric::Cosine.score_from_distance(0.25), 0.75);
     /// assert_eq!(Metric::Euclidean.score_from_distance(1.0), 0.5);
     /// ```
@@ -245,7 +245,7 @@ impl SimilarityLevel {
     /// The level of a score.
     ///
     /// ```
-    /// use rag_core::SimilarityLevel;
+    /// use rag_core::store::SimilarityLevel;
     /// assert_eq!(SimilarityLevel::from_score(0.9), SimilarityLevel::Duplicate);
     /// assert_eq!(SimilarityLevel::from_score(-0.1), SimilarityLevel::Contradiction);
     /// ```
@@ -328,8 +328,8 @@ pub struct StoreInfo {
 /// `a-z`, `0-9`, `-` and `.`, starting and ending with a letter or digit.
 ///
 /// ```
-/// assert!(rag_core::validate_store_name("my-notes").is_ok());
-/// assert!(rag_core::validate_store_name("../escape").is_err());
+/// assert!(rag_core::store::validate_store_name("my-notes").is_ok());
+/// assert!(rag_core::store::validate_store_name("../escape").is_err());
 /// ```
 pub fn validate_store_name(name: &str) -> Result<()> {
     let fail = |reason: &str| Err(Error::InvalidStoreName { name: name.to_string(), reason: reason.to_string() });
@@ -356,8 +356,8 @@ pub fn now_unix() -> i64 {
 /// Formats seconds since the Unix epoch as RFC 3339 UTC (`2026-11-26T23:36:15Z`).
 ///
 /// ```
-/// assert_eq!(rag_core::format_rfc3339(0), "1970-01-01T00:00:00Z");
-/// assert_eq!(rag_core::format_rfc3339(1_795_736_175), "2026-11-26T23:36:15Z");
+/// assert_eq!(rag_core::store::format_rfc3339(0), "1970-01-01T00:00:00Z");
+/// assert_eq!(rag_core::store::format_rfc3339(1_795_736_175), "2026-11-26T23:36:15Z");
 /// ```
 pub fn format_rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

@@ -23,7 +23,7 @@
 //! truncation `tokenizer.json` carries).
 //!
 //! ```no_run
-//! use rag_core::Embedder;
+//! use rag_core::embed::Embedder;
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let embedder = rag_embed_local::LocalEmbedder::load("models/all-MiniLM-L6-v2")?;
 //! let vector = embedder.embed_query("how do I water tomatoes?").await?;
@@ -40,7 +40,10 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 use candle_transformers::models::nomic_bert::{Config as NomicConfig, NomicBertModel};
-use rag_core::{DocText, Embedder, Error, PromptFormat, Result};
+use rag_core::{
+    Error, Result,
+    embed::{DocText, Embedder, PromptFormat},
+};
 use tokenizers::Encoding;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 

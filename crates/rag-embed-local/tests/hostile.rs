@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rag_core::{DocText, Embedder};
+use rag_core::embed::{DocText, Embedder};
 use rag_embed_local::LocalEmbedder;
 
 /// Rounds per model; `RAG_FUZZ_ROUNDS` asks for a longer run.

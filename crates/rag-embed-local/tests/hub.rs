@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rag_core::Embedder;
+use rag_core::embed::Embedder;
 use rag_embed_local::{HubModel, HubOptions, LocalEmbedder};
 use rag_testkit::FakeHub;
 

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use rag_core::{DocText, Embedder};
+use rag_core::embed::{DocText, Embedder};
 use rag_embed_local::LocalEmbedder;
 
 fn fixtures() -> PathBuf {

@@ -1,14 +1,14 @@
-//! [`OllamaEmbedder`]: a [`rag_core::Embedder`] on Ollama's HTTP API.
+//! [`OllamaEmbedder`]: a [`rag_core::embed::Embedder`] on Ollama's HTTP API.
 //!
 //! It batches texts through `POST /api/embed`, checks the model with
 //! `POST /api/show` when it connects (present, an embedding model, and its
 //! vector length), words documents and queries as the model family expects
-//! ([`rag_core::PromptFormat`]), and retries timeouts, "server busy" and other
+//! ([`rag_core::embed::PromptFormat`]), and retries timeouts, "server busy" and other
 //! 5xx answers with backoff before giving up with a message a person can act
 //! on.
 //!
 //! ```no_run
-//! use rag_core::Embedder;
+//! use rag_core::embed::Embedder;
 //! use rag_embed_ollama::{OllamaConfig, OllamaEmbedder};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -23,7 +23,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rag_core::{DocText, Embedder, Error, PromptFormat, Result};
+use rag_core::{
+    Error, Result,
+    embed::{DocText, Embedder, PromptFormat},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -251,10 +254,7 @@ impl OllamaEmbedder {
                     return Err(Error::EmbedderUnreachable {
                         endpoint: self.config.base_url.clone(),
                         reason: root_cause(&err),
-                        hint:
-                            "Is Ollama running? Start it with `ollama serve`, or point --ollama-url (or OLLAMA_HOST) \
-                               at a running server."
-                                .into(),
+                        hint: "Is Ollama running? Start it with `ollama serve`, or connect to a server that is.".into(),
                     });
                 }
                 Err(err) if attempt > self.config.max_retries => {

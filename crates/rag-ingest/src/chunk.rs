@@ -1,7 +1,11 @@
 //! The default chunker: markdown by section, code by syntax, the rest at
 //! paragraph, line, sentence and word breaks.
 
-use rag_core::{Chunker, Error, LineIndex, Metadata, Result, TextChunk};
+use rag_core::{
+    Error, Result,
+    chunk::{Chunker, LineIndex, TextChunk},
+    store::Metadata,
+};
 use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter};
 
 /// The default chunker, sizes counted in characters: markdown split at
@@ -18,7 +22,7 @@ use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter};
 /// names the definitions it overlaps, outermost first.
 ///
 /// ```
-/// use rag_core::Chunker;
+/// use rag_core::chunk::Chunker;
 /// use rag_ingest::TextChunker;
 /// let chunker = TextChunker::new(30, 0).unwrap();
 /// let text = "# One\nthe first part\n\n# Two\nthe second part\n";

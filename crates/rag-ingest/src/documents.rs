@@ -10,7 +10,7 @@ use std::io::{Cursor, Read};
 
 use calamine::Reader as _;
 use quick_xml::events::Event;
-use rag_core::{Location, Section};
+use rag_core::source::{Location, Section};
 
 /// Most bytes a zip-based document may expand to; more is a zip bomb.
 pub const MAX_UNCOMPRESSED: u64 = 256 * 1024 * 1024;
@@ -761,10 +761,10 @@ mod tests {
     fn chunks_of_documents_know_their_page_slide_sheet_and_rows() {
         // Where a range of the converted text lies, from the typed sections.
         let at = |from: &str, text: &str, part: &str| {
-            let document = rag_core::Document::new(text, "markdown").with_sections(sections(from, text));
+            let document = rag_core::source::Document::new(text, "markdown").with_sections(sections(from, text));
             let start = text.find(part).unwrap();
             let found = document.location(start..start + part.len());
-            assert!(found.keys().all(|k| rag_core::LOCATION_KEYS.contains(&k.as_str())), "{found:?}");
+            assert!(found.keys().all(|k| rag_core::source::LOCATION_KEYS.contains(&k.as_str())), "{found:?}");
             serde_json::Value::Object(found)
         };
         let pages = "# Page 3\n\nthe text of page three\n\n# Page 4\n\nall of four\n\n# Page 5\n\nfive\n";

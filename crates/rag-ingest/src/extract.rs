@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use rag_core::Document;
+use rag_core::source::Document;
 
 /// Formats indexed by default when a folder is walked, by file extension.
 const LANGUAGES: &[(&[&str], &str)] = &[
@@ -292,7 +292,7 @@ pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter
     if language == "document" {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
         let text = converter.convert(&extension, bytes).map_err(ExtractError::Unreadable)?;
-        let mut metadata = rag_core::Metadata::new();
+        let mut metadata = rag_core::store::Metadata::new();
         metadata.insert("converted_from".into(), extension.as_str().into());
         let sections = crate::documents::sections(&extension, &text);
         return Ok(Document::new(text, "markdown").with_metadata(metadata).with_sections(sections));
@@ -308,7 +308,7 @@ pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter
     } else {
         decode_utf8(bytes, &mut notes)
     };
-    let mut metadata = rag_core::Metadata::new();
+    let mut metadata = rag_core::store::Metadata::new();
     let text = match language {
         "notebook" => {
             language = "markdown";

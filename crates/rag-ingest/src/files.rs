@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rag_core::{Document, Source, SourceError, SourceItem};
+use rag_core::source::{Document, Source, SourceError, SourceItem};
 
 use crate::discover::Discovery;
 use crate::extract::{DocumentConverter, ExtractError, InProcess, extract_with};

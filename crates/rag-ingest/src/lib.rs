@@ -3,8 +3,8 @@
 //!
 //! - [`discover`] walks folders and globs the way `rag index` does
 //!   (`.gitignore` honoured, dependency and build folders skipped);
-//! - [`FileSource`] offers what it found to [`rag_core::Indexer`] as a
-//!   [`rag_core::Source`], decoding text in any common encoding, notebooks,
+//! - [`FileSource`] offers what it found to [`rag_core::index::Indexer`] as a
+//!   [`rag_core::source::Source`], decoding text in any common encoding, notebooks,
 //!   HTML, CSV, and documents (PDF, Office, OpenDocument, EPUB, spreadsheets)
 //!   through a [`DocumentConverter`];
 //! - [`TextChunker`] splits markdown by section and source code by syntax
@@ -14,10 +14,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use rag_core::{IndexOptions, Indexer, MemoryBackend, NoProgress};
+//! use rag_core::prelude::*;
 //! use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
-//! # use async_trait::async_trait;
-//! # use rag_core::{DocText, Embedder, Result};
 //! # struct Letters;
 //! # #[async_trait]
 //! # impl Embedder for Letters {

@@ -6,8 +6,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use rag_core::backend::{FileState, QueryRequest, UnreadableFile, WriteBatch};
 use rag_core::mock::MockEmbedder;
-use rag_core::*;
+use rag_core::prelude::*;
+use rag_core::store::StoreInfo;
 use rag_ingest::{DiscoverOptions, Discovery, FileSource, TextChunker, discover};
 
 /// The files of a walk as the indexer's source.

@@ -393,7 +393,7 @@ fn query_vectors(shared: &Shared, bucket: &str, index_name: &str, body: &Value) 
             if let Some(key) = filter_keys(filter).into_iter().find(|k| index.non_filterable.contains(k)) {
                 return validation(&format!("cannot filter on non-filterable metadata key {key}"));
             }
-            match rag_core::Filter::parse(filter.clone()) {
+            match rag_core::filter::Filter::parse(filter.clone()) {
                 Ok(filter) => Some(filter),
                 Err(err) => return validation(&format!("invalid filter: {err}")),
             }

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3vectors::config::{BehaviorVersion, Credentials, Region};
 use rag_backend_s3vectors::{S3VectorsBackend, S3VectorsConfig};
-use rag_core::{Chunk, StoreConfig, VectorRecord, chunk_key};
+use rag_core::{
+    backend::VectorRecord,
+    store::{Chunk, StoreConfig, chunk_key},
+};
 
 /// A backend on `endpoint` with static test credentials and fast retries.
 pub fn backend(endpoint: &str, bucket: &str) -> S3VectorsBackend {
@@ -78,7 +81,7 @@ pub fn config(name: &str, dimension: usize) -> StoreConfig {
         name: name.into(),
         model: "embeddinggemma".into(),
         dimension,
-        metric: rag_core::Metric::Cosine,
+        metric: rag_core::store::Metric::Cosine,
         chunking: "text-splitter/chars size=1500 overlap=200".into(),
     }
 }

@@ -1,0 +1,449 @@
+use std::fs::OpenOptions;
+
+use rusqlite::Connection;
+
+use super::*;
+use crate::files::{COMPACT_FILE, VECTORS_FILE};
+use crate::scan;
+use crate::slots::{SlotFile, write_at};
+use rag_core::store::Metric;
+use rag_core::store::chunk_key;
+
+fn config(name: &str, dimension: usize, metric: Metric) -> StoreConfig {
+    StoreConfig { name: name.into(), model: "toy".into(), dimension, metric, chunking: "c".into() }
+}
+
+fn record(path: &str, index: usize, total: usize, hash: &str, vector: Vec<f32>) -> VectorRecord {
+    VectorRecord {
+        chunk: Chunk {
+            key: chunk_key(path, index),
+            source_path: path.into(),
+            chunk_index: index,
+            total_chunks: total,
+            line_start: index * 10 + 1,
+            line_end: index * 10 + 9,
+            byte_start: 0,
+            byte_end: 1,
+            text: format!("{path} chunk {index} {hash}"),
+            content_hash: hash.into(),
+            language: "text".into(),
+            metadata: Default::default(),
+        },
+        vector,
+        indexed_at: 1,
+    }
+}
+
+async fn store_with(dim: usize, metric: Metric) -> (tempfile::TempDir, LocalBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path());
+    backend.create_store(&config("notes", dim, metric)).await.unwrap();
+    (dir, backend)
+}
+
+#[tokio::test]
+async fn a_reader_kept_open_sees_what_other_writers_commit_and_a_store_made_anew() {
+    let (dir, reader) = store_with(2, Metric::Cosine).await;
+    let writer = LocalBackend::new(dir.path());
+    writer.put("notes", vec![record("a.md", 0, 1, "h", vec![1.0, 0.0])]).await.unwrap();
+    writer.end_indexing("notes").await.unwrap();
+    let query = QueryRequest::new(vec![1.0, 0.0], 10);
+    assert_eq!(reader.query("notes", &query).await.unwrap().len(), 1);
+    // Another writer appends: the open reader's mapping is too short, and it is reopened.
+    let more: Vec<VectorRecord> = (0..500).map(|i| record(&format!("b{i}.md"), 0, 1, "h", vec![1.0, 0.5])).collect();
+    writer.put("notes", more).await.unwrap();
+    writer.end_indexing("notes").await.unwrap();
+    assert_eq!(reader.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1000)).await.unwrap().len(), 501);
+    assert_eq!(reader.get_chunks("notes", &["b7.md#0".into()]).await.unwrap().len(), 1);
+    // Deleted and made anew elsewhere: the reader follows the new store.
+    writer.delete_store("notes").await.unwrap();
+    writer.create_store(&config("notes", 2, Metric::Cosine)).await.unwrap();
+    writer.put("notes", vec![record("new.md", 0, 1, "h", vec![0.0, 1.0])]).await.unwrap();
+    writer.end_indexing("notes").await.unwrap();
+    let hits = reader.query("notes", &query).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.chunk.key.as_str()).collect::<Vec<_>>(), ["new.md#0"]);
+}
+
+#[tokio::test]
+async fn put_query_overwrite_and_delete() {
+    let (_dir, backend) = store_with(3, Metric::Cosine).await;
+    backend
+        .put(
+            "notes",
+            vec![
+                record("a.md", 0, 2, "h1", vec![1.0, 0.0, 0.0]),
+                record("a.md", 1, 2, "h1", vec![0.0, 1.0, 0.0]),
+                record("b.md", 0, 1, "h2", vec![0.0, 0.0, 2.0]),
+            ],
+        )
+        .await
+        .unwrap();
+    let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 0.0, 1.0], 2)).await.unwrap();
+    assert_eq!(hits[0].chunk.key, "b.md#0");
+    assert!((hits[0].score - 1.0).abs() < 1e-6, "stored vectors are normalised: {}", hits[0].score);
+
+    // Overwrite b.md#0 pointing elsewhere: the old vector must not come back.
+    backend.put("notes", vec![record("b.md", 0, 1, "h3", vec![1.0, 0.0, 0.0])]).await.unwrap();
+    let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 0.0, 1.0], 10)).await.unwrap();
+    assert_eq!(hits.len(), 3, "no orphans after overwrite: {hits:?}");
+    assert!(hits.iter().all(|h| h.score < 0.5));
+
+    backend.delete("notes", vec!["a.md#1".into(), "nope#9".into()]).await.unwrap();
+    let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 1.0, 0.0], 10)).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().all(|h| h.chunk.key != "a.md#1"));
+}
+
+fn text_record(path: &str, index: usize, text: &str, vector: Vec<f32>) -> VectorRecord {
+    let mut record = record(path, index, 1, "h", vector);
+    record.chunk.text = text.into();
+    record
+}
+
+async fn lexical_keys(backend: &LocalBackend, query: &str, k: usize) -> Vec<String> {
+    let request = LexicalRequest::new(rag_core::lexical::query_terms(query), k);
+    let hits = backend.lexical_query("notes", &request).await.unwrap().expect("a full-text index");
+    hits.into_iter().map(|h| h.hit.chunk.key).collect()
+}
+
+#[tokio::test]
+async fn the_full_text_index_follows_replaces_and_deletes() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    backend
+        .put(
+            "notes",
+            vec![
+                text_record("a.md", 0, "the sourdough starter wants rye flour", vec![1.0, 0.0]),
+                text_record("b.md", 0, "parse_config reads settings", vec![0.0, 1.0]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(lexical_keys(&backend, "rye", 5).await, ["a.md#0"]);
+    assert_eq!(lexical_keys(&backend, "config", 5).await, ["b.md#0"]);
+    // Replacing a chunk replaces its terms: the old words no longer find it.
+    backend.put("notes", vec![text_record("a.md", 0, "wheat only", vec![1.0, 0.0])]).await.unwrap();
+    assert!(lexical_keys(&backend, "rye", 5).await.is_empty());
+    assert_eq!(lexical_keys(&backend, "wheat", 5).await, ["a.md#0"]);
+    // Deleting (pruning) removes them.
+    backend.delete("notes", vec!["b.md#0".into()]).await.unwrap();
+    assert!(lexical_keys(&backend, "parse_config", 5).await.is_empty());
+    // A reused slot carries only its new chunk's terms.
+    backend.put("notes", vec![text_record("c.md", 0, "kitchen memo", vec![0.0, 1.0])]).await.unwrap();
+    assert_eq!(lexical_keys(&backend, "kitchen parse", 5).await, ["c.md#0"]);
+}
+
+#[tokio::test]
+async fn a_word_in_most_chunks_is_left_out_when_rarer_ones_can_rank() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    // 60 chunks hold "common" (over the test limit of 50 to score); one holds "rare" too.
+    let mut records: Vec<VectorRecord> =
+        (0..60).map(|i| text_record(&format!("n{i}.md"), 0, "common words", vec![1.0, 0.0])).collect();
+    records.push(text_record("x.md", 0, "common rare", vec![1.0, 0.0]));
+    backend.put("notes", records).await.unwrap();
+    assert_eq!(lexical_keys(&backend, "common rare", 100).await, ["x.md#0"]);
+    // Alone, the common word is still searched: the rarest term is always kept.
+    assert_eq!(lexical_keys(&backend, "common", 100).await.len(), 61);
+    // Words the store does not hold cost nothing and find nothing.
+    assert!(lexical_keys(&backend, "absent", 100).await.is_empty());
+}
+
+#[tokio::test]
+async fn lexical_hits_carry_their_exact_vector_score() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    backend.put("notes", vec![text_record("a.md", 0, "rye flour", vec![3.0, 4.0])]).await.unwrap();
+    let request = LexicalRequest::new(vec!["rye".into()], 5).with_vector(Some(vec![1.0, 0.0]));
+    let hits = backend.lexical_query("notes", &request).await.unwrap().unwrap();
+    assert!((hits[0].hit.score - 0.6).abs() < 1e-6, "{}", hits[0].hit.score);
+    assert!(hits[0].bm25 > 0.0);
+}
+
+#[tokio::test]
+async fn a_filter_applies_before_the_lexical_cut() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    // 600 chunks match; the one under docs/ ranks last (longest text, one mention).
+    let mut records: Vec<VectorRecord> =
+        (0..600).map(|i| text_record(&format!("notes/n{i}.md"), 0, "flour flour flour", vec![1.0, 0.0])).collect();
+    records.push(text_record("docs/far.md", 0, &format!("flour {}", "filler ".repeat(300)), vec![1.0, 0.0]));
+    backend.put("notes", records).await.unwrap();
+    let all = lexical_keys(&backend, "flour", 1000).await;
+    assert_eq!(all.last().map(String::as_str), Some("docs/far.md#0"), "ranks last unfiltered");
+    let request =
+        LexicalRequest::new(vec!["flour".into()], 5).with_filter(Some(rag_core::filter::Filter::folder("docs")));
+    let hits = backend.lexical_query("notes", &request).await.unwrap().unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].hit.chunk.key, "docs/far.md#0");
+}
+
+#[tokio::test]
+async fn a_store_made_before_the_full_text_index_gets_it_from_its_next_writer() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    backend.put("notes", vec![text_record("a.md", 0, "rotate the keys", vec![1.0, 0.0])]).await.unwrap();
+    drop(backend);
+    let db = dir.path().join("stores/notes").join(DB_FILE);
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE lexical; DELETE FROM settings WHERE key = 'lexical_version'")
+        .unwrap();
+    let backend = LocalBackend::new(dir.path());
+    let request = LexicalRequest::new(vec!["key".into()], 5);
+    assert!(backend.lexical_query("notes", &request).await.unwrap().is_none(), "no index yet");
+    // Vector search still works on it.
+    assert_eq!(backend.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap().len(), 1);
+    backend.begin_indexing("notes").await.unwrap();
+    assert_eq!(lexical_keys(&backend, "keys", 5).await, ["a.md#0"]);
+}
+
+#[tokio::test]
+async fn query_syntax_in_terms_is_searched_as_text() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    backend.put("notes", vec![text_record("a.md", 0, "plain words", vec![1.0, 0.0])]).await.unwrap();
+    for nasty in [r#"" OR x"#, "NEAR(a b)", "*", "a:b", "'", "AND", "^x"] {
+        let request = LexicalRequest::new(vec![nasty.to_string()], 5);
+        let hits = backend.lexical_query("notes", &request).await;
+        assert!(hits.is_ok(), "{nasty}: {hits:?}");
+    }
+}
+
+#[tokio::test]
+async fn vector_files_never_shrink_under_a_reader_when_a_writer_reopens_after_a_prune() {
+    let (dir, backend) = store_with(4, Metric::Cosine).await;
+    let records = (0..10).map(|i| record(&format!("f{i}.md"), 0, 1, "h", vec![1.0, i as f32, 0.0, 1.0])).collect();
+    backend.put("notes", records).await.unwrap();
+    // Prune the files written last: their slots are the tail of the vector files.
+    backend.delete("notes", (5..10).map(|i| format!("f{i}.md#0")).collect()).await.unwrap();
+    drop(backend);
+    let store = dir.path().join("stores/notes");
+    let reader = Reader::open(&store).unwrap();
+    let lengths = |name: &str| fs::metadata(store.join(name)).unwrap().len();
+    let before = (lengths(VECTORS_FILE), lengths(COMPACT_FILE));
+    // A new writer repairs the store while the reader's mapping is live.
+    let writer = LocalBackend::new(dir.path());
+    writer.begin_indexing("notes").await.unwrap();
+    assert_eq!((lengths(VECTORS_FILE), lengths(COMPACT_FILE)), before, "a mapped file was cut short");
+    // Every mapped byte is still backed by the file (a cut file would SIGBUS here).
+    let sum: f32 = reader.floats().iter().filter(|x| x.is_finite()).sum();
+    assert!(sum > 0.0);
+    let hits = reader.query(&QueryRequest::new(vec![1.0, 0.0, 0.0, 1.0], 10)).unwrap();
+    assert_eq!(hits.len(), 5);
+}
+
+#[tokio::test]
+async fn freed_slots_are_reused_and_the_file_does_not_grow() {
+    let (dir, backend) = store_with(4, Metric::Cosine).await;
+    for round in 0..5 {
+        let records = (0..10).map(|i| record("f.txt", i, 10, &format!("r{round}"), vec![1.0, i as f32, 0.0, 1.0]));
+        backend.put("notes", records.collect()).await.unwrap();
+    }
+    let len = fs::metadata(dir.path().join("stores/notes").join(VECTORS_FILE)).unwrap().len();
+    assert!(len <= 20 * 16, "vector file grew to {len} bytes for 10 live vectors");
+    assert_eq!(backend.records("notes").await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn file_states_report_partial_files_as_unfinished() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    backend
+        .put(
+            "notes",
+            vec![
+                record("whole.md", 0, 1, "h", vec![1.0, 0.0]),
+                record("part.md", 0, 3, "h", vec![1.0, 0.0]),
+                record("mixed.md", 0, 2, "old", vec![1.0, 0.0]),
+                record("mixed.md", 1, 2, "new", vec![1.0, 0.0]),
+            ],
+        )
+        .await
+        .unwrap();
+    let states = backend.file_states("notes").await.unwrap();
+    let hash = |p: &str| states.iter().find(|s| s.path == p).unwrap().content_hash.clone();
+    assert_eq!(hash("whole.md").as_deref(), Some("h"));
+    assert_eq!(hash("part.md"), None);
+    assert_eq!(hash("mixed.md"), None);
+}
+
+#[tokio::test]
+async fn unreadable_files_are_remembered_across_processes_and_forgotten_on_request() {
+    let (dir, backend) = store_with(3, Metric::Cosine).await;
+    // A store made before the table existed reads as remembering nothing.
+    let db = backend.store_dir("notes").unwrap().join(DB_FILE);
+    Connection::open(&db).unwrap().execute_batch("DROP TABLE unreadable").unwrap();
+    assert!(backend.unreadable_files("notes").await.unwrap().is_empty());
+
+    let file = |path: &str, hash: &str| UnreadableFile {
+        path: path.into(),
+        content_hash: hash.into(),
+        reason: "encrypted".into(),
+        reader: "rag-core 1".into(),
+    };
+    backend.begin_indexing("notes").await.unwrap();
+    backend.remember_unreadable("notes", vec![file("a.pdf", "h1"), file("b.pdf", "h2")], Vec::new()).await.unwrap();
+    backend.remember_unreadable("notes", vec![file("a.pdf", "h3")], vec!["b.pdf".into()]).await.unwrap();
+    drop(backend);
+    let reopened = LocalBackend::new(dir.path());
+    assert_eq!(reopened.unreadable_files("notes").await.unwrap(), [file("a.pdf", "h3")]);
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused_while_the_first_holds_the_store() {
+    let (dir, first) = store_with(2, Metric::Cosine).await;
+    first.begin_indexing("notes").await.unwrap();
+    let second = LocalBackend::new(dir.path());
+    let err = second.begin_indexing("notes").await.unwrap_err();
+    assert!(matches!(err, Error::StoreBusy { .. }), "{err}");
+    // Readers are never blocked.
+    assert!(second.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap().is_empty());
+    drop(first);
+    second.begin_indexing("notes").await.unwrap();
+}
+
+struct Lengths;
+
+#[async_trait]
+impl rag_core::embed::Embedder for Lengths {
+    fn model(&self) -> &str {
+        "toy"
+    }
+    fn dimension(&self) -> usize {
+        2
+    }
+    async fn embed_documents(&self, docs: &[rag_core::embed::DocText]) -> Result<Vec<Vec<f32>>> {
+        Ok(docs.iter().map(|d| vec![1.0, d.text.len() as f32]).collect())
+    }
+    async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+        Ok(vec![1.0, query.len() as f32])
+    }
+}
+
+/// The whole text as one chunk.
+struct Whole;
+
+impl rag_core::chunk::Chunker for Whole {
+    fn chunk(&self, text: &str, _path: &str, _language: &str) -> Vec<rag_core::chunk::TextChunk> {
+        let lines = rag_core::chunk::LineIndex::new(text);
+        let end = lines.line_of(text.len().saturating_sub(1));
+        let metadata = rag_core::store::Metadata::new();
+        vec![rag_core::chunk::TextChunk {
+            text: text.into(),
+            byte_start: 0,
+            byte_end: text.len(),
+            line_start: 1,
+            line_end: end,
+            metadata,
+        }]
+    }
+    fn settings(&self) -> String {
+        "whole".into()
+    }
+}
+
+#[tokio::test]
+async fn an_index_run_releases_the_store_when_it_ends() {
+    let data = tempfile::tempdir().unwrap();
+    let mut notes = rag_core::source::MemorySource::new();
+    notes.insert("a.md", rag_core::source::Document::new("some text", "markdown"));
+    let notes: Arc<dyn rag_core::source::Source> = Arc::new(notes);
+    let backend = Arc::new(LocalBackend::new(data.path()));
+    let indexer = rag_core::index::Indexer::new(Arc::new(Lengths), backend.clone(), Arc::new(Whole));
+    let options = rag_core::index::IndexOptions::default();
+    indexer.index("notes", notes.clone(), &options, &rag_core::index::NoProgress).await.unwrap();
+    // The program still holds `backend`, yet another writer may now take the store.
+    let other = LocalBackend::new(data.path());
+    other.begin_indexing("notes").await.unwrap();
+    let err = indexer.index("notes", notes.clone(), &options, &rag_core::index::NoProgress).await.unwrap_err();
+    assert!(matches!(err, Error::StoreBusy { .. }), "{err}");
+    other.end_indexing("notes").await.unwrap();
+    indexer.index("notes", notes, &options, &rag_core::index::NoProgress).await.unwrap();
+}
+
+#[tokio::test]
+async fn vectors_written_without_a_commit_are_never_returned_and_are_reclaimed() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    backend.put("notes", vec![record("a.md", 0, 1, "h", vec![1.0, 0.0])]).await.unwrap();
+    drop(backend);
+    // Simulate a writer killed after writing a vector but before its commit.
+    let vectors = dir.path().join("stores/notes").join(VECTORS_FILE);
+    let file = OpenOptions::new().write(true).open(&vectors).unwrap();
+    write_at(&file, &[0.0f32, 1.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(), 8).unwrap();
+    let backend = LocalBackend::new(dir.path());
+    let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 1.0], 5)).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].chunk.key, "a.md#0");
+    backend.begin_indexing("notes").await.unwrap();
+    // The orphan slot is freed in place, never cut off (a reader may map the file).
+    assert_eq!(fs::metadata(&vectors).unwrap().len(), 16);
+    let bytes = fs::read(&vectors).unwrap();
+    assert!(f32::from_le_bytes(bytes[8..12].try_into().unwrap()).is_nan(), "marked free");
+    backend.put("notes", vec![record("b.md", 0, 1, "h", vec![0.0, 1.0])]).await.unwrap();
+    assert_eq!(fs::metadata(&vectors).unwrap().len(), 16, "the freed slot is reused");
+    let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 1.0], 5)).await.unwrap();
+    assert_eq!(hits[0].chunk.key, "b.md#0");
+}
+
+#[tokio::test]
+async fn many_uncommitted_vectors_closer_than_every_row_still_leave_k_real_hits() {
+    let (dir, backend) = store_with(4, Metric::Cosine).await;
+    let records = (0..10).map(|i| record("a.md", i, 10, "h", vec![1.0, i as f32, 0.5, 0.0])).collect();
+    backend.put("notes", records).await.unwrap();
+    drop(backend);
+    // A killed writer left 200 vectors equal to the query in both files, with no rows.
+    let store = dir.path().join("stores/notes");
+    let exact = SlotFile::open(store.join(VECTORS_FILE), 16).unwrap();
+    let compact = SlotFile::open(store.join(COMPACT_FILE), scan::compact_stride(4)).unwrap();
+    let query = vec![0.0f32, 0.0, 0.0, 1.0];
+    let mut bytes = Vec::new();
+    for slot in 10..210 {
+        exact.write(slot, &query.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        scan::quantize(&query, &mut bytes);
+        compact.write(slot, &bytes).unwrap();
+    }
+    let backend = LocalBackend::new(dir.path());
+    let hits = backend.query("notes", &QueryRequest::new(query, 5)).await.unwrap();
+    assert_eq!(hits.len(), 5, "{hits:?}");
+    assert!(hits.iter().all(|h| h.chunk.source_path == "a.md"));
+}
+
+#[tokio::test]
+async fn the_last_of_two_upserts_of_a_key_in_one_batch_wins() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    let first = record("a.md", 0, 1, "old", vec![1.0, 0.0]);
+    let second = record("a.md", 0, 1, "new", vec![0.0, 1.0]);
+    backend.put("notes", vec![first, second]).await.unwrap();
+    let records = backend.records("notes").await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].chunk.content_hash, "new");
+}
+
+#[tokio::test]
+async fn euclidean_scores_use_one_over_one_plus_distance() {
+    let (_dir, backend) = store_with(2, Metric::Euclidean).await;
+    backend.put("notes", vec![record("a.md", 0, 1, "h", vec![3.0, 4.0])]).await.unwrap();
+    let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 0.0], 1)).await.unwrap();
+    assert!((hits[0].score - 1.0 / 6.0).abs() < 1e-6);
+}
+
+#[tokio::test]
+async fn bad_vectors_and_names_are_refused_with_the_culprit_named() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    let err = backend.put("notes", vec![record("z.md", 4, 5, "h", vec![0.0, 0.0])]).await.unwrap_err();
+    assert!(err.to_string().contains("chunk 4 of z.md"), "{err}");
+    let err = backend.put("notes", vec![record("z.md", 0, 1, "h", vec![1.0])]).await.unwrap_err();
+    assert!(matches!(err, Error::DimensionMismatch { expected: 2, actual: 1, .. }), "{err}");
+    assert!(matches!(backend.store_exists("../escape").await, Err(Error::InvalidStoreName { .. })));
+    let err = backend.query("nothere", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap_err();
+    assert!(matches!(err, Error::StoreNotFound { .. }));
+}
+
+#[tokio::test]
+async fn stores_are_listed_described_and_deleted() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    backend.create_store(&config("other", 2, Metric::Cosine)).await.unwrap();
+    assert!(matches!(backend.create_store(&config("other", 2, Metric::Cosine)).await, Err(Error::StoreExists { .. })));
+    assert_eq!(backend.list_stores().await.unwrap(), ["notes", "other"]);
+    backend.put("notes", vec![record("a.md", 0, 1, "h", vec![1.0, 0.0])]).await.unwrap();
+    let info = backend.store_info("notes").await.unwrap();
+    assert_eq!((info.files, info.chunks), (Some(1), Some(1)));
+    assert!(info.size_bytes.unwrap() > 0);
+    backend.delete_store("other").await.unwrap();
+    assert_eq!(backend.list_stores().await.unwrap(), ["notes"]);
+}

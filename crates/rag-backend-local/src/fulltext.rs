@@ -1,0 +1,171 @@
+//! The full-text (BM25) index of a store: an FTS5 table written with the
+//! chunk rows, built for stores made before it, and searched by [`Reader`].
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use rag_core::Result;
+use rag_core::backend::{LexicalHit, LexicalRequest};
+use rag_core::lexical::index_terms;
+
+use rag_core::store::Hit;
+
+use crate::error::{LocalStoreError, sql};
+use crate::reader::Reader;
+use crate::scan;
+use crate::schema::{CHUNK_COLUMNS, read_setting, row_to_chunk, write_setting};
+
+/// The full-text index: one row per chunk, its rowid the chunk's slot, its
+/// text the chunk's lexical terms ([`index_terms`], computed in Rust so every
+/// backend tokenizes alike). Contentless: the text lives in `chunks` only.
+/// Written in the same transactions as the chunk rows, so it agrees with
+/// them after any crash.
+pub(crate) const LEXICAL_TABLE: &str = "CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(\
+    terms, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 0')";
+
+/// At most about this many chunks are scored by one full-text query (see
+/// `Reader::affordable_terms`).
+pub(crate) const MAX_POSTINGS: i64 = if cfg!(test) { 50 } else { 20_000 };
+
+/// Version of the terms in the full-text index; a store whose index was built
+/// by another tokenizer gets it rebuilt by its next writer.
+pub(crate) const LEXICAL_VERSION: &str = "3";
+
+/// Whether the store has a full-text index built by this version's tokenizer.
+pub(crate) fn has_current_lexical_index(conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
+    let exists: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lexical')", [], |r| {
+            r.get(0)
+        })
+        .map_err(sql(db))?;
+    Ok(exists && read_setting(conn, db, "lexical_version")?.as_deref() == Some(LEXICAL_VERSION))
+}
+
+/// Builds (or rebuilds) the full-text index from the chunk rows, in one
+/// transaction: what an existing store gets on its next write, without
+/// re-embedding anything.
+pub(crate) fn build_lexical_index(conn: &mut Connection, db: &Path) -> Result<u64, LocalStoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(db))?;
+    tx.execute_batch("DROP TABLE IF EXISTS lexical").map_err(sql(db))?;
+    tx.execute(LEXICAL_TABLE, []).map_err(sql(db))?;
+    let mut count = 0;
+    {
+        let mut stmt = tx.prepare(&format!("SELECT slot, {CHUNK_COLUMNS} FROM chunks")).map_err(sql(db))?;
+        let mut insert = tx.prepare("INSERT INTO lexical (rowid, terms) VALUES (?1, ?2)").map_err(sql(db))?;
+        let mut rows = stmt.query([]).map_err(sql(db))?;
+        while let Some(row) = rows.next().map_err(sql(db))? {
+            let slot: i64 = row.get(0).map_err(sql(db))?;
+            let (chunk, _) = row_to_chunk(row, 1).map_err(sql(db))?;
+            insert.execute(params![slot, index_terms(&chunk)]).map_err(sql(db))?;
+            count += 1;
+        }
+    }
+    write_setting(&tx, db, "lexical_version", LEXICAL_VERSION)?;
+    tx.commit().map_err(sql(db))?;
+    Ok(count)
+}
+
+/// An FTS5 query matching any of `terms`, each quoted so no term can be read
+/// as query syntax.
+pub(crate) fn match_any(terms: &[String]) -> String {
+    terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR ")
+}
+
+impl Reader {
+    /// BM25 search of the full-text index; `None` when the store has none yet.
+    pub(crate) fn lexical_query(&self, request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
+        if !has_current_lexical_index(&self.conn, &self.db_path)? {
+            return Ok(None);
+        }
+        if request.terms.is_empty() || request.top_k == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let dim = self.config.dimension;
+        let query = request.vector.as_deref().map(|vector| self.prepare_query(vector)).transpose()?;
+        let floats = self.floats();
+        let allowed = match &request.filter {
+            Some(filter) => Some(self.slots_passing(filter, floats.len() / dim.max(1))?),
+            None => None,
+        };
+        let terms = self.affordable_terms(&request.terms)?;
+        if terms.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        // bm25() is lower-is-better; the filter applies before the cut.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ?1 ORDER BY rank")
+            .map_err(sql(&self.db_path))?;
+        let mut rows = stmt.query([match_any(&terms)]).map_err(sql(&self.db_path))?;
+        let mut best = Vec::with_capacity(request.top_k);
+        while let Some(row) = rows.next().map_err(sql(&self.db_path))? {
+            let slot: i64 = row.get(0).map_err(sql(&self.db_path))?;
+            let rank: f64 = row.get(1).map_err(sql(&self.db_path))?;
+            let passes = allowed.as_ref().is_none_or(|allowed| {
+                usize::try_from(slot).ok().and_then(|s| allowed.get(s)).copied().unwrap_or(false)
+            });
+            if passes {
+                best.push((slot, -rank as f32));
+                if best.len() == request.top_k {
+                    break;
+                }
+            }
+        }
+        drop(rows);
+        let mut read = self
+            .conn
+            .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE slot = ?1"))
+            .map_err(sql(&self.db_path))?;
+        let mut hits = Vec::with_capacity(best.len());
+        let mut buffer = Vec::new();
+        for (slot, bm25) in best {
+            let row = read.query_row([slot], |row| row_to_chunk(row, 0)).optional().map_err(sql(&self.db_path))?;
+            let Some((chunk, indexed_at)) = row else { continue };
+            let score = match &query {
+                Some(query) => u64::try_from(slot)
+                    .ok()
+                    .and_then(|slot| self.exact_vector(slot, &mut buffer))
+                    .map_or(f32::NAN, |v| scan::exact_score(query, v, self.config.metric)),
+                None => f32::NAN,
+            };
+            hits.push(LexicalHit { hit: Hit { score, chunk, indexed_at }, bm25 });
+        }
+        Ok(Some(hits))
+    }
+
+    /// The query terms that occur in the store, rarest first, as many as keep
+    /// the chunks to score under [`MAX_POSTINGS`]: BM25 is computed for every
+    /// chunk holding any term, so a word found in most chunks would cost a
+    /// pass over the store while adding almost nothing to the ranking (its
+    /// IDF is near zero). The rarest term is always kept. The way
+    /// Elasticsearch's `cutoff_frequency` treats common terms.
+    pub(crate) fn affordable_terms(&self, terms: &[String]) -> Result<Vec<String>> {
+        let db = &self.db_path;
+        self.conn
+            .execute_batch(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.lexical_vocab USING fts5vocab(main, lexical, 'row')",
+            )
+            .map_err(sql(db))?;
+        let mut df = self.conn.prepare_cached("SELECT doc FROM temp.lexical_vocab WHERE term = ?1").map_err(sql(db))?;
+        let mut counted: Vec<(i64, &String)> = Vec::with_capacity(terms.len());
+        for term in terms {
+            let count: Option<i64> = df.query_row([term], |r| r.get(0)).optional().map_err(sql(db))?;
+            if let Some(count) = count.filter(|c| *c > 0) {
+                counted.push((count, term));
+            }
+        }
+        counted.sort();
+        let mut total = 0;
+        let mut kept = Vec::with_capacity(counted.len());
+        for (count, term) in counted {
+            if !kept.is_empty() && total + count > MAX_POSTINGS {
+                tracing::debug!(term, count, "common query term left out of the full-text search");
+                continue;
+            }
+            total += count;
+            kept.push(term.clone());
+        }
+        Ok(kept)
+    }
+}

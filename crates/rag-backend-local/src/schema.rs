@@ -1,0 +1,109 @@
+//! The SQLite side of a store: its tables, its settings, and reading chunk
+//! rows back.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use rag_core::store::{Chunk, StoreConfig};
+
+use crate::error::{LocalStoreError, sql};
+use crate::files::DB_FILE;
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    slot INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    source_path TEXT NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    total_chunks INTEGER NOT NULL,
+    line_start INTEGER NOT NULL,
+    line_end INTEGER NOT NULL,
+    byte_start INTEGER NOT NULL,
+    byte_end INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    language TEXT NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    indexed_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (source_path);
+";
+
+/// The table of files that could not be read: made with the store, and by
+/// the next writer of a store made before it existed.
+pub(crate) const UNREADABLE_TABLE: &str = "CREATE TABLE IF NOT EXISTS unreadable (
+    path TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    reader TEXT NOT NULL
+)";
+
+pub(crate) const CHUNK_COLUMNS: &str = "key, source_path, chunk_index, total_chunks, line_start, line_end, byte_start, \
+                             byte_end, content_hash, language, text, metadata, indexed_at";
+
+pub(crate) fn row_to_chunk(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(Chunk, i64)> {
+    let usize_at = |i: usize| row.get::<_, i64>(at + i).map(|v| usize::try_from(v).unwrap_or(0));
+    let metadata: String = row.get(at + 11)?;
+    Ok((
+        Chunk {
+            key: row.get(at)?,
+            source_path: row.get(at + 1)?,
+            chunk_index: usize_at(2)?,
+            total_chunks: usize_at(3)?,
+            line_start: usize_at(4)?,
+            line_end: usize_at(5)?,
+            byte_start: usize_at(6)?,
+            byte_end: usize_at(7)?,
+            content_hash: row.get(at + 8)?,
+            language: row.get(at + 9)?,
+            text: row.get(at + 10)?,
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        },
+        row.get(at + 12)?,
+    ))
+}
+
+pub(crate) fn open_db(dir: &Path) -> Result<(Connection, PathBuf), LocalStoreError> {
+    let path = dir.join(DB_FILE);
+    let conn = Connection::open(&path).map_err(sql(&path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql(&path))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sql(&path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql(&path))?;
+    Ok((conn, path))
+}
+
+pub(crate) fn read_setting(conn: &Connection, db: &Path, key: &str) -> Result<Option<String>, LocalStoreError> {
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(sql(db))
+}
+
+pub(crate) fn read_config(conn: &Connection, db: &Path, dir: &Path) -> Result<StoreConfig, LocalStoreError> {
+    let corrupt = |reason: String| LocalStoreError::Corrupt { path: dir.to_path_buf(), reason };
+    let text = read_setting(conn, db, "config")?.ok_or_else(|| corrupt("no settings recorded".into()))?;
+    serde_json::from_str(&text).map_err(|e| corrupt(format!("unreadable settings: {e}")))
+}
+
+pub(crate) fn write_setting(conn: &Connection, db: &Path, key: &str, value: &str) -> Result<(), LocalStoreError> {
+    conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])
+        .map(|_| ())
+        .map_err(sql(db))
+}
+
+/// Whether the store has the table of unreadable files (stores made before
+/// it existed get it from their next writer).
+pub(crate) fn has_unreadable_table(conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(sql(db))
+}
+
+pub(crate) fn count_unreadable(conn: &Connection, db: &Path) -> Result<i64, LocalStoreError> {
+    if !has_unreadable_table(conn, db)? {
+        return Ok(0);
+    }
+    conn.query_row("SELECT COUNT(*) FROM unreadable", [], |r| r.get(0)).map_err(sql(db))
+}

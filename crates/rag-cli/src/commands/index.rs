@@ -1,0 +1,210 @@
+//! `rag index`: walk the paths, then one incremental run of the pipeline
+//! (only what changed is embedded), and what a run leaves on record.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use rag_core::backend::VectorBackend;
+use rag_core::embed::{DocText, Embedder};
+use rag_core::index::{IndexOptions, Indexer};
+use rag_core::store::{StoreConfig, validate_store_name};
+use rag_embed_ollama::DEFAULT_MODEL;
+use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
+
+use crate::backends::Backend;
+use crate::cli::IndexArgs;
+use crate::progress::Progress;
+use crate::records::{IndexedSource, IndexedSources, RemoteStores};
+use crate::session::Session;
+use crate::{embedders, isolate, output};
+
+/// `rag index`: one incremental run over the paths of `args`.
+pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -> Result<ExitCode> {
+    validate_store_name(&args.store)?;
+    let session = Session::new(data_dir.to_path_buf(), args.backend.clone(), args.embedder.clone());
+    let opened = session.backend(Some(&args.store)).await?;
+    let backend = opened.as_dyn();
+    let root = match &args.root {
+        Some(root) => root.clone(),
+        None => std::env::current_dir().context("cannot read the current folder")?,
+    };
+    let discovery =
+        discover(&args.paths, &DiscoverOptions { root: root.clone(), hidden: args.hidden, no_ignore: args.no_ignore })?;
+    for warning in &discovery.warnings {
+        tracing::warn!("{warning}");
+    }
+    for pattern in &discovery.unmatched {
+        tracing::warn!("{pattern:?} matched no file under {}", root.display());
+    }
+    let existing = existing_config(backend.as_ref(), &args.store).await?;
+    if discovery.files.is_empty() && existing.is_none() {
+        bail!(
+            "nothing to index: {} matched no file (folders are walked for known text formats; quote globs like \"**/*.md\")",
+            args.paths.join(", ")
+        );
+    }
+
+    let setup = index_setup(&args, &backend, existing.as_ref()).await?;
+    let progress = Progress::new(!(quiet || args.json) && std::io::stderr().is_terminal());
+    let report = setup.indexer.index(&args.store, Arc::new(setup.source(discovery)), &setup.options, &progress).await;
+    progress.finish();
+    let report = report?;
+    if !args.dry_run {
+        remember_index(data_dir, &opened, &args, &root)?;
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", output::index_text(&report, backend.name(), verbose > 0));
+    }
+    if report.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} file(s) failed; their previous chunks, if any, were kept", report.failed.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Records, after a run that wrote, where a remote store lives (for later
+/// commands on this machine) and what indexed the store.
+pub fn remember_index(data_dir: &Path, opened: &Backend, args: &IndexArgs, root: &Path) -> Result<()> {
+    if let Some(remote) = opened.remote() {
+        RemoteStores::load(data_dir)?.remember(&args.store, remote.clone())?;
+    }
+    remember_source(data_dir, args, root);
+    Ok(())
+}
+
+/// Records what indexed a store, for `rag mcp`'s index_status.
+fn remember_source(data_dir: &Path, args: &IndexArgs, root: &Path) {
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let source = IndexedSource { root, patterns: args.paths.clone(), hidden: args.hidden, no_ignore: args.no_ignore };
+    if let Err(err) = IndexedSources::load(data_dir).and_then(|mut s| s.remember(&args.store, source)) {
+        tracing::warn!("cannot remember what indexed store {:?}: {err:#}", args.store);
+    }
+}
+
+/// What an index run needs besides its files, made once: by `rag index`,
+/// and by `rag watch` for every update.
+pub struct IndexSetup {
+    pub indexer: Indexer,
+    pub options: IndexOptions,
+    converter: Option<Arc<isolate::ChildConverter>>,
+}
+
+impl IndexSetup {
+    /// The files of `discovery`, documents read in child processes.
+    pub fn source(&self, discovery: rag_ingest::Discovery) -> FileSource {
+        let source = FileSource::new(discovery);
+        match &self.converter {
+            Some(converter) => source.with_converter(converter.clone()),
+            None => source,
+        }
+    }
+}
+
+/// The embedder, chunker and options an `rag index` of `args` runs with,
+/// given the store's settings when it exists.
+pub async fn index_setup(
+    args: &IndexArgs,
+    backend: &Arc<dyn VectorBackend>,
+    existing: Option<&StoreConfig>,
+) -> Result<IndexSetup> {
+    // The store's recorded model when it exists, unless one was asked for.
+    let model = match (&args.embedder.model, existing) {
+        (Some(model), _) => model.clone(),
+        (None, Some(config)) => config.model.clone(),
+        (None, None) => DEFAULT_MODEL.to_string(),
+    };
+    let embedder: Arc<dyn Embedder> = if args.dry_run {
+        // A plan needs no embeddings: don't require Ollama for it.
+        Arc::new(PlanOnly { model, dimension: existing.map_or(0, |c| c.dimension) })
+    } else {
+        embedders::connect(&args.embedder, model, args.batch_size, args.concurrency).await?
+    };
+
+    let (mut chunk_size, mut chunk_overlap) = match args.chunk_tokens {
+        Some(tokens) => {
+            let size = (tokens as f32 * rag_core::chunk::MIN_CHARS_PER_TOKEN) as usize;
+            (size, args.chunk_overlap.min(size / 4))
+        }
+        None => (args.chunk_size, args.chunk_overlap),
+    };
+    // The chunk budget follows the model's context window, so no chunk is refused.
+    if let Some(window) = embedder.context_tokens() {
+        let most = rag_core::chunk::chunk_chars_for_window(window);
+        if chunk_size > most {
+            tracing::info!(
+                "chunks of at most {most} characters: model {:?} takes {window} tokens (--chunk-size {chunk_size} lowered)",
+                embedder.model()
+            );
+            chunk_size = most;
+            chunk_overlap = chunk_overlap.min(most / 4);
+        }
+    }
+    let chunker = TextChunker::new(chunk_size, chunk_overlap)?;
+    let options = IndexOptions {
+        force: args.force,
+        prune: !args.no_prune,
+        dry_run: args.dry_run,
+        metric: args.metric.into(),
+        max_file_size: args.max_file_size,
+        ..IndexOptions::default()
+    };
+    let indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker));
+    if !(args.reader_timeout.is_finite() && args.reader_timeout > 0.0) {
+        bail!("--reader-timeout must be a positive number of seconds");
+    }
+    let converter = match std::env::current_exe() {
+        Ok(exe) => {
+            let timeout = std::time::Duration::from_secs_f64(args.reader_timeout);
+            let memory = args.reader_memory.saturating_mul(1024 * 1024);
+            Some(Arc::new(isolate::ChildConverter::new(exe, timeout, memory)))
+        }
+        Err(err) => {
+            tracing::warn!("documents are read in this process: cannot find the rag binary ({err})");
+            None
+        }
+    };
+    Ok(IndexSetup { indexer, options, converter })
+}
+
+/// Stands in for the embedder during `--dry-run`, which embeds nothing.
+struct PlanOnly {
+    model: String,
+    dimension: usize,
+}
+
+#[async_trait]
+impl Embedder for PlanOnly {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+    async fn embed_documents(&self, _docs: &[DocText]) -> rag_core::Result<Vec<Vec<f32>>> {
+        Err(rag_core::Error::InvalidInput("a dry run does not embed".into()))
+    }
+    async fn embed_query(&self, _query: &str) -> rag_core::Result<Vec<f32>> {
+        Err(rag_core::Error::InvalidInput("a dry run does not embed".into()))
+    }
+}
+
+/// The settings of `store`, or `None` when it does not exist yet: one read
+/// where it exists. A backend that fails to read a store whose container is
+/// missing too (an S3 Vectors bucket not made yet) is asked whether the
+/// store exists before the error counts.
+pub async fn existing_config(backend: &dyn VectorBackend, store: &str) -> Result<Option<StoreConfig>> {
+    match backend.store_config(store).await {
+        Ok(config) => Ok(Some(config)),
+        Err(rag_core::Error::StoreNotFound { .. }) => Ok(None),
+        Err(_) if !backend.store_exists(store).await? => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}

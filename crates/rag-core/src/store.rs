@@ -1,0 +1,108 @@
+//! Stores: the [`Store`] handle a program opens once and asks, and what a
+//! store holds (chunks, hits, settings) and how it is read back.
+
+use std::sync::Arc;
+
+pub use crate::get::{ChunkRef, Fetched, MAX_CONTEXT, MAX_FILE_CHUNKS, fetch};
+pub use crate::types::{
+    Chunk, Hit, MAX_KEY_LEN, Metadata, Metric, SimilarityLevel, StoreConfig, StoreInfo, chunk_key, format_rfc3339,
+    now_unix, validate_store_name,
+};
+
+use crate::backend::VectorBackend;
+use crate::embed::Embedder;
+use crate::error::Result;
+use crate::query::Querier;
+use crate::search::{SearchOptions, SearchResults};
+use crate::types::FileState;
+
+/// A named store opened on a backend: its name checked once and its
+/// settings read once, then asked for searches, chunks and state.
+///
+/// Cloning is cheap (the backend is shared).
+///
+/// ```
+/// use std::sync::Arc;
+/// use rag_core::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> rag_core::Result<()> {
+/// let backend: Arc<dyn VectorBackend> = Arc::new(MemoryBackend::new());
+/// let missing = Store::open(backend.clone(), "notes").await;
+/// assert!(matches!(missing, Err(Error::StoreNotFound { .. })));
+/// let config = StoreConfig {
+///     name: "notes".into(), model: "toy".into(), dimension: 2,
+///     metric: Metric::Cosine, chunking: "none".into(),
+/// };
+/// backend.create_store(&config).await?;
+/// let store = Store::open(backend, "notes").await?;
+/// assert_eq!(store.config().model, "toy");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    name: String,
+    backend: Arc<dyn VectorBackend>,
+    config: StoreConfig,
+}
+
+impl Store {
+    /// Opens the store `name` of `backend`: fails with
+    /// [`Error::InvalidStoreName`](crate::Error::InvalidStoreName) or
+    /// [`Error::StoreNotFound`](crate::Error::StoreNotFound).
+    pub async fn open(backend: Arc<dyn VectorBackend>, name: &str) -> Result<Self> {
+        validate_store_name(name)?;
+        let config = backend.store_config(name).await?;
+        Ok(Self { name: name.to_string(), backend, config })
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The settings the store was read with when opened.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The backend the store lives on.
+    pub fn backend(&self) -> &Arc<dyn VectorBackend> {
+        &self.backend
+    }
+
+    /// Searches the store (see [`Querier::search`]) with an embedder of its
+    /// model; refuses another model with
+    /// [`Error::ModelMismatch`](crate::Error::ModelMismatch).
+    pub async fn search(
+        &self,
+        embedder: Arc<dyn Embedder>,
+        text: &str,
+        options: &SearchOptions,
+    ) -> Result<SearchResults> {
+        Querier::new(embedder, self.backend.clone()).search_store(&self.name, &self.config, text, options).await
+    }
+
+    /// What the store holds for `what`, with `context` neighbouring chunks
+    /// on each side (see [`fetch`]).
+    pub async fn get(&self, what: &ChunkRef, context: usize) -> Result<Fetched> {
+        fetch(self.backend.as_ref(), &self.name, what, context).await
+    }
+
+    /// Counts and facts, as `rag store info` shows them.
+    pub async fn info(&self) -> Result<StoreInfo> {
+        self.backend.store_info(&self.name).await
+    }
+
+    /// For each source file with chunks in the store: its content hash and keys.
+    pub async fn file_states(&self) -> Result<Vec<FileState>> {
+        self.backend.file_states(&self.name).await
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("name", &self.name).field("backend", &self.backend.name()).finish()
+    }
+}
