@@ -58,7 +58,7 @@ async fn run(folder: &std::path::Path, data_dir: &std::path::Path) -> rag_core::
     let backend = Arc::new(LocalBackend::new(data_dir));
     let files = rag_ingest::discover(&[".".into()], &DiscoverOptions::new(folder))?;
     Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::default()))
-        .index("custom", Arc::new(FileSource::new(files)), &IndexOptions::default(), &NoProgress)
+        .index("custom", Arc::new(FileSource::new(files)))
         .await?;
     Querier::new(embedder, backend).query("custom", "watering tomatoes", 2).await
 }

@@ -85,7 +85,7 @@ async fn run(
 ) -> rag_core::Result<(IndexReport, Vec<Hit>)> {
     let backend = Arc::new(LocalBackend::new(data_dir));
     let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::default()));
-    let report = indexer.index("support", Arc::new(Tickets(rows)), &IndexOptions::default(), &NoProgress).await?;
+    let report = indexer.index("support", Arc::new(Tickets(rows))).await?;
     let hits = Querier::new(embedder, backend).query("support", question, 2).await?;
     Ok((report, hits))
 }

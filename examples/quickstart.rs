@@ -26,8 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let files = discover(std::slice::from_ref(&folder), &DiscoverOptions::new("."))?;
     let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::default()));
-    let report =
-        indexer.index("quickstart", Arc::new(FileSource::new(files)), &IndexOptions::default(), &NoProgress).await?;
+    let report = indexer.index("quickstart", Arc::new(FileSource::new(files))).await?;
     println!(
         "indexed {folder}: {} new, {} changed, {} unchanged, {} chunks embedded",
         report.new.len(),

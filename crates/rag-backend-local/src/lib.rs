@@ -17,16 +17,13 @@
 //! ```
 //! use rag_backend_local::LocalBackend;
 //! use rag_core::backend::{QueryRequest, VectorBackend, VectorRecord};
-//! use rag_core::store::{Chunk, Metric, StoreConfig, chunk_key};
+//! use rag_core::store::{Chunk, StoreConfig, chunk_key};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> rag_core::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
 //! let backend = LocalBackend::new(dir.path());
-//! let config = StoreConfig {
-//!     name: "notes".into(), model: "toy".into(), dimension: 2,
-//!     metric: Metric::Cosine, chunking: "none".into(),
-//! };
+//! let config = StoreConfig::new("notes", "toy", 2);
 //! backend.create_store(&config).await?;
 //! let chunk = Chunk {
 //!     key: chunk_key("a.md", 0), source_path: "a.md".into(), chunk_index: 0, total_chunks: 1,

@@ -226,13 +226,9 @@ impl S3VectorsBackend {
             DistanceMetric::Euclidean => Metric::Euclidean,
             _ => Metric::Cosine,
         };
-        let config = StoreConfig {
-            name: store.to_string(),
-            model,
-            dimension: usize::try_from(index.dimension()).unwrap_or(0),
-            metric,
-            chunking: tags.tags().get(TAG_CHUNKING).cloned().unwrap_or_default(),
-        };
+        let config = StoreConfig::new(store.to_string(), model, usize::try_from(index.dimension()).unwrap_or(0))
+            .with_metric(metric)
+            .with_chunking(tags.tags().get(TAG_CHUNKING).cloned().unwrap_or_default());
         self.configs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -437,8 +433,11 @@ impl VectorBackend for S3VectorsBackend {
         }
     }
 
+    /// Read fresh from the index (another machine may have re-chunked or
+    /// deleted the store); the reads of this client's writes and queries
+    /// reuse it, since dimension and metric never change.
     async fn store_config(&self, store: &str) -> Result<StoreConfig> {
-        Ok(self.settings(store).await?.0)
+        Ok(self.describe(store).await?.0)
     }
 
     async fn update_store_config(&self, config: &StoreConfig) -> Result<()> {

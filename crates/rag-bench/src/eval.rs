@@ -17,7 +17,7 @@ use rag_backend_local::LocalBackend;
 use rag_core::{
     backend::VectorBackend,
     embed::{DocText, Embedder},
-    index::{IndexOptions, Indexer, NoProgress},
+    index::{IndexOptions, Indexer},
     search::{Querier, SearchMode, SearchOptions},
 };
 use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
@@ -232,11 +232,12 @@ pub async fn run(args: EvalArgs) -> Result<()> {
     let overlap = (chunk_size / 8).min(200);
     let chunker = TextChunker::new(chunk_size, overlap)?;
     let files = discover(&["corpus".to_string()], &DiscoverOptions::new(&root))?;
-    let options = IndexOptions { embed_headings: args.embed_headings, ..IndexOptions::default() };
+    let options = IndexOptions::new().with_embed_headings(args.embed_headings);
     eprintln!("indexing {} documents of {name} with {} ...", data.corpus.len(), args.embedder.model());
     let started = Instant::now();
     let report = Indexer::new(embedder.clone(), backend.clone(), Arc::new(chunker))
-        .index(store, Arc::new(FileSource::new(files)), &options, &NoProgress)
+        .with_options(options)
+        .index(store, Arc::new(FileSource::new(files)))
         .await?;
     let index_secs = started.elapsed().as_secs_f64();
     if !report.failed.is_empty() {

@@ -34,7 +34,7 @@ use rag_backend_local::LocalBackend;
 use rag_core::{
     backend::{QueryRequest, VectorBackend, VectorRecord},
     embed::{DocText, Embedder},
-    index::{IndexOptions, Indexer, NoProgress},
+    index::Indexer,
     search::{Querier, SearchOptions},
     store::{Chunk, Metric, StoreConfig, chunk_key},
 };
@@ -269,15 +269,7 @@ async fn ensure_store(data: &Path, store: &str, size: usize) -> Result<()> {
     }
     eprintln!("building a store of {size} chunks of {DIM} dimensions under {} ...", data.display());
     let started = Instant::now();
-    backend
-        .create_store(&StoreConfig {
-            name: store.into(),
-            model: "synthetic".into(),
-            dimension: DIM,
-            metric: Metric::Cosine,
-            chunking: "synthetic".into(),
-        })
-        .await?;
+    backend.create_store(&StoreConfig::new(store, "synthetic", DIM).with_chunking("synthetic")).await?;
     let mut vectors = Vectors(0x5eed);
     let mut i = 0;
     while i < size {
@@ -523,9 +515,7 @@ async fn bench_index(dir: &Path, label: &str, tree: &Path, runs: usize) -> Resul
         let backend = Arc::new(LocalBackend::new(&data));
         let indexer = Indexer::new(Arc::new(InstantEmbedder), backend.clone(), Arc::new(TextChunker::default()));
         let started = Instant::now();
-        let report = indexer
-            .index("bench", Arc::new(FileSource::new(found.clone())), &IndexOptions::default(), &NoProgress)
-            .await?;
+        let report = indexer.index("bench", Arc::new(FileSource::new(found.clone()))).await?;
         full.push(started.elapsed().as_secs_f64());
         chunks = report.chunks_embedded;
         drop(indexer);
@@ -533,9 +523,7 @@ async fn bench_index(dir: &Path, label: &str, tree: &Path, runs: usize) -> Resul
         let backend = Arc::new(LocalBackend::new(&data));
         let indexer = Indexer::new(Arc::new(InstantEmbedder), backend, Arc::new(TextChunker::default()));
         let started = Instant::now();
-        let again = indexer
-            .index("bench", Arc::new(FileSource::new(found.clone())), &IndexOptions::default(), &NoProgress)
-            .await?;
+        let again = indexer.index("bench", Arc::new(FileSource::new(found.clone()))).await?;
         unchanged.push(started.elapsed().as_secs_f64());
         if again.unchanged != found.files.len() {
             bail!("re-index saw {} unchanged of {}", again.unchanged, found.files.len());
@@ -599,13 +587,7 @@ fn s3_backend(fake: &rag_testkit::FakeS3Vectors, segments: u32) -> rag_backend_s
 }
 
 fn s3_store(name: &str, dimension: usize) -> StoreConfig {
-    StoreConfig {
-        name: name.into(),
-        model: "instant".into(),
-        dimension,
-        metric: Metric::Cosine,
-        chunking: "synthetic".into(),
-    }
+    StoreConfig::new(name, "instant", dimension).with_chunking("synthetic")
 }
 
 async fn bench_s3(chunks: usize, listed: usize, runs: usize) -> Result<()> {

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use notify::Watcher as _;
 use rag_core::{
     backend::VectorBackend,
-    index::{IndexReport, NoProgress},
+    index::IndexReport,
     source::{Document, Source, SourceError, SourceItem},
 };
 use rag_ingest::{DiscoverOptions, Discovery, FileSource, SKIPPED_DIRS, discover, stored_name, watch_roots};
@@ -158,8 +158,7 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
     let started = Instant::now();
     let discovery = walk(&options)?;
     let files = discovery.files.len();
-    let report =
-        setup.indexer.index(&args.store, Arc::new(setup.source(discovery)), &setup.options, &NoProgress).await?;
+    let report = setup.indexer.index(&args.store, Arc::new(setup.source(discovery))).await?;
     remember_index(data_dir, &opened, &args, &root)?;
     eprintln!(
         "indexed {files} files into store {:?}: {} new, {} changed, {} removed, {} failed, {} chunks embedded in {:.1} s",
@@ -213,7 +212,7 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
             let mut discovery = walk(&options)?;
             discovery.files.retain(|file| touches(&changed, &file.rel));
             let source = Touched { files: setup.source(discovery), changed: changed.clone() };
-            let report = setup.indexer.index(&args.store, Arc::new(source), &setup.options, &NoProgress).await?;
+            let report = setup.indexer.index(&args.store, Arc::new(source)).await?;
             anyhow::Ok(report)
         }
         .await;

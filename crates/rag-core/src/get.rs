@@ -153,17 +153,11 @@ pub async fn fetch(backend: &dyn VectorBackend, store: &str, what: &ChunkRef, co
 mod tests {
     use super::*;
     use crate::memory::MemoryBackend;
-    use crate::types::{Metric, StoreConfig, VectorRecord};
+    use crate::types::{StoreConfig, VectorRecord};
 
     async fn store_of_one_file(chunks: usize) -> MemoryBackend {
         let backend = MemoryBackend::new();
-        let config = StoreConfig {
-            name: "notes".into(),
-            model: "m".into(),
-            dimension: 2,
-            metric: Metric::Cosine,
-            chunking: "c".into(),
-        };
+        let config = StoreConfig::new("notes", "m", 2).with_chunking("c");
         backend.create_store(&config).await.unwrap();
         let records = (0..chunks)
             .map(|i| VectorRecord {

@@ -83,7 +83,7 @@
 //! let embedder: Arc<dyn Embedder> = Arc::new(Letters);
 //! let backend: Arc<dyn VectorBackend> = Arc::new(MemoryBackend::new());
 //! let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(Paragraphs));
-//! let report = indexer.index("notes", Arc::new(notes), &IndexOptions::default(), &NoProgress).await?;
+//! let report = indexer.index("notes", Arc::new(notes)).await?;
 //! assert_eq!(report.new, ["sea.md", "zoo.md"]);
 //!
 //! let hits = Querier::new(embedder, backend).query("notes", "zz", 1).await?;

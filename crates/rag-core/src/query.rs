@@ -6,13 +6,13 @@ use crate::backend::VectorBackend;
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::index::check_model;
 use crate::lexical::query_terms;
 use crate::search::{
     LexicalRequest, LexicalSource, SearchMode, SearchOptions, SearchResults, fuse, lexical_only, limit_per_file,
     rerank_lexically, vector_only,
 };
 use crate::store::Store;
+use crate::types::check_model;
 use crate::types::{Hit, QueryRequest, SimilarityLevel, StoreConfig};
 
 /// Vector candidates re-ranked lexically when a backend has no text search.
@@ -339,16 +339,7 @@ mod tests {
 
     async fn store(texts: &[(&str, &str)]) -> (Querier, Arc<MemoryBackend>) {
         let backend = Arc::new(MemoryBackend::new());
-        backend
-            .create_store(&StoreConfig {
-                name: "notes".into(),
-                model: "words".into(),
-                dimension: 32,
-                metric: Metric::Cosine,
-                chunking: "c".into(),
-            })
-            .await
-            .unwrap();
+        backend.create_store(&StoreConfig::new("notes", "words", 32).with_chunking("c")).await.unwrap();
         let records = texts
             .iter()
             .map(|(path, text)| VectorRecord {

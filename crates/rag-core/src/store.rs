@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 pub use crate::get::{ChunkRef, Fetched, MAX_CONTEXT, MAX_FILE_CHUNKS, fetch};
 pub use crate::types::{
-    Chunk, Hit, MAX_KEY_LEN, Metadata, Metric, SimilarityLevel, StoreConfig, StoreInfo, chunk_key, format_rfc3339,
-    now_unix, validate_store_name,
+    Chunk, Hit, MAX_KEY_LEN, Metadata, Metric, SimilarityLevel, StoreConfig, StoreInfo, check_model, chunk_key,
+    format_rfc3339, now_unix, validate_store_name,
 };
 
 use crate::backend::VectorBackend;
@@ -30,10 +30,7 @@ use crate::types::FileState;
 /// let backend: Arc<dyn VectorBackend> = Arc::new(MemoryBackend::new());
 /// let missing = Store::open(backend.clone(), "notes").await;
 /// assert!(matches!(missing, Err(Error::StoreNotFound { .. })));
-/// let config = StoreConfig {
-///     name: "notes".into(), model: "toy".into(), dimension: 2,
-///     metric: Metric::Cosine, chunking: "none".into(),
-/// };
+/// let config = StoreConfig::new("notes", "toy", 2);
 /// backend.create_store(&config).await?;
 /// let store = Store::open(backend, "notes").await?;
 /// assert_eq!(store.config().model, "toy");

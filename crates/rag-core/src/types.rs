@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::embed::Embedder;
 use crate::error::{Error, Result};
 
 /// Free-form metadata attached to a chunk (tags, links, front matter, ...).
@@ -287,7 +288,14 @@ impl SimilarityLevel {
 }
 
 /// The settings a store is created with and keeps for its life.
+///
+/// ```
+/// use rag_core::store::{Metric, StoreConfig};
+/// let config = StoreConfig::new("notes", "embeddinggemma", 768).with_metric(Metric::Euclidean);
+/// assert_eq!((config.dimension, config.metric), (768, Metric::Euclidean));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// Store name (validated, see [`validate_store_name`]).
     pub name: String,
@@ -300,6 +308,26 @@ pub struct StoreConfig {
     /// Chunking settings the stored chunks were made with; when they change,
     /// every file is re-chunked on the next run.
     pub chunking: String,
+}
+
+impl StoreConfig {
+    /// A store of `model` vectors of `dimension`, compared by cosine, with
+    /// no chunking settings recorded yet.
+    pub fn new(name: impl Into<String>, model: impl Into<String>, dimension: usize) -> Self {
+        Self { name: name.into(), model: model.into(), dimension, metric: Metric::Cosine, chunking: String::new() }
+    }
+
+    /// With another distance metric.
+    pub fn with_metric(mut self, metric: Metric) -> Self {
+        self.metric = metric;
+        self
+    }
+
+    /// With the chunking settings the chunks are made with.
+    pub fn with_chunking(mut self, chunking: impl Into<String>) -> Self {
+        self.chunking = chunking.into();
+        self
+    }
 }
 
 /// What `rag store info` shows about a store.
@@ -373,6 +401,21 @@ pub fn format_rfc3339(secs: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Refuses an embedder whose model or dimension differs from the store's.
+pub fn check_model(config: &StoreConfig, embedder: &dyn Embedder) -> Result<()> {
+    let base = |m: &str| m.strip_suffix(":latest").unwrap_or(m).to_string();
+    if base(&config.model) != base(embedder.model()) || config.dimension != embedder.dimension() {
+        return Err(Error::ModelMismatch {
+            store: config.name.clone(),
+            stored_model: config.model.clone(),
+            stored_dimension: config.dimension,
+            model: embedder.model().to_string(),
+            dimension: embedder.dimension(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@
 //!
 //! let found = discover(&[".".into()], &DiscoverOptions::new(folder.path()))?;
 //! let indexer = Indexer::new(Arc::new(Letters), Arc::new(MemoryBackend::new()), Arc::new(TextChunker::default()));
-//! let report = indexer.index("notes", Arc::new(FileSource::new(found)), &IndexOptions::default(), &NoProgress).await?;
+//! let report = indexer.index("notes", Arc::new(FileSource::new(found))).await?;
 //! assert_eq!(report.new, ["tea.md"]);
 //! # Ok(())
 //! # }

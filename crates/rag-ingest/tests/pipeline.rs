@@ -78,7 +78,8 @@ impl Setup {
     async fn index_with(&self, options: IndexOptions, chunk_size: usize) -> Result<IndexReport> {
         let found = discover(&[".".into()], &DiscoverOptions::new(self.dir.path()))?;
         Indexer::new(self.embedder.clone(), self.backend.clone(), Arc::new(TextChunker::new(chunk_size, 0)?))
-            .index("notes", source_of(&found), &options, &NoProgress)
+            .with_options(options)
+            .index("notes", source_of(&found))
             .await
     }
     async fn index(&self) -> IndexReport {
@@ -133,7 +134,7 @@ async fn a_chunk_the_model_refuses_as_too_long_is_embedded_in_parts() {
     let backend = Arc::new(MemoryBackend::new());
     let files = discover(&[".".into()], &DiscoverOptions::new(dir.path())).unwrap();
     let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(TextChunker::new(2000, 0).unwrap()));
-    let report = indexer.index("notes", source_of(&files), &IndexOptions::default(), &NoProgress).await.unwrap();
+    let report = indexer.index("notes", source_of(&files)).await.unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.new, ["long.txt", "short.txt"]);
     // The whole text stays one chunk; its vector averages the parts', and finds it.
@@ -167,12 +168,12 @@ async fn a_reader_that_panics_fails_its_file_only_and_is_remembered() {
     let backend = Arc::new(MemoryBackend::new());
     let files = discover(&[".".into()], &DiscoverOptions::new(dir.path())).unwrap();
     let indexer = Indexer::new(embedder.clone(), backend.clone(), Arc::new(PanicsOn("bad.md")));
-    let report = indexer.index("notes", source_of(&files), &IndexOptions::default(), &NoProgress).await.unwrap();
+    let report = indexer.index("notes", source_of(&files)).await.unwrap();
     assert_eq!(report.new, ["a.md", "c.md"]);
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].path, "bad.md");
     assert!(report.failed[0].reason.contains("crashed") && report.failed[0].reason.contains("index out of bounds"));
-    let again = indexer.index("notes", source_of(&files), &IndexOptions::default(), &NoProgress).await.unwrap();
+    let again = indexer.index("notes", source_of(&files)).await.unwrap();
     assert_eq!(again.unchanged, 2);
     assert!(again.failed[0].reason.contains("not read again"), "{:?}", again.failed);
 }
@@ -215,7 +216,7 @@ async fn deleted_files_are_pruned_unless_told_not_to() {
     s.write("b.md", "delete me");
     s.index().await;
     std::fs::remove_file(s.dir.path().join("b.md")).unwrap();
-    let kept = s.index_with(IndexOptions { prune: false, ..IndexOptions::default() }, 60).await.unwrap();
+    let kept = s.index_with(IndexOptions::new().with_prune(false), 60).await.unwrap();
     assert!(kept.removed.is_empty());
     assert_eq!(s.keys().await.len(), 2);
     let pruned = s.index().await;
@@ -229,7 +230,7 @@ async fn force_reembeds_everything_without_duplicating() {
     s.write("a.md", &paragraphs(&["alpha", "beta"]));
     s.index().await;
     let before = s.keys().await;
-    let report = s.index_with(IndexOptions { force: true, ..IndexOptions::default() }, 60).await.unwrap();
+    let report = s.index_with(IndexOptions::new().with_force(true), 60).await.unwrap();
     assert_eq!(report.changed, ["a.md"]);
     assert_eq!(s.keys().await, before);
 }
@@ -280,7 +281,7 @@ async fn an_unreadable_document_is_read_again_only_once_it_changes() {
     assert!(second.failed[0].reason.starts_with(&first.failed[0].reason), "{:?}", second.failed);
     assert!(second.failed[0].reason.contains("not read again"), "{:?}", second.failed);
 
-    let forced = s.index_with(IndexOptions { force: true, ..IndexOptions::default() }, 60).await.unwrap();
+    let forced = s.index_with(IndexOptions::new().with_force(true), 60).await.unwrap();
     assert!(!forced.failed[0].reason.contains("not read again"), "--force reads it: {:?}", forced.failed);
 
     s.write("bad.docx", "still not a zip, but different");
@@ -361,7 +362,7 @@ async fn a_failed_write_ends_the_run_with_its_error_and_keeps_what_landed() {
     let backend = Arc::new(FailingWrites { inner: MemoryBackend::new(), ok_writes: AtomicUsize::new(2) });
     let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
     let indexer = Indexer::new(s.embedder.clone(), backend.clone(), Arc::new(TextChunker::default()));
-    let err = indexer.index("notes", source_of(&found), &IndexOptions::default(), &NoProgress).await.unwrap_err();
+    let err = indexer.index("notes", source_of(&found)).await.unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");
     let kept = backend.inner.file_states("notes").await.unwrap();
     assert_eq!(kept.len(), 2, "the two writes that landed stay: {kept:?}");
@@ -384,7 +385,10 @@ async fn binary_and_empty_files_are_skipped_with_reasons() {
 async fn a_dry_run_plans_without_writing() {
     let s = Setup::new();
     s.write("a.md", "words");
-    let plan = s.index_with(IndexOptions { dry_run: true, ..IndexOptions::default() }, 60).await.unwrap();
+    let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
+    let indexer = Indexer::new(s.embedder.clone(), s.backend.clone(), Arc::new(TextChunker::new(60, 0).unwrap()));
+    let plan = indexer.plan("notes", source_of(&found)).await.unwrap();
+    assert!(plan.dry_run);
     assert_eq!((plan.new.len(), plan.chunks_embedded), (1, 1));
     assert_eq!(s.embedded(), 0);
     assert!(!s.backend.store_exists("notes").await.unwrap());
@@ -398,7 +402,7 @@ async fn another_model_is_refused_naming_both() {
     let other = Arc::new(WordEmbedder { model: Some("bigger".into()), ..WordEmbedder::default() });
     let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
     let err = Indexer::new(other.clone(), s.backend.clone(), Arc::new(TextChunker::default()))
-        .index("notes", source_of(&found), &IndexOptions::default(), &NoProgress)
+        .index("notes", source_of(&found))
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -425,7 +429,7 @@ async fn an_unreachable_embedder_stops_the_run_with_its_message() {
     });
     let found = discover(&[".".into()], &DiscoverOptions::new(s.dir.path())).unwrap();
     let err = Indexer::new(Arc::new(embedder), s.backend.clone(), Arc::new(TextChunker::default()))
-        .index("notes", source_of(&found), &IndexOptions::default(), &NoProgress)
+        .index("notes", source_of(&found))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::EmbedderUnreachable { .. }), "{err}");

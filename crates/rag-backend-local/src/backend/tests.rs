@@ -10,7 +10,7 @@ use rag_core::store::Metric;
 use rag_core::store::chunk_key;
 
 fn config(name: &str, dimension: usize, metric: Metric) -> StoreConfig {
-    StoreConfig { name: name.into(), model: "toy".into(), dimension, metric, chunking: "c".into() }
+    StoreConfig::new(name, "toy", dimension).with_metric(metric).with_chunking("c")
 }
 
 fn record(path: &str, index: usize, total: usize, hash: &str, vector: Vec<f32>) -> VectorRecord {
@@ -345,15 +345,14 @@ async fn an_index_run_releases_the_store_when_it_ends() {
     let notes: Arc<dyn rag_core::source::Source> = Arc::new(notes);
     let backend = Arc::new(LocalBackend::new(data.path()));
     let indexer = rag_core::index::Indexer::new(Arc::new(Lengths), backend.clone(), Arc::new(Whole));
-    let options = rag_core::index::IndexOptions::default();
-    indexer.index("notes", notes.clone(), &options, &rag_core::index::NoProgress).await.unwrap();
+    indexer.index("notes", notes.clone()).await.unwrap();
     // The program still holds `backend`, yet another writer may now take the store.
     let other = LocalBackend::new(data.path());
     other.begin_indexing("notes").await.unwrap();
-    let err = indexer.index("notes", notes.clone(), &options, &rag_core::index::NoProgress).await.unwrap_err();
+    let err = indexer.index("notes", notes.clone()).await.unwrap_err();
     assert!(matches!(err, Error::StoreBusy { .. }), "{err}");
     other.end_indexing("notes").await.unwrap();
-    indexer.index("notes", notes, &options, &rag_core::index::NoProgress).await.unwrap();
+    indexer.index("notes", notes).await.unwrap();
 }
 
 #[tokio::test]

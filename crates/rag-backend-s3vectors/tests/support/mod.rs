@@ -17,6 +17,11 @@ use rag_core::{
 
 /// A backend on `endpoint` with static test credentials and fast retries.
 pub fn backend(endpoint: &str, bucket: &str) -> S3VectorsBackend {
+    backend_with_state(endpoint, bucket, None)
+}
+
+/// [`backend`], remembering unreadable files under `state` (this machine's records).
+pub fn backend_with_state(endpoint: &str, bucket: &str, state: Option<PathBuf>) -> S3VectorsBackend {
     let sdk = aws_sdk_s3vectors::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -29,6 +34,7 @@ pub fn backend(endpoint: &str, bucket: &str) -> S3VectorsBackend {
         initial_backoff: Duration::from_millis(5),
         max_vectors_per_second: 0.0,
         list_segments: 4,
+        local_state_dir: state,
         ..S3VectorsConfig::new(bucket)
     };
     S3VectorsBackend::from_client(aws_sdk_s3vectors::Client::from_conf(sdk), config, "us-east-1".into())
@@ -77,13 +83,9 @@ impl Drop for Moto {
 }
 
 pub fn config(name: &str, dimension: usize) -> StoreConfig {
-    StoreConfig {
-        name: name.into(),
-        model: "embeddinggemma".into(),
-        dimension,
-        metric: rag_core::store::Metric::Cosine,
-        chunking: "text-splitter/chars size=1500 overlap=200".into(),
-    }
+    StoreConfig::new(name, "embeddinggemma", dimension)
+        .with_metric(rag_core::store::Metric::Cosine)
+        .with_chunking("text-splitter/chars size=1500 overlap=200")
 }
 
 pub fn record(path: &str, index: usize, total: usize, hash: &str, vector: Vec<f32>) -> VectorRecord {

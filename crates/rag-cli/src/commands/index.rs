@@ -50,7 +50,12 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
 
     let setup = index_setup(&args, &backend, existing.as_ref()).await?;
     let progress = Progress::new(!(quiet || args.json) && std::io::stderr().is_terminal());
-    let report = setup.indexer.index(&args.store, Arc::new(setup.source(discovery)), &setup.options, &progress).await;
+    let source = Arc::new(setup.source(discovery));
+    let report = if args.dry_run {
+        setup.indexer.plan(&args.store, source).await
+    } else {
+        setup.indexer.index_observed(&args.store, source, &progress).await
+    };
     progress.finish();
     let report = report?;
     if !args.dry_run {
@@ -92,8 +97,8 @@ fn remember_source(data_dir: &Path, args: &IndexArgs, root: &Path) {
 /// What an index run needs besides its files, made once: by `rag index`,
 /// and by `rag watch` for every update.
 pub struct IndexSetup {
+    /// The pipeline, with the run's options.
     pub indexer: Indexer,
-    pub options: IndexOptions,
     converter: Option<Arc<isolate::ChildConverter>>,
 }
 
@@ -148,15 +153,12 @@ pub async fn index_setup(
         }
     }
     let chunker = TextChunker::new(chunk_size, chunk_overlap)?;
-    let options = IndexOptions {
-        force: args.force,
-        prune: !args.no_prune,
-        dry_run: args.dry_run,
-        metric: args.metric.into(),
-        max_file_size: args.max_file_size,
-        ..IndexOptions::default()
-    };
-    let indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker));
+    let options = IndexOptions::new()
+        .with_force(args.force)
+        .with_prune(!args.no_prune)
+        .with_metric(args.metric.into())
+        .with_max_file_size(args.max_file_size);
+    let indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker)).with_options(options);
     if !(args.reader_timeout.is_finite() && args.reader_timeout > 0.0) {
         bail!("--reader-timeout must be a positive number of seconds");
     }
@@ -171,7 +173,7 @@ pub async fn index_setup(
             None
         }
     };
-    Ok(IndexSetup { indexer, options, converter })
+    Ok(IndexSetup { indexer, converter })
 }
 
 /// Stands in for the embedder during `--dry-run`, which embeds nothing.

@@ -116,7 +116,8 @@ async fn create(
         }
     };
     let chunking = TextChunker::default().settings();
-    let config = StoreConfig { name: name.to_string(), model, dimension, metric: metric.into(), chunking };
+    let config =
+        StoreConfig::new(name.to_string(), model, dimension).with_metric(metric.into()).with_chunking(chunking);
     backend.create_store(&config).await?;
     if let Some(remote) = opened.remote() {
         RemoteStores::load(session.data_dir())?.remember(name, remote.clone())?;
@@ -176,17 +177,10 @@ async fn delete(session: &Session, name: &str, yes: bool) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rag_core::store::Metric;
 
     fn row(name: &str, model: &str) -> StoreInfo {
         StoreInfo {
-            config: StoreConfig {
-                name: name.into(),
-                model: model.into(),
-                dimension: 384,
-                metric: Metric::Cosine,
-                chunking: "c".into(),
-            },
+            config: StoreConfig::new(name, model, 384).with_chunking("c"),
             backend: "local".into(),
             files: Some(2),
             chunks: Some(10),

@@ -1,0 +1,382 @@
+//! The indexing pipeline: files in, chunks embedded and stored, incrementally.
+//!
+//! [`Indexer`] runs the pipeline: [`prepare`] reads, hashes, decodes and
+//! chunks each file on a blocking thread; the loop here embeds chunks in
+//! batches ([`embed`]) and hands finished files to the writer ([`write`]).
+
+mod embed;
+mod options;
+mod prepare;
+mod report;
+mod write;
+
+pub use options::IndexOptions;
+pub use report::{FileProblem, IndexObserver, IndexReport, NoProgress, ProblemKind};
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::backend::VectorBackend;
+use crate::chunk::Chunker;
+use crate::embed::Embedder;
+use crate::error::{Error, Result};
+use crate::source::Source;
+use crate::types::{DocText, FileState, StoreConfig, UnreadableFile, check_model, now_unix, validate_store_name};
+
+use embed::{embed_isolating, embedding_text};
+use prepare::{FileEvent, Known, Readers, prepare};
+use write::{PendingFile, PendingWrites, finish_file, record_event};
+
+/// Indexes the items of a [`Source`] into a store: reads and chunks each
+/// changed item, embeds chunks in batches and writes files as they complete.
+///
+/// Re-running on the same files re-embeds only what changed (by content
+/// hash), replaces the chunks of changed files, and deletes the chunks of
+/// files that disappeared from the patterns.
+pub struct Indexer {
+    embedder: Arc<dyn Embedder>,
+    backend: Arc<dyn VectorBackend>,
+    chunker: Arc<dyn Chunker>,
+    options: IndexOptions,
+}
+
+type BatchItems = Vec<(usize, usize)>;
+type BatchOutcome = (BatchItems, Result<Vec<Result<Vec<f32>>>>);
+
+/// Whether a run writes or only says what it would do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Write,
+    Plan,
+}
+
+impl Indexer {
+    /// A pipeline over an embedder, a backend and a chunker, with the
+    /// default [`IndexOptions`].
+    pub fn new(embedder: Arc<dyn Embedder>, backend: Arc<dyn VectorBackend>, chunker: Arc<dyn Chunker>) -> Self {
+        Self { embedder, backend, chunker, options: IndexOptions::default() }
+    }
+
+    /// The same pipeline with other settings.
+    pub fn with_options(mut self, options: IndexOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The settings every run of this indexer uses.
+    pub fn options(&self) -> &IndexOptions {
+        &self.options
+    }
+
+    /// Indexes the items of `source` into `store`, creating the store if
+    /// needed. Stored items the source [covers](Source::covers) but no longer
+    /// lists are deleted (unless [`IndexOptions::prune`] is off).
+    ///
+    /// Errors that make every further file fail (embedder unreachable, model
+    /// missing, backend failure) end the run with an error after the files
+    /// already embedded are written; any other problem with a file is recorded
+    /// in the report and the run goes on.
+    pub async fn index(&self, store: &str, source: Arc<dyn Source>) -> Result<IndexReport> {
+        self.index_observed(store, source, &NoProgress).await
+    }
+
+    /// Like [`index`](Self::index), telling `observer` how the run goes.
+    pub async fn index_observed(
+        &self,
+        store: &str,
+        source: Arc<dyn Source>,
+        observer: &dyn IndexObserver,
+    ) -> Result<IndexReport> {
+        let existing = self.existing(store).await?;
+        let settings = self.chunker.settings();
+        if existing.is_none() {
+            let config = StoreConfig::new(store, self.embedder.model(), self.embedder.dimension())
+                .with_metric(self.options.metric)
+                .with_chunking(settings.clone());
+            self.backend.create_store(&config).await?;
+        }
+        // One writer at a time: the backend's lock is held from here to the
+        // end of the run, whatever its outcome.
+        self.backend.begin_indexing(store).await?;
+        let result = async {
+            if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
+                self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
+            }
+            self.run(store, existing.as_ref(), source, observer, Mode::Write).await
+        }
+        .await;
+        let released = self.backend.end_indexing(store).await;
+        match (result, released) {
+            (Ok(_), Err(err)) => Err(err),
+            (result, _) => result,
+        }
+    }
+
+    /// What [`index`](Self::index) would do, without embedding, writing or
+    /// creating anything: the report lists the new, changed, unchanged,
+    /// removed, skipped and failing files, and `chunks_embedded` and
+    /// `chunks_deleted` count what would be.
+    pub async fn plan(&self, store: &str, source: Arc<dyn Source>) -> Result<IndexReport> {
+        let existing = self.existing(store).await?;
+        self.run(store, existing.as_ref(), source, &NoProgress, Mode::Plan).await
+    }
+
+    /// The store's settings when it exists, after refusing another model.
+    async fn existing(&self, store: &str) -> Result<Option<StoreConfig>> {
+        validate_store_name(store)?;
+        if !self.backend.store_exists(store).await? {
+            return Ok(None);
+        }
+        let config = self.backend.store_config(store).await?;
+        check_model(&config, self.embedder.as_ref())?;
+        Ok(Some(config))
+    }
+
+    async fn run(
+        &self,
+        store: &str,
+        existing: Option<&StoreConfig>,
+        source: Arc<dyn Source>,
+        observer: &dyn IndexObserver,
+        mode: Mode,
+    ) -> Result<IndexReport> {
+        let started = Instant::now();
+        let options = &self.options;
+        let dry_run = mode == Mode::Plan;
+        let settings = self.chunker.settings();
+        let states: HashMap<String, FileState> = if existing.is_some() {
+            self.backend.file_states(store).await?.into_iter().map(|s| (s.path.clone(), s)).collect()
+        } else {
+            HashMap::new()
+        };
+        let rechunk_all = options.force || existing.is_some_and(|c| c.chunking != settings);
+        let known_unreadable: HashMap<String, UnreadableFile> = if existing.is_some() {
+            self.backend.unreadable_files(store).await?.into_iter().map(|u| (u.path.clone(), u)).collect()
+        } else {
+            HashMap::new()
+        };
+        let mut unreadable: Vec<UnreadableFile> = Vec::new();
+
+        let mut report = IndexReport { store: store.to_string(), dry_run, ..IndexReport::default() };
+        let items = source.items();
+        let found: HashSet<&str> = items.iter().map(|item| item.path.as_str()).collect();
+        let removed: Vec<&FileState> = if options.prune {
+            let mut removed: Vec<&FileState> =
+                states.values().filter(|s| !found.contains(s.path.as_str()) && source.covers(&s.path)).collect();
+            removed.sort_by(|a, b| a.path.cmp(&b.path));
+            removed
+        } else {
+            Vec::new()
+        };
+
+        observer.planned(items.len());
+        let (tx, rx) = mpsc::channel(16);
+        // Reading, hashing, extracting and chunking run on every core; the
+        // events reach the embedding loop as files finish.
+        let producer = {
+            let files = Arc::new(items.clone());
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let states = Arc::new(states.clone());
+            let known = Arc::new(if options.force { HashMap::new() } else { known_unreadable.clone() });
+            let max_file_size = options.max_file_size;
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (files, next, states, known, chunker, source, tx) = (
+                        files.clone(),
+                        next.clone(),
+                        states.clone(),
+                        known.clone(),
+                        Arc::clone(&self.chunker),
+                        Arc::clone(&source),
+                        tx.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(file) = files.get(i) else { break };
+                            let known = Known { state: states.get(&file.path), unreadable: known.get(&file.path) };
+                            let readers = Readers { chunker: chunker.as_ref(), source: source.as_ref() };
+                            let event = prepare(file, known, rechunk_all, max_file_size, readers);
+                            if tx.blocking_send(event).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            drop(tx);
+            handles
+        };
+
+        let write_batch = options.write_batch_size.unwrap_or_else(|| self.backend.write_batch_hint());
+        let mut writer = PendingWrites::new(store, write_batch, options.write_interval);
+        let result = if dry_run {
+            self.tally(rx, &mut report, &mut unreadable, observer).await
+        } else {
+            self.embed_and_write(rx, &mut writer, &mut report, &mut unreadable, observer, options.embed_headings).await
+        };
+        if let Err(err) = result {
+            // Keep what was finished: the files already embedded are written.
+            drop(producer);
+            let _ = writer.finish(&self.backend, &mut report).await;
+            return Err(err);
+        }
+        for handle in producer {
+            handle.await.map_err(|e| Error::InvalidInput(format!("file reader stopped: {e}")))?;
+        }
+
+        for state in removed {
+            report.removed.push(state.path.clone());
+            if dry_run {
+                report.chunks_deleted += state.keys.len();
+            } else {
+                writer.delete(state.keys.clone());
+            }
+        }
+        if !dry_run {
+            writer.finish(&self.backend, &mut report).await?;
+            // Forget the records of files in this run's scope that were read
+            // after all or are gone; keep those of files outside it.
+            let still: HashSet<&str> = unreadable.iter().map(|u| u.path.as_str()).collect();
+            let forget: Vec<String> = known_unreadable
+                .keys()
+                .filter(|path| !still.contains(path.as_str()))
+                .filter(|path| found.contains(path.as_str()) || source.covers(path))
+                .cloned()
+                .collect();
+            unreadable.retain(|u| known_unreadable.get(&u.path) != Some(u));
+            if !unreadable.is_empty() || !forget.is_empty() {
+                self.backend.remember_unreadable(store, unreadable, forget).await?;
+            }
+        }
+        // Files finish in any order on several threads: report them sorted.
+        report.new.sort();
+        report.changed.sort();
+        report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        report.failed.sort_by(|a, b| a.path.cmp(&b.path));
+        report.notes.sort_by(|a, b| a.path.cmp(&b.path));
+        report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+
+    async fn tally(
+        &self,
+        mut rx: mpsc::Receiver<FileEvent>,
+        report: &mut IndexReport,
+        unreadable: &mut Vec<UnreadableFile>,
+        observer: &dyn IndexObserver,
+    ) -> Result<()> {
+        while let Some(event) = rx.recv().await {
+            match event {
+                FileEvent::Prepared(file) => {
+                    report.chunks_embedded += file.chunks.len();
+                    let live: HashSet<&str> = file.chunks.iter().map(|c| c.key.as_str()).collect();
+                    report.chunks_deleted += file.old_keys.iter().filter(|k| !live.contains(k.as_str())).count();
+                    observer.file_done(&file.path);
+                    if file.is_new { report.new.push(file.path) } else { report.changed.push(file.path) }
+                }
+                other => record_event(other, report, None, unreadable, observer),
+            }
+        }
+        Ok(())
+    }
+
+    async fn embed_and_write(
+        &self,
+        mut rx: mpsc::Receiver<FileEvent>,
+        writer: &mut PendingWrites,
+        report: &mut IndexReport,
+        unreadable: &mut Vec<UnreadableFile>,
+        observer: &dyn IndexObserver,
+        embed_headings: bool,
+    ) -> Result<()> {
+        let batch_size = self.embedder.max_batch_size().max(1);
+        let concurrency = self.embedder.max_concurrency().max(1);
+        let dimension = self.embedder.dimension();
+        let indexed_at = now_unix();
+        let mut pending: HashMap<usize, PendingFile> = HashMap::new();
+        let mut queue: VecDeque<(usize, usize)> = VecDeque::new();
+        let mut inflight: JoinSet<BatchOutcome> = JoinSet::new();
+        let mut next_id = 0usize;
+        let mut reading = true;
+
+        loop {
+            while inflight.len() < concurrency && (queue.len() >= batch_size || (!reading && !queue.is_empty())) {
+                let items: BatchItems = queue.drain(..batch_size.min(queue.len())).collect();
+                let docs: Vec<DocText> = items
+                    .iter()
+                    .map(|&(id, index)| {
+                        let file = &pending[&id].file;
+                        DocText::new(file.title.clone(), embedding_text(&file.chunks[index], embed_headings))
+                    })
+                    .collect();
+                let embedder = Arc::clone(&self.embedder);
+                inflight.spawn(async move {
+                    let result = embed_isolating(embedder.as_ref(), &docs).await;
+                    (items, result)
+                });
+            }
+            if !reading && inflight.is_empty() && queue.is_empty() {
+                return Ok(());
+            }
+            let room = queue.len() < batch_size * (concurrency + 1);
+            tokio::select! {
+                event = rx.recv(), if reading && room => match event {
+                    None => reading = false,
+                    Some(FileEvent::Prepared(file)) => {
+                        let id = next_id;
+                        next_id += 1;
+                        queue.extend((0..file.chunks.len()).map(|index| (id, index)));
+                        let remaining = file.chunks.len();
+                        pending.insert(id, PendingFile { vectors: vec![None; remaining], remaining, file, failure: None });
+                    }
+                    Some(other) => record_event(other, report, Some(writer), unreadable, observer),
+                },
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    let (items, outcome) = joined.map_err(|e| Error::Embedder {
+                        message: format!("embedding task stopped: {e}"),
+                        source: None,
+                    })?;
+                    let vectors = outcome?;
+                    observer.chunks_embedded(items.len());
+                    for (&(id, index), vector) in items.iter().zip(vectors) {
+                        let Some(entry) = pending.get_mut(&id) else { continue };
+                        match vector {
+                            Ok(vector) if vector.len() == dimension => entry.vectors[index] = Some(vector),
+                            Ok(vector) => {
+                                return Err(Error::DimensionMismatch {
+                                    context: format!("embedder {:?} (for {})", self.embedder.model(), entry.file.path),
+                                    expected: dimension,
+                                    actual: vector.len(),
+                                });
+                            }
+                            Err(err) => {
+                                let chunk = &entry.file.chunks[index];
+                                entry.failure.get_or_insert_with(|| {
+                                    format!("chunk {} (lines {}-{}): {err}", index, chunk.line_start, chunk.line_end)
+                                });
+                            }
+                        }
+                        entry.remaining -= 1;
+                        if entry.remaining == 0
+                            && let Some(done) = pending.remove(&id)
+                        {
+                            finish_file(done, indexed_at, writer, report, observer);
+                            if writer.is_full() {
+                                writer.flush(&self.backend, report).await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
