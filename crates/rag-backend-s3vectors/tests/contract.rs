@@ -9,98 +9,51 @@ mod support;
 use rag_backend_s3vectors::S3VectorsBackend;
 use rag_core::{
     Error,
-    backend::{QueryRequest, VectorBackend, WriteBatch},
+    backend::{QueryRequest, VectorBackend},
     filter::Filter,
 };
 use rag_testkit::FakeS3Vectors;
+use rag_testkit::contract::{Abilities, backend_contract};
 use serde_json::json;
 use support::{backend, config, record, vector};
 
-async fn crud_contract(backend: &S3VectorsBackend) {
-    assert!(backend.list_stores().await.unwrap().is_empty(), "a missing bucket lists no stores");
+/// The backend contract of every backend, with two clients on one bucket
+/// standing for two machines that share it (on one machine's records).
+async fn shared_contract(endpoint: &str, abilities: Abilities) {
+    let state = tempfile::tempdir().unwrap();
+    let machine = |_| support::backend_with_state(endpoint, "team-vectors", Some(state.path().to_path_buf()));
+    let (backend, other): (S3VectorsBackend, S3VectorsBackend) = (machine(0), machine(1));
+    backend_contract(&backend, &other, abilities.with_unreadable_memory()).await;
+}
+
+/// What S3 Vectors adds to the contract: settings in the index's tags, a
+/// count of vectors, the ARN in `store info`.
+async fn s3_specifics(endpoint: &str) {
+    let backend = backend(endpoint, "team-vectors");
     backend.create_store(&config("notes", 8)).await.unwrap();
-    backend.create_store(&config("other", 8)).await.unwrap();
-    let again = backend.create_store(&config("notes", 8)).await.unwrap_err();
-    assert!(matches!(again, Error::StoreExists { .. }), "{again}");
-    assert_eq!(backend.list_stores().await.unwrap(), ["notes", "other"]);
-    assert!(backend.store_exists("notes").await.unwrap());
-    assert!(!backend.store_exists("nothere").await.unwrap());
-
-    let stored = backend.store_config("notes").await.unwrap();
-    assert_eq!(stored, config("notes", 8), "model and chunking come back from the index tags");
-
-    backend
-        .put(
-            "notes",
-            vec![
-                record("a.md", 0, 2, "ha", vector(1, 8)),
-                record("a.md", 1, 2, "ha", vector(2, 8)),
-                record("b/c.md", 0, 1, "hc", vector(3, 8)),
-            ],
-        )
-        .await
-        .unwrap();
-    let states = backend.file_states("notes").await.unwrap();
-    assert_eq!(states.len(), 2);
-    assert_eq!(states[0].path, "a.md");
-    assert_eq!(states[0].content_hash.as_deref(), Some("ha"));
-    assert_eq!(states[0].keys, ["a.md#0", "a.md#1"]);
-
-    // A changed file: one chunk overwritten, the surplus one deleted.
-    backend
-        .write(
-            "notes",
-            WriteBatch { upserts: vec![record("a.md", 0, 1, "hb", vector(4, 8))], deletes: vec!["a.md#1".into()] },
-        )
-        .await
-        .unwrap();
-    let states = backend.file_states("notes").await.unwrap();
-    assert_eq!(states[0].keys, ["a.md#0"]);
-    assert_eq!(states[0].content_hash.as_deref(), Some("hb"));
-    assert_eq!(backend.count_vectors("notes").await.unwrap(), 2);
-    // A hit's full text, by key, in the order asked; unknown keys left out.
-    let keys = ["b/c.md#0".to_string(), "gone.md#0".to_string(), "a.md#0".to_string()];
-    let chunks = backend.get_chunks("notes", &keys).await.unwrap();
-    let got: Vec<(&str, &str)> = chunks.iter().map(|c| (c.key.as_str(), c.content_hash.as_str())).collect();
-    assert_eq!(got, [("b/c.md#0", "hc"), ("a.md#0", "hb")]);
-
-    let mut changed = config("notes", 8);
-    changed.chunking = "text-splitter/chars size=800 overlap=100".into();
-    backend.update_store_config(&changed).await.unwrap();
-    let fresh = backend_like(backend);
-    assert_eq!(fresh.store_config("notes").await.unwrap().chunking, changed.chunking);
-
+    assert_eq!(backend.store_config("notes").await.unwrap(), config("notes", 8), "settings from the index tags");
+    let records = vec![record("a.md", 0, 2, "ha", vector(1, 8)), record("a.md", 1, 2, "ha", vector(2, 8))];
+    backend.put("notes", records).await.unwrap();
+    backend.delete("notes", vec!["a.md#1".into()]).await.unwrap();
+    assert_eq!(backend.count_vectors("notes").await.unwrap(), 1);
     let info = backend.store_info("notes").await.unwrap();
-    assert_eq!(info.config.dimension, 8);
     assert!(info.details.iter().any(|(k, v)| k == "arn" && v.contains("notes")));
-
-    backend.delete_store("other").await.unwrap();
-    assert_eq!(backend.list_stores().await.unwrap(), ["notes"]);
-    let err = backend.store_config("other").await.unwrap_err();
-    assert!(matches!(err, Error::StoreNotFound { .. }), "{err}");
-}
-
-/// A second client on the same service: sees the same state (no local cache).
-fn backend_like(backend: &S3VectorsBackend) -> S3VectorsBackend {
-    support::backend(BACKEND_URL.with(|u| u.borrow().clone()).as_str(), backend.bucket())
-}
-
-thread_local! {
-    static BACKEND_URL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    backend.delete_store("notes").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn crud_contract_on_the_fake() {
+async fn the_contract_holds_on_the_fake() {
     let fake = FakeS3Vectors::start();
-    BACKEND_URL.with(|u| *u.borrow_mut() = fake.url());
-    crud_contract(&backend(&fake.url(), "team-vectors")).await;
+    shared_contract(&fake.url(), Abilities::none().with_vector_search()).await;
+    s3_specifics(&fake.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn crud_contract_on_moto() {
+async fn the_contract_holds_on_moto() {
+    // moto has no QueryVectors: everything but vector search.
     let moto = support::Moto::start();
-    BACKEND_URL.with(|u| *u.borrow_mut() = moto.url.clone());
-    crud_contract(&backend(&moto.url, "team-vectors")).await;
+    shared_contract(&moto.url, Abilities::none()).await;
+    s3_specifics(&moto.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -83,6 +83,12 @@ impl VectorBackend for MemoryBackend {
 
     async fn update_store_config(&self, config: &StoreConfig) -> Result<()> {
         self.with_store(&config.name, |s| {
+            if s.config.dimension != config.dimension || s.config.metric != config.metric {
+                return Err(Error::InvalidInput(format!(
+                    "store {:?}: dimension and metric are fixed at creation",
+                    config.name
+                )));
+            }
             s.config = config.clone();
             Ok(())
         })

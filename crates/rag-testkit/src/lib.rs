@@ -16,6 +16,8 @@
 //!
 //! Module [`documents`] builds PDF, zip and spreadsheet fixtures in memory.
 //!
+//! Module [`contract`] is the one test suite every `VectorBackend` passes.
+//!
 //! ```
 //! let ollama = rag_testkit::FakeOllama::start();
 //! assert!(ollama.url().starts_with("http://127.0.0.1:"));
@@ -24,6 +26,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod contract;
 pub mod documents;
 pub mod hub;
 pub mod s3vectors;
