@@ -228,13 +228,12 @@ impl VectorBackend for LocalBackend {
         Ok(self.store_dir(store)?.join(DB_FILE).is_file())
     }
 
+    /// Through the reader a query will use: a query that reads the settings
+    /// first opens the store's database once.
     async fn store_config(&self, store: &str) -> Result<StoreConfig> {
         let dir = self.existing_store_dir(store)?;
-        blocking(move || {
-            let (conn, db) = open_db(&dir)?;
-            Ok(read_config(&conn, &db, &dir)?)
-        })
-        .await
+        let readers = self.readers.clone();
+        blocking(move || readers.with(&dir, |reader| Ok(reader.config.clone()))).await
     }
 
     async fn update_store_config(&self, config: &StoreConfig) -> Result<()> {
