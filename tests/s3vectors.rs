@@ -150,7 +150,7 @@ fn an_unreadable_document_is_remembered_on_this_machine_for_an_s3_store() {
         again.stdout()
     );
     let info = s3.ws.rag(&["store", "info", "notes"]).stdout();
-    assert!(info.contains("unreadable files") && info.contains("1 on this machine"), "{info}");
+    assert!(info.contains("unreadable files: 1 (not read again") && info.contains("kept: on this machine"), "{info}");
     let record = s3.ws.data().join("s3vectors/team-vectors/notes.unreadable.json");
     assert!(std::fs::read_to_string(&record).unwrap().contains("docs/locked.pdf"));
     s3.ws.remove("docs/locked.pdf");

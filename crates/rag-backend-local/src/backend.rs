@@ -267,22 +267,16 @@ impl VectorBackend for LocalBackend {
                 })
                 .map_err(sql(&db))?;
             let time = |key| -> Result<Option<i64>> { Ok(read_setting(&conn, &db, key)?.and_then(|v| v.parse().ok())) };
-            let mut details = vec![("path".to_string(), dir.display().to_string())];
-            let unreadable = count_unreadable(&conn, &db)?;
-            if unreadable > 0 {
-                let note = format!("{unreadable} (not read again until they change; `rag index --force` retries)");
-                details.push(("unreadable files".into(), note));
-            }
-            Ok(StoreInfo {
-                config,
-                backend: BACKEND.into(),
-                files: Some(files as u64),
-                chunks: Some(chunks as u64),
-                size_bytes: Some(dir_size(&dir)),
-                created_at: time("created_at")?,
-                updated_at: time("updated_at")?,
-                details,
-            })
+            let details = vec![("path".to_string(), dir.display().to_string())];
+            let mut info = StoreInfo::new(config, BACKEND);
+            info.files = Some(files as u64);
+            info.chunks = Some(chunks as u64);
+            info.size_bytes = Some(dir_size(&dir));
+            info.created_at = time("created_at")?;
+            info.updated_at = time("updated_at")?;
+            info.unreadable_files = Some(count_unreadable(&conn, &db)? as u64);
+            info.details = details;
+            Ok(info)
         })
         .await
     }

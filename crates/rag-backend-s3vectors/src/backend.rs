@@ -480,22 +480,15 @@ impl VectorBackend for S3VectorsBackend {
         if let Some(url) = &self.config.endpoint_url {
             details.push(("endpoint".to_string(), url.clone()));
         }
-        let unreadable = self.local_state().map_or(0, |state| state.unreadable(store).len());
-        if unreadable > 0 {
-            let note =
-                format!("{unreadable} on this machine (not read again until they change; `rag index --force` retries)");
-            details.push(("unreadable files".to_string(), note));
+        let mut info = StoreInfo::new(config, BACKEND);
+        info.created_at = created;
+        // Unreadable documents are remembered on this machine, not in the bucket.
+        if let Some(state) = self.local_state() {
+            info.unreadable_files = Some(state.unreadable(store).len() as u64);
+            details.push(("unreadable files kept".to_string(), "on this machine".to_string()));
         }
-        Ok(StoreInfo {
-            config,
-            backend: BACKEND.into(),
-            files: None,
-            chunks: None,
-            size_bytes: None,
-            created_at: created,
-            updated_at: None,
-            details,
-        })
+        info.details = details;
+        Ok(info)
     }
 
     fn write_batch_hint(&self) -> usize {

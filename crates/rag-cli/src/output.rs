@@ -356,6 +356,12 @@ pub fn info_text(info: &StoreInfo) -> String {
     let _ = writeln!(out, "size:       {}", info.size_bytes.map_or_else(|| "unknown".into(), human_bytes));
     let _ = writeln!(out, "created:    {}", time(info.created_at));
     let _ = writeln!(out, "updated:    {}", time(info.updated_at));
+    if let Some(count) = info.unreadable_files.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "unreadable files: {count} (not read again until they change; `rag index --force` reads them again)"
+        );
+    }
     for (key, value) in &info.details {
         let _ = writeln!(out, "{:<11} {value}", format!("{key}:"));
     }

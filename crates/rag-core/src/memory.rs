@@ -101,16 +101,11 @@ impl VectorBackend for MemoryBackend {
     async fn store_info(&self, store: &str) -> Result<StoreInfo> {
         self.with_store(store, |s| {
             let files = s.records.values().map(|r| &r.chunk.source_path).collect::<std::collections::HashSet<_>>();
-            Ok(StoreInfo {
-                config: s.config.clone(),
-                backend: "memory".into(),
-                files: Some(files.len() as u64),
-                chunks: Some(s.records.len() as u64),
-                size_bytes: None,
-                created_at: None,
-                updated_at: None,
-                details: Vec::new(),
-            })
+            let mut info = StoreInfo::new(s.config.clone(), "memory");
+            info.files = Some(files.len() as u64);
+            info.chunks = Some(s.records.len() as u64);
+            info.unreadable_files = Some(s.unreadable.len() as u64);
+            Ok(info)
         })
     }
 

@@ -330,8 +330,10 @@ impl StoreConfig {
     }
 }
 
-/// What `rag store info` shows about a store.
+/// What `rag store info` shows about a store: start from
+/// [`StoreInfo::new`] and fill in what the backend knows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct StoreInfo {
     /// The store's settings.
     pub config: StoreConfig,
@@ -347,8 +349,28 @@ pub struct StoreInfo {
     pub created_at: Option<i64>,
     /// Time of the last write, seconds since the Unix epoch.
     pub updated_at: Option<i64>,
+    /// Files the backend remembers as unreadable (not read again until they
+    /// change), when it keeps such a record.
+    pub unreadable_files: Option<u64>,
     /// Backend-specific facts (location, ARN, index mode, ...).
     pub details: Vec<(String, String)>,
+}
+
+impl StoreInfo {
+    /// The facts of a store of `config` on `backend`, counts unknown.
+    pub fn new(config: StoreConfig, backend: impl Into<String>) -> Self {
+        Self {
+            config,
+            backend: backend.into(),
+            files: None,
+            chunks: None,
+            size_bytes: None,
+            created_at: None,
+            updated_at: None,
+            unreadable_files: None,
+            details: Vec::new(),
+        }
+    }
 }
 
 /// Checks a store name against the rules of S3 Vectors index names, which every

@@ -179,16 +179,9 @@ mod tests {
     use super::*;
 
     fn row(name: &str, model: &str) -> StoreInfo {
-        StoreInfo {
-            config: StoreConfig::new(name, model, 384).with_chunking("c"),
-            backend: "local".into(),
-            files: Some(2),
-            chunks: Some(10),
-            size_bytes: Some(4096),
-            created_at: None,
-            updated_at: None,
-            details: Vec::new(),
-        }
+        let mut info = StoreInfo::new(StoreConfig::new(name, model, 384).with_chunking("c"), "local");
+        (info.files, info.chunks, info.size_bytes) = (Some(2), Some(10), Some(4096));
+        info
     }
 
     #[test]
