@@ -141,6 +141,27 @@ fn file_name(id: &str) -> String {
     }
 }
 
+/// What the embedder makes of a few fixed texts, to 4 decimals, hashed: part
+/// of the name of a reusable index, so vectors made by other embedder code
+/// (a changed encoder, another server) are never reused. Changes below 1e-4
+/// per component keep the index, and cannot move the figures it gives.
+async fn embedder_output_fingerprint(embedder: &dyn Embedder) -> Result<String> {
+    let probes = [
+        DocText::new(Some("probe".into()), "Pressure distribution over a swept wing at supersonic speed."),
+        DocText::new(None, "fn parse_config(path: &Path) -> Result<Config> { todo!() }"),
+        DocText::new(None, "a"),
+    ];
+    let vectors = embedder.embed_documents(&probes).await.context("embedding the fingerprint's probe texts")?;
+    // FNV-1a over the rounded components: stable across Rust versions and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for value in vectors.iter().flatten() {
+        for byte in ((value * 1e4).round() as i64).to_le_bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(format!("{:08x}", hash >> 32))
+}
+
 /// Caches query embeddings, so each mode searches with the same vector and
 /// the search times exclude the model.
 struct CachedQueries {
@@ -209,7 +230,8 @@ pub async fn run(args: EvalArgs) -> Result<()> {
     if let (None, Some(window)) = (args.chunk_size, args.embedder.context_tokens()) {
         chunk_size = chunk_size.min(rag_core::chunk::chunk_chars_for_window(window));
     }
-    let variant = format!("{model}-c{chunk_size}{}", if args.embed_headings { "" } else { "-noheadings" });
+    let output = embedder_output_fingerprint(args.embedder.as_ref()).await?;
+    let variant = format!("{model}-e{output}-c{chunk_size}{}", if args.embed_headings { "" } else { "-noheadings" });
     let root = args.work.join(format!("{name}-{variant}"));
     let corpus_dir = root.join("corpus");
     std::fs::create_dir_all(&corpus_dir)?;
