@@ -52,6 +52,20 @@ impl Watching {
     fn updates(&self) -> usize {
         self.lines().iter().filter(|l| l.starts_with("updated:")).count()
     }
+
+    /// The count of updates once it is past `before` and has not changed for
+    /// `quiet`: every run that began has reported.
+    fn updates_once_quiet(&self, before: usize, quiet: Duration) -> usize {
+        let started = Instant::now();
+        loop {
+            let now = self.updates();
+            std::thread::sleep(quiet);
+            if now > before && self.updates() == now {
+                return now;
+            }
+            assert!(started.elapsed() < WITHIN * 4, "rag watch did not settle: {:?}", self.lines());
+        }
+    }
 }
 
 impl Drop for Watching {
@@ -133,9 +147,14 @@ fn watch_keeps_the_store_current_and_stops_cleanly() {
     for i in 0..300 {
         ws.write(&format!("notes/burst/n{i:03}.md"), format!("# Note {i}\n\nburst note number {i}\n"));
     }
-    wait_until(&ws, "notes/burst/n299.md", |t| t.is_some());
-    std::thread::sleep(Duration::from_millis(600));
-    let runs = watching.updates() - before;
+    // Wait for the whole burst to be stored, then for every run to report.
+    let burst = |ws: &Workspace| content(ws, "notes").iter().filter(|(p, ..)| p.starts_with("notes/burst/")).count();
+    let started = Instant::now();
+    while burst(&ws) < 300 {
+        assert!(started.elapsed() < WITHIN * 4, "{} of 300 burst files stored", burst(&ws));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runs = watching.updates_once_quiet(before, Duration::from_secs(1)) - before;
     assert!((1..=2).contains(&runs), "{runs} runs for one burst: {:?}", watching.lines());
     assert_eq!(content(&ws, "notes").iter().filter(|(p, ..)| p.starts_with("notes/burst/")).count(), 300);
 
