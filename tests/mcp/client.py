@@ -74,7 +74,9 @@ async def main(rag, work, stores):
             status = await session.call_tool("index_status", {"store": "garden"})
             check("index_status sees the new and changed files",
                   status.structured_content["new"] == 1 and status.structured_content["changed"] == 1
-                  and status.structured_content["deleted"] == 0, status.structured_content)
+                  and status.structured_content["deleted"] == 0 and status.structured_content["unchanged"] == 1
+                  and status.structured_content["chunks_to_embed"] >= 2
+                  and status.structured_content["new_files"] == ["garden/basil.md"], status.structured_content)
 
             # Bad calls: tool errors with rag's messages, and the server keeps serving.
             for name, args, says in [

@@ -5,6 +5,12 @@ use std::path::PathBuf;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Seconds a document's reader may take, unless `--reader-timeout` says otherwise.
+pub const DEFAULT_READER_TIMEOUT_SECS: f64 = 120.0;
+
+/// MiB a document's reader may use, unless `--reader-memory` says otherwise.
+pub const DEFAULT_READER_MEMORY_MIB: u64 = 1024;
+
 /// Index your files into a vector store and ask it questions.
 ///
 /// Embeds with Ollama (default model embeddinggemma) and stores vectors in an
@@ -184,11 +190,11 @@ pub struct IndexArgs {
 
     /// Seconds a document (PDF, Office, OpenDocument, EPUB) may take to read; its
     /// reader runs in a child process and is stopped after this.
-    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    #[arg(long, default_value_t = DEFAULT_READER_TIMEOUT_SECS, value_name = "SECS")]
     pub reader_timeout: f64,
 
     /// Memory (address space) a document's reader may use, in MiB (Unix).
-    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    #[arg(long, default_value_t = DEFAULT_READER_MEMORY_MIB, value_name = "MIB")]
     pub reader_memory: u64,
 
     /// Print the report as JSON on stdout (no progress bars).

@@ -10,6 +10,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rag_ingest::DocumentConverter;
@@ -30,6 +31,19 @@ impl ChildConverter {
     /// and limited to `memory_bytes` of address space.
     pub fn new(exe: PathBuf, timeout: Duration, memory_bytes: u64) -> Self {
         Self { exe, timeout, memory_bytes }
+    }
+
+    /// Conversions by this very `rag` binary, each stopped after `timeout`
+    /// and limited to `memory_mib` MiB; `None` (documents read in this
+    /// process, with a warning) where the binary cannot be found.
+    pub fn of_this_binary(timeout: Duration, memory_mib: u64) -> Option<Arc<Self>> {
+        match std::env::current_exe() {
+            Ok(exe) => Some(Arc::new(Self::new(exe, timeout, memory_mib.saturating_mul(1024 * 1024)))),
+            Err(err) => {
+                tracing::warn!("documents are read in this process: cannot find the rag binary ({err})");
+                None
+            }
+        }
     }
 
     fn command(&self, extension: &str) -> Command {

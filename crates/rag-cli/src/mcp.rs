@@ -8,15 +8,15 @@
 //! between calls. A bad call is a tool error with the message `rag` would
 //! print; the server goes on serving.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use rag_core::filter::Filter;
+use rag_core::index::Indexer;
 use rag_core::search::{SearchMode, SearchOptions, check_search};
 use rag_core::store::ChunkRef;
-use rag_ingest::{DiscoverOptions, FileSource, discover};
+use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -24,7 +24,8 @@ use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, t
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::{BackendArgs, EmbedderArgs};
+use crate::cli::{BackendArgs, DEFAULT_READER_MEMORY_MIB, DEFAULT_READER_TIMEOUT_SECS, EmbedderArgs};
+use crate::isolate::ChildConverter;
 use crate::records::{IndexedSource, IndexedSources};
 use crate::session::{Session, combine_filters};
 
@@ -316,94 +317,75 @@ impl RagServer {
     }
 
     async fn run_index_status(&self, params: StatusParams) -> Result<(Value, String)> {
-        let store = params.store;
-        let states = self.state.session.store(&store).await?.file_states().await?;
+        let name = params.store;
+        let store = self.state.session.store(&name).await?;
         let sources = IndexedSources::load(self.state.session.data_dir())?;
-        let Some(source) = sources.get(&store).cloned() else {
+        let Some(source) = sources.get(&name).cloned() else {
             bail!(
-                "no record of what indexed store {store:?} (it was indexed by an older rag, or on another machine); \
-                 run `rag index PATHS --store {store}` once"
+                "no record of what indexed store {name:?} (it was indexed by an older rag, or on another machine); \
+                 run `rag index PATHS --store {name}` once"
             );
         };
-        let status = tokio::task::spawn_blocking(move || changes(&source, &states))
+        let IndexedSource { root, patterns, hidden, no_ignore } = source;
+        let options = DiscoverOptions { root: root.clone(), hidden, no_ignore };
+        let walked = patterns.clone();
+        let discovery = tokio::task::spawn_blocking(move || discover(&walked, &options))
             .await
             .context("the status check stopped")??;
+        // The plan of `rag index` with the store's own chunking: what it would
+        // embed, delete and leave, with no model and nothing written.
+        let mut notes = Vec::new();
+        let chunker = TextChunker::from_settings(&store.config().chunking).unwrap_or_else(|| {
+            notes.push(format!(
+                "the store was chunked with settings this rag does not make ({}); `rag index` re-chunks every file",
+                store.config().chunking
+            ));
+            TextChunker::default()
+        });
+        let timeout = std::time::Duration::from_secs_f64(DEFAULT_READER_TIMEOUT_SECS);
+        let mut files = FileSource::new(discovery);
+        if let Some(converter) = ChildConverter::of_this_binary(timeout, DEFAULT_READER_MEMORY_MIB) {
+            files = files.with_converter(converter);
+        }
+        let planner = Indexer::planner(store.backend().clone(), Arc::new(chunker));
+        let plan = planner.plan(&name, Arc::new(files)).await?;
+        let out_of_date = plan.new.len() + plan.changed.len() + plan.removed.len();
         let text = format!(
-            "store {store:?} against {}: {} new, {} changed, {} deleted, {} unchanged{}\n",
-            status.root.display(),
-            status.new.len(),
-            status.changed.len(),
-            status.deleted.len(),
-            status.unchanged,
-            if status.new.len() + status.changed.len() + status.deleted.len() > 0 {
-                format!("; `rag index {} --store {store}` brings it up to date", status.patterns.join(" "))
+            "store {name:?} against {}: {} new, {} changed, {} deleted, {} unchanged{}\n",
+            root.display(),
+            plan.new.len(),
+            plan.changed.len(),
+            plan.removed.len(),
+            plan.unchanged,
+            if out_of_date > 0 {
+                format!("; `rag index {} --store {name}` brings it up to date", patterns.join(" "))
             } else {
                 String::new()
             }
         );
         let first = |paths: &[String]| paths.iter().take(50).cloned().collect::<Vec<_>>();
+        let problems = |problems: &[rag_core::index::FileProblem]| {
+            problems.iter().take(50).map(|p| json!({"path": p.path, "reason": p.reason})).collect::<Vec<_>>()
+        };
         let value = json!({
-            "store": store,
-            "root": status.root,
-            "patterns": status.patterns,
-            "new": status.new.len(),
-            "changed": status.changed.len(),
-            "deleted": status.deleted.len(),
-            "unchanged": status.unchanged,
-            "new_files": first(&status.new),
-            "changed_files": first(&status.changed),
-            "deleted_files": first(&status.deleted),
+            "store": name,
+            "root": root,
+            "patterns": patterns,
+            "new": plan.new.len(),
+            "changed": plan.changed.len(),
+            "deleted": plan.removed.len(),
+            "unchanged": plan.unchanged,
+            "new_files": first(&plan.new),
+            "changed_files": first(&plan.changed),
+            "deleted_files": first(&plan.removed),
+            "chunks_to_embed": plan.chunks_embedded,
+            "chunks_to_delete": plan.chunks_deleted,
+            "skipped": problems(&plan.skipped),
+            "failing": problems(&plan.failed),
+            "notes": notes,
         });
         Ok((value, text))
     }
-}
-
-/// What changed under a store's source since its last run.
-struct Changes {
-    root: PathBuf,
-    patterns: Vec<String>,
-    new: Vec<String>,
-    changed: Vec<String>,
-    deleted: Vec<String>,
-    unchanged: usize,
-}
-
-/// Walks the store's source again and compares each file's hash with the
-/// store's; reads files, embeds nothing.
-fn changes(source: &IndexedSource, states: &[rag_core::backend::FileState]) -> Result<Changes> {
-    use rag_core::source::Source as _;
-    let options = DiscoverOptions { root: source.root.clone(), hidden: source.hidden, no_ignore: source.no_ignore };
-    let found = FileSource::new(discover(&source.patterns, &options)?);
-    let stored: HashMap<&str, Option<&str>> =
-        states.iter().map(|s| (s.path.as_str(), s.content_hash.as_deref())).collect();
-    let mut out = Changes {
-        root: source.root.clone(),
-        patterns: source.patterns.clone(),
-        new: Vec::new(),
-        changed: Vec::new(),
-        deleted: Vec::new(),
-        unchanged: 0,
-    };
-    let items = found.items();
-    let listed: std::collections::HashSet<&str> = items.iter().map(|i| i.path.as_str()).collect();
-    for item in &items {
-        match stored.get(item.path.as_str()) {
-            None => out.new.push(item.path.clone()),
-            Some(hash) => {
-                let now = found.read(item, u64::MAX).map(|bytes| blake3::hash(&bytes).to_hex().to_string());
-                match now {
-                    Ok(now) if Some(now.as_str()) == *hash => out.unchanged += 1,
-                    _ => out.changed.push(item.path.clone()),
-                }
-            }
-        }
-    }
-    out.deleted = states
-        .iter()
-        .filter(|s| !listed.contains(s.path.as_str()) && found.covers(&s.path))
-        .map(|s| s.path.clone())
-        .collect();
-    Ok(out)
 }
 
 /// The `search` answer within `budget` characters: snippets are cut shorter,

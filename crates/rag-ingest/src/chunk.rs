@@ -70,6 +70,25 @@ impl TextChunker {
             grammars: crate::code::Grammar::all(),
         })
     }
+
+    /// The chunker whose [`settings`](Chunker::settings) are `settings`, as a
+    /// store records them: `None` when this build would chunk otherwise (other
+    /// code, another version of the splitter, no tree-sitter).
+    ///
+    /// ```
+    /// use rag_core::chunk::Chunker;
+    /// use rag_ingest::TextChunker;
+    /// let recorded = TextChunker::new(800, 100).unwrap().settings();
+    /// assert_eq!(TextChunker::from_settings(&recorded).unwrap().settings(), recorded);
+    /// assert!(TextChunker::from_settings("paragraphs").is_none());
+    /// ```
+    pub fn from_settings(settings: &str) -> Option<Self> {
+        let number = |key: &str| -> Option<usize> {
+            settings.split_whitespace().find_map(|part| part.strip_prefix(key)?.parse().ok())
+        };
+        let chunker = Self::new(number("size=")?, number("overlap=")?).ok()?;
+        (chunker.settings() == settings).then_some(chunker)
+    }
 }
 
 impl Default for TextChunker {

@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use async_trait::async_trait;
 use rag_core::backend::VectorBackend;
-use rag_core::embed::{DocText, Embedder};
+
 use rag_core::index::{IndexOptions, Indexer};
 use rag_core::store::{StoreConfig, validate_store_name};
 use rag_embed_ollama::DEFAULT_MODEL;
@@ -126,11 +125,11 @@ pub async fn index_setup(
         (None, Some(config)) => config.model.clone(),
         (None, None) => DEFAULT_MODEL.to_string(),
     };
-    let embedder: Arc<dyn Embedder> = if args.dry_run {
-        // A plan needs no embeddings: don't require Ollama for it.
-        Arc::new(PlanOnly { model, dimension: existing.map_or(0, |c| c.dimension) })
+    // A plan needs no embeddings: --dry-run connects to no model.
+    let embedder = if args.dry_run {
+        None
     } else {
-        embedders::connect(&args.embedder, model, args.batch_size, args.concurrency).await?
+        Some(embedders::connect(&args.embedder, model, args.batch_size, args.concurrency).await?)
     };
 
     let (mut chunk_size, mut chunk_overlap) = match args.chunk_tokens {
@@ -141,7 +140,7 @@ pub async fn index_setup(
         None => (args.chunk_size, args.chunk_overlap),
     };
     // The chunk budget follows the model's context window, so no chunk is refused.
-    if let Some(window) = embedder.context_tokens() {
+    if let Some((embedder, window)) = embedder.as_ref().and_then(|e| Some((e, e.context_tokens()?))) {
         let most = rag_core::chunk::chunk_chars_for_window(window);
         if chunk_size > most {
             tracing::info!(
@@ -158,44 +157,17 @@ pub async fn index_setup(
         .with_prune(!args.no_prune)
         .with_metric(args.metric.into())
         .with_max_file_size(args.max_file_size);
-    let indexer = Indexer::new(embedder, backend.clone(), Arc::new(chunker)).with_options(options);
+    let indexer = match embedder {
+        Some(embedder) => Indexer::new(embedder, backend.clone(), Arc::new(chunker)),
+        None => Indexer::planner(backend.clone(), Arc::new(chunker)),
+    };
+    let indexer = indexer.with_options(options);
     if !(args.reader_timeout.is_finite() && args.reader_timeout > 0.0) {
         bail!("--reader-timeout must be a positive number of seconds");
     }
-    let converter = match std::env::current_exe() {
-        Ok(exe) => {
-            let timeout = std::time::Duration::from_secs_f64(args.reader_timeout);
-            let memory = args.reader_memory.saturating_mul(1024 * 1024);
-            Some(Arc::new(isolate::ChildConverter::new(exe, timeout, memory)))
-        }
-        Err(err) => {
-            tracing::warn!("documents are read in this process: cannot find the rag binary ({err})");
-            None
-        }
-    };
+    let timeout = std::time::Duration::from_secs_f64(args.reader_timeout);
+    let converter = isolate::ChildConverter::of_this_binary(timeout, args.reader_memory);
     Ok(IndexSetup { indexer, converter })
-}
-
-/// Stands in for the embedder during `--dry-run`, which embeds nothing.
-struct PlanOnly {
-    model: String,
-    dimension: usize,
-}
-
-#[async_trait]
-impl Embedder for PlanOnly {
-    fn model(&self) -> &str {
-        &self.model
-    }
-    fn dimension(&self) -> usize {
-        self.dimension
-    }
-    async fn embed_documents(&self, _docs: &[DocText]) -> rag_core::Result<Vec<Vec<f32>>> {
-        Err(rag_core::Error::InvalidInput("a dry run does not embed".into()))
-    }
-    async fn embed_query(&self, _query: &str) -> rag_core::Result<Vec<f32>> {
-        Err(rag_core::Error::InvalidInput("a dry run does not embed".into()))
-    }
 }
 
 /// The settings of `store`, or `None` when it does not exist yet: one read

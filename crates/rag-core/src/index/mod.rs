@@ -38,7 +38,8 @@ use write::{PendingFile, PendingWrites, finish_file, record_event};
 /// hash), replaces the chunks of changed files, and deletes the chunks of
 /// files that disappeared from the patterns.
 pub struct Indexer {
-    embedder: Arc<dyn Embedder>,
+    /// `None` for a planner, which only says what a run would do.
+    embedder: Option<Arc<dyn Embedder>>,
     backend: Arc<dyn VectorBackend>,
     chunker: Arc<dyn Chunker>,
     options: IndexOptions,
@@ -47,18 +48,27 @@ pub struct Indexer {
 type BatchItems = Vec<(usize, usize)>;
 type BatchOutcome = (BatchItems, Result<Vec<Result<Vec<f32>>>>);
 
-/// Whether a run writes or only says what it would do.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Write,
-    Plan,
+/// How a writing run embeds its chunks.
+#[derive(Clone, Copy)]
+struct Embedding<'a> {
+    embedder: &'a Arc<dyn Embedder>,
+    /// Each chunk embedded with its heading path in front.
+    with_headings: bool,
 }
 
 impl Indexer {
     /// A pipeline over an embedder, a backend and a chunker, with the
     /// default [`IndexOptions`].
     pub fn new(embedder: Arc<dyn Embedder>, backend: Arc<dyn VectorBackend>, chunker: Arc<dyn Chunker>) -> Self {
-        Self { embedder, backend, chunker, options: IndexOptions::default() }
+        Self { embedder: Some(embedder), backend, chunker, options: IndexOptions::default() }
+    }
+
+    /// An indexer with no embedder, that can only [`plan`](Self::plan): what
+    /// `rag index --dry-run` and the MCP `index_status` tool use, so that
+    /// saying what changed needs no model. [`index`](Self::index) on it is
+    /// refused.
+    pub fn planner(backend: Arc<dyn VectorBackend>, chunker: Arc<dyn Chunker>) -> Self {
+        Self { embedder: None, backend, chunker, options: IndexOptions::default() }
     }
 
     /// The same pipeline with other settings.
@@ -91,10 +101,15 @@ impl Indexer {
         source: Arc<dyn Source>,
         observer: &dyn IndexObserver,
     ) -> Result<IndexReport> {
+        let Some(embedder) = &self.embedder else {
+            return Err(Error::InvalidInput(
+                "this indexer has no embedder (Indexer::planner): it can only plan".into(),
+            ));
+        };
         let existing = self.existing(store).await?;
         let settings = self.chunker.settings();
         if existing.is_none() {
-            let config = StoreConfig::new(store, self.embedder.model(), self.embedder.dimension())
+            let config = StoreConfig::new(store, embedder.model(), embedder.dimension())
                 .with_metric(self.options.metric)
                 .with_chunking(settings.clone());
             self.backend.create_store(&config).await?;
@@ -106,7 +121,7 @@ impl Indexer {
             if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
                 self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
             }
-            self.run(store, existing.as_ref(), source, observer, Mode::Write).await
+            self.run(store, existing.as_ref(), source, observer, Some(embedder)).await
         }
         .await;
         let released = self.backend.end_indexing(store).await;
@@ -122,17 +137,20 @@ impl Indexer {
     /// `chunks_deleted` count what would be.
     pub async fn plan(&self, store: &str, source: Arc<dyn Source>) -> Result<IndexReport> {
         let existing = self.existing(store).await?;
-        self.run(store, existing.as_ref(), source, &NoProgress, Mode::Plan).await
+        self.run(store, existing.as_ref(), source, &NoProgress, None).await
     }
 
-    /// The store's settings when it exists, after refusing another model.
+    /// The store's settings when it exists, after refusing another model
+    /// (when there is an embedder to compare).
     async fn existing(&self, store: &str) -> Result<Option<StoreConfig>> {
         validate_store_name(store)?;
         if !self.backend.store_exists(store).await? {
             return Ok(None);
         }
         let config = self.backend.store_config(store).await?;
-        check_model(&config, self.embedder.as_ref())?;
+        if let Some(embedder) = &self.embedder {
+            check_model(&config, embedder.as_ref())?;
+        }
         Ok(Some(config))
     }
 
@@ -142,11 +160,12 @@ impl Indexer {
         existing: Option<&StoreConfig>,
         source: Arc<dyn Source>,
         observer: &dyn IndexObserver,
-        mode: Mode,
+        // The embedder of a run that writes; `None` plans.
+        embedder: Option<&Arc<dyn Embedder>>,
     ) -> Result<IndexReport> {
         let started = Instant::now();
         let options = &self.options;
-        let dry_run = mode == Mode::Plan;
+        let dry_run = embedder.is_none();
         let settings = self.chunker.settings();
         let states: HashMap<String, FileState> = if existing.is_some() {
             self.backend.file_states(store).await?.into_iter().map(|s| (s.path.clone(), s)).collect()
@@ -215,10 +234,12 @@ impl Indexer {
 
         let write_batch = options.write_batch_size.unwrap_or_else(|| self.backend.write_batch_hint());
         let mut writer = PendingWrites::new(store, write_batch, options.write_interval);
-        let result = if dry_run {
-            self.tally(rx, &mut report, &mut unreadable, observer).await
-        } else {
-            self.embed_and_write(rx, &mut writer, &mut report, &mut unreadable, observer, options.embed_headings).await
+        let result = match embedder {
+            None => self.tally(rx, &mut report, &mut unreadable, observer).await,
+            Some(embedder) => {
+                let embedding = Embedding { embedder, with_headings: options.embed_headings };
+                self.embed_and_write(rx, embedding, &mut writer, &mut report, &mut unreadable, observer).await
+            }
         };
         if let Err(err) = result {
             // Keep what was finished: the files already embedded are written.
@@ -289,15 +310,15 @@ impl Indexer {
     async fn embed_and_write(
         &self,
         mut rx: mpsc::Receiver<FileEvent>,
+        Embedding { embedder, with_headings }: Embedding<'_>,
         writer: &mut PendingWrites,
         report: &mut IndexReport,
         unreadable: &mut Vec<UnreadableFile>,
         observer: &dyn IndexObserver,
-        embed_headings: bool,
     ) -> Result<()> {
-        let batch_size = self.embedder.max_batch_size().max(1);
-        let concurrency = self.embedder.max_concurrency().max(1);
-        let dimension = self.embedder.dimension();
+        let batch_size = embedder.max_batch_size().max(1);
+        let concurrency = embedder.max_concurrency().max(1);
+        let dimension = embedder.dimension();
         let indexed_at = now_unix();
         let mut pending: HashMap<usize, PendingFile> = HashMap::new();
         let mut queue: VecDeque<(usize, usize)> = VecDeque::new();
@@ -312,10 +333,10 @@ impl Indexer {
                     .iter()
                     .map(|&(id, index)| {
                         let file = &pending[&id].file;
-                        DocText::new(file.title.clone(), embedding_text(&file.chunks[index], embed_headings))
+                        DocText::new(file.title.clone(), embedding_text(&file.chunks[index], with_headings))
                     })
                     .collect();
-                let embedder = Arc::clone(&self.embedder);
+                let embedder = Arc::clone(embedder);
                 inflight.spawn(async move {
                     let result = embed_isolating(embedder.as_ref(), &docs).await;
                     (items, result)
@@ -350,7 +371,7 @@ impl Indexer {
                             Ok(vector) if vector.len() == dimension => entry.vectors[index] = Some(vector),
                             Ok(vector) => {
                                 return Err(Error::DimensionMismatch {
-                                    context: format!("embedder {:?} (for {})", self.embedder.model(), entry.file.path),
+                                    context: format!("embedder {:?} (for {})", embedder.model(), entry.file.path),
                                     expected: dimension,
                                     actual: vector.len(),
                                 });

@@ -178,3 +178,34 @@ fn halving_cuts_at_a_break_near_the_middle() {
     assert_eq!(format!("{a}{b}"), "ééééé");
     assert!(!a.is_empty() && !b.is_empty());
 }
+
+#[tokio::test]
+async fn a_planner_says_what_would_change_with_no_embedder_and_writes_nothing() {
+    let s = Setup::new();
+    let mut notes = MemorySource::new();
+    notes.insert("a.md", Document::new("oat\n\nsea", "text"));
+    notes.insert("b.md", Document::new("bee", "text"));
+    s.index(notes.clone()).await;
+    let before = s.backend.file_states("notes").await.unwrap();
+
+    notes.insert("a.md", Document::new("oat\n\nsea\n\nmore", "text"));
+    notes.remove("b.md");
+    notes.insert("c.md", Document::new("new", "text"));
+    let planner = Indexer::planner(s.backend.clone(), Arc::new(Paragraphs));
+    let plan = planner.plan("notes", Arc::new(notes.clone())).await.unwrap();
+    assert!(plan.dry_run);
+    assert_eq!(
+        (plan.new.as_slice(), plan.changed.as_slice(), plan.removed.as_slice()),
+        (&["c.md".to_string()][..], &["a.md".to_string()][..], &["b.md".to_string()][..])
+    );
+    assert_eq!((plan.chunks_embedded, plan.chunks_deleted), (4, 1), "a.md's 3 chunks and c.md's 1; b.md's 1");
+    assert_eq!(s.backend.file_states("notes").await.unwrap(), before, "a plan writes nothing");
+    assert_eq!(s.embedder.0.load(Ordering::SeqCst), 3, "and embeds nothing");
+
+    // A planner of a store that does not exist yet creates nothing.
+    assert_eq!(planner.plan("fresh", Arc::new(notes.clone())).await.unwrap().new.len(), 2);
+    assert!(!s.backend.store_exists("fresh").await.unwrap());
+    // It cannot index.
+    let refused = planner.index("notes", Arc::new(notes)).await.unwrap_err();
+    assert!(matches!(refused, Error::InvalidInput(_)), "{refused}");
+}
