@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use rag_core::backend::{
     ChunkStamp, FileState, LexicalHit, LexicalRequest, QueryRequest, UnreadableFile, VectorBackend, VectorRecord,
-    WriteBatch, file_state,
+    WriteBatch, WriteLock, file_state,
 };
 use rag_core::store::{Chunk, Hit, StoreConfig, StoreInfo, now_unix, validate_store_name};
 use rag_core::{Error, Result};
@@ -31,21 +31,41 @@ use crate::writer::Writer;
 /// Cheap to create. Readers (the SQLite connection and the mapped vector
 /// files) stay open between queries and are reopened when another connection
 /// has committed since, so a long-lived value (an MCP server, a service)
-/// pays for opening a store once, and always sees the latest writes. Writing takes the store's
-/// lock (one writer per store across processes) until the indexer's run ends
-/// ([`VectorBackend::end_indexing`]); direct [`VectorBackend::put`] and
-/// [`VectorBackend::delete`] calls keep it for the life of this value.
+/// pays for opening a store once, and always sees the latest writes. Writing
+/// takes the store's lock (one writer per store across processes) until the
+/// [`WriteLock`] of [`VectorBackend::lock_for_writing`] is dropped; direct
+/// [`VectorBackend::put`] and [`VectorBackend::delete`] calls without one
+/// keep it for the life of this value.
 #[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
-    writers: Mutex<HashMap<String, Arc<Mutex<Writer>>>>,
+    writers: Writers,
     readers: Arc<ReaderCache>,
+}
+
+/// The open writer of each store this value writes, shared with the guards
+/// that close them.
+type Writers = Arc<Mutex<HashMap<String, Arc<Mutex<Writer>>>>>;
+
+/// Closes a store's writer when a [`WriteLock`] is dropped, releasing
+/// `write.lock`. A write still in flight holds its own reference to the
+/// writer; the lock goes with the last.
+struct Release {
+    writers: Writers,
+    store: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let writer = self.writers.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.store);
+        drop(writer);
+    }
 }
 
 impl LocalBackend {
     /// A backend keeping its stores under `data_dir/stores`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { root: data_dir.into().join("stores"), writers: Mutex::new(HashMap::new()), readers: Arc::default() }
+        Self { root: data_dir.into().join("stores"), writers: Writers::default(), readers: Arc::default() }
     }
 
     /// The platform's data folder for vector-rag (`~/.local/share/vector-rag`
@@ -281,13 +301,12 @@ impl VectorBackend for LocalBackend {
         .await
     }
 
-    async fn begin_indexing(&self, store: &str) -> Result<()> {
+    /// Opens the store's writer, which takes `write.lock` (and repairs the
+    /// vector files); the lock is released when the returned guard drops the
+    /// writer, so another process (or another `LocalBackend`) may write then.
+    async fn lock_for_writing(&self, store: &str) -> Result<WriteLock> {
         let store = store.to_string();
-        // Opening the writer takes the lock and repairs the vector file.
-        let this_writer = {
-            let writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
-            writers.get(&store).cloned()
-        };
+        let this_writer = self.writers.lock().unwrap_or_else(PoisonError::into_inner).get(&store).cloned();
         if this_writer.is_none() {
             let dir = self.existing_store_dir(&store)?;
             let name = store.clone();
@@ -295,19 +314,10 @@ impl VectorBackend for LocalBackend {
             self.writers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry(store)
+                .entry(store.clone())
                 .or_insert_with(|| Arc::new(Mutex::new(writer)));
         }
-        Ok(())
-    }
-
-    /// Closes the store's writer, which releases `write.lock`: another
-    /// process (or another `LocalBackend`) may write the store from now on.
-    async fn end_indexing(&self, store: &str) -> Result<()> {
-        let writer = self.writers.lock().unwrap_or_else(PoisonError::into_inner).remove(store);
-        // A write still in flight holds its own reference; the lock goes with the last.
-        drop(writer);
-        Ok(())
+        Ok(WriteLock::holding(Release { writers: Arc::clone(&self.writers), store }))
     }
 
     async fn file_states(&self, store: &str) -> Result<Vec<FileState>> {

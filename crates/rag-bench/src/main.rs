@@ -261,8 +261,7 @@ async fn ensure_store(data: &Path, store: &str, size: usize) -> Result<()> {
     if backend.store_exists(store).await? {
         if backend.store_info(store).await?.chunks == Some(size as u64) {
             // A writer brings the full-text index up to this version's tokenizer.
-            backend.begin_indexing(store).await?;
-            backend.end_indexing(store).await?;
+            drop(backend.lock_for_writing(store).await?);
             return Ok(());
         }
         backend.delete_store(store).await?;

@@ -12,6 +12,33 @@ pub use async_trait::async_trait;
 use crate::error::{Error, Result};
 use crate::types::{Chunk, Hit, StoreConfig, StoreInfo};
 
+/// The right to write a store, from [`VectorBackend::lock_for_writing`]
+/// until it is dropped: dropping it lets the next writer in. No begin/end
+/// pair to keep balanced, as with tantivy's `IndexWriter`.
+#[must_use = "the store is unlocked as soon as this is dropped"]
+pub struct WriteLock {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl WriteLock {
+    /// The lock of a backend that lets every writer in: holds nothing.
+    pub fn shared() -> Self {
+        Self { _held: None }
+    }
+
+    /// A lock held as long as `guard` lives: the backend releases the store
+    /// when the guard is dropped.
+    pub fn holding(guard: impl Send + Sync + 'static) -> Self {
+        Self { _held: Some(Box::new(guard)) }
+    }
+}
+
+impl std::fmt::Debug for WriteLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteLock").field("exclusive", &self._held.is_some()).finish()
+    }
+}
+
 /// A place that keeps named stores of vectors with their chunks.
 ///
 /// Every backend scores hits on the same scale (see
@@ -45,19 +72,13 @@ pub trait VectorBackend: Send + Sync {
     /// Counts and facts for `rag store info`.
     async fn store_info(&self, store: &str) -> Result<StoreInfo>;
 
-    /// Called once by the indexer before it reads [`file_states`](Self::file_states);
-    /// backends that allow one writer at a time take their lock here and fail
-    /// with [`Error::StoreBusy`] when another holds it.
-    async fn begin_indexing(&self, _store: &str) -> Result<()> {
-        Ok(())
-    }
-
-    /// Called by the indexer when a run that called
-    /// [`begin_indexing`](Self::begin_indexing) ends, however it ends:
-    /// backends release the store's writer lock here, so a long-running
-    /// program does not keep other writers out between runs.
-    async fn end_indexing(&self, _store: &str) -> Result<()> {
-        Ok(())
+    /// Takes the store's writer lock for an indexing run: backends that let
+    /// one writer in at a time fail with [`Error::StoreBusy`] when another
+    /// holds it. The lock lasts until the returned [`WriteLock`] is dropped,
+    /// so a long-running program does not keep other writers out between
+    /// runs. The default lets every writer in.
+    async fn lock_for_writing(&self, _store: &str) -> Result<WriteLock> {
+        Ok(WriteLock::shared())
     }
 
     /// How many chunks the indexer should hand to one [`write`](Self::write):
@@ -83,8 +104,7 @@ pub trait VectorBackend: Send + Sync {
 
     /// Records `unreadable` files (replacing earlier records of their paths)
     /// and forgets the records of the `forget` paths. Called by the indexer
-    /// after a run, between [`begin_indexing`](Self::begin_indexing) and the
-    /// end of the run.
+    /// at the end of a run, while it holds the [`WriteLock`].
     async fn remember_unreadable(
         &self,
         _store: &str,

@@ -1,5 +1,6 @@
-//! Stores: the [`Store`] handle a program opens once and asks, and what a
-//! store holds (chunks, hits, settings) and how it is read back.
+//! Stores: the [`Store`] handle a program opens once and asks (and its
+//! [`StoreWriter`], which holds the write lock), and what a store holds
+//! (chunks, hits, settings) and how it is read back.
 
 use std::sync::Arc;
 
@@ -9,12 +10,12 @@ pub use crate::types::{
     format_rfc3339, now_unix, validate_store_name,
 };
 
-use crate::backend::VectorBackend;
+use crate::backend::{VectorBackend, WriteLock};
 use crate::embed::Embedder;
 use crate::error::Result;
 use crate::query::Querier;
 use crate::search::{SearchOptions, SearchResults};
-use crate::types::FileState;
+use crate::types::{FileState, VectorRecord, WriteBatch};
 
 /// A named store opened on a backend: its name checked once and its
 /// settings read once, then asked for searches, chunks and state.
@@ -95,6 +96,68 @@ impl Store {
     /// For each source file with chunks in the store: its content hash and keys.
     pub async fn file_states(&self) -> Result<Vec<FileState>> {
         self.backend.file_states(&self.name).await
+    }
+
+    /// The store's writer: holds its write lock (refused with
+    /// [`Error::StoreBusy`](crate::Error::StoreBusy) while another writer
+    /// holds it, on backends that let one in at a time) until dropped.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rag_core::prelude::*;
+    /// use rag_core::backend::VectorRecord;
+    /// use rag_core::store::chunk_key;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> rag_core::Result<()> {
+    /// let backend: Arc<dyn VectorBackend> = Arc::new(MemoryBackend::new());
+    /// backend.create_store(&StoreConfig::new("notes", "toy", 2)).await?;
+    /// let store = Store::open(backend, "notes").await?;
+    /// let chunk = Chunk {
+    ///     key: chunk_key("a.md", 0), source_path: "a.md".into(), chunk_index: 0, total_chunks: 1,
+    ///     line_start: 1, line_end: 1, byte_start: 0, byte_end: 5, text: "hello".into(),
+    ///     content_hash: "h".into(), language: "markdown".into(), metadata: Default::default(),
+    /// };
+    /// let writer = store.writer().await?;
+    /// writer.put(vec![VectorRecord { chunk, vector: vec![1.0, 0.0], indexed_at: 0 }]).await?;
+    /// drop(writer); // the next writer may come in
+    /// assert_eq!(store.file_states().await?[0].path, "a.md");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn writer(&self) -> Result<StoreWriter> {
+        let lock = self.backend.lock_for_writing(&self.name).await?;
+        Ok(StoreWriter { store: self.clone(), _lock: lock })
+    }
+}
+
+/// Writes to one store while holding its write lock; dropping it releases
+/// the lock. Made by [`Store::writer`].
+#[derive(Debug)]
+pub struct StoreWriter {
+    store: Store,
+    _lock: WriteLock,
+}
+
+impl StoreWriter {
+    /// The store written to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Applies upserts and deletes; atomically where the backend can.
+    pub async fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.store.backend.write(&self.store.name, batch).await
+    }
+
+    /// Inserts or overwrites records by key.
+    pub async fn put(&self, records: Vec<VectorRecord>) -> Result<()> {
+        self.store.backend.put(&self.store.name, records).await
+    }
+
+    /// Deletes records by key; unknown keys are ignored.
+    pub async fn delete(&self, keys: Vec<String>) -> Result<()> {
+        self.store.backend.delete(&self.store.name, keys).await
     }
 }
 

@@ -20,7 +20,7 @@ pub struct Abilities {
     pub vector_search: bool,
     /// Has a full-text index ([`VectorBackend::lexical_query`] answers `Some`).
     pub full_text: bool,
-    /// Lets one writer in at a time ([`VectorBackend::begin_indexing`] refuses a second).
+    /// Lets one writer in at a time ([`VectorBackend::lock_for_writing`] refuses a second).
     pub exclusive_writer: bool,
     /// Remembers unreadable files ([`VectorBackend::remember_unreadable`]).
     pub remembers_unreadable: bool,
@@ -258,20 +258,22 @@ async fn unreadable(backend: &dyn VectorBackend, second: &dyn VectorBackend, rem
     assert!(second.unreadable_files("contract-a").await.expect("unreadable").is_empty(), "{name}");
 }
 
-/// One writer at a time where the backend says so; released when it ends.
+/// One writer at a time where the backend says so; released when the lock
+/// is dropped.
 async fn writer_lock(backend: &dyn VectorBackend, second: &dyn VectorBackend, exclusive: bool) {
     let name = backend.name();
-    backend.begin_indexing("contract-a").await.expect("first writer");
-    let other = second.begin_indexing("contract-a").await;
+    let first = backend.lock_for_writing("contract-a").await.expect("first writer");
+    let other = second.lock_for_writing("contract-a").await;
     if exclusive {
         assert!(matches!(other, Err(Error::StoreBusy { .. })), "{name}: a second writer is refused: {other:?}");
+        let elsewhere = second.lock_for_writing("contract-b").await.expect("another store is free");
+        drop(elsewhere);
     } else {
-        other.expect("a second writer");
-        second.end_indexing("contract-a").await.expect("release");
+        drop(other.expect("a second writer"));
     }
-    backend.end_indexing("contract-a").await.expect("release");
-    second.begin_indexing("contract-a").await.expect("the lock is free once released");
-    second.end_indexing("contract-a").await.expect("release");
+    drop(first);
+    let again = second.lock_for_writing("contract-a").await.expect("the lock is free once dropped");
+    drop(again);
 }
 
 /// Deleting a store deletes it for every handle.

@@ -34,6 +34,12 @@ fn record(path: &str, index: usize, total: usize, hash: &str, vector: Vec<f32>) 
     }
 }
 
+/// Releases the lock a direct put took: the backend's own lock, taken and
+/// dropped.
+async fn release(backend: &LocalBackend) {
+    drop(backend.lock_for_writing("notes").await.unwrap());
+}
+
 async fn store_with(dim: usize, metric: Metric) -> (tempfile::TempDir, LocalBackend) {
     let dir = tempfile::tempdir().unwrap();
     let backend = LocalBackend::new(dir.path());
@@ -46,20 +52,20 @@ async fn a_reader_kept_open_sees_what_other_writers_commit_and_a_store_made_anew
     let (dir, reader) = store_with(2, Metric::Cosine).await;
     let writer = LocalBackend::new(dir.path());
     writer.put("notes", vec![record("a.md", 0, 1, "h", vec![1.0, 0.0])]).await.unwrap();
-    writer.end_indexing("notes").await.unwrap();
+    release(&writer).await;
     let query = QueryRequest::new(vec![1.0, 0.0], 10);
     assert_eq!(reader.query("notes", &query).await.unwrap().len(), 1);
     // Another writer appends: the open reader's mapping is too short, and it is reopened.
     let more: Vec<VectorRecord> = (0..500).map(|i| record(&format!("b{i}.md"), 0, 1, "h", vec![1.0, 0.5])).collect();
     writer.put("notes", more).await.unwrap();
-    writer.end_indexing("notes").await.unwrap();
+    release(&writer).await;
     assert_eq!(reader.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1000)).await.unwrap().len(), 501);
     assert_eq!(reader.get_chunks("notes", &["b7.md#0".into()]).await.unwrap().len(), 1);
     // Deleted and made anew elsewhere: the reader follows the new store.
     writer.delete_store("notes").await.unwrap();
     writer.create_store(&config("notes", 2, Metric::Cosine)).await.unwrap();
     writer.put("notes", vec![record("new.md", 0, 1, "h", vec![0.0, 1.0])]).await.unwrap();
-    writer.end_indexing("notes").await.unwrap();
+    release(&writer).await;
     let hits = reader.query("notes", &query).await.unwrap();
     assert_eq!(hits.iter().map(|h| h.chunk.key.as_str()).collect::<Vec<_>>(), ["new.md#0"]);
 }
@@ -190,7 +196,7 @@ async fn a_store_made_before_the_full_text_index_gets_it_from_its_next_writer() 
     assert!(backend.lexical_query("notes", &request).await.unwrap().is_none(), "no index yet");
     // Vector search still works on it.
     assert_eq!(backend.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap().len(), 1);
-    backend.begin_indexing("notes").await.unwrap();
+    let _lock = backend.lock_for_writing("notes").await.unwrap();
     assert_eq!(lexical_keys(&backend, "keys", 5).await, ["a.md#0"]);
 }
 
@@ -219,7 +225,7 @@ async fn vector_files_never_shrink_under_a_reader_when_a_writer_reopens_after_a_
     let before = (lengths(VECTORS_FILE), lengths(COMPACT_FILE));
     // A new writer repairs the store while the reader's mapping is live.
     let writer = LocalBackend::new(dir.path());
-    writer.begin_indexing("notes").await.unwrap();
+    let _lock = writer.lock_for_writing("notes").await.unwrap();
     assert_eq!((lengths(VECTORS_FILE), lengths(COMPACT_FILE)), before, "a mapped file was cut short");
     // Every mapped byte is still backed by the file (a cut file would SIGBUS here).
     let sum: f32 = reader.floats().iter().filter(|x| x.is_finite()).sum();
@@ -276,7 +282,7 @@ async fn unreadable_files_are_remembered_across_processes_and_forgotten_on_reque
         reason: "encrypted".into(),
         reader: "rag-core 1".into(),
     };
-    backend.begin_indexing("notes").await.unwrap();
+    let _lock = backend.lock_for_writing("notes").await.unwrap();
     backend.remember_unreadable("notes", vec![file("a.pdf", "h1"), file("b.pdf", "h2")], Vec::new()).await.unwrap();
     backend.remember_unreadable("notes", vec![file("a.pdf", "h3")], vec!["b.pdf".into()]).await.unwrap();
     drop(backend);
@@ -287,14 +293,17 @@ async fn unreadable_files_are_remembered_across_processes_and_forgotten_on_reque
 #[tokio::test]
 async fn a_second_writer_is_refused_while_the_first_holds_the_store() {
     let (dir, first) = store_with(2, Metric::Cosine).await;
-    first.begin_indexing("notes").await.unwrap();
+    let held = first.lock_for_writing("notes").await.unwrap();
     let second = LocalBackend::new(dir.path());
-    let err = second.begin_indexing("notes").await.unwrap_err();
+    let err = second.lock_for_writing("notes").await.unwrap_err();
     assert!(matches!(err, Error::StoreBusy { .. }), "{err}");
     // Readers are never blocked.
     assert!(second.query("notes", &QueryRequest::new(vec![1.0, 0.0], 1)).await.unwrap().is_empty());
+    // The lock is the guard's, not the backend's: dropping the backend keeps it.
     drop(first);
-    second.begin_indexing("notes").await.unwrap();
+    assert!(matches!(second.lock_for_writing("notes").await, Err(Error::StoreBusy { .. })));
+    drop(held);
+    let _lock = second.lock_for_writing("notes").await.unwrap();
 }
 
 struct Lengths;
@@ -348,10 +357,10 @@ async fn an_index_run_releases_the_store_when_it_ends() {
     indexer.index("notes", notes.clone()).await.unwrap();
     // The program still holds `backend`, yet another writer may now take the store.
     let other = LocalBackend::new(data.path());
-    other.begin_indexing("notes").await.unwrap();
+    let held = other.lock_for_writing("notes").await.unwrap();
     let err = indexer.index("notes", notes.clone()).await.unwrap_err();
     assert!(matches!(err, Error::StoreBusy { .. }), "{err}");
-    other.end_indexing("notes").await.unwrap();
+    drop(held);
     indexer.index("notes", notes).await.unwrap();
 }
 
@@ -368,7 +377,7 @@ async fn vectors_written_without_a_commit_are_never_returned_and_are_reclaimed()
     let hits = backend.query("notes", &QueryRequest::new(vec![0.0, 1.0], 5)).await.unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].chunk.key, "a.md#0");
-    backend.begin_indexing("notes").await.unwrap();
+    let _lock = backend.lock_for_writing("notes").await.unwrap();
     // The orphan slot is freed in place, never cut off (a reader may map the file).
     assert_eq!(fs::metadata(&vectors).unwrap().len(), 16);
     let bytes = fs::read(&vectors).unwrap();

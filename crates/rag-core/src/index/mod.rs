@@ -1,8 +1,9 @@
 //! The indexing pipeline: files in, chunks embedded and stored, incrementally.
 //!
-//! [`Indexer`] runs the pipeline: [`prepare`] reads, hashes, decodes and
-//! chunks each file on a blocking thread; the loop here embeds chunks in
-//! batches ([`embed`]) and hands finished files to the writer ([`write`]).
+//! [`Indexer`] runs the pipeline: `prepare.rs` reads, hashes, decodes and
+//! chunks each file on a blocking thread; the loop in `mod.rs` embeds chunks
+//! in batches (`embed.rs`) and hands finished files to the writer
+//! (`write.rs`).
 
 mod embed;
 mod options;
@@ -114,21 +115,13 @@ impl Indexer {
                 .with_chunking(settings.clone());
             self.backend.create_store(&config).await?;
         }
-        // One writer at a time: the backend's lock is held from here to the
-        // end of the run, whatever its outcome.
-        self.backend.begin_indexing(store).await?;
-        let result = async {
-            if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
-                self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
-            }
-            self.run(store, existing.as_ref(), source, observer, Some(embedder)).await
+        // One writer at a time: the lock is held from here until this
+        // function returns, whatever the run's outcome.
+        let _lock = self.backend.lock_for_writing(store).await?;
+        if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
+            self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
         }
-        .await;
-        let released = self.backend.end_indexing(store).await;
-        match (result, released) {
-            (Ok(_), Err(err)) => Err(err),
-            (result, _) => result,
-        }
+        self.run(store, existing.as_ref(), source, observer, Some(embedder)).await
     }
 
     /// What [`index`](Self::index) would do, without embedding, writing or

@@ -21,7 +21,7 @@ pub struct IndexOptions {
     /// Metric for a store created by this run.
     pub metric: Metric,
     /// How many chunks to collect before writing them to the backend;
-    /// `None` takes the backend's [`write_batch_hint`](VectorBackend::write_batch_hint).
+    /// `None` takes the backend's [`write_batch_hint`](crate::backend::VectorBackend::write_batch_hint).
     pub write_batch_size: Option<usize>,
     /// Longest time finished files wait before they are written, which bounds
     /// the work an interrupted run loses.

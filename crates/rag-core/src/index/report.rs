@@ -21,12 +21,12 @@ pub struct FileProblem {
 pub enum ProblemKind {
     /// Not something to index (binary, empty); skipped, old chunks deleted.
     Skipped,
-    /// Over the run's size limit ([`IndexOptions::max_file_size`]); skipped.
+    /// Over the run's size limit ([`IndexOptions::max_file_size`](super::IndexOptions::max_file_size)); skipped.
     TooLarge,
     /// Its content cannot be decoded; the store remembers it until it changes.
     Unreadable,
     /// Remembered as unreadable and unchanged since, so not read again
-    /// ([`IndexOptions::force`] reads it anyway).
+    /// ([`IndexOptions::force`](super::IndexOptions::force) reads it anyway).
     NotReadAgain,
     /// It could not be read or embedded this time; the next run tries again.
     Failed,
