@@ -293,7 +293,7 @@ pub async fn run(args: EvalArgs) -> Result<()> {
             let t = Instant::now();
             let found = querier.search_store(store, &config, text, &SearchOptions::new(100).with_mode(mode)).await?;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
-            let ranking = documents_in_order(found.hits.iter().map(|h| h.hit.chunk.source_path.as_str()), &doc_of);
+            let ranking = documents_in_order(found.hits.iter().map(|h| h.chunk.source_path.as_str()), &doc_of);
             let s = score_ranking(&ranking, &data.qrels[id]);
             total.ndcg10 += s.ndcg10;
             total.recall10 += s.recall10;

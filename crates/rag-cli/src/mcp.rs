@@ -240,15 +240,15 @@ impl RagServer {
             .hits
             .iter()
             .map(|found| {
-                let chunk = &found.hit.hit.chunk;
+                let chunk = &found.chunk;
                 json!({
                     "store": found.store,
                     "key": chunk.key,
                     "file_path": chunk.source_path,
                     "line_start": chunk.line_start,
                     "line_end": chunk.line_end,
-                    "score": found.hit.hit.score,
-                    "fused_score": found.hit.fused_score,
+                    "score": found.score,
+                    "fused_score": found.fused_score,
                     "headings": chunk.metadata.get("headings"),
                     "symbols": chunk.metadata.get("symbols"),
                     "snippet": chunk.text,

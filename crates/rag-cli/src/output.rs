@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use rag_core::{
     index::IndexReport,
     search::{LexicalSource, SearchHit},
-    store::{Hit, StoreInfo, format_rfc3339},
+    store::{StoreInfo, format_rfc3339},
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -96,13 +96,8 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
-    /// The same result, naming its store.
-    pub fn in_store(mut self, store: &str) -> Self {
-        self.store = store.to_string();
-        self
-    }
-
-    pub fn new(rank: usize, hit: &Hit, full: bool, snippet_length: usize) -> Self {
+    /// The result at `rank` for a hit of a search, with what each arm said of it.
+    pub fn new(rank: usize, hit: &SearchHit, full: bool, snippet_length: usize) -> Self {
         let text = &hit.chunk.text;
         let (content, truncated) = if full { (text.clone(), false) } else { snippet(text, snippet_length) };
         let meta = |key: &str, empty: Value| hit.chunk.metadata.get(key).cloned().unwrap_or(empty);
@@ -130,22 +125,11 @@ impl QueryResult {
             content_hash: hit.chunk.content_hash.clone(),
             indexed_at: format_rfc3339(hit.indexed_at),
             truncated,
-            store: String::new(),
-            fused_score: None,
-            vector_rank: None,
-            lexical_rank: None,
-            lexical_score: None,
-        }
-    }
-
-    /// A result of a search, with what each arm said of it.
-    pub fn from_search(rank: usize, hit: &SearchHit, full: bool, snippet_length: usize) -> Self {
-        Self {
+            store: hit.store.clone(),
             fused_score: hit.fused_score,
             vector_rank: hit.vector_rank,
             lexical_rank: hit.lexical_rank,
             lexical_score: hit.lexical_score,
-            ..Self::new(rank, &hit.hit, full, snippet_length)
         }
     }
 
@@ -406,9 +390,9 @@ mod tests {
         assert_eq!(snippet("short", 10), ("short".to_string(), false));
     }
 
-    fn hit(path: &str, metadata: serde_json::Value) -> Hit {
+    fn hit(path: &str, metadata: serde_json::Value) -> SearchHit {
         let serde_json::Value::Object(metadata) = metadata else { panic!("metadata is an object") };
-        Hit {
+        let hit = rag_core::store::Hit {
             score: 0.5,
             chunk: rag_core::store::Chunk {
                 key: format!("{path}#0"),
@@ -425,7 +409,8 @@ mod tests {
                 metadata,
             },
             indexed_at: 0,
-        }
+        };
+        SearchHit::from_hit("notes", hit)
     }
 
     #[test]

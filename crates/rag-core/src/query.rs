@@ -8,12 +8,12 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::lexical::query_terms;
 use crate::search::{
-    LexicalRequest, LexicalSource, SearchMode, SearchOptions, SearchResults, fuse, lexical_only, limit_per_file,
-    rerank_lexically, vector_only,
+    LexicalRequest, LexicalSource, SearchHit, SearchMode, SearchOptions, SearchResults, fuse, lexical_only,
+    limit_per_file, rerank_lexically, vector_only,
 };
 use crate::store::Store;
 use crate::types::check_model;
-use crate::types::{Hit, QueryRequest, SimilarityLevel, StoreConfig};
+use crate::types::{Hit, QueryRequest, StoreConfig};
 
 /// Vector candidates re-ranked lexically when a backend has no text search.
 const RERANK_CANDIDATES: usize = 100;
@@ -175,6 +175,9 @@ impl Querier {
         };
         let mut hits = limit_per_file(hits, options.max_per_file);
         hits.truncate(options.top_k);
+        for hit in &mut hits {
+            hit.store = store.to_string();
+        }
         Ok(SearchResults { hits, mode: options.mode, lexical, notes })
     }
 
@@ -229,20 +232,11 @@ impl std::fmt::Debug for StoreTarget {
     }
 }
 
-/// A hit of a [`search_stores`] call, naming its store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreHit {
-    /// The store it came from.
-    pub store: String,
-    /// The hit, with its ranks in its own store's arms.
-    pub hit: crate::search::SearchHit,
-}
-
 /// The answer to a [`search_stores`] call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MultiSearchResults {
-    /// Best first over every store, at most `top_k`.
-    pub hits: Vec<StoreHit>,
+    /// Best first over every store, at most `top_k`, each naming its store.
+    pub hits: Vec<SearchHit>,
     /// Each store's own answer (its mode, lexical source and notes), hits
     /// moved to `hits`.
     pub stores: Vec<(String, SearchResults)>,
@@ -279,24 +273,17 @@ pub async fn search_stores(targets: &[StoreTarget], text: &str, options: &Search
         }
     });
     let answers = futures::future::try_join_all(searches).await?;
-    let mut hits: Vec<StoreHit> = Vec::new();
+    let mut hits: Vec<SearchHit> = Vec::new();
     let mut stores = Vec::new();
     for (target, mut answer) in targets.iter().zip(answers) {
         let name = target.store.name();
-        hits.extend(answer.hits.drain(..).map(|hit| StoreHit { store: name.to_string(), hit }));
+        hits.append(&mut answer.hits);
         stores.push((name.to_string(), answer));
     }
-    let key = |h: &StoreHit| h.hit.fused_score.unwrap_or(h.hit.hit.score);
+    let key = |h: &SearchHit| h.fused_score.unwrap_or(h.score);
     hits.sort_by(|a, b| key(b).total_cmp(&key(a)));
     hits.truncate(options.top_k);
     Ok(MultiSearchResults { hits, stores })
-}
-
-impl Hit {
-    /// The similarity level of this hit's score.
-    pub fn level(&self) -> SimilarityLevel {
-        SimilarityLevel::from_score(self.score)
-    }
 }
 
 #[cfg(test)]
@@ -399,7 +386,7 @@ mod tests {
         let target = |store: &Store, embedder: &Arc<Named>| StoreTarget::new(store.clone(), embedder.clone());
         let targets = [target(&notes, &words_model), target(&other, &other_model), target(&notes, &words_model)];
         let found = search_stores(&targets, "tea brewing", &SearchOptions::new(4)).await.unwrap();
-        let tea: Vec<&str> = found.hits.iter().take(2).map(|h| h.hit.hit.chunk.source_path.as_str()).collect();
+        let tea: Vec<&str> = found.hits.iter().take(2).map(|h| h.chunk.source_path.as_str()).collect();
         assert!(tea.contains(&"tea.md") && tea.contains(&"oolong.md"), "{:?}", found.hits);
         assert_eq!(found.stores.len(), 3);
         let count = |e: &Named| e.1.load(std::sync::atomic::Ordering::SeqCst);
@@ -418,13 +405,13 @@ mod tests {
             store(&[("a.rs", "fn parse_config() reads the settings"), ("b.md", "settings are read at start")]).await;
         for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Lexical] {
             let found = querier.search("notes", "parse_config", &SearchOptions::new(5).with_mode(mode)).await.unwrap();
-            assert_eq!(found.hits[0].hit.chunk.source_path, "a.rs", "{mode}");
+            assert_eq!(found.hits[0].chunk.source_path, "a.rs", "{mode}");
             let exact = crate::backend::score(
                 Metric::Cosine,
                 &words("parse_config"),
                 &words("fn parse_config() reads the settings"),
             );
-            assert!((found.hits[0].hit.score - exact).abs() < 1e-6, "{mode}: score is the cosine");
+            assert!((found.hits[0].score - exact).abs() < 1e-6, "{mode}: score is the cosine");
         }
         let hybrid = querier.search("notes", "parse_config", &SearchOptions::new(5)).await.unwrap();
         assert_eq!(hybrid.lexical, LexicalSource::FullText);
@@ -455,7 +442,7 @@ mod tests {
         for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Lexical] {
             let options = SearchOptions::new(3).with_mode(mode).with_filter(Some(Filter::folder("docs")));
             let found = querier.search("notes", "flour", &options).await.unwrap();
-            let paths: Vec<&str> = found.hits.iter().map(|h| h.hit.chunk.source_path.as_str()).collect();
+            let paths: Vec<&str> = found.hits.iter().map(|h| h.chunk.source_path.as_str()).collect();
             assert_eq!(paths, ["docs/far.md"], "{mode}");
         }
     }
@@ -506,7 +493,7 @@ mod tests {
         let querier = Querier::new(Arc::new(Words), Arc::new(VectorOnly(memory)));
         let found = querier.search("notes", "sourdough", &SearchOptions::new(2)).await.unwrap();
         assert_eq!(found.lexical, LexicalSource::Rerank { candidates: 2 });
-        assert_eq!(found.hits[0].hit.chunk.source_path, "a.md");
+        assert_eq!(found.hits[0].chunk.source_path, "a.md");
         assert_eq!(found.hits[0].lexical_rank, Some(1));
         assert!(found.notes[0].contains("no text search"), "{:?}", found.notes);
         let err = querier
@@ -533,7 +520,7 @@ mod tests {
         backend.put("notes", more).await.unwrap();
         let options = SearchOptions::new(2).with_max_per_file(Some(1)).with_mode(SearchMode::Vector);
         let found = querier.search("notes", "alpha beta", &options).await.unwrap();
-        let paths: Vec<&str> = found.hits.iter().map(|h| h.hit.chunk.source_path.as_str()).collect();
+        let paths: Vec<&str> = found.hits.iter().map(|h| h.chunk.source_path.as_str()).collect();
         assert_eq!(paths, ["a.md", "b.md"]);
     }
 

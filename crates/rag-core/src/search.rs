@@ -11,9 +11,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::lexical::{Bm25, chunk_terms, query_terms};
-use crate::types::Hit;
+use crate::types::{Chunk, Hit, SimilarityLevel};
 
-pub use crate::query::{MultiSearchResults, Querier, StoreHit, StoreTarget, check_search, search_stores};
+pub use crate::query::{MultiSearchResults, Querier, StoreTarget, check_search, search_stores};
 
 /// How a query finds its chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -189,13 +189,25 @@ pub struct LexicalHit {
     pub bm25: f32,
 }
 
-/// A hit with what each arm said of it.
+/// A hit of a search: the store and chunk it names, its score, and what
+/// each arm said of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct SearchHit {
-    /// The chunk; [`Hit::score`] is always its exact vector similarity, so
-    /// similarity levels and score thresholds mean the same in every mode.
+    /// The store it came from.
     #[serde(skip)]
-    pub hit: Hit,
+    pub store: String,
+    /// The chunk.
+    #[serde(skip)]
+    pub chunk: Chunk,
+    /// Its exact vector similarity on the store's metric scale, in every
+    /// mode, so similarity levels and score thresholds mean the same
+    /// whatever the ranking.
+    #[serde(skip)]
+    pub score: f32,
+    /// When the chunk was indexed, seconds since the Unix epoch.
+    #[serde(skip)]
+    pub indexed_at: i64,
     /// The reciprocal-rank fusion score (hybrid mode).
     pub fused_score: Option<f32>,
     /// Rank in the vector arm, from 1, if it was among its candidates.
@@ -204,6 +216,28 @@ pub struct SearchHit {
     pub lexical_rank: Option<usize>,
     /// BM25 score in the lexical arm, if it matched.
     pub lexical_score: Option<f32>,
+}
+
+impl SearchHit {
+    /// A hit of `store` with nothing known of its ranks (a search fills them in).
+    pub fn from_hit(store: impl Into<String>, hit: Hit) -> Self {
+        let Hit { score, chunk, indexed_at } = hit;
+        Self {
+            store: store.into(),
+            chunk,
+            score,
+            indexed_at,
+            fused_score: None,
+            vector_rank: None,
+            lexical_rank: None,
+            lexical_score: None,
+        }
+    }
+
+    /// The similarity level of its score.
+    pub fn level(&self) -> SimilarityLevel {
+        SimilarityLevel::from_score(self.score)
+    }
 }
 
 /// Where the lexical arm's scores came from.
@@ -240,13 +274,7 @@ pub struct SearchResults {
 pub(crate) fn vector_only(hits: Vec<Hit>) -> Vec<SearchHit> {
     hits.into_iter()
         .enumerate()
-        .map(|(i, hit)| SearchHit {
-            hit,
-            fused_score: None,
-            vector_rank: Some(i + 1),
-            lexical_rank: None,
-            lexical_score: None,
-        })
+        .map(|(i, hit)| SearchHit { vector_rank: Some(i + 1), ..SearchHit::from_hit("", hit) })
         .collect()
 }
 
@@ -255,11 +283,9 @@ pub(crate) fn lexical_only(hits: Vec<LexicalHit>) -> Vec<SearchHit> {
     hits.into_iter()
         .enumerate()
         .map(|(i, l)| SearchHit {
-            hit: l.hit,
-            fused_score: None,
-            vector_rank: None,
             lexical_rank: Some(i + 1),
             lexical_score: Some(l.bm25),
+            ..SearchHit::from_hit("", l.hit)
         })
         .collect()
 }
@@ -273,11 +299,9 @@ pub fn fuse(vector: Vec<Hit>, lexical: Vec<LexicalHit>, lexical_weight: f32) -> 
     for (i, hit) in vector.into_iter().enumerate() {
         at.insert(hit.chunk.key.clone(), fused.len());
         fused.push(SearchHit {
-            hit,
             fused_score: Some(1.0 / (RRF_K + (i + 1) as f32)),
             vector_rank: Some(i + 1),
-            lexical_rank: None,
-            lexical_score: None,
+            ..SearchHit::from_hit("", hit)
         });
     }
     for (i, l) in lexical.into_iter().enumerate() {
@@ -292,11 +316,10 @@ pub fn fuse(vector: Vec<Hit>, lexical: Vec<LexicalHit>, lexical_weight: f32) -> 
             None => {
                 at.insert(l.hit.chunk.key.clone(), fused.len());
                 fused.push(SearchHit {
-                    hit: l.hit,
                     fused_score: Some(add),
-                    vector_rank: None,
                     lexical_rank: Some(i + 1),
                     lexical_score: Some(l.bm25),
+                    ..SearchHit::from_hit("", l.hit)
                 });
             }
         }
@@ -305,8 +328,8 @@ pub fn fuse(vector: Vec<Hit>, lexical: Vec<LexicalHit>, lexical_weight: f32) -> 
         b.fused_score
             .unwrap_or(0.0)
             .total_cmp(&a.fused_score.unwrap_or(0.0))
-            .then_with(|| b.hit.score.total_cmp(&a.hit.score))
-            .then_with(|| a.hit.chunk.key.cmp(&b.hit.chunk.key))
+            .then_with(|| b.score.total_cmp(&a.score))
+            .then_with(|| a.chunk.key.cmp(&b.chunk.key))
     });
     fused
 }
@@ -336,7 +359,7 @@ pub fn limit_per_file(hits: Vec<SearchHit>, limit: Option<usize>) -> Vec<SearchH
     let mut seen: HashMap<String, usize> = HashMap::new();
     hits.into_iter()
         .filter(|h| {
-            let count = seen.entry(h.hit.chunk.source_path.clone()).or_default();
+            let count = seen.entry(h.chunk.source_path.clone()).or_default();
             *count += 1;
             *count <= limit
         })
@@ -377,7 +400,7 @@ mod tests {
             LexicalHit { hit: hit("d", 0, 0.1, ""), bm25: 4.0 },
         ];
         let fused = fuse(vector, lexical, 1.0);
-        let keys: Vec<&str> = fused.iter().map(|h| h.hit.chunk.key.as_str()).collect();
+        let keys: Vec<&str> = fused.iter().map(|h| h.chunk.key.as_str()).collect();
         // c: 1/63 + 1/61 beats a: 1/61; d: 1/62 beats b: 1/62 on... equal, b has the higher cosine.
         assert_eq!(keys, ["c#0", "a#0", "b#0", "d#0"]);
         let c = &fused[0];
@@ -385,7 +408,7 @@ mod tests {
         assert_eq!((c.vector_rank, c.lexical_rank, c.lexical_score), (Some(3), Some(1), Some(5.0)));
         let d = &fused[3];
         assert_eq!((d.vector_rank, d.lexical_rank), (None, Some(2)));
-        assert!((d.hit.score - 0.1).abs() < 1e-7, "a lexical-only hit keeps its cosine score");
+        assert!((d.score - 0.1).abs() < 1e-7, "a lexical-only hit keeps its cosine score");
     }
 
     #[test]
@@ -393,9 +416,9 @@ mod tests {
         let vector = vec![hit("a", 0, 0.9, ""), hit("b", 0, 0.8, "")];
         let lexical = vec![LexicalHit { hit: hit("b", 0, 0.8, ""), bm25: 1.0 }];
         let zero = fuse(vector.clone(), lexical.clone(), 0.0);
-        assert_eq!(zero[0].hit.chunk.key, "a#0");
+        assert_eq!(zero[0].chunk.key, "a#0");
         let heavy = fuse(vector, lexical, 3.0);
-        assert_eq!(heavy[0].hit.chunk.key, "b#0");
+        assert_eq!(heavy[0].chunk.key, "b#0");
     }
 
     #[test]
@@ -416,7 +439,7 @@ mod tests {
         let hits =
             vector_only(vec![hit("a", 0, 0.9, ""), hit("a", 1, 0.8, ""), hit("b", 0, 0.7, ""), hit("a", 2, 0.6, "")]);
         let kept = limit_per_file(hits, Some(1));
-        let keys: Vec<&str> = kept.iter().map(|h| h.hit.chunk.key.as_str()).collect();
+        let keys: Vec<&str> = kept.iter().map(|h| h.chunk.key.as_str()).collect();
         assert_eq!(keys, ["a#0", "b#0"]);
     }
 

@@ -172,6 +172,13 @@ pub struct Hit {
     pub indexed_at: i64,
 }
 
+impl Hit {
+    /// The similarity level of this hit's score.
+    pub fn level(&self) -> SimilarityLevel {
+        SimilarityLevel::from_score(self.score)
+    }
+}
+
 /// Distance metric of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

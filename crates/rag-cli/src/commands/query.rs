@@ -43,9 +43,9 @@ pub async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
     let results: Vec<QueryResult> = found
         .hits
         .iter()
-        .filter(|hit| args.min_score.is_none_or(|min| hit.hit.hit.score >= min))
+        .filter(|hit| args.min_score.is_none_or(|min| hit.score >= min))
         .enumerate()
-        .map(|(i, hit)| QueryResult::from_search(i + 1, &hit.hit, args.full, args.snippet_length).in_store(&hit.store))
+        .map(|(i, hit)| QueryResult::new(i + 1, hit, args.full, args.snippet_length))
         .collect();
     // One store's notes as they are; several stores' each naming its store.
     let several = stores.len() > 1;
