@@ -3,6 +3,7 @@
 //! every backend needs (exact scores, file states, filterable metadata).
 //! [`MemoryBackend`] is the reference implementation.
 
+pub use crate::error::BoxError;
 pub use crate::filter::{FILE_KEYS, FILTERABLE_KEYS, file_filter_metadata, filter_metadata};
 pub use crate::memory::{ChunkStamp, MemoryBackend, file_state, score};
 pub use crate::search::{LexicalHit, LexicalRequest};

@@ -109,7 +109,7 @@ pub mod store;
 mod types;
 
 pub use async_trait::async_trait;
-pub use error::{BoxError, Error, Result};
+pub use error::{Error, Result};
 
 #[cfg(doc)]
 use prelude::*;
