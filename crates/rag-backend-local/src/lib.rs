@@ -17,7 +17,7 @@
 //! ```
 //! use rag_backend_local::LocalBackend;
 //! use rag_core::backend::{QueryRequest, VectorBackend, VectorRecord};
-//! use rag_core::store::{Chunk, StoreConfig, chunk_key};
+//! use rag_core::store::{Chunk, StoreConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> rag_core::Result<()> {
@@ -25,11 +25,7 @@
 //! let backend = LocalBackend::new(dir.path());
 //! let config = StoreConfig::new("notes", "toy", 2);
 //! backend.create_store(&config).await?;
-//! let chunk = Chunk {
-//!     key: chunk_key("a.md", 0), source_path: "a.md".into(), chunk_index: 0, total_chunks: 1,
-//!     line_start: 1, line_end: 1, byte_start: 0, byte_end: 5, text: "hello".into(),
-//!     content_hash: "h".into(), language: "markdown".into(), metadata: Default::default(),
-//! };
+//! let chunk = Chunk::new("a.md", 0, "hello").with_content_hash("h").with_language("markdown");
 //! backend.put("notes", vec![VectorRecord { chunk, vector: vec![1.0, 0.0], indexed_at: 0 }]).await?;
 //! let hits = backend.query("notes", &QueryRequest::new(vec![1.0, 0.1], 5)).await?;
 //! assert_eq!(hits[0].chunk.text, "hello");

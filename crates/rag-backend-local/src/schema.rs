@@ -47,20 +47,14 @@ pub(crate) fn row_to_chunk(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resu
     let usize_at = |i: usize| row.get::<_, i64>(at + i).map(|v| usize::try_from(v).unwrap_or(0));
     let metadata: String = row.get(at + 11)?;
     Ok((
-        Chunk {
-            key: row.get(at)?,
-            source_path: row.get(at + 1)?,
-            chunk_index: usize_at(2)?,
-            total_chunks: usize_at(3)?,
-            line_start: usize_at(4)?,
-            line_end: usize_at(5)?,
-            byte_start: usize_at(6)?,
-            byte_end: usize_at(7)?,
-            content_hash: row.get(at + 8)?,
-            language: row.get(at + 9)?,
-            text: row.get(at + 10)?,
-            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-        },
+        Chunk::new(row.get::<_, String>(at + 1)?, usize_at(2)?, row.get::<_, String>(at + 10)?)
+            .with_key(row.get::<_, String>(at)?)
+            .with_total(usize_at(3)?)
+            .with_lines(usize_at(4)?, usize_at(5)?)
+            .with_bytes(usize_at(6)?, usize_at(7)?)
+            .with_content_hash(row.get::<_, String>(at + 8)?)
+            .with_language(row.get::<_, String>(at + 9)?)
+            .with_metadata(serde_json::from_str(&metadata).unwrap_or_default()),
         row.get(at + 12)?,
     ))
 }

@@ -96,20 +96,14 @@ pub fn chunk_from_metadata(key: &str, metadata: &Value) -> (Chunk, i64) {
         chunk_metadata.insert("text_truncated".into(), true.into());
     }
     (
-        Chunk {
-            key: key.to_string(),
-            source_path: string("source_path"),
-            chunk_index: number("chunk_index"),
-            total_chunks: number("total_chunks"),
-            line_start: number("line_start"),
-            line_end: number("line_end"),
-            byte_start: extra_number("byte_start"),
-            byte_end: extra_number("byte_end"),
-            text: string("text"),
-            content_hash: string("content_hash"),
-            language: string("language"),
-            metadata: chunk_metadata,
-        },
+        Chunk::new(string("source_path"), number("chunk_index"), string("text"))
+            .with_key(key)
+            .with_total(number("total_chunks"))
+            .with_lines(number("line_start"), number("line_end"))
+            .with_bytes(extra_number("byte_start"), extra_number("byte_end"))
+            .with_content_hash(string("content_hash"))
+            .with_language(string("language"))
+            .with_metadata(chunk_metadata),
         get("indexed_at").and_then(Value::as_i64).unwrap_or(0),
     )
 }
@@ -117,24 +111,16 @@ pub fn chunk_from_metadata(key: &str, metadata: &Value) -> (Chunk, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rag_core::store::chunk_key;
 
     fn record(path: &str, text: &str) -> VectorRecord {
         VectorRecord {
-            chunk: Chunk {
-                key: chunk_key(path, 2),
-                source_path: path.into(),
-                chunk_index: 2,
-                total_chunks: 5,
-                line_start: 10,
-                line_end: 20,
-                byte_start: 100,
-                byte_end: 200,
-                text: text.into(),
-                content_hash: "abc".into(),
-                language: "markdown".into(),
-                metadata: Map::from_iter([("tags".to_string(), Value::from(vec!["x"]))]),
-            },
+            chunk: Chunk::new(path, 2, text)
+                .with_total(5)
+                .with_lines(10, 20)
+                .with_bytes(100, 200)
+                .with_content_hash("abc")
+                .with_language("markdown")
+                .with_metadata(Map::from_iter([("tags".to_string(), Value::from(vec!["x"]))])),
             vector: vec![1.0],
             indexed_at: 1_700_000_000,
         }

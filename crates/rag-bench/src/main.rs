@@ -36,7 +36,7 @@ use rag_core::{
     embed::{DocText, Embedder},
     index::Indexer,
     search::{Querier, SearchOptions},
-    store::{Chunk, Metric, StoreConfig, chunk_key},
+    store::{Chunk, Metric, StoreConfig},
 };
 use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
 
@@ -172,20 +172,12 @@ impl Vectors {
 
 fn synthetic_chunk(i: usize) -> Chunk {
     let path = format!("docs/part{}/file{:06}.md", (i / 8) % 8, i / 8);
-    Chunk {
-        key: chunk_key(&path, i % 8),
-        source_path: path,
-        chunk_index: i % 8,
-        total_chunks: 8,
-        line_start: (i % 8) * 20 + 1,
-        line_end: (i % 8) * 20 + 20,
-        byte_start: 0,
-        byte_end: 160,
-        text: synthetic_text(i as u64, 120),
-        content_hash: format!("{:064x}", i / 8),
-        language: "markdown".into(),
-        metadata: Default::default(),
-    }
+    Chunk::new(path, i % 8, synthetic_text(i as u64, 120))
+        .with_total(8)
+        .with_lines((i % 8) * 20 + 1, (i % 8) * 20 + 20)
+        .with_bytes(0, 160)
+        .with_content_hash(format!("{:064x}", i / 8))
+        .with_language("markdown")
 }
 
 /// `words` pseudo-words drawn from a 20,000-word vocabulary with Zipf-like

@@ -394,20 +394,13 @@ mod tests {
         let serde_json::Value::Object(metadata) = metadata else { panic!("metadata is an object") };
         let hit = rag_core::store::Hit {
             score: 0.5,
-            chunk: rag_core::store::Chunk {
-                key: format!("{path}#0"),
-                source_path: path.into(),
-                chunk_index: 0,
-                total_chunks: 1,
-                line_start: 3,
-                line_end: 9,
-                byte_start: 0,
-                byte_end: 4,
-                text: "text".into(),
-                content_hash: "h".into(),
-                language: "rust".into(),
-                metadata,
-            },
+            chunk: rag_core::store::Chunk::new(path, 0, "text")
+                .with_total(1)
+                .with_lines(3, 9)
+                .with_bytes(0, 4)
+                .with_content_hash("h")
+                .with_language("rust")
+                .with_metadata(metadata),
             indexed_at: 0,
         };
         SearchHit::from_hit("notes", hit)

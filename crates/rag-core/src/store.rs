@@ -106,18 +106,13 @@ impl Store {
     /// use std::sync::Arc;
     /// use rag_core::prelude::*;
     /// use rag_core::backend::VectorRecord;
-    /// use rag_core::store::chunk_key;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> rag_core::Result<()> {
     /// let backend: Arc<dyn VectorBackend> = Arc::new(MemoryBackend::new());
     /// backend.create_store(&StoreConfig::new("notes", "toy", 2)).await?;
     /// let store = Store::open(backend, "notes").await?;
-    /// let chunk = Chunk {
-    ///     key: chunk_key("a.md", 0), source_path: "a.md".into(), chunk_index: 0, total_chunks: 1,
-    ///     line_start: 1, line_end: 1, byte_start: 0, byte_end: 5, text: "hello".into(),
-    ///     content_hash: "h".into(), language: "markdown".into(), metadata: Default::default(),
-    /// };
+    /// let chunk = Chunk::new("a.md", 0, "hello").with_content_hash("h");
     /// let writer = store.writer().await?;
     /// writer.put(vec![VectorRecord { chunk, vector: vec![1.0, 0.0], indexed_at: 0 }]).await?;
     /// drop(writer); // the next writer may come in

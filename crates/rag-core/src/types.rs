@@ -12,7 +12,16 @@ use crate::error::{Error, Result};
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// A piece of a source file, ready to be embedded and stored.
+///
+/// Start from [`Chunk::new`] and set what is known:
+///
+/// ```
+/// use rag_core::store::Chunk;
+/// let chunk = Chunk::new("notes/tea.md", 2, "Green tea, brewed cool.").with_lines(12, 14).with_total(5);
+/// assert_eq!((chunk.key.as_str(), chunk.line_end, chunk.total_chunks), ("notes/tea.md#2", 14, 5));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Chunk {
     /// Stable key: derived from the source path and chunk index (see [`chunk_key`]).
     pub key: String,
@@ -39,6 +48,71 @@ pub struct Chunk {
     /// Anything else a chunker or extractor wants to keep.
     #[serde(default)]
     pub metadata: Metadata,
+}
+
+impl Chunk {
+    /// Chunk `chunk_index` of the file stored as `source_path`, keyed by
+    /// [`chunk_key`]: one chunk of one, at line 1, its bytes those of `text`,
+    /// with no content hash, language `text` and no metadata until set.
+    pub fn new(source_path: impl Into<String>, chunk_index: usize, text: impl Into<String>) -> Self {
+        let (source_path, text) = (source_path.into(), text.into());
+        Self {
+            key: chunk_key(&source_path, chunk_index),
+            source_path,
+            chunk_index,
+            total_chunks: chunk_index + 1,
+            line_start: 1,
+            line_end: 1,
+            byte_start: 0,
+            byte_end: text.len(),
+            text,
+            content_hash: String::new(),
+            language: "text".into(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// With another key (a backend reading back what it stored).
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = key.into();
+        self
+    }
+
+    /// With the number of chunks its file was split into.
+    pub fn with_total(mut self, total_chunks: usize) -> Self {
+        self.total_chunks = total_chunks;
+        self
+    }
+
+    /// With its first and last line (1-based, inclusive).
+    pub fn with_lines(mut self, start: usize, end: usize) -> Self {
+        (self.line_start, self.line_end) = (start, end);
+        self
+    }
+
+    /// With its byte range in the decoded text.
+    pub fn with_bytes(mut self, start: usize, end: usize) -> Self {
+        (self.byte_start, self.byte_end) = (start, end);
+        self
+    }
+
+    /// With the content hash of its whole file.
+    pub fn with_content_hash(mut self, hash: impl Into<String>) -> Self {
+        self.content_hash = hash.into();
+        self
+    }
+
+    /// With its language or format.
+    pub fn with_language(mut self, language: impl Into<String>) -> Self {
+        self.language = language.into();
+        self
+    }
+
+    /// With its metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
 }
 
 /// The longest key S3 Vectors accepts; keys stay under it on every backend.

@@ -83,20 +83,12 @@ pub fn contract_record(
     vector: Vec<f32>,
 ) -> VectorRecord {
     let lines = text.lines().count().max(1);
-    let chunk = Chunk {
-        key: chunk_key(path, index),
-        source_path: path.to_string(),
-        chunk_index: index,
-        total_chunks: total,
-        line_start: 1 + index * 10,
-        line_end: index * 10 + lines,
-        byte_start: index * 100,
-        byte_end: index * 100 + text.len(),
-        text: text.to_string(),
-        content_hash: hash.to_string(),
-        language: "markdown".into(),
-        metadata: Default::default(),
-    };
+    let chunk = Chunk::new(path.to_string(), index, text.to_string())
+        .with_total(total)
+        .with_lines(1 + index * 10, index * 10 + lines)
+        .with_bytes(index * 100, index * 100 + text.len())
+        .with_content_hash(hash.to_string())
+        .with_language("markdown");
     VectorRecord { chunk, vector, indexed_at: 1_700_000_000 }
 }
 

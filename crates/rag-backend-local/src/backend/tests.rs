@@ -7,7 +7,6 @@ use crate::files::{COMPACT_FILE, VECTORS_FILE};
 use crate::scan;
 use crate::slots::{SlotFile, write_at};
 use rag_core::store::Metric;
-use rag_core::store::chunk_key;
 
 fn config(name: &str, dimension: usize, metric: Metric) -> StoreConfig {
     StoreConfig::new(name, "toy", dimension).with_metric(metric).with_chunking("c")
@@ -15,20 +14,11 @@ fn config(name: &str, dimension: usize, metric: Metric) -> StoreConfig {
 
 fn record(path: &str, index: usize, total: usize, hash: &str, vector: Vec<f32>) -> VectorRecord {
     VectorRecord {
-        chunk: Chunk {
-            key: chunk_key(path, index),
-            source_path: path.into(),
-            chunk_index: index,
-            total_chunks: total,
-            line_start: index * 10 + 1,
-            line_end: index * 10 + 9,
-            byte_start: 0,
-            byte_end: 1,
-            text: format!("{path} chunk {index} {hash}"),
-            content_hash: hash.into(),
-            language: "text".into(),
-            metadata: Default::default(),
-        },
+        chunk: Chunk::new(path, index, format!("{path} chunk {index} {hash}"))
+            .with_total(total)
+            .with_lines(index * 10 + 1, index * 10 + 9)
+            .with_bytes(0, 1)
+            .with_content_hash(hash),
         vector,
         indexed_at: 1,
     }

@@ -12,7 +12,7 @@ use aws_sdk_s3vectors::config::{BehaviorVersion, Credentials, Region};
 use rag_backend_s3vectors::{S3VectorsBackend, S3VectorsConfig};
 use rag_core::{
     backend::VectorRecord,
-    store::{Chunk, StoreConfig, chunk_key},
+    store::{Chunk, StoreConfig},
 };
 
 /// A backend on `endpoint` with static test credentials and fast retries.
@@ -90,20 +90,12 @@ pub fn config(name: &str, dimension: usize) -> StoreConfig {
 
 pub fn record(path: &str, index: usize, total: usize, hash: &str, vector: Vec<f32>) -> VectorRecord {
     VectorRecord {
-        chunk: Chunk {
-            key: chunk_key(path, index),
-            source_path: path.into(),
-            chunk_index: index,
-            total_chunks: total,
-            line_start: index * 10 + 1,
-            line_end: index * 10 + 9,
-            byte_start: index * 100,
-            byte_end: index * 100 + 99,
-            text: format!("text of {path} chunk {index}"),
-            content_hash: hash.into(),
-            language: "markdown".into(),
-            metadata: Default::default(),
-        },
+        chunk: Chunk::new(path, index, format!("text of {path} chunk {index}"))
+            .with_total(total)
+            .with_lines(index * 10 + 1, index * 10 + 9)
+            .with_bytes(index * 100, index * 100 + 99)
+            .with_content_hash(hash)
+            .with_language("markdown"),
         vector,
         indexed_at: 1_790_000_000,
     }
