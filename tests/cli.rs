@@ -353,6 +353,18 @@ fn dry_run_plans_without_ollama_or_writes() {
     run.assert_ok();
     assert!(run.stdout().contains("new      a.md"), "{}", run.stdout());
     assert!(!ws.data().join("stores/notes").exists());
+
+    // A model with a small window lowers the chunk size; a later plan, which
+    // asks no model, still finds nothing to re-chunk.
+    ws.ollama.set_context_chars(1_600);
+    ws.write("b.md", "more words here. ".repeat(200));
+    ws.rag(&["index", ".", "--store", "notes"]).assert_ok();
+    let info = ws.rag(&["store", "info", "notes"]).stdout();
+    assert!(!info.contains("size=1500"), "the window lowered the chunk size: {info}");
+    ws.write("c.md", "new words");
+    let plan = ws.rag(&["index", ".", "--store", "notes", "--dry-run", "--ollama-url", "http://127.0.0.1:9"]);
+    plan.assert_ok();
+    assert!(plan.stdout().contains("1 new, 0 changed, 2 unchanged"), "{}", plan.stdout());
 }
 
 #[test]

@@ -71,6 +71,16 @@ impl TextChunker {
         })
     }
 
+    /// Most characters in a chunk.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Characters neighbouring chunks share.
+    pub fn overlap(&self) -> usize {
+        self.overlap
+    }
+
     /// The chunker whose [`settings`](Chunker::settings) are `settings`, as a
     /// store records them: `None` when this build would chunk otherwise (other
     /// code, another version of the splitter, no tree-sitter).

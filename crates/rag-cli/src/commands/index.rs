@@ -151,7 +151,17 @@ pub async fn index_setup(
             chunk_overlap = chunk_overlap.min(most / 4);
         }
     }
-    let chunker = TextChunker::new(chunk_size, chunk_overlap)?;
+    let mut chunker = TextChunker::new(chunk_size, chunk_overlap)?;
+    // A dry run cannot ask the model its window: where the store's chunks are
+    // no larger than asked for, that window shaped them, and a real run would
+    // make the same again.
+    if embedder.is_none()
+        && let Some(stored) = existing.and_then(|config| TextChunker::from_settings(&config.chunking))
+        && stored.size() <= chunker.size()
+        && stored.overlap() <= chunker.overlap()
+    {
+        chunker = stored;
+    }
     let options = IndexOptions::new()
         .with_force(args.force)
         .with_prune(!args.no_prune)
