@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 use rag_core::embed::Embedder;
 use serde_json::{Value, json};
 
-use crate::{DIM, ensure_store, median, synthetic_query};
+use crate::query::{ensure_store, synthetic_query};
+use crate::{DIM, median};
 
 /// A `rag mcp` child and its pipes.
 struct Server {
