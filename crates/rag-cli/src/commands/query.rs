@@ -34,7 +34,9 @@ pub async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
         .with_max_per_file(args.max_per_file);
     check_search(&text, &options)?;
     let session = Session::new(data_dir.to_path_buf(), args.backend.clone(), args.embedder.clone());
-    let stores = session.stores_to_search(&args.stores).await?;
+    // --all-stores searches every store, whatever --store names.
+    let named = if args.all_stores { &[][..] } else { &args.stores[..] };
+    let stores = session.stores_to_search(named).await?;
     let filter_json = options.filter.as_ref().map(|f| f.as_json().clone());
     let started = Instant::now();
     let targets = session.targets(&stores).await?;
