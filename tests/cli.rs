@@ -997,3 +997,39 @@ fn a_hub_model_is_fetched_once_and_later_runs_need_no_network() {
     let err = missing.stderr();
     assert!(err.contains("hf:test-org/other") && err.contains("HF_ENDPOINT") && err.lines().count() == 1, "{err}");
 }
+
+#[test]
+fn an_empty_root_keeps_the_store_and_mass_deletion_needs_a_flag() {
+    let ws = Workspace::new();
+    for i in 0..30 {
+        ws.write(&format!("notes/n{i:02}.md"), format!("# Note {i}\n\nnote number {i} about kites\n"));
+    }
+    ws.rag(&["index", "notes", "--store", "notes"]).assert_ok();
+    let stored = |ws: &Workspace| ws.rag(&["query", "kites", "--store", "notes", "--json", "-k", "100"]).stdout();
+    let count = |ws: &Workspace| serde_json::from_str::<Value>(&stored(ws)).unwrap()["total_results"].as_u64();
+
+    // An emptied root (an unmounted disk looks the same): nothing deleted, exit 1.
+    std::fs::rename(ws.work().join("notes"), ws.work().join("away")).unwrap();
+    std::fs::create_dir(ws.work().join("notes")).unwrap();
+    let run = ws.rag(&["index", "notes", "--store", "notes"]);
+    run.assert_code(1);
+    assert!(run.stdout().contains("kept: notes/n00.md: the folder is empty"), "{}", run.stdout());
+    assert!(run.stderr().contains("30 stored file(s) were not seen by this run and were kept"), "{}", run.stderr());
+    assert_eq!(count(&ws), Some(30));
+
+    // Most files really gone: refused, nothing changed, the flag named.
+    std::fs::remove_dir(ws.work().join("notes")).unwrap();
+    std::fs::rename(ws.work().join("away"), ws.work().join("notes")).unwrap();
+    for i in 0..25 {
+        ws.remove(&format!("notes/n{i:02}.md"));
+    }
+    let refused = ws.rag(&["index", "notes", "--store", "notes"]);
+    refused.assert_code(1);
+    assert!(refused.stderr().contains("delete the chunks of 25 of the 30 files"), "{}", refused.stderr());
+    assert!(refused.stderr().contains("--allow-mass-delete"), "{}", refused.stderr());
+    assert_eq!(count(&ws), Some(30));
+    let allowed = ws.rag(&["index", "notes", "--store", "notes", "--allow-mass-delete"]);
+    allowed.assert_ok();
+    assert!(allowed.stdout().contains("25 removed"), "{}", allowed.stdout());
+    assert_eq!(count(&ws), Some(5));
+}

@@ -156,6 +156,12 @@ pub struct IndexArgs {
     #[arg(long)]
     pub no_prune: bool,
 
+    /// Let this run delete the chunks of more than half of the store's files
+    /// (when that is 20 files or more); without it such a run is refused and
+    /// changes nothing, in case a root or a mount is wrong.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+
     /// Show what would be embedded, changed and removed; write nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -38,6 +38,11 @@ fn hint(err: &rag_core::Error) -> Option<String> {
             Some(format!("; use --model {stored_model}, or index into a new store"))
         }
         Error::EmptyQuery => Some("; say what to look for".to_string()),
+        Error::MassRemoval { .. } => Some(
+            "; if those files were deleted on purpose, run again with --allow-mass-delete, \
+             or index a narrower path"
+                .to_string(),
+        ),
         Error::StoreBusy { .. } => Some(" (another `rag index` or `rag watch` run); wait for it to finish".to_string()),
         _ => None,
     }

@@ -304,9 +304,11 @@ pub fn index_text(report: &IndexReport, backend: &str, verbose: bool) -> String 
     );
     let verb = if report.dry_run { "to embed" } else { "embedded" };
     let _ = writeln!(out, "  chunks: {} {verb}, {} deleted", report.chunks_embedded, report.chunks_deleted);
-    for (label, problems) in [("skipped", &report.skipped), ("note", &report.notes), ("failed", &report.failed)] {
-        // Failures are always listed; long lists of skips and notes only with -v.
-        if label != "failed" && !verbose && problems.len() > 10 {
+    let labelled =
+        [("skipped", &report.skipped), ("note", &report.notes), ("failed", &report.failed), ("kept", &report.kept)];
+    for (label, problems) in labelled {
+        // Failures and kept files are always listed; long lists of skips and notes only with -v.
+        if matches!(label, "skipped" | "note") && !verbose && problems.len() > 10 {
             let what = if label == "note" { "decoded with caveats" } else { "binary, empty or too large" };
             let _ = writeln!(out, "  {label}: {} files {what} (-v lists them)", problems.len());
             continue;

@@ -53,6 +53,9 @@ impl Source for Touched {
     fn covers(&self, path: &str) -> bool {
         touches(&self.changed, path) && self.files.covers(path)
     }
+    fn keeps(&self, path: &str) -> Option<String> {
+        self.files.keeps(path).filter(|_| touches(&self.changed, path))
+    }
     fn read(&self, item: &SourceItem, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
         self.files.read(item, max_bytes)
     }

@@ -147,6 +147,21 @@ pub enum Error {
         chars: usize,
     },
 
+    /// A run would delete the chunks of most of a store's files; refused
+    /// before anything changed (see `IndexOptions::allow_mass_removal`).
+    #[error(
+        "this run would delete the chunks of {removing} of the {stored} files stored in {store:?} \
+         (they were not found); nothing was changed"
+    )]
+    MassRemoval {
+        /// Store name.
+        store: String,
+        /// Files whose chunks would be deleted.
+        removing: usize,
+        /// Files the store holds.
+        stored: usize,
+    },
+
     /// Another process is writing to the store.
     #[error("store {store:?} is locked by another writer")]
     StoreBusy {

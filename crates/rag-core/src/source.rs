@@ -210,6 +210,14 @@ pub trait Source: Send + Sync {
     /// folder, one table) covers only that part.
     fn covers(&self, path: &str) -> bool;
 
+    /// Why a stored path it covers but does not list must be kept: the
+    /// source cannot see it right now (a folder it could not read, a folder
+    /// found empty), so its absence does not mean it was deleted. The default
+    /// keeps nothing.
+    fn keeps(&self, _path: &str) -> Option<String> {
+        None
+    }
+
     /// The item's bytes, refusing with [`SourceError::TooLarge`] when there
     /// are more than `max_bytes`.
     fn read(&self, item: &SourceItem, max_bytes: u64) -> Result<Vec<u8>, SourceError>;

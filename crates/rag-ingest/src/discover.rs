@@ -51,14 +51,60 @@ pub struct Scope {
     folders: Vec<PathBuf>,
     files: Vec<PathBuf>,
     globs: GlobSet,
+    /// Folders the walk could not see into, or found empty: what is stored
+    /// under them is kept, never taken for deleted.
+    unseen: Vec<UnseenFolder>,
 }
 
 impl Scope {
     /// Whether a stored file (by its stored name) falls under the patterns, so
-    /// that its absence from the walk means it was deleted or excluded.
+    /// that its absence from the walk means it was deleted or excluded. A
+    /// file under a folder the walk could not read, or under a folder pattern
+    /// that was empty (an unmounted disk, a folder emptied by mistake), is
+    /// not: the walk cannot tell whether it is gone.
     pub fn contains(&self, rel: &str) -> bool {
+        if self.unseen(rel).is_some() {
+            return false;
+        }
         let path = normalize(&self.root.join(rel));
         self.files.contains(&path) || self.folders.iter().any(|f| path.starts_with(f)) || self.globs.is_match(&path)
+    }
+
+    /// The folder the walk could not see (an unreadable folder, a folder
+    /// given to index that was empty) that a stored file lies in, if any.
+    pub fn unseen(&self, rel: &str) -> Option<&UnseenFolder> {
+        let path = normalize(&self.root.join(rel));
+        self.unseen.iter().find(|folder| path.starts_with(&folder.path))
+    }
+}
+
+/// A folder whose stored files a run keeps, because the walk could not see
+/// what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnseenFolder {
+    /// The folder.
+    pub path: PathBuf,
+    /// Why the walk could not see into it.
+    pub why: Unseen,
+}
+
+/// Why a walk could not see into a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unseen {
+    /// Listing it failed (permission denied, a vanished mount): the error.
+    Unreadable(String),
+    /// A folder given to index held no file to index (an unmounted disk?).
+    Empty,
+}
+
+impl UnseenFolder {
+    /// What a person is told about the files stored from this folder.
+    pub fn reason(&self) -> String {
+        match &self.why {
+            Unseen::Unreadable(err) => format!("the folder cannot be read ({err}); files stored from it are kept"),
+            Unseen::Empty => "the folder is empty (an unmounted disk?); files stored from it are kept".to_string(),
+        }
     }
 }
 
@@ -71,6 +117,10 @@ pub struct Discovery {
     pub scope: Scope,
     /// Problems met while walking (unreadable folders, broken links).
     pub warnings: Vec<String>,
+    /// Folders whose stored files are kept because the walk could not see
+    /// into them (an unreadable folder) or found nothing (a folder given to
+    /// index that was empty): a caller should say so and fail the run.
+    pub unseen: Vec<UnseenFolder>,
     /// Patterns that matched no file.
     pub unmatched: Vec<String>,
 }
@@ -93,6 +143,7 @@ pub fn discover(patterns: &[String], options: &DiscoverOptions) -> Result<Discov
     let mut files = Vec::new();
     let mut globs = GlobSetBuilder::new();
     let mut warnings = Vec::new();
+    let mut unseen = Vec::new();
     let mut unmatched = Vec::new();
 
     for pattern in patterns {
@@ -111,17 +162,20 @@ pub fn discover(patterns: &[String], options: &DiscoverOptions) -> Result<Discov
             globs.add(glob.clone());
             let glob = glob.compile_matcher();
             let base = glob_base(&root, pattern);
-            walk(&base, options, &mut warnings, |file| {
+            walk(&base, options, &mut warnings, &mut unseen, |file| {
                 if glob.is_match(file) {
                     found.insert(rel_name(&root, file), file.to_path_buf());
                 }
             });
         } else if path.is_dir() {
-            walk(&path, options, &mut warnings, |file| {
+            walk(&path, options, &mut warnings, &mut unseen, |file| {
                 if walkable(file) {
                     found.insert(rel_name(&root, file), file.to_path_buf());
                 }
             });
+            if found.len() == before && !unseen.iter().any(|u: &UnseenFolder| u.path == path) {
+                unseen.push(UnseenFolder { path: path.clone(), why: Unseen::Empty });
+            }
             folders.push(path);
         } else if path.is_file() {
             found.insert(rel_name(&root, &path), path.clone());
@@ -138,13 +192,20 @@ pub fn discover(patterns: &[String], options: &DiscoverOptions) -> Result<Discov
     let globs = globs.build().map_err(|e| Error::InvalidInput(format!("bad glob: {e}")))?;
     Ok(Discovery {
         files: found.into_iter().map(|(rel, path)| SourceFile { path, rel }).collect(),
-        scope: Scope { root, folders, files, globs },
+        scope: Scope { root, folders, files, globs, unseen: unseen.clone() },
         warnings,
+        unseen,
         unmatched,
     })
 }
 
-fn walk(base: &Path, options: &DiscoverOptions, warnings: &mut Vec<String>, mut visit: impl FnMut(&Path)) {
+fn walk(
+    base: &Path,
+    options: &DiscoverOptions,
+    warnings: &mut Vec<String>,
+    unseen: &mut Vec<UnseenFolder>,
+    mut visit: impl FnMut(&Path),
+) {
     let honour = !options.no_ignore;
     let mut builder = WalkBuilder::new(base);
     builder
@@ -168,9 +229,32 @@ fn walk(base: &Path, options: &DiscoverOptions, warnings: &mut Vec<String>, mut 
         match entry {
             Ok(entry) if entry.file_type().is_some_and(|t| t.is_file()) => visit(&normalize(entry.path())),
             Ok(_) => {}
-            Err(err) => warnings.push(err.to_string()),
+            Err(err) => {
+                if let Some(folder) = unreadable_folder(&err) {
+                    unseen.push(UnseenFolder { path: normalize(&folder), why: Unseen::Unreadable(err.to_string()) });
+                }
+                warnings.push(err.to_string());
+            }
         }
     }
+}
+
+/// The folder a walk error says could not be read: an I/O error (permission
+/// denied, a vanished mount) on a path that is, or was, a folder. Errors on
+/// single files, ignore files and links leave the folder's scope as it is.
+fn unreadable_folder(err: &ignore::Error) -> Option<PathBuf> {
+    fn io_path(err: &ignore::Error, at: Option<&Path>) -> Option<PathBuf> {
+        match err {
+            ignore::Error::WithPath { path, err } => io_path(err, Some(path)),
+            ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => io_path(err, at),
+            ignore::Error::Io(_) => at.map(Path::to_path_buf),
+            _ => None,
+        }
+    }
+    let path = io_path(err, None)?;
+    // A folder that cannot be listed still says it is a folder; a file does not.
+    let is_folder = std::fs::symlink_metadata(&path).map_or(true, |m| m.is_dir());
+    is_folder.then_some(path)
 }
 
 /// The folders to watch for changes to what `patterns` cover, each with
@@ -256,6 +340,39 @@ fn normalize(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_folder_that_cannot_be_listed_is_unseen_and_a_file_error_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("locked")).unwrap();
+        fs::write(dir.path().join("note.md"), "x").unwrap();
+        let denied = || ignore::Error::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        let on = |path: PathBuf| ignore::Error::WithDepth {
+            depth: 1,
+            err: Box::new(ignore::Error::WithPath { path, err: Box::new(denied()) }),
+        };
+        assert_eq!(unreadable_folder(&on(dir.path().join("locked"))), Some(dir.path().join("locked")));
+        assert_eq!(unreadable_folder(&on(dir.path().join("gone"))), Some(dir.path().join("gone")), "a vanished mount");
+        assert_eq!(unreadable_folder(&on(dir.path().join("note.md"))), None, "a file is not a folder");
+        assert_eq!(unreadable_folder(&denied()), None, "no path, no folder");
+        let loop_error = ignore::Error::Loop { ancestor: dir.path().into(), child: dir.path().join("locked") };
+        assert_eq!(unreadable_folder(&loop_error), None, "a link loop hides nothing");
+    }
+
+    #[test]
+    fn files_under_an_unseen_folder_are_out_of_scope_and_say_why() {
+        let dir = tree(&["notes/a.md", "notes/deep/b.md"]);
+        let mut found = discover(&["notes".into()], &DiscoverOptions::new(dir.path())).unwrap();
+        assert!(found.unseen.is_empty());
+        assert!(found.scope.contains("notes/deep/gone.md"));
+        let locked = normalize(&dir.path().join("notes/deep"));
+        let folder = UnseenFolder { path: locked, why: Unseen::Unreadable("permission denied".into()) };
+        found.scope.unseen.push(folder);
+        assert!(!found.scope.contains("notes/deep/gone.md"), "kept, not pruned");
+        assert!(found.scope.contains("notes/gone.md"));
+        let why = found.scope.unseen("notes/deep/gone.md").map(UnseenFolder::reason).unwrap_or_default();
+        assert!(why.contains("cannot be read (permission denied)"), "{why}");
+    }
 
     fn tree(files: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

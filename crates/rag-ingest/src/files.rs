@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rag_core::source::{Document, Source, SourceError, SourceItem};
 
-use crate::discover::Discovery;
+use crate::discover::{Discovery, UnseenFolder};
 use crate::extract::{DocumentConverter, ExtractError, InProcess, extract_with};
 
 /// The files a [`discover`](crate::discover) walk found, as a [`Source`]:
@@ -64,6 +64,10 @@ impl Source for FileSource {
 
     fn covers(&self, path: &str) -> bool {
         self.discovery.scope.contains(path)
+    }
+
+    fn keeps(&self, path: &str) -> Option<String> {
+        self.discovery.scope.unseen(path).map(UnseenFolder::reason)
     }
 
     fn read(&self, item: &SourceItem, max_bytes: u64) -> Result<Vec<u8>, SourceError> {

@@ -50,7 +50,10 @@ mod files;
 mod markdown;
 
 pub use chunk::TextChunker;
-pub use discover::{DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, discover, stored_name, watch_roots};
+pub use discover::{
+    DiscoverOptions, Discovery, SKIPPED_DIRS, Scope, SourceFile, Unseen, UnseenFolder, discover, stored_name,
+    watch_roots,
+};
 pub use documents::{DOCUMENT_EXTENSIONS, MAX_UNCOMPRESSED};
 pub use extract::{
     BINARY_EXTENSIONS, DocumentConverter, ExtractError, InProcess, convert_document, extract, extract_with,

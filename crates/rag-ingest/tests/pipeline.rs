@@ -434,3 +434,31 @@ async fn an_unreachable_embedder_stops_the_run_with_its_message() {
         .unwrap_err();
     assert!(matches!(err, Error::EmbedderUnreachable { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn an_empty_folder_given_to_index_keeps_what_was_stored_from_it() {
+    let s = Setup::new();
+    s.write("notes/a.md", "alpha words");
+    s.write("notes/sub/b.md", "beta words");
+    s.write("other/c.md", "gamma words");
+    let patterns = ["notes".to_string(), "other".to_string()];
+    let options = DiscoverOptions::new(s.dir.path());
+    let indexer = Indexer::new(s.embedder.clone(), s.backend.clone(), Arc::new(TextChunker::default()));
+    indexer.index("notes", source_of(&discover(&patterns, &options).unwrap())).await.unwrap();
+
+    // The folder is emptied (an unmounted disk looks the same); other/ loses a file.
+    std::fs::remove_dir_all(s.dir.path().join("notes")).unwrap();
+    std::fs::create_dir(s.dir.path().join("notes")).unwrap();
+    std::fs::remove_file(s.dir.path().join("other/c.md")).unwrap();
+    s.write("other/d.md", "delta words");
+    let found = discover(&patterns, &options).unwrap();
+    assert_eq!(found.unseen.len(), 1);
+    assert_eq!(found.unseen[0].why, rag_ingest::Unseen::Empty);
+    let report = indexer.index("notes", source_of(&found)).await.unwrap();
+    assert_eq!(report.removed, ["other/c.md"], "what the walk saw go is deleted");
+    let kept: Vec<&str> = report.kept.iter().map(|k| k.path.as_str()).collect();
+    assert_eq!(kept, ["notes/a.md", "notes/sub/b.md"]);
+    assert!(report.kept[0].reason.contains("empty"), "{}", report.kept[0].reason);
+    let stored: Vec<String> = s.backend.file_states("notes").await.unwrap().into_iter().map(|f| f.path).collect();
+    assert_eq!(stored, ["notes/a.md", "notes/sub/b.md", "other/d.md"]);
+}

@@ -12,7 +12,7 @@ use rag_core::backend::VectorBackend;
 use rag_core::index::{IndexOptions, Indexer};
 use rag_core::store::{StoreConfig, validate_store_name};
 use rag_embed_ollama::DEFAULT_MODEL;
-use rag_ingest::{DiscoverOptions, FileSource, TextChunker, discover};
+use rag_ingest::{DiscoverOptions, FileSource, TextChunker, Unseen, UnseenFolder, discover};
 
 use crate::backends::Backend;
 use crate::cli::IndexArgs;
@@ -49,6 +49,10 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
 
     let setup = index_setup(&args, &backend, existing.as_ref()).await?;
     let progress = Progress::new(!(quiet || args.json) && std::io::stderr().is_terminal());
+    // A folder the walk could not read fails the run; an empty one only when
+    // it held stored files (those are reported as kept).
+    let unreadable: Vec<UnseenFolder> =
+        discovery.unseen.iter().filter(|u| matches!(u.why, Unseen::Unreadable(_))).cloned().collect();
     let source = Arc::new(setup.source(discovery));
     let report = if args.dry_run {
         setup.indexer.plan(&args.store, source).await
@@ -66,10 +70,21 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
     } else {
         print!("{}", output::index_text(&report, backend.name(), verbose > 0));
     }
-    if report.failed.is_empty() {
+    for folder in &unreadable {
+        eprintln!("error: {}: {}", folder.path.display(), folder.reason());
+    }
+    if !report.kept.is_empty() {
+        eprintln!(
+            "error: {} stored file(s) were not seen by this run and were kept, not deleted (see above)",
+            report.kept.len()
+        );
+    }
+    if !report.failed.is_empty() {
+        eprintln!("error: {} file(s) failed; their previous chunks, if any, were kept", report.failed.len());
+    }
+    if report.failed.is_empty() && report.kept.is_empty() && unreadable.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: {} file(s) failed; their previous chunks, if any, were kept", report.failed.len());
         Ok(ExitCode::FAILURE)
     }
 }
@@ -165,6 +180,7 @@ pub async fn index_setup(
     let options = IndexOptions::new()
         .with_force(args.force)
         .with_prune(!args.no_prune)
+        .with_mass_removal(args.allow_mass_delete)
         .with_metric(args.metric.into())
         .with_max_file_size(args.max_file_size);
     let indexer = match embedder {

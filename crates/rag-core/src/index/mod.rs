@@ -176,14 +176,21 @@ impl Indexer {
         let mut report = IndexReport { store: store.to_string(), dry_run, ..IndexReport::default() };
         let items = source.items();
         let found: HashSet<&str> = items.iter().map(|item| item.path.as_str()).collect();
-        let removed: Vec<&FileState> = if options.prune {
-            let mut removed: Vec<&FileState> =
-                states.values().filter(|s| !found.contains(s.path.as_str()) && source.covers(&s.path)).collect();
-            removed.sort_by(|a, b| a.path.cmp(&b.path));
-            removed
-        } else {
-            Vec::new()
-        };
+        // Stored files the source no longer lists: deleted where it covers
+        // them, kept (and said) where it cannot see them.
+        let mut removed: Vec<&FileState> = Vec::new();
+        for state in states.values().filter(|s| !found.contains(s.path.as_str())) {
+            if let Some(reason) = source.keeps(&state.path) {
+                report.kept.push(FileProblem { path: state.path.clone(), reason, kind: ProblemKind::Kept });
+            } else if options.prune && source.covers(&state.path) {
+                removed.push(state);
+            }
+        }
+        removed.sort_by(|a, b| a.path.cmp(&b.path));
+        report.kept.sort_by(|a, b| a.path.cmp(&b.path));
+        if !dry_run {
+            check_removal(store, removed.len(), states.len(), options)?;
+        }
 
         observer.planned(items.len());
         let (tx, rx) = mpsc::channel(16);
@@ -390,6 +397,21 @@ impl Indexer {
             }
         }
     }
+}
+
+/// Fewest deletions that [`check_removal`] questions: small stores and
+/// ordinary clean-ups are never stopped.
+pub const MASS_REMOVAL_MIN_FILES: usize = 20;
+
+/// Refuses a run that would delete the chunks of more than half of a store's
+/// files (and at least [`MASS_REMOVAL_MIN_FILES`]) unless
+/// [`IndexOptions::allow_mass_removal`] says so: a wrong root or a lost mount
+/// should not empty a store, as rsync's `--max-delete` guards a mirror.
+fn check_removal(store: &str, removing: usize, stored: usize, options: &IndexOptions) -> Result<()> {
+    if options.allow_mass_removal || removing < MASS_REMOVAL_MIN_FILES || removing * 2 <= stored {
+        return Ok(());
+    }
+    Err(Error::MassRemoval { store: store.to_string(), removing, stored })
 }
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ pub struct IndexOptions {
     pub write_interval: std::time::Duration,
     /// Files larger than this many bytes are skipped with a reason.
     pub max_file_size: u64,
+    /// Let a run delete the chunks of more than half of a store's files (and
+    /// at least [`MASS_REMOVAL_MIN_FILES`](super::MASS_REMOVAL_MIN_FILES));
+    /// without it such a run is refused with
+    /// [`Error::MassRemoval`](crate::Error::MassRemoval) before it changes anything.
+    pub allow_mass_removal: bool,
     /// Embed each chunk with its heading path in front (markdown sections,
     /// slides, sheets), so a short section keeps its context. The path is
     /// stored either way.
@@ -43,6 +48,7 @@ impl Default for IndexOptions {
             write_batch_size: None,
             write_interval: std::time::Duration::from_secs(2),
             max_file_size: 50 * 1024 * 1024,
+            allow_mass_removal: false,
             embed_headings: true,
         }
     }
@@ -87,6 +93,12 @@ impl IndexOptions {
     /// Files larger than this many bytes are skipped with a reason.
     pub fn with_max_file_size(mut self, bytes: u64) -> Self {
         self.max_file_size = bytes;
+        self
+    }
+
+    /// Let the run delete most of a store's files.
+    pub fn with_mass_removal(mut self, allow: bool) -> Self {
+        self.allow_mass_removal = allow;
         self
     }
 

@@ -32,6 +32,9 @@ pub enum ProblemKind {
     Failed,
     /// Indexed, with a caveat (lossy decoding).
     Note,
+    /// Stored, not seen by this run, and kept: the source could not see
+    /// where it lives ([`Source::keeps`](crate::source::Source::keeps)).
+    Kept,
 }
 
 /// What an index run did (or, with `dry_run`, would do).
@@ -56,6 +59,9 @@ pub struct IndexReport {
     pub failed: Vec<FileProblem>,
     /// Files indexed with a caveat (lossy decoding).
     pub notes: Vec<FileProblem>,
+    /// Stored files this run could not see and kept rather than deleted
+    /// (an unreadable or empty folder): the caller should say so and fail.
+    pub kept: Vec<FileProblem>,
     /// Chunks embedded (or, in a dry run, that would be).
     pub chunks_embedded: usize,
     /// Chunks deleted (stale chunks of changed files and chunks of removed files).

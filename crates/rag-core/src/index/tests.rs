@@ -209,3 +209,72 @@ async fn a_planner_says_what_would_change_with_no_embedder_and_writes_nothing() 
     let refused = planner.index("notes", Arc::new(notes)).await.unwrap_err();
     assert!(matches!(refused, Error::InvalidInput(_)), "{refused}");
 }
+
+/// A source over part of `notes/` that cannot see into `notes/lost/`.
+struct Blind(MemorySource);
+
+impl Source for Blind {
+    fn items(&self) -> Vec<SourceItem> {
+        self.0.items()
+    }
+    fn covers(&self, path: &str) -> bool {
+        self.0.covers(path)
+    }
+    fn keeps(&self, path: &str) -> Option<String> {
+        path.starts_with("notes/lost/").then(|| "the folder cannot be read".to_string())
+    }
+    fn read(&self, item: &SourceItem, max_bytes: u64) -> std::result::Result<Vec<u8>, SourceError> {
+        self.0.read(item, max_bytes)
+    }
+    fn decode(&self, item: &SourceItem, bytes: &[u8]) -> std::result::Result<Document, SourceError> {
+        self.0.decode(item, bytes)
+    }
+}
+
+#[tokio::test]
+async fn what_the_source_cannot_see_is_kept_and_reported_not_deleted() {
+    let s = Setup::new();
+    let mut notes = MemorySource::covering("notes/");
+    for path in ["notes/a", "notes/lost/b", "notes/lost/c", "notes/d"] {
+        notes.insert(path, Document::new(format!("text of {path}"), "text"));
+    }
+    s.index(notes.clone()).await;
+    // The lost folder's files and d are gone from the listing; only d is deleted.
+    for path in ["notes/lost/b", "notes/lost/c", "notes/d"] {
+        notes.remove(path);
+    }
+    let report = s.index(Blind(notes)).await;
+    assert_eq!(report.removed, ["notes/d"]);
+    let kept: Vec<(&str, ProblemKind)> = report.kept.iter().map(|k| (k.path.as_str(), k.kind)).collect();
+    assert_eq!(kept, [("notes/lost/b", ProblemKind::Kept), ("notes/lost/c", ProblemKind::Kept)]);
+    assert_eq!(s.paths().await, ["notes/a", "notes/lost/b", "notes/lost/c"]);
+}
+
+#[tokio::test]
+async fn deleting_most_of_a_store_needs_to_be_allowed() {
+    let s = Setup::new();
+    let mut notes = MemorySource::new();
+    for i in 0..30 {
+        notes.insert(format!("n{i:02}"), Document::new(format!("note {i}"), "text"));
+    }
+    s.index(notes.clone()).await;
+    let mut fewer = MemorySource::new();
+    for i in 0..8 {
+        fewer.insert(format!("n{i:02}"), Document::new(format!("note {i}"), "text"));
+    }
+    let indexer = Indexer::new(s.embedder.clone(), s.backend.clone(), Arc::new(Paragraphs));
+    let refused = indexer.index("notes", Arc::new(fewer.clone())).await.unwrap_err();
+    assert!(matches!(refused, Error::MassRemoval { removing: 22, stored: 30, .. }), "{refused}");
+    assert_eq!(s.paths().await.len(), 30, "nothing changed");
+    // A plan says what would happen, without refusing.
+    assert_eq!(indexer.plan("notes", Arc::new(fewer.clone())).await.unwrap().removed.len(), 22);
+    // Half or fewer, or fewer than 20 files, needs nothing.
+    let mut half = fewer.clone();
+    for i in 8..15 {
+        half.insert(format!("n{i:02}"), Document::new(format!("note {i}"), "text"));
+    }
+    assert_eq!(indexer.index("notes", Arc::new(half)).await.unwrap().removed.len(), 15);
+    let allowed = indexer.with_options(IndexOptions::new().with_mass_removal(true));
+    assert_eq!(allowed.index("notes", Arc::new(MemorySource::new())).await.unwrap().removed.len(), 15);
+    assert!(s.paths().await.is_empty());
+}
