@@ -1033,3 +1033,66 @@ fn an_empty_root_keeps_the_store_and_mass_deletion_needs_a_flag() {
     assert!(allowed.stdout().contains("25 removed"), "{}", allowed.stdout());
     assert_eq!(count(&ws), Some(5));
 }
+
+#[test]
+fn files_holding_credentials_are_never_indexed_or_embedded() {
+    let ws = Workspace::new();
+    // Credentials are split in the source, so this test file holds none itself.
+    let aws_key = format!("{}{}", "AKIA", "Q3EGRXN5QDEFGHJK");
+    let github_token = format!("gh{}_{}", "p", "0123456789abcdefghijABCDEFGHIJ012345");
+    let private_key = format!("-----BEGIN OPENSSH {}-----\nb3BlbnNzaC1rZXktdjEAAAAA\n", "PRIVATE KEY");
+    ws.write("notes/kites.md", "# Kites\n\nKites fly in steady wind.\n");
+    ws.write("notes/deploy.md", format!("# Deploy\n\nUse the key {aws_key} for the bucket.\n"));
+    ws.write("src/client.py", format!("TOKEN = \"{github_token}\"\nprint('kites')\n"));
+    ws.write("keys/id_ed25519", &private_key);
+    ws.write("keys/server.pem", &private_key);
+    ws.write("infra/main.tfstate", "{\"version\": 4, \"resources\": []}\n");
+    ws.write("config/credentials.json", "{\"token\": \"kites\"}\n");
+    ws.write(".env", "PASSWORD=kites\n");
+    ws.write(".ssh/config", "Host kites\n");
+
+    for hidden in [false, true] {
+        let mut args = vec!["index", ".", "--store", "notes", "--json"];
+        if hidden {
+            args.push("--hidden");
+        }
+        let run = ws.rag(&args);
+        run.assert_ok();
+        let report: Value = serde_json::from_str(&run.stdout()).unwrap();
+        let secret: Vec<&str> = report["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "secret")
+            .map(|p| p["path"].as_str().unwrap())
+            .collect();
+        let mut expected = vec![
+            "config/credentials.json",
+            "infra/main.tfstate",
+            "keys/id_ed25519",
+            "keys/server.pem",
+            "notes/deploy.md",
+            "src/client.py",
+        ];
+        if hidden {
+            expected.extend([".env", ".ssh/config"]);
+            expected.sort();
+        }
+        assert_eq!(secret, expected, "hidden: {hidden}: {}", run.stdout());
+        let reason = report["skipped"].as_array().unwrap().iter().find(|p| p["path"] == "notes/deploy.md").unwrap();
+        assert!(reason["reason"].as_str().unwrap().contains("holds an AWS access key"), "{reason}");
+    }
+    let stored: Vec<String> = ws.records("notes").into_iter().map(|(c, _)| c.source_path).collect();
+    assert_eq!(stored, ["notes/kites.md"]);
+    let sent = ws.ollama.all_inputs().join("\n");
+    for secret in [&aws_key, &github_token, "PRIVATE KEY", "PASSWORD"] {
+        assert!(!sent.contains(secret), "{secret} reached the embedder");
+    }
+
+    // A stored file that comes to hold a credential leaves the store.
+    ws.write("notes/kites.md", format!("# Kites\n\nKites fly in steady wind. {github_token}\n"));
+    let run = ws.rag(&["index", ".", "--store", "notes"]);
+    run.assert_ok();
+    assert!(run.stdout().contains("skipped: notes/kites.md: holds a GitHub token"), "{}", run.stdout());
+    assert!(ws.records("notes").is_empty());
+}

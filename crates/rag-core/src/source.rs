@@ -32,7 +32,8 @@ impl SourceItem {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
-    /// The item is larger than the run allows; it is skipped, its old chunks kept.
+    /// The item is larger than the run allows; it is skipped and its old
+    /// chunks, if any, are deleted.
     #[error("{size} bytes is over the size limit of {limit}")]
     TooLarge {
         /// Its size in bytes.
@@ -43,6 +44,12 @@ pub enum SourceError {
     /// The item is not something to index (binary data); it is skipped.
     #[error("{0}")]
     Skip(String),
+    /// The item holds, or is named like it holds, credentials (a private
+    /// key, a token, a cloud credentials file): it is skipped, its old chunks
+    /// deleted, and its text reaches no embedder or backend. The reason names
+    /// the rule.
+    #[error("{0}")]
+    Secret(String),
     /// The bytes could not be fetched (I/O): the item fails this run and is
     /// tried again next run.
     #[error("{0}")]

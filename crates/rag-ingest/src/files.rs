@@ -6,6 +6,7 @@ use rag_core::source::{Document, Source, SourceError, SourceItem};
 
 use crate::discover::{Discovery, UnseenFolder};
 use crate::extract::{DocumentConverter, ExtractError, InProcess, extract_with};
+use crate::secrets::{secret_content_rule, secret_file_rule};
 
 /// The files a [`discover`](crate::discover) walk found, as a [`Source`]:
 /// each read from disk, decoded by [`extract_with`] (documents converted by
@@ -71,6 +72,10 @@ impl Source for FileSource {
     }
 
     fn read(&self, item: &SourceItem, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
+        // A file named like credentials is not even read.
+        if let Some(rule) = secret_file_rule(&item.path) {
+            return Err(SourceError::Secret(format!("looks like {rule}; files that hold credentials are not indexed")));
+        }
         let path = self.file(item)?;
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         if size > max_bytes {
@@ -81,7 +86,13 @@ impl Source for FileSource {
 
     fn decode(&self, item: &SourceItem, bytes: &[u8]) -> Result<Document, SourceError> {
         match extract_with(self.file(item)?, bytes, self.converter.as_ref()) {
-            Ok(document) => Ok(document),
+            // What a document says, not only its name, keeps it out.
+            Ok(document) => match secret_content_rule(document.text.as_bytes()) {
+                Some(rule) => {
+                    Err(SourceError::Secret(format!("holds {rule}; files that hold credentials are not indexed")))
+                }
+                None => Ok(document),
+            },
             Err(err @ ExtractError::Binary) => Err(SourceError::Skip(err.to_string())),
             Err(err) => Err(SourceError::Unreadable(err.to_string())),
         }

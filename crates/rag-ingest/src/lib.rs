@@ -48,6 +48,7 @@ mod documents;
 mod extract;
 mod files;
 mod markdown;
+mod secrets;
 
 pub use chunk::TextChunker;
 pub use discover::{
@@ -63,3 +64,4 @@ pub use files::FileSource;
 pub use markdown::{
     Heading, front_matter, front_matter_tags, heading_path, heading_paths, headings, inline_tags, wikilinks,
 };
+pub use secrets::{secret_content_rule, secret_file_rule};

@@ -34,6 +34,7 @@ struct Shared {
     failures: VecDeque<(u16, String)>,
     stats: Stats,
     last_inputs: Vec<String>,
+    all_inputs: Vec<String>,
     last_request: Value,
 }
 
@@ -61,6 +62,7 @@ impl FakeOllama {
             failures: VecDeque::new(),
             stats: Stats::default(),
             last_inputs: Vec::new(),
+            all_inputs: Vec::new(),
             last_request: Value::Null,
         }));
         let app = Router::new()
@@ -90,6 +92,11 @@ impl FakeOllama {
     /// The inputs of the last embed request, as sent.
     pub fn last_inputs(&self) -> Vec<String> {
         self.shared.lock().unwrap().last_inputs.clone()
+    }
+
+    /// Every input embedded since the server started, as sent.
+    pub fn all_inputs(&self) -> Vec<String> {
+        self.shared.lock().unwrap().all_inputs.clone()
     }
 
     /// The JSON body of the last embed request.
@@ -160,6 +167,7 @@ async fn embed(State(shared): State<Arc<Mutex<Shared>>>, body: String) -> Respon
     shared.stats.embed_requests += 1;
     shared.stats.embedded_texts += inputs.len();
     shared.last_inputs = inputs.clone();
+    shared.all_inputs.extend(inputs.iter().cloned());
     let embeddings: Vec<Vec<f32>> = inputs.iter().map(|t| embed_text(t, dimension)).collect();
     let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
     Json(json!({

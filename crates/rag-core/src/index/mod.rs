@@ -399,7 +399,8 @@ impl Indexer {
     }
 }
 
-/// Fewest deletions that [`check_removal`] questions: small stores and
+/// Fewest deletions a run is refused for (with more than half of a store's
+/// files, unless [`IndexOptions::allow_mass_removal`]): small stores and
 /// ordinary clean-ups are never stopped.
 pub const MASS_REMOVAL_MIN_FILES: usize = 20;
 

@@ -74,6 +74,9 @@ pub(super) fn prepare(
         Err(SourceError::Skip(reason)) => {
             return FileEvent::Skipped { path, reason, old_keys, kind: ProblemKind::Skipped };
         }
+        Err(SourceError::Secret(reason)) => {
+            return FileEvent::Skipped { path, reason, old_keys, kind: ProblemKind::Secret };
+        }
         Err(err) => return failed(path, format!("cannot read: {err}")),
     };
     let hash = blake3::hash(&bytes).to_hex().to_string();
@@ -105,6 +108,9 @@ pub(super) fn prepare(
         Ok(Ok(document)) => document,
         Ok(Err(SourceError::Skip(reason))) => {
             return FileEvent::Skipped { path, reason, old_keys, kind: ProblemKind::Skipped };
+        }
+        Ok(Err(SourceError::Secret(reason))) => {
+            return FileEvent::Skipped { path, reason, old_keys, kind: ProblemKind::Secret };
         }
         // A damaged or locked document fails (exit status 1); its old chunks
         // stay, and the store remembers it so it is read again only once it changes.

@@ -32,6 +32,8 @@ pub enum ProblemKind {
     Failed,
     /// Indexed, with a caveat (lossy decoding).
     Note,
+    /// Holds, or is named like it holds, credentials; skipped, old chunks deleted.
+    Secret,
     /// Stored, not seen by this run, and kept: the source could not see
     /// where it lives ([`Source::keeps`](crate::source::Source::keeps)).
     Kept,
