@@ -115,10 +115,14 @@ fn reindex_sends_no_put_and_changes_touch_only_their_files() {
     assert_eq!(s3.ws.ollama.stats().embedded_texts, 0);
     assert!(s3.fake.calls("ListVectors") >= 1, "state read from the index itself");
 
-    s3.ws.write("docs/usage.md", sections("usage", 1));
+    // src/ is now empty: its file is kept unless the deletion is confirmed.
     s3.ws.remove("src/lib.rs");
+    let kept = s3.index(&[]);
+    kept.assert_code(1);
+    assert!(kept.stdout().contains("kept: src/lib.rs") && kept.stdout().contains("0 removed"), "{}", kept.stdout());
+    s3.ws.write("docs/usage.md", sections("usage", 1));
     s3.fake.reset_calls();
-    let run = s3.index(&[]);
+    let run = s3.index(&["--allow-mass-delete"]);
     run.assert_ok();
     assert!(run.stdout().contains("1 changed") && run.stdout().contains("1 removed"), "{}", run.stdout());
     let put: Vec<String> = s3

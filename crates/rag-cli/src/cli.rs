@@ -157,8 +157,10 @@ pub struct IndexArgs {
     pub no_prune: bool,
 
     /// Let this run delete the chunks of more than half of the store's files
-    /// (when that is 20 files or more); without it such a run is refused and
-    /// changes nothing, in case a root or a mount is wrong.
+    /// (when that is 20 files or more), and of files stored from a folder
+    /// that is now empty; without it such files are kept (an empty folder,
+    /// the run exits 1) or the run is refused, in case a root or a mount is
+    /// wrong.
     #[arg(long)]
     pub allow_mass_delete: bool,
 

@@ -125,6 +125,17 @@ pub struct Discovery {
     pub unmatched: Vec<String>,
 }
 
+impl Discovery {
+    /// Takes folders found empty at their word: what was stored from them is
+    /// pruned like any file that is gone (for a caller told that the files
+    /// were deleted on purpose). Unreadable folders stay unseen.
+    pub fn trust_empty_folders(&mut self) {
+        let unseen = |folder: &UnseenFolder| !matches!(folder.why, Unseen::Empty);
+        self.unseen.retain(unseen);
+        self.scope.unseen.retain(unseen);
+    }
+}
+
 /// Finds the files named by `patterns`: files (taken whatever their type),
 /// folders (walked for the formats `rag` knows) and globs such as
 /// `"docs/**/*.{md,txt}"` (any matching file).

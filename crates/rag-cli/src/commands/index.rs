@@ -31,8 +31,12 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
         Some(root) => root.clone(),
         None => std::env::current_dir().context("cannot read the current folder")?,
     };
-    let discovery =
+    let mut discovery =
         discover(&args.paths, &DiscoverOptions { root: root.clone(), hidden: args.hidden, no_ignore: args.no_ignore })?;
+    if args.allow_mass_delete {
+        // Told the files are gone on purpose: an empty folder is taken at its word.
+        discovery.trust_empty_folders();
+    }
     for warning in &discovery.warnings {
         tracing::warn!("{warning}");
     }
@@ -75,7 +79,8 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
     }
     if !report.kept.is_empty() {
         eprintln!(
-            "error: {} stored file(s) were not seen by this run and were kept, not deleted (see above)",
+            "error: {} stored file(s) were not seen by this run and were kept, not deleted (see above); \
+             if they were deleted on purpose, run again with --allow-mass-delete",
             report.kept.len()
         );
     }
