@@ -213,7 +213,7 @@ pub struct IndexArgs {
 /// `rag mcp`.
 #[derive(Debug, Args)]
 pub struct McpArgs {
-    /// Stores `search` uses when a call names none (repeatable) [default: every store].
+    /// The only stores to serve (repeatable); any other is refused [default: every store].
     #[arg(short, long = "store", value_name = "STORE")]
     pub stores: Vec<String>,
 

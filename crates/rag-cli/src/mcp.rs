@@ -47,7 +47,7 @@ pub struct McpOptions {
     pub backend: BackendArgs,
     /// Where embeddings come from.
     pub embedder: EmbedderArgs,
-    /// The stores `search` uses by default; empty means every store.
+    /// The only stores served (others are refused); empty means every store.
     pub stores: Vec<String>,
 }
 
@@ -61,7 +61,8 @@ pub struct RagServer {
 struct State {
     /// Backends, stores and embedder clients, opened once and kept between calls.
     session: Session,
-    /// The stores `search` uses by default; empty means every store.
+    /// The stores `search` uses when a call names none (the served ones);
+    /// empty means every store.
     stores: Vec<String>,
 }
 
@@ -146,7 +147,8 @@ impl RagServer {
     /// A server over the stores of `options`.
     pub fn new(options: McpOptions) -> Self {
         let McpOptions { data_dir, backend, embedder, stores } = options;
-        let state = State { session: Session::new(data_dir, backend, embedder), stores };
+        let session = Session::new(data_dir, backend, embedder).serving_only(stores.clone());
+        let state = State { session, stores };
         Self { state: Arc::new(state), tool_router: Self::tool_router() }
     }
 

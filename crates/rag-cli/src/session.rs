@@ -33,6 +33,8 @@ pub struct Session {
     stores: Mutex<HashMap<String, Store>>,
     /// One query embedder per model.
     embedders: Mutex<HashMap<String, Arc<dyn Embedder>>>,
+    /// The only stores this session may open, when limited (`rag mcp --store`).
+    only: Option<Vec<String>>,
 }
 
 impl Session {
@@ -46,7 +48,15 @@ impl Session {
             backends: Mutex::default(),
             stores: Mutex::default(),
             embedders: Mutex::default(),
+            only: None,
         }
+    }
+
+    /// The same session limited to `stores` (none: no limit): any other
+    /// store is refused by name, and the store list holds only these.
+    pub fn serving_only(mut self, stores: Vec<String>) -> Self {
+        self.only = (!stores.is_empty()).then_some(stores);
+        self
     }
 
     /// The data folder (local stores and the records of remote ones).
@@ -71,6 +81,12 @@ impl Session {
     /// flags name and, when that is the local one, the remote stores used
     /// from this machine.
     pub async fn all_stores(&self) -> Result<Vec<String>> {
+        if let Some(only) = &self.only {
+            let mut names = only.clone();
+            names.sort();
+            names.dedup();
+            return Ok(names);
+        }
         let backend = self.backend(None).await?;
         let mut names = backend.as_dyn().list_stores().await?;
         if backend.remote().is_none() {
@@ -96,6 +112,9 @@ impl Session {
     /// The store `name`, opened on first use (its name checked and its
     /// settings read once). A missing store is named with the stores there are.
     pub async fn store(&self, name: &str) -> Result<Store> {
+        if let Some(only) = self.only.as_ref().filter(|only| !only.iter().any(|s| s == name)) {
+            bail!("store {name:?} is not served here (this server serves {})", only.join(", "));
+        }
         if let Some(store) = self.stores.lock().await.get(name) {
             return Ok(store.clone());
         }
@@ -167,6 +186,28 @@ pub fn combine_filters(filter: Option<Filter>, folder: Option<&str>, extensions:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rag_backend_local::LocalBackend;
+    use rag_core::backend::VectorBackend;
+    use rag_core::store::StoreConfig;
+
+    #[tokio::test]
+    async fn a_limited_session_serves_only_its_stores_and_names_them() {
+        let data = tempfile::tempdir().unwrap();
+        let local = LocalBackend::new(data.path());
+        for name in ["alpha", "bravo"] {
+            local.create_store(&StoreConfig::new(name, "toy", 2)).await.unwrap();
+        }
+        let open = Session::new(data.path().into(), BackendArgs::default(), EmbedderArgs::default());
+        assert_eq!(open.all_stores().await.unwrap(), ["alpha", "bravo"]);
+        let limited = Session::new(data.path().into(), BackendArgs::default(), EmbedderArgs::default())
+            .serving_only(vec!["alpha".into()]);
+        assert_eq!(limited.all_stores().await.unwrap(), ["alpha"]);
+        assert_eq!(limited.store("alpha").await.unwrap().config().model, "toy");
+        let refused = limited.store("bravo").await.unwrap_err().to_string();
+        assert_eq!(refused, "store \"bravo\" is not served here (this server serves alpha)");
+        let missing = open.store("charlie").await.unwrap_err().to_string();
+        assert!(missing.contains("not found on the local backend (stores: alpha, bravo)"), "{missing}");
+    }
 
     #[test]
     fn filters_combine_into_one_and_none_is_none() {
