@@ -163,6 +163,27 @@ fn an_unreadable_document_is_remembered_on_this_machine_for_an_s3_store() {
 }
 
 #[test]
+fn a_file_s3_cannot_hold_fails_alone_and_huge_front_matter_is_dropped_not_fatal() {
+    let s3 = S3::new();
+    // A path whose folders pass the 2 KB of filterable metadata.
+    let deep = format!("docs/folder-name{}/deep.md", "/folder-name".repeat(40));
+    s3.ws.write(&deep, "# Deep\n\nfar down\n");
+    // Front matter of 30 KB: kept on no chunk, the note still indexed.
+    let fields: String = (0..1_000).map(|i| format!("field{i}: {}\n", "v".repeat(20))).collect();
+    s3.ws.write("docs/big.md", format!("---\ntitle: Big\n{fields}---\n# Big\n\nbody of the big note\n"));
+    let run = s3.index(&[]);
+    run.assert_code(1);
+    let stdout = run.stdout();
+    assert!(stdout.contains(&format!("failed: {deep}: chunk 0 cannot be stored")), "{stdout}");
+    assert!(stdout.contains("too long or too deep"), "{stdout}");
+    let json = s3.query("body of the big note", &["-k", "100"]);
+    let big = json["results"].as_array().unwrap().iter().find(|r| r["file_path"] == "docs/big.md").unwrap();
+    assert!(big["content"].as_str().unwrap().contains("body of the big note"), "{big}");
+    assert!(paths(&json).contains(&"docs/install.md".to_string()));
+    assert!(!paths(&json).contains(&deep));
+}
+
+#[test]
 fn hybrid_on_s3_vectors_reranks_vector_candidates_and_says_so() {
     let s3 = S3::new();
     s3.index(&[]).assert_ok();

@@ -534,6 +534,10 @@ impl VectorBackend for S3VectorsBackend {
         }
     }
 
+    fn refuses(&self, chunk: &rag_core::store::Chunk) -> Option<String> {
+        crate::convert::refusal(chunk)
+    }
+
     async fn write(&self, store: &str, batch: WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());

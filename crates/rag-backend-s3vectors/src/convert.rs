@@ -46,32 +46,72 @@ pub fn document_to_json(doc: &Document) -> Value {
     }
 }
 
-/// The metadata stored with a record's vector, checked against the service's
-/// limits; the chunk text is shortened (and marked) if the 40 KB limit needs it.
+/// Bytes kept free for the JSON around the text and its escaping.
+const METADATA_SLACK: usize = 1024;
+
+/// Why a chunk cannot be stored at all: its filterable metadata (path,
+/// folders, language, positions) passes S3 Vectors' 2 KB limit. Everything
+/// else is made to fit by [`record_metadata`].
+pub fn refusal(chunk: &Chunk) -> Option<String> {
+    // The widest indexing time, so the check holds whenever it is written.
+    let filterable = Value::Object(filter_metadata(chunk, i64::MIN)).to_string().len();
+    (filterable > MAX_FILTERABLE_BYTES).then(|| {
+        format!(
+            "its filterable metadata (path and folders) takes {filterable} bytes, over S3 Vectors' limit of \
+             {MAX_FILTERABLE_BYTES}: the path is too long or too deep for this store"
+        )
+    })
+}
+
+/// The metadata stored with a record's vector, within the service's limits:
+/// when the chunk's own metadata (front matter) leaves no room it is dropped
+/// and marked (`metadata_truncated`), and the chunk text is shortened and
+/// marked (`text_truncated`) if the 40 KB limit needs it. `Err` only when
+/// the filterable part alone is over its 2 KB limit ([`refusal`]).
 pub fn record_metadata(record: &VectorRecord) -> Result<Value> {
     let chunk = &record.chunk;
+    if let Some(reason) = refusal(chunk) {
+        return Err(Error::InvalidInput(format!("chunk {} of {}: {reason}", chunk.chunk_index, chunk.source_path)));
+    }
     let mut map = filter_metadata(chunk, record.indexed_at);
     let filterable = Value::Object(map.clone()).to_string().len();
-    if filterable > MAX_FILTERABLE_BYTES {
-        return Err(Error::InvalidInput(format!(
-            "chunk {} of {}: its filterable metadata takes {filterable} bytes, over S3 Vectors' limit of \
-             {MAX_FILTERABLE_BYTES} (the path is too long or too deep)",
-            chunk.chunk_index, chunk.source_path
-        )));
-    }
     let mut extra = Map::new();
     extra.insert("byte_start".into(), chunk.byte_start.into());
     extra.insert("byte_end".into(), chunk.byte_end.into());
+    let fixed = |extra: &Map<String, Value>| {
+        filterable
+            .saturating_add(METADATA_SLACK)
+            .saturating_add(chunk.content_hash.len())
+            // Stored as a string: its JSON is escaped once more.
+            .saturating_add(Value::from(Value::Object(extra.clone()).to_string()).to_string().len())
+    };
     if !chunk.metadata.is_empty() {
-        extra.insert("metadata".into(), Value::Object(chunk.metadata.clone()));
-    }
-    let budget = MAX_METADATA_BYTES - filterable - 1024 - Value::Object(extra.clone()).to_string().len();
-    let text = if chunk.text.len() > budget {
-        let mut cut = budget;
-        while !chunk.text.is_char_boundary(cut) {
-            cut -= 1;
+        let mut with = extra.clone();
+        with.insert("metadata".into(), Value::Object(chunk.metadata.clone()));
+        // The chunk's own metadata may take at most half of what is left.
+        if fixed(&with) <= MAX_METADATA_BYTES / 2 {
+            extra = with;
+        } else {
+            extra.insert("metadata_truncated".into(), true.into());
         }
+    }
+    let budget = MAX_METADATA_BYTES.saturating_sub(fixed(&extra).saturating_add(32));
+    // JSON escaping can double a character's bytes (or more, for control
+    // characters): measure the escaped text, not the raw one.
+    let escaped = |text: &str| Value::from(text).to_string().len();
+    let text = if escaped(&chunk.text) > budget {
         extra.insert("text_truncated".into(), true.into());
+        let mut cut = budget.min(chunk.text.len());
+        loop {
+            while !chunk.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if escaped(&chunk.text[..cut]) <= budget {
+                break;
+            }
+            // Shrink by the overshoot; escapes take at most 6 bytes a byte.
+            cut = cut.saturating_sub((escaped(&chunk.text[..cut]) - budget).div_ceil(6).max(1));
+        }
         &chunk.text[..cut]
     } else {
         chunk.text.as_str()
@@ -92,8 +132,10 @@ pub fn chunk_from_metadata(key: &str, metadata: &Value) -> (Chunk, i64) {
     let extra_number =
         |name: &str| extra.get(name).and_then(Value::as_u64).map_or(0, |n| usize::try_from(n).unwrap_or(0));
     let mut chunk_metadata = extra.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
-    if extra.get("text_truncated").and_then(Value::as_bool) == Some(true) {
-        chunk_metadata.insert("text_truncated".into(), true.into());
+    for mark in ["text_truncated", "metadata_truncated"] {
+        if extra.get(mark).and_then(Value::as_bool) == Some(true) {
+            chunk_metadata.insert(mark.into(), true.into());
+        }
     }
     (
         Chunk::new(string("source_path"), number("chunk_index"), string("text"))
@@ -148,9 +190,26 @@ mod tests {
     }
 
     #[test]
+    fn oversized_front_matter_is_dropped_and_marked_and_the_text_still_fits() {
+        let mut huge = record("a.md", &"\u{1}\"é".repeat(20_000));
+        let front_matter: Map<String, Value> =
+            (0..2_000).map(|i| (format!("field{i}"), Value::from("value ".repeat(4)))).collect();
+        huge.chunk.metadata.insert("frontmatter".into(), Value::Object(front_matter));
+        let metadata = record_metadata(&huge).unwrap();
+        assert!(metadata.to_string().len() <= MAX_METADATA_BYTES, "{}", metadata.to_string().len());
+        let (chunk, _) = chunk_from_metadata("a.md#2", &metadata);
+        assert_eq!(chunk.metadata.get("metadata_truncated"), Some(&Value::Bool(true)));
+        assert_eq!(chunk.metadata.get("text_truncated"), Some(&Value::Bool(true)));
+        assert!(chunk.metadata.get("frontmatter").is_none());
+        assert!(!chunk.text.is_empty() && huge.chunk.text.starts_with(&chunk.text));
+    }
+
+    #[test]
     fn overlong_paths_are_refused_naming_the_file() {
         let path = format!("{}/deep.md", "folder/".repeat(60).trim_end_matches('/'));
         let err = record_metadata(&record(&path, "x")).unwrap_err();
         assert!(err.to_string().contains("deep.md"), "{err}");
+        assert!(refusal(&record(&path, "x").chunk).unwrap().contains("too long or too deep"));
+        assert_eq!(refusal(&record("docs/a.md", "x").chunk), None);
     }
 }

@@ -1,11 +1,14 @@
 //! Document readers in a child process: a converter of untrusted binary
-//! formats (PDF, Office, OpenDocument, EPUB) that panics, aborts, allocates
+//! formats (PDF, Office, OpenDocument, EPUB) and of HTML pages that panics, aborts, allocates
 //! without bound or never returns fails its file only.
 //!
 //! The child is `rag` itself, run as `rag convert-document EXT` (a hidden
 //! subcommand): the document's bytes on stdin, the answer on stdout (`O`
 //! then the markdown, or `E` then the reason). The parent gives it an
-//! address-space limit (Unix) and a time limit, after which it is killed.
+//! address-space limit (Unix), a time limit after which it is killed, and a
+//! bound on what it may answer. On Unix it runs in its own process group, so
+//! a Ctrl-C at the terminal reaches `rag` (which stops cleanly) and not the
+//! reader; on Linux it is killed if `rag` dies.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -13,10 +16,13 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rag_ingest::DocumentConverter;
+use rag_ingest::{ConvertError, DocumentConverter};
 
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "convert-document";
+
+/// Most bytes a reader may answer with: more is refused as unreadable.
+pub const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Runs documents' conversions in child processes with time and memory limits.
 #[derive(Debug, Clone)]
@@ -56,13 +62,31 @@ impl ChildConverter {
         {
             use std::os::unix::process::CommandExt;
             let limit = self.memory_bytes;
+            #[cfg(target_os = "linux")]
+            // SAFETY: getpid is async-signal-safe.
+            let parent = unsafe { libc::getpid() };
             // SAFETY: the closure runs in the forked child before exec and only
-            // calls setrlimit, which is async-signal-safe; it allocates nothing.
+            // calls setrlimit, setpgid, prctl and getppid, which are
+            // async-signal-safe; it allocates nothing.
             unsafe {
                 command.pre_exec(move || {
                     let rlimit = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
                     if libc::setrlimit(libc::RLIMIT_AS, &rlimit) != 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                    // Its own process group: the terminal's Ctrl-C goes to rag only.
+                    if libc::setpgid(0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    #[cfg(target_os = "linux")]
+                    {
+                        // Killed when rag dies, even by SIGKILL.
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        if libc::getppid() != parent {
+                            return Err(std::io::Error::other("rag exited while its reader started"));
+                        }
                     }
                     Ok(())
                 });
@@ -73,24 +97,50 @@ impl ChildConverter {
 }
 
 impl DocumentConverter for ChildConverter {
-    fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, String> {
-        let mut child =
-            self.command(extension).spawn().map_err(|e| format!("cannot start the document reader: {e}"))?;
-        let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+    fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, ConvertError> {
+        let answer = self.run(extension, bytes);
+        // A reader that ends once rag is stopping was cut short, whatever it
+        // died of: its file is read again next run.
+        match answer {
+            Err(ConvertError::Unreadable(reason)) if crate::signals::stopping() => {
+                Err(ConvertError::Interrupted(format!("rag was stopped while the reader ran ({reason})")))
+            }
+            answer => answer,
+        }
+    }
+}
+
+impl ChildConverter {
+    fn run(&self, extension: &str, bytes: &[u8]) -> Result<String, ConvertError> {
+        let unreadable = ConvertError::Unreadable;
+        let mut child = self
+            .command(extension)
+            .spawn()
+            .map_err(|e| ConvertError::Interrupted(format!("cannot start the document reader: {e}")))?;
+        let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             let _ = child.kill();
-            return Err("cannot talk to the document reader".into());
+            let _ = child.wait();
+            return Err(ConvertError::Interrupted("cannot talk to the document reader".into()));
         };
         let input = bytes.to_vec();
         let writer = std::thread::spawn(move || {
             // A reader that dies early closes its end: nothing more to send.
             let _ = stdin.write_all(&input);
         });
-        let reader = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = stdout.read_to_end(&mut out);
-            out
+        let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = std::thread::spawn({
+            let overflowed = Arc::clone(&overflowed);
+            move || {
+                // One byte past the bound tells an answer that is too long.
+                let mut out = Vec::new();
+                let _ = stdout.take(MAX_ANSWER_BYTES + 1).read_to_end(&mut out);
+                if out.len() as u64 > MAX_ANSWER_BYTES {
+                    overflowed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                out
+            }
         });
         let errors = std::thread::spawn(move || {
             let mut out = Vec::new();
@@ -101,7 +151,9 @@ impl DocumentConverter for ChildConverter {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() >= deadline => {
+                Ok(None) if Instant::now() >= deadline || overflowed.load(std::sync::atomic::Ordering::SeqCst) => {
+                    // Out of time, or its answer passed the bound (the reader
+                    // stopped reading while the child still writes).
                     let _ = child.kill();
                     let _ = child.wait();
                     break None;
@@ -110,37 +162,51 @@ impl DocumentConverter for ChildConverter {
                 Err(err) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!("lost the document reader: {err}"));
+                    return Err(ConvertError::Interrupted(format!("lost the document reader: {err}")));
                 }
             }
         };
         let _ = writer.join();
         let out = reader.join().unwrap_or_default();
         let errors = errors.join().unwrap_or_default();
+        if out.len() as u64 > MAX_ANSWER_BYTES {
+            return Err(unreadable(format!(
+                "the reader's text passed {} MiB and was stopped",
+                MAX_ANSWER_BYTES / (1024 * 1024)
+            )));
+        }
         let Some(status) = status else {
-            return Err(format!(
+            return Err(unreadable(format!(
                 "the reader took longer than {} s and was stopped; raise --reader-timeout to give it more",
                 self.timeout.as_secs_f64()
-            ));
+            )));
         };
         if status.success() {
             return match out.split_first() {
                 Some((b'O', text)) => Ok(String::from_utf8_lossy(text).into_owned()),
-                Some((b'E', reason)) => Err(String::from_utf8_lossy(reason).into_owned()),
-                _ => Err("the document reader gave no answer".into()),
+                Some((b'E', reason)) => Err(unreadable(String::from_utf8_lossy(reason).into_owned())),
+                _ => Err(unreadable("the document reader gave no answer".into())),
             };
         }
         let last_error = first_error(&String::from_utf8_lossy(&errors));
         let budget = self.memory_bytes / (1024 * 1024);
         #[cfg(unix)]
         if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
-            return Err(format!(
+            // Signals rag never sends its readers: someone stopped this one.
+            if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(&signal) {
+                return Err(ConvertError::Interrupted(format!("the reader was stopped by signal {signal}")));
+            }
+            return Err(unreadable(format!(
                 "the reader crashed (signal {signal}{}); it may have run out of its {budget} MiB memory budget \
                  (--reader-memory)",
                 last_error.map_or_else(String::new, |e| format!(": {e}"))
-            ));
+            )));
         }
-        Err(format!("the reader crashed ({}{})", status, last_error.map_or_else(String::new, |e| format!(": {e}"))))
+        Err(unreadable(format!(
+            "the reader crashed ({}{})",
+            status,
+            last_error.map_or_else(String::new, |e| format!(": {e}"))
+        )))
     }
 }
 

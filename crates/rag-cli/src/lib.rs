@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod records;
 mod session;
+mod signals;
 mod watch;
 
 use std::io::IsTerminal;
@@ -39,13 +40,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", errors::error_chain(&err));
             ExitCode::FAILURE
         }
-    }
+    };
+    // A run stopped by a signal may leave a file's reader thread waiting on
+    // its child: exit without waiting (the child dies with this process).
+    runtime.shutdown_background();
+    code
 }
 
 /// Log lines on stderr at the level `-v`/`-q` ask for (`RUST_LOG` overrides).

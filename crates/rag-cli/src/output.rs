@@ -316,6 +316,7 @@ pub fn index_text(report: &IndexReport, backend: &str, verbose: bool) -> String 
         for problem in problems {
             let hint = match problem.kind {
                 rag_core::index::ProblemKind::TooLarge => "; raise --max-file-size to index it",
+                rag_core::index::ProblemKind::TooManyChunks => "; raise --max-file-chunks to index it",
                 rag_core::index::ProblemKind::NotReadAgain => "; --force tries it anyway",
                 _ => "",
             };

@@ -6,7 +6,8 @@
 //! still finds are read (and embedded when their content changed), and the
 //! stored files under those paths that it no longer finds are deleted. The
 //! store's write lock is held only during a run, so queries and `rag mcp`
-//! run beside it. SIGINT or SIGTERM stops it between runs, exit status 0.
+//! run beside it. SIGINT or SIGTERM stops it, exit status 0 (130 during the
+//! first run); a run it cuts short keeps what it wrote.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -76,25 +77,6 @@ fn may_matter(rel: &str, args: &IndexArgs) -> bool {
     })
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn stop_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")
-    }
-}
-
 /// One line on stderr for a run that changed something.
 fn update_line(report: &IndexReport, started: Instant) -> Option<String> {
     let (new, changed, removed, failed) =
@@ -161,7 +143,16 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
     let started = Instant::now();
     let discovery = walk(&options)?;
     let files = discovery.files.len();
-    let report = setup.indexer.index(&args.store, Arc::new(setup.source(discovery))).await?;
+    let stop = crate::signals::stop_signal();
+    tokio::pin!(stop);
+    let report = tokio::select! {
+        report = setup.indexer.index(&args.store, Arc::new(setup.source(discovery))) => report?,
+        stopped = &mut stop => {
+            stopped?;
+            eprintln!("stopped during the first run; store {:?} keeps every file written so far", args.store);
+            return Ok(ExitCode::from(crate::signals::INTERRUPTED_EXIT));
+        }
+    };
     remember_index(data_dir, &opened, &args, &root)?;
     eprintln!(
         "indexed {files} files into store {:?}: {} new, {} changed, {} removed, {} failed, {} chunks embedded in {:.1} s",
@@ -179,8 +170,6 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
     let watched: Vec<String> = roots.iter().map(|(p, _)| p.display().to_string()).collect();
     eprintln!("watching {} for changes (Ctrl-C stops)", watched.join(", "));
 
-    let stop = stop_signal();
-    tokio::pin!(stop);
     // Paths changed and not yet indexed: kept across a failed run.
     let mut pending: BTreeSet<String> = BTreeSet::new();
     loop {
@@ -211,14 +200,19 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
         }
         let changed: Vec<String> = pending.iter().cloned().collect();
         let started = Instant::now();
-        let result = async {
+        let run = async {
             let mut discovery = walk(&options)?;
             discovery.files.retain(|file| touches(&changed, &file.rel));
             let source = Touched { files: setup.source(discovery), changed: changed.clone() };
             let report = setup.indexer.index(&args.store, Arc::new(source)).await?;
             anyhow::Ok(report)
-        }
-        .await;
+        };
+        let result = tokio::select! {
+            result = run => result,
+            // Stopped mid-run: what was written stays; the rest is seen by
+            // the next `rag watch` or `rag index`.
+            stopped = &mut stop => { stopped?; break; }
+        };
         match result {
             Ok(report) => {
                 pending.clear();

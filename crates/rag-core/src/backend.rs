@@ -139,6 +139,15 @@ pub trait VectorBackend: Send + Sync {
         Ok(None)
     }
 
+    /// Why this backend cannot store `chunk` at all: a limit of the service
+    /// that no shortening meets (S3 Vectors: a path too long for its
+    /// filterable metadata). The indexer asks before embedding a file, so
+    /// such a file fails alone, named, instead of failing a whole write.
+    /// `None` (the default): it can.
+    fn refuses(&self, _chunk: &Chunk) -> Option<String> {
+        None
+    }
+
     /// What a user can do when [`lexical_query`](Self::lexical_query)
     /// answers `Ok(None)`: part of the message of
     /// [`Error::NoFullTextIndex`].

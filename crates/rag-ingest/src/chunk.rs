@@ -266,7 +266,10 @@ fn segments(text: &str, markdown: bool, target: usize) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut start = 0;
     while text.len() - start > target * 2 {
-        let window_end = (start + target * 2).min(text.len());
+        let mut window_end = (start + target * 2).min(text.len());
+        while !text.is_char_boundary(window_end) {
+            window_end -= 1;
+        }
         let mut best: [Option<usize>; 3] = [None; 3];
         let mut offset = start;
         let mut previous_blank = false;
@@ -592,6 +595,18 @@ mod tests {
         assert_eq!(find("apt").metadata["links"], serde_json::json!(["Packages"]));
         let linux = find("apt");
         assert_eq!(text.lines().nth(linux.line_start - 1).unwrap(), "### Linux");
+    }
+
+    #[test]
+    fn long_lines_of_wide_characters_are_cut_between_characters() {
+        for width in ["é", "\u{fffd}", "😀"] {
+            let text = format!("a{}", width.repeat(40_000));
+            for language in ["text", "markdown"] {
+                let chunks = TextChunker::default().chunk(&text, "x", language);
+                let kept: usize = chunks.iter().map(|c| c.text.chars().count()).sum();
+                assert!(kept >= 40_001, "{width} {language}: {kept}");
+            }
+        }
     }
 
     /// Random documents of every kind: chunking never panics, never loses

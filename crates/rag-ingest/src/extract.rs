@@ -149,6 +149,18 @@ pub enum ExtractError {
     /// The file claims a format but cannot be read as it.
     #[error("cannot read {0}")]
     Unreadable(String),
+    /// Its conversion was cut short from outside; read it again next time.
+    #[error("reading was interrupted: {0}")]
+    Interrupted(String),
+}
+
+impl ExtractError {
+    fn from_conversion(err: ConvertError, what: &str) -> Self {
+        match err {
+            ConvertError::Unreadable(reason) => Self::Unreadable(format!("{what}{reason}")),
+            ConvertError::Interrupted(reason) => Self::Interrupted(reason),
+        }
+    }
 }
 
 /// The interpreter of a `#!` line, as a format name.
@@ -198,36 +210,44 @@ fn notebook_to_markdown(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// HTML as markdown; scripts, styles and other non-content dropped.
-pub(crate) fn html_to_markdown(html: &str) -> Result<String, String> {
-    htmd::HtmlToMarkdown::builder()
-        .skip_tags(vec!["script", "style", "noscript", "template", "svg", "head", "nav", "iframe"])
-        .build()
-        .convert(html)
-        .map_err(|e| e.to_string())
-}
+/// Longest column name repeated on every row; a longer one is cut there
+/// (it stays whole on the `columns:` line).
+const MAX_REPEATED_NAME_CHARS: usize = 64;
+
+/// Most text a table may become: the header repeated on every row can make
+/// a small file huge, so past this the table is refused.
+pub const MAX_TABLE_TEXT_BYTES: usize = 64 * 1024 * 1024;
 
 /// A table as one line per row, each cell named by its column
 /// (`name: Ada | born: 1815`), so every chunk stands alone. Lines match the
-/// file's lines unless a quoted cell spans several.
-fn table_rows(text: &str, delimiter: u8, notes: &mut Vec<String>) -> String {
+/// file's lines unless a quoted cell spans several. `Err` when the text would
+/// pass [`MAX_TABLE_TEXT_BYTES`].
+fn table_rows(text: &str, delimiter: u8, notes: &mut Vec<String>) -> Result<String, String> {
     let mut reader =
         csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).has_headers(true).from_reader(text.as_bytes());
     let headers: Vec<String> = reader.headers().map(|h| h.iter().map(str::to_string).collect()).unwrap_or_default();
     let mut out = format!("columns: {}\n", headers.join(" | "));
+    let names: Vec<String> = headers
+        .iter()
+        .map(|name| match name.char_indices().nth(MAX_REPEATED_NAME_CHARS) {
+            Some((cut, _)) => format!("{}…", &name[..cut]),
+            None => name.clone(),
+        })
+        .collect();
     let mut bad = 0;
     for record in reader.records() {
         match record {
             Ok(record) => {
-                let cells: Vec<String> = record
-                    .iter()
-                    .enumerate()
-                    .map(|(i, value)| match headers.get(i) {
-                        Some(name) if !name.is_empty() => format!("{name}: {}", value.replace('\n', " ")),
-                        _ => value.replace('\n', " "),
-                    })
-                    .collect();
-                out.push_str(&cells.join(" | "));
+                for (i, value) in record.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(" | ");
+                    }
+                    if let Some(name) = names.get(i).filter(|n| !n.is_empty()) {
+                        out.push_str(name);
+                        out.push_str(": ");
+                    }
+                    out.push_str(&value.replace('\n', " "));
+                }
                 out.push('\n');
             }
             Err(_) => {
@@ -235,11 +255,17 @@ fn table_rows(text: &str, delimiter: u8, notes: &mut Vec<String>) -> String {
                 out.push('\n');
             }
         }
+        if out.len() > MAX_TABLE_TEXT_BYTES {
+            return Err(format!(
+                "its rows, each with the column names, pass {} MiB of text; not read",
+                MAX_TABLE_TEXT_BYTES / (1024 * 1024)
+            ));
+        }
     }
     if bad > 0 {
         notes.push(format!("{bad} malformed rows were left out"));
     }
-    out
+    Ok(out)
 }
 
 /// Decodes a file's bytes into text and names its format.
@@ -258,14 +284,29 @@ pub fn extract(path: &Path, bytes: &[u8]) -> Result<Document, ExtractError> {
     extract_with(path, bytes, &InProcess)
 }
 
-/// Turns a document (PDF, Office, OpenDocument, EPUB: [`DOCUMENT_EXTENSIONS`](crate::DOCUMENT_EXTENSIONS))
-/// into markdown. [`InProcess`] calls [`convert_document`] here; a program
+/// Turns a document (PDF, Office, OpenDocument, EPUB: [`DOCUMENT_EXTENSIONS`](crate::DOCUMENT_EXTENSIONS),
+/// and HTML pages given as UTF-8 under the extension `html`) into markdown. [`InProcess`] calls [`convert_document`] here; a program
 /// that reads untrusted files can run the conversion where a crash, a runaway
 /// allocation or an endless loop can be contained and killed (the `rag` CLI
 /// runs it in a child process with time and memory limits).
 pub trait DocumentConverter: Send + Sync {
     /// The markdown of a document of this extension, or why it cannot be read.
-    fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, String>;
+    fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, ConvertError>;
+}
+
+/// Why a [`DocumentConverter`] gave no markdown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvertError {
+    /// The document cannot be read (damaged, locked, hostile, or its reader
+    /// crashed or ran out of time on it): the store remembers it until it
+    /// changes.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The conversion was cut short from outside (the program is stopping):
+    /// nothing is remembered, and the next run reads the file again.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// Converts documents in this process, with [`convert_document`].
@@ -273,13 +314,14 @@ pub trait DocumentConverter: Send + Sync {
 pub struct InProcess;
 
 impl DocumentConverter for InProcess {
-    fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, String> {
-        convert_document(extension, bytes)
+    fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, ConvertError> {
+        convert_document(extension, bytes).map_err(ConvertError::Unreadable)
     }
 }
 
 /// Converts a document's bytes to markdown in this process: PDF pages,
-/// Word and OpenDocument text, slides, sheets, EPUB chapters. `Err` says why
+/// Word and OpenDocument text, slides, sheets, EPUB chapters, HTML pages
+/// (extension `html`, UTF-8). `Err` says why
 /// it cannot be read (damaged, password-protected, a zip bomb, no text layer).
 pub fn convert_document(extension: &str, bytes: &[u8]) -> Result<String, String> {
     crate::documents::convert(extension, bytes)
@@ -291,7 +333,7 @@ pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter
     let mut notes = Vec::new();
     if language == "document" {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
-        let text = converter.convert(&extension, bytes).map_err(ExtractError::Unreadable)?;
+        let text = converter.convert(&extension, bytes).map_err(|err| ExtractError::from_conversion(err, ""))?;
         let mut metadata = rag_core::store::Metadata::new();
         metadata.insert("converted_from".into(), extension.as_str().into());
         let sections = crate::documents::sections(&extension, &text);
@@ -318,13 +360,16 @@ pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter
         "html" => {
             language = "markdown";
             metadata.insert("converted_from".into(), "html".into());
-            html_to_markdown(&text).map_err(|reason| ExtractError::Unreadable(format!("HTML: {reason}")))?
+            // Parsed where the converter runs (`rag`: a child process with
+            // time and memory limits), like the binary formats.
+            converter.convert("html", text.as_bytes()).map_err(|err| ExtractError::from_conversion(err, "HTML: "))?
         }
         "csv" | "tsv" => {
             let delimiter = if language == "csv" { b',' } else { b'\t' };
             language = "text";
             metadata.insert("converted_from".into(), if delimiter == b',' { "csv" } else { "tsv" }.into());
             table_rows(&text, delimiter, &mut notes)
+                .map_err(|reason| ExtractError::Unreadable(format!("table: {reason}")))?
         }
         _ => {
             if language == "text" && path.extension().is_none() {
@@ -334,9 +379,12 @@ pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter
         }
     };
     let mut body = 0..text.len();
-    if language == "markdown"
-        && let Some((fields, start)) = crate::markdown::front_matter(&text)
-    {
+    let front_matter = if language == "markdown" {
+        crate::markdown::front_matter(&text).map_err(|err| ExtractError::Unreadable(err.to_string()))?
+    } else {
+        None
+    };
+    if let Some((fields, start)) = front_matter {
         body.start = start;
         let tags = crate::markdown::front_matter_tags(&fields);
         if !tags.is_empty() {
@@ -424,6 +472,18 @@ mod tests {
         assert_eq!(out.text, "columns: name | born\nname: Ada | born: 1815\nname: Grace, H | born: 1906\n");
         let tsv = extract(Path::new("t.tsv"), b"a\tb\n1\t2\n").unwrap();
         assert_eq!(tsv.text.lines().nth(1), Some("a: 1 | b: 2"));
+    }
+
+    #[test]
+    fn long_column_names_are_cut_where_they_repeat_and_huge_tables_refused() {
+        let name = "n".repeat(100);
+        let out = extract(Path::new("t.csv"), format!("{name},b\n1,2\n").as_bytes()).unwrap();
+        assert_eq!(out.text.lines().nth(1), Some(format!("{}…: 1 | b: 2", "n".repeat(64)).as_str()));
+        // 1 MB of empty cells under 2,000 long names: 70 MB of text.
+        let header: Vec<String> = (0..2_000).map(|i| format!("{i:0>64}")).collect();
+        let huge = format!("{}\n{}", header.join(","), format!("{}\n", ",".repeat(1_999)).repeat(520));
+        let refused = table_rows(&huge, b',', &mut Vec::new());
+        assert!(refused.unwrap_err().contains("pass 64 MiB"));
     }
 
     #[test]

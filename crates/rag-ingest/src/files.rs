@@ -94,6 +94,8 @@ impl Source for FileSource {
                 None => Ok(document),
             },
             Err(err @ ExtractError::Binary) => Err(SourceError::Skip(err.to_string())),
+            // Not the file's fault: read again next run.
+            Err(err @ ExtractError::Interrupted(_)) => Err(SourceError::Read(err.to_string())),
             Err(err) => Err(SourceError::Unreadable(err.to_string())),
         }
     }

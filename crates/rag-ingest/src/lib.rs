@@ -47,8 +47,10 @@ mod discover;
 mod documents;
 mod extract;
 mod files;
+mod html;
 mod markdown;
 mod secrets;
+mod yaml;
 
 pub use chunk::TextChunker;
 pub use discover::{
@@ -57,11 +59,14 @@ pub use discover::{
 };
 pub use documents::{DOCUMENT_EXTENSIONS, MAX_UNCOMPRESSED};
 pub use extract::{
-    BINARY_EXTENSIONS, DocumentConverter, ExtractError, InProcess, convert_document, extract, extract_with,
-    language_for_path, looks_binary, walkable,
+    BINARY_EXTENSIONS, ConvertError, DocumentConverter, ExtractError, InProcess, convert_document, extract,
+    extract_with, language_for_path, looks_binary, walkable,
 };
 pub use files::FileSource;
+pub use html::MAX_HTML_DEPTH;
 pub use markdown::{
-    Heading, front_matter, front_matter_tags, heading_path, heading_paths, headings, inline_tags, wikilinks,
+    FrontMatter, Heading, MAX_FRONT_MATTER_BYTES, front_matter, front_matter_tags, heading_path, heading_paths,
+    headings, inline_tags, wikilinks,
 };
 pub use secrets::{secret_content_rule, secret_file_rule};
+pub use yaml::{MAX_YAML_DEPTH, MAX_YAML_NODES, YamlError, yaml_to_json};

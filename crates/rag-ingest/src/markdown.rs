@@ -3,59 +3,51 @@
 
 use serde_json::{Map, Value};
 
+/// Most bytes of front matter read: a closing `---` further down is not
+/// looked for, and the file has no front matter.
+pub const MAX_FRONT_MATTER_BYTES: usize = 64 * 1024;
+
+/// Front matter's fields, and the byte offset where the body after it starts.
+pub type FrontMatter = (Map<String, Value>, usize);
+
 /// Front matter at the start of a markdown text: its fields, and the byte
-/// offset where the body starts. `None` when there is none (or it is not a
-/// YAML mapping).
+/// offset where the body starts. `Ok(None)` when there is none (no closing
+/// `---` within [`MAX_FRONT_MATTER_BYTES`], or not a YAML mapping); `Err`
+/// when it is hostile: nested or aliased past the bounds of
+/// [`yaml_to_json`](crate::yaml_to_json).
 ///
 /// ```
-/// let (fields, body) = rag_ingest::front_matter("---\ntitle: Plan\ntags: [a, b]\n---\n# Body\n").unwrap();
+/// let (fields, body) = rag_ingest::front_matter("---\ntitle: Plan\ntags: [a, b]\n---\n# Body\n").unwrap().unwrap();
 /// assert_eq!(fields["title"], "Plan");
 /// assert_eq!(fields["tags"][1], "b");
 /// assert_eq!(body, 33);
 /// ```
-pub fn front_matter(text: &str) -> Option<(Map<String, Value>, usize)> {
-    let rest = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n"))?;
+pub fn front_matter(text: &str) -> Result<Option<FrontMatter>, crate::YamlError> {
+    let Some(rest) = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n")) else {
+        return Ok(None);
+    };
     let start = text.len() - rest.len();
     let mut offset = start;
     for line in rest.split_inclusive('\n') {
         let trimmed = line.trim_end();
         if trimmed == "---" || trimmed == "..." {
             let yaml = &text[start..offset];
-            let docs = yaml_rust2::YamlLoader::load_from_str(yaml).ok()?;
-            let Value::Object(fields) = docs.first().map_or(Value::Object(Map::new()), yaml_to_json) else {
-                return None;
+            let fields = if yaml.trim().is_empty() {
+                Map::new()
+            } else {
+                match crate::yaml_to_json(yaml)? {
+                    Some(Value::Object(fields)) => fields,
+                    _ => return Ok(None),
+                }
             };
-            return Some((fields, offset + line.len()));
+            return Ok(Some((fields, offset + line.len())));
         }
         offset += line.len();
-    }
-    None
-}
-
-fn yaml_to_json(yaml: &yaml_rust2::Yaml) -> Value {
-    use yaml_rust2::Yaml;
-    match yaml {
-        Yaml::Real(text) => {
-            text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+        if offset - start > MAX_FRONT_MATTER_BYTES {
+            break;
         }
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Boolean(b) => Value::Bool(*b),
-        Yaml::Array(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
-        Yaml::Hash(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Yaml::String(s) => s.clone(),
-                        Yaml::Integer(i) => i.to_string(),
-                        other => format!("{other:?}"),
-                    };
-                    (key, yaml_to_json(v))
-                })
-                .collect(),
-        ),
-        _ => Value::Null,
     }
+    Ok(None)
 }
 
 /// Tags of front matter: `tags: [a, b]`, `tags: a, b` or `tags: a`.
@@ -216,10 +208,30 @@ mod tests {
 
     #[test]
     fn front_matter_needs_a_closing_line_and_a_mapping() {
-        assert!(front_matter("---\ntitle: x\nno end").is_none());
-        assert!(front_matter("# no front matter").is_none());
-        let (fields, _) = front_matter("---\ntags: one, two\n---\n").unwrap();
+        assert_eq!(front_matter("---\ntitle: x\nno end"), Ok(None));
+        assert_eq!(front_matter("# no front matter"), Ok(None));
+        assert_eq!(front_matter("---\n- a list\n---\nbody"), Ok(None));
+        let (fields, _) = front_matter("---\ntags: one, two\n---\n").unwrap().unwrap();
         assert_eq!(front_matter_tags(&fields), ["one", "two"]);
+        assert_eq!(front_matter("---\n---\nbody").unwrap().map(|(f, at)| (f.len(), at)), Some((0, 8)));
+    }
+
+    #[test]
+    fn a_closing_line_is_looked_for_only_so_far() {
+        let far = format!("---\ntitle: x\n{}---\nbody", "filler line\n".repeat(MAX_FRONT_MATTER_BYTES / 12 + 1));
+        assert_eq!(front_matter(&far), Ok(None));
+    }
+
+    #[test]
+    fn hostile_front_matter_is_refused_not_expanded() {
+        let deep = format!("---\n{}x\n---\nbody", "- ".repeat(10_000));
+        assert_eq!(front_matter(&deep), Err(crate::YamlError::TooDeep));
+        let mut laughs = String::from("---\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..9 {
+            laughs += &format!("l{i}: &l{i} [{}]\n", vec![format!("*l{}", i - 1); 10].join(", "));
+        }
+        laughs += "---\nbody";
+        assert_eq!(front_matter(&laughs), Err(crate::YamlError::TooManyValues));
     }
 
     #[test]

@@ -58,10 +58,24 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
     let unreadable: Vec<UnseenFolder> =
         discovery.unseen.iter().filter(|u| matches!(u.why, Unseen::Unreadable(_))).cloned().collect();
     let source = Arc::new(setup.source(discovery));
-    let report = if args.dry_run {
-        setup.indexer.plan(&args.store, source).await
-    } else {
-        setup.indexer.index_observed(&args.store, source, &progress).await
+    let run = async {
+        if args.dry_run {
+            setup.indexer.plan(&args.store, source).await
+        } else {
+            setup.indexer.index_observed(&args.store, source, &progress).await
+        }
+    };
+    let report = tokio::select! {
+        report = run => report,
+        stopped = crate::signals::stop_signal() => {
+            stopped?;
+            progress.finish();
+            eprintln!(
+                "interrupted: store {:?} keeps every file written before the signal; run the same command to finish",
+                args.store
+            );
+            return Ok(ExitCode::from(crate::signals::INTERRUPTED_EXIT));
+        }
     };
     progress.finish();
     let report = report?;
@@ -187,7 +201,8 @@ pub async fn index_setup(
         .with_prune(!args.no_prune)
         .with_mass_removal(args.allow_mass_delete)
         .with_metric(args.metric.into())
-        .with_max_file_size(args.max_file_size);
+        .with_max_file_size(args.max_file_size)
+        .with_max_file_chunks(args.max_file_chunks);
     let indexer = match embedder {
         Some(embedder) => Indexer::new(embedder, backend.clone(), Arc::new(chunker)),
         None => Indexer::planner(backend.clone(), Arc::new(chunker)),

@@ -29,7 +29,7 @@ use crate::source::Source;
 use crate::types::{DocText, FileState, StoreConfig, UnreadableFile, check_model, now_unix, validate_store_name};
 
 use embed::{embed_isolating, embedding_text};
-use prepare::{FileEvent, Known, Readers, prepare};
+use prepare::{FileEvent, Known, Limits, Readers, prepare};
 use write::{PendingFile, PendingWrites, finish_file, record_event};
 
 /// Indexes the items of a [`Source`] into a store: reads and chunks each
@@ -201,17 +201,18 @@ impl Indexer {
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let states = Arc::new(states.clone());
             let known = Arc::new(if options.force { HashMap::new() } else { known_unreadable.clone() });
-            let max_file_size = options.max_file_size;
+            let limits = Limits { max_file_size: options.max_file_size, max_file_chunks: options.max_file_chunks };
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
-                    let (files, next, states, known, chunker, source, tx) = (
+                    let (files, next, states, known, chunker, source, backend, tx) = (
                         files.clone(),
                         next.clone(),
                         states.clone(),
                         known.clone(),
                         Arc::clone(&self.chunker),
                         Arc::clone(&source),
+                        Arc::clone(&self.backend),
                         tx.clone(),
                     );
                     tokio::task::spawn_blocking(move || {
@@ -219,8 +220,12 @@ impl Indexer {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(file) = files.get(i) else { break };
                             let known = Known { state: states.get(&file.path), unreadable: known.get(&file.path) };
-                            let readers = Readers { chunker: chunker.as_ref(), source: source.as_ref() };
-                            let event = prepare(file, known, rechunk_all, max_file_size, readers);
+                            let readers = Readers {
+                                chunker: chunker.as_ref(),
+                                source: source.as_ref(),
+                                backend: backend.as_ref(),
+                            };
+                            let event = prepare(file, known, rechunk_all, limits, readers);
                             if tx.blocking_send(event).is_err() {
                                 break;
                             }

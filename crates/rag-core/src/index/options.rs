@@ -28,6 +28,11 @@ pub struct IndexOptions {
     pub write_interval: std::time::Duration,
     /// Files larger than this many bytes are skipped with a reason.
     pub max_file_size: u64,
+    /// Files that would make more chunks than this are skipped with a reason:
+    /// a million-row table or a log of years is not worth an hour of
+    /// embedding by accident. The default is [`MAX_FILE_CHUNKS`](crate::store::MAX_FILE_CHUNKS),
+    /// the most `rag get` returns of one file.
+    pub max_file_chunks: usize,
     /// Let a run delete the chunks of more than half of a store's files (and
     /// at least [`MASS_REMOVAL_MIN_FILES`](super::MASS_REMOVAL_MIN_FILES));
     /// without it such a run is refused with
@@ -48,6 +53,7 @@ impl Default for IndexOptions {
             write_batch_size: None,
             write_interval: std::time::Duration::from_secs(2),
             max_file_size: 50 * 1024 * 1024,
+            max_file_chunks: crate::store::MAX_FILE_CHUNKS,
             allow_mass_removal: false,
             embed_headings: true,
         }
@@ -55,7 +61,8 @@ impl Default for IndexOptions {
 }
 
 impl IndexOptions {
-    /// The defaults: incremental, pruning, cosine, 50 MiB files, headings embedded.
+    /// The defaults: incremental, pruning, cosine, files up to 50 MiB and
+    /// 10,000 chunks, headings embedded.
     pub fn new() -> Self {
         Self::default()
     }
@@ -93,6 +100,12 @@ impl IndexOptions {
     /// Files larger than this many bytes are skipped with a reason.
     pub fn with_max_file_size(mut self, bytes: u64) -> Self {
         self.max_file_size = bytes;
+        self
+    }
+
+    /// Files that would make more chunks than this are skipped with a reason.
+    pub fn with_max_file_chunks(mut self, chunks: usize) -> Self {
+        self.max_file_chunks = chunks;
         self
     }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::backend::VectorBackend;
 use crate::chunk::Chunker;
 use crate::source::{Document, Source, SourceError, SourceItem};
 use crate::types::{Chunk, FileState, UnreadableFile, chunk_key};
@@ -48,11 +49,20 @@ pub(super) struct Known<'a> {
     pub(super) unreadable: Option<&'a UnreadableFile>,
 }
 
-/// What turns an item's bytes into chunks.
+/// What turns an item's bytes into chunks, and the backend that must be
+/// able to store them.
 #[derive(Clone, Copy)]
 pub(super) struct Readers<'a> {
     pub(super) chunker: &'a dyn Chunker,
     pub(super) source: &'a dyn Source,
+    pub(super) backend: &'a dyn VectorBackend,
+}
+
+/// How much of one file a run takes.
+#[derive(Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) max_file_size: u64,
+    pub(super) max_file_chunks: usize,
 }
 
 /// Reads, hashes and chunks one item, deciding whether it needs embedding.
@@ -60,8 +70,8 @@ pub(super) fn prepare(
     item: &SourceItem,
     Known { state, unreadable }: Known<'_>,
     rechunk_all: bool,
-    max_file_size: u64,
-    Readers { chunker, source }: Readers<'_>,
+    Limits { max_file_size, max_file_chunks }: Limits,
+    Readers { chunker, source, backend }: Readers<'_>,
 ) -> FileEvent {
     let path = item.path.clone();
     let old_keys = state.map(|s| s.keys.clone()).unwrap_or_default();
@@ -136,6 +146,10 @@ pub(super) fn prepare(
             kind: ProblemKind::Skipped,
         };
     }
+    if pieces.len() > max_file_chunks {
+        let reason = format!("would make {} chunks, more than the {max_file_chunks} a file may have", pieces.len());
+        return FileEvent::Skipped { path, reason, old_keys, kind: ProblemKind::TooManyChunks };
+    }
     let lines = crate::chunk::LineIndex::new(&document.text);
     let total = pieces.len();
     let chunks = pieces
@@ -161,7 +175,11 @@ pub(super) fn prepare(
                 metadata: merge_metadata(&document.metadata, piece.metadata),
             }
         })
-        .collect();
+        .collect::<Vec<Chunk>>();
+    // A chunk the store cannot hold fails its file here, not a whole write.
+    if let Some((chunk, reason)) = chunks.iter().find_map(|c| backend.refuses(c).map(|r| (c, r))) {
+        return failed(path, format!("chunk {} cannot be stored: {reason}", chunk.chunk_index));
+    }
     let title = document
         .metadata
         .get("title")

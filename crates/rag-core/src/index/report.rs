@@ -23,6 +23,9 @@ pub enum ProblemKind {
     Skipped,
     /// Over the run's size limit ([`IndexOptions::max_file_size`](super::IndexOptions::max_file_size)); skipped.
     TooLarge,
+    /// Would make more chunks than the run's limit
+    /// ([`IndexOptions::max_file_chunks`](super::IndexOptions::max_file_chunks)); skipped.
+    TooManyChunks,
     /// Its content cannot be decoded; the store remembers it until it changes.
     Unreadable,
     /// Remembered as unreadable and unchanged since, so not read again

@@ -33,7 +33,7 @@ pub(super) fn epub(archive: &mut Archive<'_>) -> Result<String, String> {
     for (n, id) in spine.iter().enumerate() {
         let Some(href) = manifest.get(id) else { continue };
         let html = archive.text(&format!("{base}{href}"))?;
-        let markdown = crate::extract::html_to_markdown(&html)?;
+        let markdown = crate::html::html_to_markdown(&html)?;
         if !markdown.trim().is_empty() {
             out.push_str(&format!("###### Chapter {}\n\n{}\n\n", n + 1, markdown.trim()));
         }

@@ -58,6 +58,10 @@ fn convert_within(extension: &str, bytes: &[u8], limit: u64) -> Result<String, S
         }
     }
     match extension {
+        "html" => match std::str::from_utf8(bytes) {
+            Ok(html) => crate::html::html_to_markdown(html),
+            Err(err) => Err(format!("the page is not UTF-8 ({err})")),
+        },
         "pdf" => pdf(bytes),
         "xlsx" | "xlsm" => spreadsheet(calamine::Xlsx::new(Cursor::new(bytes))),
         "xls" => spreadsheet(calamine::Xls::new(Cursor::new(bytes))),
