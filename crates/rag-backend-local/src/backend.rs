@@ -2,7 +2,7 @@
 //! and its [`VectorBackend`] implementation.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -17,7 +17,7 @@ use rag_core::{Error, Result};
 
 use crate::cache::ReaderCache;
 use crate::error::{LocalStoreError, io, sql};
-use crate::files::{BACKEND, DB_FILE, FORMAT_VERSION, LOCK_FILE};
+use crate::files::{BACKEND, DB_FILE, FORMAT_VERSION, LOCK_FILE, create_private_dir, private_file};
 use crate::fulltext::{LEXICAL_TABLE, LEXICAL_VERSION};
 use crate::reader::Reader;
 use crate::schema::{
@@ -165,32 +165,16 @@ impl VectorBackend for LocalBackend {
             if dir.join(DB_FILE).exists() {
                 return Err(Error::StoreExists { store: config.name.clone(), backend: BACKEND.into() });
             }
-            fs::create_dir_all(&root).map_err(io(&root))?;
-            // Build in a scratch folder and rename, so a crash never leaves half a store.
+            create_private_dir(&root).map_err(io(&root))?;
+            // Build in a scratch folder and rename, so a crash never leaves half
+            // a store, and a failure nothing at all.
             let scratch = root.join(format!(".creating-{}-{}", config.name, std::process::id()));
             let _ = fs::remove_dir_all(&scratch);
-            fs::create_dir_all(&scratch).map_err(io(&scratch))?;
-            {
-                let (conn, db) = open_db(&scratch)?;
-                conn.execute_batch(SCHEMA).map_err(sql(&db))?;
-                conn.execute(UNREADABLE_TABLE, []).map_err(sql(&db))?;
-                conn.execute(LEXICAL_TABLE, []).map_err(sql(&db))?;
-                let now = now_unix().to_string();
-                let json = serde_json::to_string(&config).map_err(|e| LocalStoreError::Corrupt {
-                    path: scratch.clone(),
-                    reason: format!("cannot encode settings: {e}"),
-                })?;
-                for (key, value) in [
-                    ("config", json.as_str()),
-                    ("format", FORMAT_VERSION),
-                    ("lexical_version", LEXICAL_VERSION),
-                    ("created_at", &now),
-                    ("updated_at", &now),
-                ] {
-                    write_setting(&conn, &db, key, value)?;
-                }
-                conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map_err(sql(&db))?;
+            let built = build_store(&scratch, &config);
+            if built.is_err() {
+                let _ = fs::remove_dir_all(&scratch);
             }
+            built?;
             match fs::rename(&scratch, &dir) {
                 Ok(()) => Ok(()),
                 Err(_) if dir.join(DB_FILE).exists() => {
@@ -211,7 +195,7 @@ impl VectorBackend for LocalBackend {
         blocking(move || {
             let lock_path = dir.join(LOCK_FILE);
             let lock =
-                OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+                private_file().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
             if let Err(fs::TryLockError::WouldBlock) = lock.try_lock() {
                 return Err(Error::StoreBusy { store });
             }
@@ -428,6 +412,36 @@ impl VectorBackend for LocalBackend {
         let readers = self.readers.clone();
         blocking(move || readers.with(&dir, |reader| reader.chunks_by_key(&keys))).await
     }
+}
+
+/// Writes a new store's database in `scratch`: the schema and its settings.
+/// The folder and the database are the owner's only.
+fn build_store(scratch: &Path, config: &StoreConfig) -> Result<()> {
+    create_private_dir(scratch).map_err(io(scratch))?;
+    // SQLite keeps the mode of a database file that exists, and gives its
+    // journal the same.
+    let db_file = scratch.join(DB_FILE);
+    private_file().create_new(true).write(true).open(&db_file).map_err(io(&db_file))?;
+    let (conn, db) = open_db(scratch)?;
+    conn.execute_batch(SCHEMA).map_err(sql(&db))?;
+    conn.execute(UNREADABLE_TABLE, []).map_err(sql(&db))?;
+    conn.execute(LEXICAL_TABLE, []).map_err(sql(&db))?;
+    let now = now_unix().to_string();
+    let json = serde_json::to_string(config).map_err(|e| LocalStoreError::Corrupt {
+        path: scratch.to_path_buf(),
+        reason: format!("cannot encode settings: {e}"),
+    })?;
+    for (key, value) in [
+        ("config", json.as_str()),
+        ("format", FORMAT_VERSION),
+        ("lexical_version", LEXICAL_VERSION),
+        ("created_at", &now),
+        ("updated_at", &now),
+    ] {
+        write_setting(&conn, &db, key, value)?;
+    }
+    conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map_err(sql(&db))?;
+    Ok(())
 }
 
 #[cfg(test)]

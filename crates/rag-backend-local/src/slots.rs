@@ -1,6 +1,6 @@
 //! Files of fixed-size slots (the vector files), written and read in place.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::PathBuf;
 
 use crate::error::{LocalStoreError, io};
@@ -16,8 +16,13 @@ pub(crate) struct SlotFile {
 
 impl SlotFile {
     pub(crate) fn open(path: PathBuf, stride: usize) -> Result<Self, LocalStoreError> {
-        let file =
-            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io(&path))?;
+        let file = crate::files::private_file()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
         Ok(Self { file, path, stride: stride as u64 })
     }
 

@@ -445,3 +445,32 @@ async fn stores_are_listed_described_and_deleted() {
     backend.delete_store("other").await.unwrap();
     assert_eq!(backend.list_stores().await.unwrap(), ["notes"]);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_store_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let backend = LocalBackend::new(&root);
+    backend.create_store(&config("notes", 2, Metric::Cosine)).await.unwrap();
+    backend.put("notes", vec![record("a.md", 0, 1, "h", vec![1.0, 0.0])]).await.unwrap();
+    release(&backend).await;
+    let mode = |path: &std::path::Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let store = root.join("stores/notes");
+    assert_eq!(mode(&root), 0o700, "the data folder");
+    assert_eq!(mode(&root.join("stores")), 0o700);
+    assert_eq!(mode(&store), 0o700);
+    let mut files = 0;
+    for entry in fs::read_dir(&store).unwrap().flatten() {
+        // SQLite removes its shared-memory file when the last connection closes.
+        let Ok(metadata) = fs::metadata(entry.path()) else { continue };
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{}", entry.path().display());
+        files += 1;
+    }
+    assert!(files >= 4, "store.db, its journal, both vector files, the lock: {files}");
+    // Nothing is left of the scratch folder a store is built in.
+    let names: Vec<String> =
+        fs::read_dir(root.join("stores")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert_eq!(names, ["notes"]);
+}
