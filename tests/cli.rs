@@ -1096,3 +1096,22 @@ fn files_holding_credentials_are_never_indexed_or_embedded() {
     assert!(run.stdout().contains("skipped: notes/kites.md: holds a GitHub token"), "{}", run.stdout());
     assert!(ws.records("notes").is_empty());
 }
+
+#[test]
+fn terminal_control_sequences_in_files_print_escaped() {
+    let ws = Workspace::new();
+    ws.write("notes/evil\x1b[31mname.md", "# Kites\n\nKites \x1b]0;pwned\x07 fly \x1b[2J in wind.\n");
+    ws.rag(&["index", "notes", "--store", "notes"]).assert_ok();
+    let query = ws.rag(&["query", "kites fly", "--store", "notes"]);
+    query.assert_ok();
+    let get = ws.rag(&["get", "notes", "notes/evil\x1b[31mname.md#0"]);
+    get.assert_ok();
+    for out in [query.stdout(), get.stdout()] {
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+        assert!(out.contains("\\x1b]0;pwned\\x07") && out.contains("\\x1b[2J"), "{out}");
+    }
+    assert!(query.stdout().contains("evil\\x1b[31mname.md"), "{}", query.stdout());
+    // JSON carries the text as it is, escaped by JSON itself.
+    let json = ws.query_json("notes", "kites fly", 1);
+    assert!(json["results"][0]["content"].as_str().unwrap().contains("\x1b[2J"));
+}

@@ -383,9 +383,42 @@ pub fn info_json(info: &StoreInfo) -> Value {
     value
 }
 
+/// Text for a terminal: control characters other than newline and tab
+/// (`ESC` starts the sequences that set a window's title, clear the screen
+/// or move the cursor), and the bidirectional overrides that make code read
+/// otherwise than it runs, are shown escaped (`\x1b`, `\u{202e}`). Files'
+/// text and names pass through this before they are printed.
+///
+/// Every text `rag` prints is built of its own words and newlines, so the
+/// whole output can pass through it.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_sequences_in_file_text_print_escaped() {
+        let hostile = "title\x1b]0;pwned\x07 and \x1b[2J, \u{202e}gnp.exe\r\nnext\tline";
+        assert_eq!(terminal_safe(hostile), "title\\x1b]0;pwned\\x07 and \\x1b[2J, \\u{202e}gnp.exe\\x0d\nnext\tline");
+        assert!(matches!(terminal_safe("plain\ttext\n"), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn snippets_cut_on_character_boundaries() {

@@ -165,7 +165,7 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     for problem in &report.failed {
-        eprintln!("  failed: {}: {}", problem.path, problem.reason);
+        eprintln!("{}", crate::output::terminal_safe(&format!("  failed: {}: {}", problem.path, problem.reason)));
     }
     let watched: Vec<String> = roots.iter().map(|(p, _)| p.display().to_string()).collect();
     eprintln!("watching {} for changes (Ctrl-C stops)", watched.join(", "));
@@ -217,7 +217,7 @@ pub async fn watch(args: IndexArgs, data_dir: &Path) -> Result<ExitCode> {
             Ok(report) => {
                 pending.clear();
                 if let Some(line) = update_line(&report, started) {
-                    eprintln!("{line}");
+                    eprintln!("{}", crate::output::terminal_safe(&line));
                 }
             }
             // A busy store (another rag index) or a passing failure: said,

@@ -22,7 +22,7 @@ pub async fn get(args: GetArgs, data_dir: &Path) -> Result<ExitCode> {
         serde_json::to_writer_pretty(&mut stdout, &out)?;
         writeln!(stdout)?;
     } else {
-        write!(stdout, "{}", output::get_text(&fetched))?;
+        write!(stdout, "{}", output::terminal_safe(&output::get_text(&fetched)))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -86,10 +86,10 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", output::index_text(&report, backend.name(), verbose > 0));
+        print!("{}", output::terminal_safe(&output::index_text(&report, backend.name(), verbose > 0)));
     }
     for folder in &unreadable {
-        eprintln!("error: {}: {}", folder.path.display(), folder.reason());
+        eprintln!("{}", output::terminal_safe(&format!("error: {}: {}", folder.path.display(), folder.reason())));
     }
     if !report.kept.is_empty() {
         eprintln!(

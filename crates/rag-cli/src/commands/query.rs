@@ -106,7 +106,8 @@ pub async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
         for note in &notes {
             eprintln!("note: {note}");
         }
-        write!(stdout, "{}", output::query_text(&text, &joined, &results, args.top_k, millis, args.explain))?;
+        let text = output::query_text(&text, &joined, &results, args.top_k, millis, args.explain);
+        write!(stdout, "{}", output::terminal_safe(&text))?;
     }
     Ok(ExitCode::SUCCESS)
 }

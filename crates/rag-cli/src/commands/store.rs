@@ -140,7 +140,7 @@ async fn info(session: &Session, name: &str, json: bool, count: bool) -> Result<
     if json {
         println!("{}", serde_json::to_string_pretty(&output::info_json(&info))?);
     } else {
-        print!("{}", output::info_text(&info));
+        print!("{}", output::terminal_safe(&output::info_text(&info)));
     }
     Ok(ExitCode::SUCCESS)
 }
