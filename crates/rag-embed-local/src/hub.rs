@@ -1,14 +1,16 @@
 //! Models named `hf:ORG/NAME[@REVISION]`: fetched once from the Hugging Face
 //! Hub into its usual cache (`$HF_HOME/hub`, `~/.cache/huggingface/hub` by
-//! default) with the `hf-hub` crate, then used from there with no network.
+//! default, laid out as the `hf-hub` crate and the Hub's own tools expect),
+//! then used from there with no network. The fetching is this crate's own
+//! ([`hub_fetch`](crate::hub_fetch)), so no header a server sends can name
+//! a path outside the cache.
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
-use sha2::Digest;
 
 use crate::LoadError;
+use crate::hub_fetch::{FetchError, Fetcher};
 
 /// Files a model folder may hold besides the three it needs. They are
 /// fetched first and `model.safetensors` last, so a cached
@@ -155,40 +157,57 @@ impl HubModel {
     }
 
     fn download(&self, options: &HubOptions) -> Result<PathBuf, LoadError> {
-        let api = ApiBuilder::new()
-            .with_endpoint(options.endpoint.trim_end_matches('/').to_string())
-            .with_cache_dir(options.cache.clone())
-            .with_token(options.token.clone())
-            .with_progress(options.progress)
-            .with_retries(2)
-            .build()
-            .map_err(|e| self.error(format!("cannot start the Hub client ({e})")))?;
-        let repo = api.repo(self.hf_repo());
+        let config = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_connect(Some(std::time::Duration::from_secs(30)))
+            .build();
+        let agent = ureq::Agent::new_with_config(config);
+        let folder = options.cache.join(format!("models--{}", self.repo.replace('/', "--")));
+        let fetcher = Fetcher {
+            agent: &agent,
+            endpoint: options.endpoint.trim_end_matches('/'),
+            token: options.token.as_deref(),
+            repo: &self.repo,
+            revision: &self.revision,
+            folder,
+        };
+        let get = |file: &str| {
+            if options.progress && file == "model.safetensors" {
+                eprintln!("downloading {file} of {} from {} ...", self.name(), options.endpoint);
+            }
+            // A network failure is tried twice more; an answer is final.
+            let mut attempt = 0;
+            loop {
+                match fetcher.fetch(file) {
+                    Err(FetchError::Failed(_)) if attempt < 2 => attempt += 1,
+                    other => return other,
+                }
+            }
+        };
         for file in OPTIONAL_FILES {
-            match repo.get(file) {
-                Ok(_) => {}
-                Err(err) if status(&err) == Some(404) => {}
+            match get(file) {
+                Ok(_) | Err(FetchError::Status(404)) => {}
                 Err(err) => return Err(self.fetch_error(file, &err, options)),
             }
         }
         for file in REQUIRED_FILES {
-            repo.get(file).map_err(|err| match status(&err) {
-                Some(404) => self.error(format!(
+            get(file).map_err(|err| match err {
+                FetchError::Status(404) => self.error(format!(
                     "has no {file} at revision {:?}: check the revision; a sentence-transformers model has config.json, \
                      tokenizer.json and model.safetensors",
                     self.revision
                 )),
-                _ => self.fetch_error(file, &err, options),
+                err => self.fetch_error(file, &err, options),
             })?;
         }
-        let weights = repo.get("model.safetensors").map_err(|err| match status(&err) {
-            Some(404) => self.error(
+        let weights = get("model.safetensors").map_err(|err| match err {
+            FetchError::Status(404) => self.error(
                 "has no model.safetensors: rag reads safetensors weights only (convert the model, or use it through Ollama)"
                     .to_string(),
             ),
-            _ => self.fetch_error("model.safetensors", &err, options),
+            err => self.fetch_error("model.safetensors", &err, options),
         })?;
-        verify_sha256(&weights).map_err(|reason| self.error(reason))?;
         weights.parent().map(Path::to_path_buf).ok_or_else(|| self.error("fetched no folder".to_string()))
     }
 
@@ -196,20 +215,20 @@ impl HubModel {
         LoadError::Name { name: self.name(), reason }
     }
 
-    fn fetch_error(&self, file: &str, err: &ApiError, options: &HubOptions) -> LoadError {
+    fn fetch_error(&self, file: &str, err: &FetchError, options: &HubOptions) -> LoadError {
         let endpoint = &options.endpoint;
-        let reason = match status(err) {
-            Some(401 | 403) => format!(
-                "{endpoint} refused {file} (HTTP {}): the model does not exist, or it is gated or private \
-                 (accept its terms on the Hub, then set HF_TOKEN)",
-                status(err).unwrap_or_default()
+        let reason = match err {
+            FetchError::Status(code @ (401 | 403)) => format!(
+                "{endpoint} refused {file} (HTTP {code}): the model does not exist, or it is gated or private \
+                 (accept its terms on the Hub, then set HF_TOKEN)"
             ),
-            Some(404) => format!("{endpoint} has no {file} at revision {:?}", self.revision),
-            Some(code) => format!("{endpoint} answered HTTP {code} for {file}; try again later"),
-            None => format!(
+            FetchError::Status(404) => format!("{endpoint} has no {file} at revision {:?}", self.revision),
+            FetchError::Status(code) => format!("{endpoint} answered HTTP {code} for {file}; try again later"),
+            FetchError::Refused(why) => format!("{endpoint} answered {file} in a way rag refuses: {why}"),
+            FetchError::Failed(why) => format!(
                 "cannot fetch {file} from {endpoint} ({}); check the network or HF_ENDPOINT, \
                  or download the model folder yourself and pass its path",
-                one_line(err)
+                one_line(why)
             ),
         };
         self.error(reason)
@@ -218,54 +237,6 @@ impl HubModel {
 
 fn one_line(err: &impl std::fmt::Display) -> String {
     err.to_string().lines().next().unwrap_or_default().to_string()
-}
-
-/// The HTTP status behind a Hub client error, if there was one.
-fn status(err: &ApiError) -> Option<u16> {
-    match err {
-        ApiError::RequestError(inner) => match inner.as_ref() {
-            ureq::Error::StatusCode(code) => Some(*code),
-            _ => None,
-        },
-        ApiError::TooManyRetries(inner) => status(inner),
-        _ => None,
-    }
-}
-
-/// Checks the weights against their blob's name, which the Hub makes the
-/// SHA-256 of a large file's content. A damaged download is removed, so
-/// the next run fetches it again instead of failing on it forever.
-fn verify_sha256(weights: &Path) -> Result<(), String> {
-    let Ok(blob) = std::fs::canonicalize(weights) else { return Ok(()) };
-    let Some(expected) = blob.file_name().and_then(|n| n.to_str()).map(str::to_ascii_lowercase) else {
-        return Ok(());
-    };
-    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(());
-    }
-    // Streamed: weights can be gigabytes.
-    let cannot_read = |e: std::io::Error| format!("cannot read {} ({e})", blob.display());
-    let mut file = std::fs::File::open(&blob).map_err(cannot_read)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let read = std::io::Read::read(&mut file, &mut buffer).map_err(cannot_read)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        size += read as u64;
-    }
-    let actual: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    if actual == expected {
-        return Ok(());
-    }
-    let _ = std::fs::remove_file(weights);
-    let _ = std::fs::remove_file(&blob);
-    Err(format!(
-        "the downloaded model.safetensors does not match its SHA-256 ({size} bytes; expected {expected}); it was removed, run again to fetch it anew"
-    ))
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 mod bert;
 mod hub;
+mod hub_fetch;
 
 pub use hub::{HubModel, HubOptions};
 

@@ -133,3 +133,34 @@ fn every_failure_is_one_line_that_says_what_to_do() {
     assert!(err.contains("cannot fetch") && err.contains("HF_ENDPOINT") && !err.contains('\n'), "{err}");
     assert!(HubModel::parse("hf:org/name").unwrap().cached(&cache.path().join("other")).is_none());
 }
+
+#[test]
+fn names_a_hostile_hub_sends_cannot_reach_outside_the_cache() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("cache");
+    let outside = root.path().join("planted");
+    let hub = FakeHub::start();
+    hub.add_folder("org/model", &tiny());
+    let options = options(&hub, &cache);
+    let absolute = outside.join("x").display().to_string();
+    let cases = [
+        (absolute.as_str(), "0123456789abcdef0123456789abcdef01234567"),
+        ("../../../planted", "0123456789abcdef0123456789abcdef01234567"),
+        ("0123456789abcdef0123456789abcdef01234567", absolute.as_str()),
+        ("0123456789abcdef0123456789abcdef01234567", "../../../planted"),
+    ];
+    for (etag, commit) in cases {
+        hub.forge_names("org/model", etag, commit);
+        let err = load("hf:org/model", &options).unwrap_err();
+        assert!(err.contains("is not a plain name; nothing was written") && !err.contains('\n'), "{err}");
+        assert!(!outside.exists(), "{etag} / {commit} planted a file");
+        // Nothing at all under the cache but folders.
+        let files: Vec<_> = walk(&cache).into_iter().filter(|p| !p.is_dir()).collect();
+        assert!(files.is_empty(), "{files:?}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|e| [vec![e.path()], walk(&e.path())]).flatten().collect()
+}

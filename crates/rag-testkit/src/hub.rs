@@ -28,6 +28,8 @@ struct HubRepo {
     files: BTreeMap<String, Vec<u8>>,
     token: Option<String>,
     corrupt_weights: bool,
+    /// `ETag` and `X-Repo-Commit` sent in place of the true ones.
+    forged: Option<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -79,7 +81,7 @@ impl FakeHub {
             all.extend_from_slice(bytes);
         }
         let commit = sha256_hex(&all)[..40].to_string();
-        let entry = HubRepo { commit, files, token: None, corrupt_weights: false };
+        let entry = HubRepo { commit, files, token: None, corrupt_weights: false, forged: None };
         self.state.lock().unwrap().repos.insert(repo.to_string(), entry);
     }
 
@@ -107,6 +109,13 @@ impl FakeHub {
     /// Serves `repo`'s weights with a byte changed, under their true hash.
     pub fn corrupt_weights(&self, repo: &str, corrupt: bool) {
         self.state.lock().unwrap().repos.get_mut(repo).expect("a published repo").corrupt_weights = corrupt;
+    }
+
+    /// Answers for `repo` with this `ETag` (and `X-Linked-Etag`) and
+    /// `X-Repo-Commit`, as a hostile mirror would: paths, `..`, anything.
+    pub fn forge_names(&self, repo: &str, etag: &str, commit: &str) {
+        self.state.lock().unwrap().repos.get_mut(repo).expect("a published repo").forged =
+            Some((etag.to_string(), commit.to_string()));
     }
 
     /// The commit hash `repo`'s `main` points to.
@@ -187,8 +196,10 @@ async fn answer(State(state): State<Arc<Mutex<HubState>>>, request: Request) -> 
         return error(StatusCode::NOT_FOUND, "RevisionNotFound");
     }
     let Some(bytes) = repo.files.get(file) else { return error(StatusCode::NOT_FOUND, "EntryNotFound") };
-    let commit = repo.commit.clone();
-    let sha = sha256_hex(bytes);
+    let (commit, sha) = match &repo.forged {
+        Some((etag, commit)) => (commit.clone(), etag.clone()),
+        None => (repo.commit.clone(), sha256_hex(bytes)),
+    };
     if file.ends_with(".safetensors") {
         let location = format!("{}/cdn/{repo_name}/{sha}", state.base);
         let mut response = StatusCode::FOUND.into_response();
@@ -197,12 +208,12 @@ async fn answer(State(state): State<Arc<Mutex<HubState>>>, request: Request) -> 
             ("x-repo-commit", commit),
             ("x-linked-etag", format!("\"{sha}\"")),
             ("x-linked-size", bytes.len().to_string()),
-            ("etag", format!("\"{}\"", &sha[..40])),
+            ("etag", format!("\"{}\"", &sha[..sha.len().min(40)])),
         ] {
             response.headers_mut().insert(name, HeaderValue::from_str(&value).unwrap());
         }
         return response;
     }
     // Small files: a git blob id as the ETag (40 hex digits, not a SHA-256).
-    ranged(&headers, bytes, vec![("x-repo-commit", commit), ("etag", format!("\"{}\"", &sha[..40]))])
+    ranged(&headers, bytes, vec![("x-repo-commit", commit), ("etag", format!("\"{}\"", &sha[..sha.len().min(40)]))])
 }
