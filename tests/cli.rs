@@ -1115,3 +1115,21 @@ fn terminal_control_sequences_in_files_print_escaped() {
     let json = ws.query_json("notes", "kites fly", 1);
     assert!(json["results"][0]["content"].as_str().unwrap().contains("\x1b[2J"));
 }
+
+#[test]
+fn a_file_that_only_looks_like_a_secret_is_indexed_when_named() {
+    let ws = Workspace::new();
+    let private_key = format!("-----BEGIN {}-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n", "PRIVATE KEY");
+    ws.write("docs/examples/test-fixture.pem", &private_key);
+    ws.write("keys/server.pem", &private_key);
+    ws.write("docs/kites.md", "# Kites\n\nKites fly in steady wind.\n");
+    let run = ws.rag(&["index", ".", "--store", "notes", "--allow-secrets", "docs/examples/*.pem"]);
+    run.assert_ok();
+    assert!(run.stdout().contains("skipped: keys/server.pem: looks like"), "{}", run.stdout());
+    let mut stored: Vec<String> = ws.records("notes").into_iter().map(|(c, _)| c.source_path).collect();
+    stored.dedup();
+    assert_eq!(stored, ["docs/examples/test-fixture.pem", "docs/kites.md"]);
+    let bad = ws.rag(&["index", ".", "--store", "notes", "--allow-secrets", "docs/[oops"]);
+    bad.assert_code(1);
+    assert!(bad.stderr().contains("--allow-secrets"), "{}", bad.stderr());
+}

@@ -164,6 +164,12 @@ pub struct IndexArgs {
     #[arg(long)]
     pub allow_mass_delete: bool,
 
+    /// Index files matching GLOB (a stored path such as `docs/examples/*.pem`;
+    /// repeatable) even though they look like they hold credentials. Every
+    /// other file is still checked by name and content.
+    #[arg(long = "allow-secrets", value_name = "GLOB")]
+    pub allow_secrets: Vec<String>,
+
     /// Show what would be embedded, changed and removed; write nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -6,7 +6,7 @@ use rag_core::source::{Document, Source, SourceError, SourceItem};
 
 use crate::discover::{Discovery, UnseenFolder};
 use crate::extract::{DocumentConverter, ExtractError, InProcess, extract_with};
-use crate::secrets::{secret_content_rule, secret_file_rule};
+use crate::secrets::{SecretExceptions, secret_content_rule, secret_file_rule};
 
 /// The files a [`discover`](crate::discover) walk found, as a [`Source`]:
 /// each read from disk, decoded by [`extract_with`] (documents converted by
@@ -16,6 +16,8 @@ use crate::secrets::{secret_content_rule, secret_file_rule};
 pub struct FileSource {
     discovery: Discovery,
     converter: Arc<dyn DocumentConverter>,
+    /// Stored names the secret rules do not apply to, asked for by name.
+    secrets_allowed: SecretExceptions,
 }
 
 impl std::fmt::Debug for FileSource {
@@ -27,13 +29,21 @@ impl std::fmt::Debug for FileSource {
 impl FileSource {
     /// The files of `discovery`, documents converted in this process.
     pub fn new(discovery: Discovery) -> Self {
-        Self { discovery, converter: Arc::new(InProcess) }
+        Self { discovery, converter: Arc::new(InProcess), secrets_allowed: SecretExceptions::default() }
+    }
+
+    /// The same files, with the secret rules lifted from the stored names
+    /// `exceptions` covers (`rag index --allow-secrets GLOB`). Every other
+    /// file is still checked.
+    pub fn with_secret_exceptions(mut self, exceptions: SecretExceptions) -> Self {
+        self.secrets_allowed = exceptions;
+        self
     }
 
     /// The same files with documents (PDF, Office, OpenDocument, EPUB,
-    /// spreadsheets) converted by `converter`: a program that reads untrusted
-    /// files runs them where a crash or a runaway can be contained (`rag`
-    /// uses a child process with time and memory limits).
+    /// spreadsheets) and HTML pages converted by `converter`: a program that
+    /// reads untrusted files runs them where a crash or a runaway can be
+    /// contained (`rag` uses a child process with time and memory limits).
     pub fn with_converter(mut self, converter: Arc<dyn DocumentConverter>) -> Self {
         self.converter = converter;
         self
@@ -73,7 +83,7 @@ impl Source for FileSource {
 
     fn read(&self, item: &SourceItem, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
         // A file named like credentials is not even read.
-        if let Some(rule) = secret_file_rule(&item.path) {
+        if let Some(rule) = secret_file_rule(&item.path).filter(|_| !self.secrets_allowed.covers(&item.path)) {
             return Err(SourceError::Secret(format!("looks like {rule}; files that hold credentials are not indexed")));
         }
         let path = self.file(item)?;
@@ -87,6 +97,7 @@ impl Source for FileSource {
     fn decode(&self, item: &SourceItem, bytes: &[u8]) -> Result<Document, SourceError> {
         match extract_with(self.file(item)?, bytes, self.converter.as_ref()) {
             // What a document says, not only its name, keeps it out.
+            Ok(document) if self.secrets_allowed.covers(&item.path) => Ok(document),
             Ok(document) => match secret_content_rule(document.text.as_bytes()) {
                 Some(rule) => {
                     Err(SourceError::Secret(format!("holds {rule}; files that hold credentials are not indexed")))

@@ -68,5 +68,5 @@ pub use markdown::{
     FrontMatter, Heading, MAX_FRONT_MATTER_BYTES, front_matter, front_matter_tags, heading_path, heading_paths,
     headings, inline_tags, wikilinks,
 };
-pub use secrets::{secret_content_rule, secret_file_rule};
+pub use secrets::{SecretExceptions, secret_content_rule, secret_file_rule};
 pub use yaml::{MAX_YAML_DEPTH, MAX_YAML_NODES, YamlError, yaml_to_json};

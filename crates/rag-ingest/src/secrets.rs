@@ -131,6 +131,37 @@ pub fn secret_content_rule(bytes: &[u8]) -> Option<&'static str> {
     matched.iter().find(|&rule| !example_only(rule)).map(|rule| CONTENT_RULE_NAMES[rule])
 }
 
+/// Stored names the secret rules do not apply to: the narrow, explicit way
+/// to index a file that looks like it holds a credential and does not
+/// (`rag index --allow-secrets 'docs/examples/*.pem'`). Globs match whole
+/// stored names, `*` not crossing `/`.
+///
+/// ```
+/// use rag_ingest::SecretExceptions;
+/// let allowed = SecretExceptions::new(&["docs/examples/*.pem"]).unwrap();
+/// assert!(allowed.covers("docs/examples/test.pem"));
+/// assert!(!allowed.covers("docs/examples/deep/test.pem") && !allowed.covers("keys/server.pem"));
+/// assert!(SecretExceptions::new(&["docs/[oops"]).is_err());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SecretExceptions(globset::GlobSet);
+
+impl SecretExceptions {
+    /// The names matching any of `patterns`; `Err` names a pattern that is not a glob.
+    pub fn new(patterns: &[impl AsRef<str>]) -> Result<Self, globset::Error> {
+        let mut set = globset::GlobSetBuilder::new();
+        for pattern in patterns {
+            set.add(globset::GlobBuilder::new(pattern.as_ref()).literal_separator(true).build()?);
+        }
+        Ok(Self(set.build()?))
+    }
+
+    /// Whether the secret rules are lifted from this stored name.
+    pub fn covers(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

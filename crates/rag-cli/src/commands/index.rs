@@ -133,12 +133,13 @@ pub struct IndexSetup {
     /// The pipeline, with the run's options.
     pub indexer: Indexer,
     converter: Option<Arc<isolate::ChildConverter>>,
+    secrets_allowed: rag_ingest::SecretExceptions,
 }
 
 impl IndexSetup {
     /// The files of `discovery`, documents read in child processes.
     pub fn source(&self, discovery: rag_ingest::Discovery) -> FileSource {
-        let source = FileSource::new(discovery);
+        let source = FileSource::new(discovery).with_secret_exceptions(self.secrets_allowed.clone());
         match &self.converter {
             Some(converter) => source.with_converter(converter.clone()),
             None => source,
@@ -213,7 +214,9 @@ pub async fn index_setup(
     }
     let timeout = std::time::Duration::from_secs_f64(args.reader_timeout);
     let converter = isolate::ChildConverter::of_this_binary(timeout, args.reader_memory);
-    Ok(IndexSetup { indexer, converter })
+    let secrets_allowed = rag_ingest::SecretExceptions::new(&args.allow_secrets)
+        .map_err(|err| anyhow::anyhow!("--allow-secrets: {err}"))?;
+    Ok(IndexSetup { indexer, converter, secrets_allowed })
 }
 
 /// The settings of `store`, or `None` when it does not exist yet: one read
