@@ -293,3 +293,83 @@ fn missing_credentials_say_how_to_provide_them() {
     );
     assert_eq!(s3.fake.calls("ListIndexes"), 0, "nothing unsigned was sent");
 }
+
+/// A store's content as comparable rows: key, file, content hash, text.
+fn content(fake: &FakeS3Vectors, store: &str) -> Vec<(String, String, String, String)> {
+    fake.records("team-vectors", store)
+        .into_iter()
+        .map(|(key, m)| {
+            let field = |name: &str| m[name].as_str().unwrap_or_default().to_string();
+            (key, field("source_path"), field("content_hash"), field("text"))
+        })
+        .collect()
+}
+
+fn index_args(url: &str, store: &str) -> Vec<String> {
+    ["index", "notes", "--store", store, "--backend", "s3vectors", "--bucket", "team-vectors", "--endpoint-url", url]
+        .into_iter()
+        .map(str::to_string)
+        .chain(CHUNKS.map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn concurrent_writers_take_turns_and_the_store_ends_as_one_clean_run() {
+    let s3 = S3::new();
+    // The service's per-index write limits, shared by every writer.
+    s3.fake.enforce_write_limits(2_500, 1_000);
+    let url = s3.fake.url();
+    for i in 0..40 {
+        s3.ws.write(&format!("notes/n{i:02}.md"), sections(&format!("topic{i}"), 3));
+    }
+    let spawn = |store: &str| {
+        let args = index_args(&url, store);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        s3.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    };
+    let finish = |child: std::process::Child| {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    // Two at once on one tree.
+    let (a, b) = (spawn("notes"), spawn("notes"));
+    finish(a);
+    finish(b);
+    let clean = |name: &str| {
+        let args = index_args(&url, name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        s3.ws.rag(&args).assert_ok();
+        content(&s3.fake, name)
+    };
+    assert_eq!(content(&s3.fake, "notes"), clean("clean-one"));
+
+    // Three: the tree changes while the first runs (sections removed, files
+    // added); the two that start after it see the final tree.
+    s3.fake.reset_calls();
+    for i in 0..40 {
+        s3.ws.write(&format!("notes/n{i:02}.md"), sections(&format!("middle{i}"), 4));
+    }
+    let a = spawn("notes");
+    // The first run is writing (it holds the store) before the tree changes.
+    let started = std::time::Instant::now();
+    while s3.fake.calls("PutVectors") == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the first run never wrote");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for i in 0..20 {
+        s3.ws.write(&format!("notes/n{i:02}.md"), sections(&format!("changed{i}"), 1));
+    }
+    for i in 40..45 {
+        s3.ws.write(&format!("notes/n{i:02}.md"), sections(&format!("topic{i}"), 2));
+    }
+    let (b, c) = (spawn("notes"), spawn("notes"));
+    finish(a);
+    finish(b);
+    finish(c);
+    let final_content = content(&s3.fake, "notes");
+    assert_eq!(final_content, clean("clean-two"));
+    for old in ["topic0 ", "topic39 ", "middle0 ", "middle19 "] {
+        assert!(final_content.iter().all(|(_, _, _, text)| !text.contains(old)), "a superseded chunk: {old}");
+    }
+}

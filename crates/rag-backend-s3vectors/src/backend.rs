@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -59,6 +59,9 @@ pub struct S3VectorsConfig {
     /// of each store that could not be read, so they are not read again until
     /// they change. `None` keeps nothing: such files are read on every run.
     pub local_state_dir: Option<std::path::PathBuf>,
+    /// How a writer's lease on a store is kept: one `rag index` writes a
+    /// store at a time, the others wait.
+    pub lease: crate::lease::LeaseOptions,
 }
 
 impl S3VectorsConfig {
@@ -77,6 +80,7 @@ impl S3VectorsConfig {
             initial_backoff: Duration::from_millis(200),
             sdk_attempts: 3,
             local_state_dir: None,
+            lease: crate::lease::LeaseOptions::default(),
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct S3VectorsBackend {
     endpoint: String,
     limiter: RateLimiter,
     configs: Mutex<HashMap<String, (StoreConfig, String)>>,
+    /// Per store whose lease this client took: set once the lease is lost.
+    leases_lost: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 impl S3VectorsBackend {
@@ -121,7 +127,15 @@ impl S3VectorsBackend {
     pub fn from_client(client: Client, config: S3VectorsConfig, region: String) -> Self {
         let endpoint = config.endpoint_url.clone().unwrap_or_else(|| format!("https://s3vectors.{region}.api.aws"));
         let limiter = RateLimiter::new(config.max_vectors_per_second);
-        Self { client, config, region, endpoint, limiter, configs: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            config,
+            region,
+            endpoint,
+            limiter,
+            configs: Mutex::new(HashMap::new()),
+            leases_lost: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The bucket in use.
@@ -534,6 +548,17 @@ impl VectorBackend for S3VectorsBackend {
         }
     }
 
+    async fn lock_for_writing(&self, store: &str) -> Result<rag_core::backend::WriteLock> {
+        let (_, arn) = self.settings(store).await?;
+        let site = crate::lease::LeaseSite { client: self.client.clone(), arn, store: store.to_string() };
+        let held = site.acquire(self.config.lease).await?;
+        self.leases_lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(store.to_string(), held.lost());
+        Ok(rag_core::backend::WriteLock::releasing(held))
+    }
+
     fn refuses(&self, chunk: &rag_core::store::Chunk) -> Option<String> {
         crate::convert::refusal(chunk)
     }
@@ -541,6 +566,11 @@ impl VectorBackend for S3VectorsBackend {
     async fn write(&self, store: &str, batch: WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
+        }
+        let lost = self.leases_lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(store).cloned();
+        if lost.is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst)) {
+            // Another writer took the store over: writing on would mix two runs.
+            return Err(Error::StoreBusy { store: store.to_string() });
         }
         let (config, _) = self.settings(store).await?;
         let cosine = config.metric == Metric::Cosine;

@@ -16,6 +16,13 @@
 //! 408 on top of the SDK's own retries; a PutVectors batch that keeps getting
 //! 503 is split in two.
 //!
+//! One writer at a time: [`lock_for_writing`](rag_core::backend::VectorBackend::lock_for_writing)
+//! takes a lease recorded in the index's tags (`rag:writer`), renewed while
+//! the run lasts and given back at its end; a second `rag index` on the same
+//! store, on this machine or another, waits for it ([`LeaseOptions`]), then
+//! reads what the first wrote. A lease whose writer died lapses after its
+//! time to live (60 s).
+//!
 //! ```no_run
 //! use rag_backend_s3vectors::{S3VectorsBackend, S3VectorsConfig};
 //! use rag_core::backend::VectorBackend;
@@ -32,9 +39,11 @@
 mod backend;
 mod convert;
 mod errors;
+mod lease;
 mod limits;
 mod local_state;
 
 pub use backend::{S3VectorsBackend, S3VectorsConfig};
 pub use convert::{NON_FILTERABLE_KEYS, document_to_json, json_to_document};
+pub use lease::LeaseOptions;
 pub use limits::{MAX_BATCH, MAX_DIMENSION, validate_bucket_name};

@@ -23,7 +23,7 @@ async fn shared_contract(endpoint: &str, abilities: Abilities) {
     let state = tempfile::tempdir().unwrap();
     let machine = |_| support::backend_with_state(endpoint, "team-vectors", Some(state.path().to_path_buf()));
     let (backend, other): (S3VectorsBackend, S3VectorsBackend) = (machine(0), machine(1));
-    backend_contract(&backend, &other, abilities.with_unreadable_memory()).await;
+    backend_contract(&backend, &other, abilities.with_unreadable_memory().with_waiting_writer()).await;
 }
 
 /// What S3 Vectors adds to the contract: settings in the index's tags, a

@@ -14,29 +14,60 @@ use crate::error::{Error, Result};
 use crate::types::{Chunk, Hit, StoreConfig, StoreInfo};
 
 /// The right to write a store, from [`VectorBackend::lock_for_writing`]
-/// until it is dropped: dropping it lets the next writer in. No begin/end
-/// pair to keep balanced, as with tantivy's `IndexWriter`.
+/// until it is released or dropped: then the next writer may come in. No
+/// begin/end pair to keep balanced, as with tantivy's `IndexWriter`.
+///
+/// A lock held on a remote service (a lease) is given back by
+/// [`release`](Self::release); dropped instead, it lapses when its lease
+/// expires.
 #[must_use = "the store is unlocked as soon as this is dropped"]
 pub struct WriteLock {
-    _held: Option<Box<dyn Send + Sync>>,
+    held: Held,
+}
+
+enum Held {
+    Nothing,
+    UntilDropped(#[allow(dead_code)] Box<dyn Send + Sync>),
+    UntilReleased(Box<dyn ReleaseLock>),
+}
+
+/// A lock a backend gives back with a call (a lease on a remote service),
+/// for [`WriteLock::releasing`].
+#[async_trait]
+pub trait ReleaseLock: Send + Sync {
+    /// Gives the lock back; failures are the backend's to report (a lease
+    /// that cannot be given back lapses on its own).
+    async fn release(self: Box<Self>);
 }
 
 impl WriteLock {
     /// The lock of a backend that lets every writer in: holds nothing.
     pub fn shared() -> Self {
-        Self { _held: None }
+        Self { held: Held::Nothing }
     }
 
     /// A lock held as long as `guard` lives: the backend releases the store
     /// when the guard is dropped.
     pub fn holding(guard: impl Send + Sync + 'static) -> Self {
-        Self { _held: Some(Box::new(guard)) }
+        Self { held: Held::UntilDropped(Box::new(guard)) }
+    }
+
+    /// A lock given back by [`release`](Self::release) through `lock`.
+    pub fn releasing(lock: impl ReleaseLock + 'static) -> Self {
+        Self { held: Held::UntilReleased(Box::new(lock)) }
+    }
+
+    /// Gives the lock back now (and waits until it is).
+    pub async fn release(self) {
+        if let Held::UntilReleased(lock) = self.held {
+            lock.release().await;
+        }
     }
 }
 
 impl std::fmt::Debug for WriteLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteLock").field("exclusive", &self._held.is_some()).finish()
+        f.debug_struct("WriteLock").field("exclusive", &!matches!(self.held, Held::Nothing)).finish()
     }
 }
 

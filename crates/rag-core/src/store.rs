@@ -115,26 +115,32 @@ impl Store {
     /// let chunk = Chunk::new("a.md", 0, "hello").with_content_hash("h");
     /// let writer = store.writer().await?;
     /// writer.put(vec![VectorRecord { chunk, vector: vec![1.0, 0.0], indexed_at: 0 }]).await?;
-    /// drop(writer); // the next writer may come in
+    /// writer.finish().await; // the next writer may come in
     /// assert_eq!(store.file_states().await?[0].path, "a.md");
     /// # Ok(())
     /// # }
     /// ```
     pub async fn writer(&self) -> Result<StoreWriter> {
         let lock = self.backend.lock_for_writing(&self.name).await?;
-        Ok(StoreWriter { store: self.clone(), _lock: lock })
+        Ok(StoreWriter { store: self.clone(), lock })
     }
 }
 
-/// Writes to one store while holding its write lock; dropping it releases
-/// the lock. Made by [`Store::writer`].
+/// Writes to one store while holding its write lock; [`finish`](Self::finish)
+/// gives the lock back (dropping it does too, except a remote lease, which
+/// then lapses on its own). Made by [`Store::writer`].
 #[derive(Debug)]
 pub struct StoreWriter {
     store: Store,
-    _lock: WriteLock,
+    lock: WriteLock,
 }
 
 impl StoreWriter {
+    /// Ends the writing and gives the lock back.
+    pub async fn finish(self) {
+        self.lock.release().await;
+    }
+
     /// The store written to.
     pub fn store(&self) -> &Store {
         &self.store

@@ -22,6 +22,9 @@ pub struct Abilities {
     pub full_text: bool,
     /// Lets one writer in at a time ([`VectorBackend::lock_for_writing`] refuses a second).
     pub exclusive_writer: bool,
+    /// Lets one writer in at a time, the others waiting for it
+    /// ([`VectorBackend::lock_for_writing`] returns once the first is released).
+    pub waiting_writer: bool,
     /// Remembers unreadable files ([`VectorBackend::remember_unreadable`]).
     pub remembers_unreadable: bool,
 }
@@ -47,6 +50,12 @@ impl Abilities {
     /// Lets one writer in at a time.
     pub fn with_exclusive_writer(mut self) -> Self {
         self.exclusive_writer = true;
+        self
+    }
+
+    /// Lets one writer in at a time; the others wait.
+    pub fn with_waiting_writer(mut self) -> Self {
+        self.waiting_writer = true;
         self
     }
 
@@ -104,7 +113,7 @@ pub async fn backend_contract(backend: &dyn VectorBackend, second: &dyn VectorBa
     }
     lexical(backend, abilities.full_text).await;
     unreadable(backend, second, abilities.remembers_unreadable).await;
-    writer_lock(backend, second, abilities.exclusive_writer).await;
+    writer_lock(backend, second, abilities).await;
     deletion(backend, second).await;
 }
 
@@ -250,22 +259,35 @@ async fn unreadable(backend: &dyn VectorBackend, second: &dyn VectorBackend, rem
     assert!(second.unreadable_files("contract-a").await.expect("unreadable").is_empty(), "{name}");
 }
 
-/// One writer at a time where the backend says so; released when the lock
-/// is dropped.
-async fn writer_lock(backend: &dyn VectorBackend, second: &dyn VectorBackend, exclusive: bool) {
+/// One writer at a time where the backend says so (refusing or making the
+/// second wait); released when the lock is released.
+async fn writer_lock(backend: &dyn VectorBackend, second: &dyn VectorBackend, abilities: Abilities) {
     let name = backend.name();
     let first = backend.lock_for_writing("contract-a").await.expect("first writer");
-    let other = second.lock_for_writing("contract-a").await;
-    if exclusive {
-        assert!(matches!(other, Err(Error::StoreBusy { .. })), "{name}: a second writer is refused: {other:?}");
-        let elsewhere = second.lock_for_writing("contract-b").await.expect("another store is free");
-        drop(elsewhere);
+    if abilities.waiting_writer {
+        let waiting = second.lock_for_writing("contract-a");
+        tokio::pin!(waiting);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(1500), &mut waiting).await;
+        assert!(early.is_err(), "{name}: a second writer waits while the first writes");
+        let elsewhere = backend.lock_for_writing("contract-b").await.expect("another store is free");
+        elsewhere.release().await;
+        first.release().await;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(20), waiting).await;
+        let got = got.unwrap_or_else(|_| panic!("{name}: the second writer comes in once the first is done"));
+        got.expect("second writer").release().await;
     } else {
-        drop(other.expect("a second writer"));
+        let other = second.lock_for_writing("contract-a").await;
+        if abilities.exclusive_writer {
+            assert!(matches!(other, Err(Error::StoreBusy { .. })), "{name}: a second writer is refused: {other:?}");
+            let elsewhere = second.lock_for_writing("contract-b").await.expect("another store is free");
+            elsewhere.release().await;
+        } else {
+            other.expect("a second writer").release().await;
+        }
+        first.release().await;
     }
-    drop(first);
-    let again = second.lock_for_writing("contract-a").await.expect("the lock is free once dropped");
-    drop(again);
+    let again = second.lock_for_writing("contract-a").await.expect("the lock is free once released");
+    again.release().await;
 }
 
 /// Deleting a store deletes it for every handle.

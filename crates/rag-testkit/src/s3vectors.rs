@@ -40,6 +40,10 @@ struct Shared {
     calls: HashMap<String, usize>,
     requests: Vec<(String, Value)>,
     query_page: usize,
+    /// Per-index write limits (vectors, requests per second), when enforced.
+    write_limits: Option<(usize, usize)>,
+    /// Writes of the last second per index: when, and how many vectors.
+    recent_writes: HashMap<String, VecDeque<(std::time::Instant, usize)>>,
 }
 
 /// An S3 Vectors stand-in on `127.0.0.1`, running on its own thread until dropped.
@@ -99,6 +103,30 @@ impl FakeS3Vectors {
         for _ in 0..count {
             shared.failures.push_back((operation.to_string(), status, code.to_string()));
         }
+    }
+
+    /// Enforces the service's write limits per index, shared by every writer:
+    /// a PutVectors or DeleteVectors that would pass `vectors_per_second`
+    /// vectors or `requests_per_second` requests in the last second gets 429
+    /// `TooManyRequestsException`, as S3 Vectors answers (2,500 and 1,000).
+    pub fn enforce_write_limits(&self, vectors_per_second: usize, requests_per_second: usize) {
+        self.shared.lock().unwrap().write_limits = Some((vectors_per_second, requests_per_second));
+    }
+
+    /// Writes refused for passing the write limits so far.
+    pub fn throttled(&self) -> usize {
+        self.calls("throttled")
+    }
+
+    /// Every vector's key and metadata in an index, sorted by key.
+    pub fn records(&self, bucket: &str, index: &str) -> Vec<(String, Value)> {
+        let shared = self.shared.lock().unwrap();
+        shared
+            .buckets
+            .get(bucket)
+            .and_then(|b| b.get(index))
+            .map(|i| i.vectors.iter().map(|(key, (_, metadata))| (key.clone(), metadata.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Number of vectors in an index.
@@ -169,6 +197,22 @@ async fn operation(
     let mut shared = shared.lock().unwrap();
     let bucket = body["vectorBucketName"].as_str().unwrap_or_default().to_string();
     let index_name = body["indexName"].as_str().unwrap_or_default().to_string();
+    if let (Some((vectors_limit, requests_limit)), "PutVectors" | "DeleteVectors") =
+        (shared.write_limits, operation.as_str())
+    {
+        let count = body["vectors"].as_array().or(body["keys"].as_array()).map_or(0, Vec::len);
+        let now = std::time::Instant::now();
+        let window = shared.recent_writes.entry(format!("{bucket}/{index_name}")).or_default();
+        while window.front().is_some_and(|(at, _)| now.duration_since(*at) >= Duration::from_secs(1)) {
+            window.pop_front();
+        }
+        let vectors: usize = window.iter().map(|(_, n)| n).sum();
+        if vectors + count > vectors_limit || window.len() + 1 > requests_limit {
+            *shared.calls.entry("throttled".into()).or_default() += 1;
+            return error(429, "TooManyRequestsException", "write rate of the index exceeded");
+        }
+        window.push_back((now, count));
+    }
     match operation.as_str() {
         "CreateVectorBucket" => {
             if shared.buckets.contains_key(&bucket) {

@@ -35,6 +35,11 @@ pub fn backend_with_state(endpoint: &str, bucket: &str, state: Option<PathBuf>) 
         max_vectors_per_second: 0.0,
         list_segments: 4,
         local_state_dir: state,
+        lease: rag_backend_s3vectors::LeaseOptions {
+            ttl: Duration::from_secs(6),
+            settle: Duration::from_millis(100),
+            max_wait: Duration::from_secs(30),
+        },
         ..S3VectorsConfig::new(bucket)
     };
     S3VectorsBackend::from_client(aws_sdk_s3vectors::Client::from_conf(sdk), config, "us-east-1".into())

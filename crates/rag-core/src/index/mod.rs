@@ -107,21 +107,31 @@ impl Indexer {
                 "this indexer has no embedder (Indexer::planner): it can only plan".into(),
             ));
         };
-        let existing = self.existing(store).await?;
         let settings = self.chunker.settings();
-        if existing.is_none() {
+        if self.existing(store).await?.is_none() {
             let config = StoreConfig::new(store, embedder.model(), embedder.dimension())
                 .with_metric(self.options.metric)
                 .with_chunking(settings.clone());
-            self.backend.create_store(&config).await?;
+            match self.backend.create_store(&config).await {
+                // Another writer made it first: it is read below, under the lock.
+                Ok(()) | Err(Error::StoreExists { .. }) => {}
+                Err(err) => return Err(err),
+            }
         }
-        // One writer at a time: the lock is held from here until this
-        // function returns, whatever the run's outcome.
-        let _lock = self.backend.lock_for_writing(store).await?;
-        if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
-            self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
+        // One writer at a time: the lock is held from here until the run
+        // ends, whatever its outcome. What the store holds is read under it,
+        // so a writer that waited sees what the one before it wrote.
+        let lock = self.backend.lock_for_writing(store).await?;
+        let result = async {
+            let existing = self.existing(store).await?;
+            if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
+                self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
+            }
+            self.run(store, existing.as_ref(), source, observer, Some(embedder)).await
         }
-        self.run(store, existing.as_ref(), source, observer, Some(embedder)).await
+        .await;
+        lock.release().await;
+        result
     }
 
     /// What [`index`](Self::index) would do, without embedding, writing or
