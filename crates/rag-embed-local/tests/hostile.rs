@@ -9,24 +9,11 @@ use std::path::{Path, PathBuf};
 
 use rag_core::embed::{DocText, Embedder};
 use rag_embed_local::LocalEmbedder;
+use rag_testkit::fuzz::Rng;
 
-/// Rounds per model; `RAG_FUZZ_ROUNDS` asks for a longer run.
+/// Rounds per seed; `RAG_FUZZ_ROUNDS` asks for a longer run.
 fn rounds() -> u64 {
-    std::env::var("RAG_FUZZ_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(150)
-}
-
-/// xorshift64*: a seeded sequence, the same on every machine.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+    rag_testkit::fuzz::rounds(150)
 }
 
 fn copy_model(from: &Path, to: &Path) {

@@ -10,24 +10,11 @@ use std::time::{Duration, Instant};
 
 use rag_core::chunk::Chunker;
 use rag_ingest::{ExtractError, TextChunker, extract};
+use rag_testkit::fuzz::Rng;
 
-/// Rounds per seed file; `RAG_FUZZ_ROUNDS` asks for a longer run.
+/// Rounds per seed; `RAG_FUZZ_ROUNDS` asks for a longer run.
 fn rounds() -> u64 {
-    std::env::var("RAG_FUZZ_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(30)
-}
-
-/// xorshift64*: a seeded sequence, the same on every machine.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+    rag_testkit::fuzz::rounds(30)
 }
 
 /// Well-formed files of each format the walk reads as text.

@@ -28,6 +28,7 @@
 
 pub mod contract;
 pub mod documents;
+pub mod fuzz;
 pub mod hub;
 mod loopback;
 mod ollama;
