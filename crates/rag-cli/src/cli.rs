@@ -207,7 +207,7 @@ pub struct IndexArgs {
     #[arg(long, default_value_t = rag_core::store::MAX_FILE_CHUNKS, value_name = "CHUNKS")]
     pub max_file_chunks: usize,
 
-    /// Seconds a document (PDF, Office, OpenDocument, EPUB) or HTML page may take to read; its
+    /// Seconds a document (PDF, Office, OpenDocument, EPUB) or large HTML page may take to read; its
     /// reader runs in a child process and is stopped after this.
     #[arg(long, default_value_t = DEFAULT_READER_TIMEOUT_SECS, value_name = "SECS")]
     pub reader_timeout: f64,

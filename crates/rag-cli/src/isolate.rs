@@ -1,5 +1,5 @@
 //! Document readers in a child process: a converter of untrusted binary
-//! formats (PDF, Office, OpenDocument, EPUB) and of HTML pages that panics, aborts, allocates
+//! formats (PDF, Office, OpenDocument, EPUB) and of large HTML pages that panics, aborts, allocates
 //! without bound or never returns fails its file only.
 //!
 //! The child is `rag` itself, run as `rag convert-document EXT` (a hidden

@@ -210,6 +210,11 @@ fn notebook_to_markdown(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Largest HTML page parsed in this process; larger pages go to the
+/// [`DocumentConverter`]. Parsing costs time that grows with size times
+/// nesting, and a child process costs a few milliseconds a page.
+pub const MAX_IN_PROCESS_HTML_BYTES: usize = 256 * 1024;
+
 /// Longest column name repeated on every row; a longer one is cut there
 /// (it stays whole on the `columns:` line).
 const MAX_REPEATED_NAME_CHARS: usize = 64;
@@ -360,9 +365,18 @@ pub fn extract_with(path: &Path, bytes: &[u8], converter: &dyn DocumentConverter
         "html" => {
             language = "markdown";
             metadata.insert("converted_from".into(), "html".into());
-            // Parsed where the converter runs (`rag`: a child process with
-            // time and memory limits), like the binary formats.
-            converter.convert("html", text.as_bytes()).map_err(|err| ExtractError::from_conversion(err, "HTML: "))?
+            // A small page is parsed here (its nesting is bounded before and
+            // after parsing, and its size bounds the parser's time); a large
+            // one where the converter runs (`rag`: a child process with time
+            // and memory limits), like the binary formats.
+            if text.len() <= MAX_IN_PROCESS_HTML_BYTES {
+                crate::html::html_to_markdown(&text)
+                    .map_err(|reason| ExtractError::Unreadable(format!("HTML: {reason}")))?
+            } else {
+                converter
+                    .convert("html", text.as_bytes())
+                    .map_err(|err| ExtractError::from_conversion(err, "HTML: "))?
+            }
         }
         "csv" | "tsv" => {
             let delimiter = if language == "csv" { b',' } else { b'\t' };
@@ -509,6 +523,24 @@ mod tests {
         assert_eq!(out.language, "markdown");
         assert!(out.text.contains("# Title") && out.text.contains("Body text"), "{}", out.text);
         assert!(!out.text.contains("x()") && !out.text.contains("p{}"), "{}", out.text);
+    }
+
+    #[test]
+    fn small_pages_are_read_here_and_large_ones_by_the_converter() {
+        struct Recording(std::sync::Mutex<Vec<String>>);
+        impl DocumentConverter for Recording {
+            fn convert(&self, extension: &str, bytes: &[u8]) -> Result<String, ConvertError> {
+                self.0.lock().unwrap().push(extension.to_string());
+                convert_document(extension, bytes).map_err(ConvertError::Unreadable)
+            }
+        }
+        let converter = Recording(std::sync::Mutex::new(Vec::new()));
+        let small = "<p>kites</p>".repeat(100);
+        assert!(extract_with(Path::new("s.html"), small.as_bytes(), &converter).unwrap().text.contains("kites"));
+        assert!(converter.0.lock().unwrap().is_empty());
+        let large = "<p>kites</p>".repeat(MAX_IN_PROCESS_HTML_BYTES / 12 + 1);
+        assert!(extract_with(Path::new("l.html"), large.as_bytes(), &converter).unwrap().text.contains("kites"));
+        assert_eq!(*converter.0.lock().unwrap(), ["html"]);
     }
 
     #[test]

@@ -59,8 +59,8 @@ pub use discover::{
 };
 pub use documents::{DOCUMENT_EXTENSIONS, MAX_UNCOMPRESSED};
 pub use extract::{
-    BINARY_EXTENSIONS, ConvertError, DocumentConverter, ExtractError, InProcess, convert_document, extract,
-    extract_with, language_for_path, looks_binary, walkable,
+    BINARY_EXTENSIONS, ConvertError, DocumentConverter, ExtractError, InProcess, MAX_IN_PROCESS_HTML_BYTES,
+    convert_document, extract, extract_with, language_for_path, looks_binary, walkable,
 };
 pub use files::FileSource;
 pub use html::MAX_HTML_DEPTH;
