@@ -57,11 +57,29 @@ impl LocalState {
                 _ => Ok(()),
             };
         }
-        std::fs::create_dir_all(&self.dir).map_err(failed)?;
+        // The owner's only, like the data folder it sits in; written whole,
+        // synced and renamed. Writers of one store take turns under its lease.
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(&self.dir).map_err(failed)?;
         let json = serde_json::to_vec_pretty(&files).map_err(|e| failed(std::io::Error::other(e)))?;
         let scratch = path.with_extension(format!("json.{}", std::process::id()));
-        std::fs::write(&scratch, json).map_err(failed)?;
-        std::fs::rename(&scratch, &path).map_err(failed)
+        let written = (|| {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&scratch)?;
+            std::io::Write::write_all(&mut file, &json)?;
+            file.sync_all()?;
+            std::fs::rename(&scratch, &path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&scratch);
+        }
+        written.map_err(failed)
     }
 
     /// Forgets everything of a store (it was deleted).
@@ -76,6 +94,18 @@ mod tests {
 
     fn file(path: &str, hash: &str) -> UnreadableFile {
         UnreadableFile { path: path.into(), content_hash: hash.into(), reason: "damaged".into(), reader: "r".into() }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_record_is_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = LocalState::new(dir.path().join("state"), "team-vectors");
+        state.update("notes", vec![file("a.pdf", "h1")], &[]).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("state/team-vectors")), 0o700);
+        assert_eq!(mode(&dir.path().join("state/team-vectors/notes.unreadable.json")), 0o600);
     }
 
     #[test]
