@@ -57,29 +57,11 @@ impl LocalState {
                 _ => Ok(()),
             };
         }
-        // The owner's only, like the data folder it sits in; written whole,
-        // synced and renamed. Writers of one store take turns under its lease.
-        let mut dir = std::fs::DirBuilder::new();
-        dir.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
-        dir.create(&self.dir).map_err(failed)?;
+        // The owner's only, like the data folder it sits in; writers of one
+        // store take turns under its lease.
+        rag_core::backend::create_private_dir(&self.dir).map_err(failed)?;
         let json = serde_json::to_vec_pretty(&files).map_err(|e| failed(std::io::Error::other(e)))?;
-        let scratch = path.with_extension(format!("json.{}", std::process::id()));
-        let written = (|| {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&scratch)?;
-            std::io::Write::write_all(&mut file, &json)?;
-            file.sync_all()?;
-            std::fs::rename(&scratch, &path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&scratch);
-        }
-        written.map_err(failed)
+        rag_core::backend::replace_private_file(&path, &json).map_err(failed)
     }
 
     /// Forgets everything of a store (it was deleted).

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rag_core::backend::{create_private_dir, private_file, replace_private_file};
 use serde::{Deserialize, Serialize};
 
 /// Where a remote store lives, as remembered in `remote-stores.json`.
@@ -111,9 +112,14 @@ impl<T: RecordFile + Serialize + for<'de> Deserialize<'de> + PartialEq + Clone> 
     /// moved aside (`.damaged-TIME`), not overwritten.
     fn update(&mut self, change: impl FnOnce(&mut BTreeMap<String, T>) -> bool) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let lock_path = self.path.with_extension("json.lock");
-        let lock = private_file(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
+        let lock = private_file()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
         lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
         let mut stores = match read_records(&self.path)? {
             Records::Read(stores) => stores,
@@ -126,14 +132,8 @@ impl<T: RecordFile + Serialize + for<'de> Deserialize<'de> + PartialEq + Clone> 
             }
         };
         if change(&mut stores) {
-            let scratch = dir.join(format!(".{}.{}.tmp", T::FILE, std::process::id()));
-            let written = write_synced(&scratch, serde_json::to_string_pretty(&stores)?.as_bytes())
-                .and_then(|()| std::fs::rename(&scratch, &self.path))
-                .and_then(|()| std::fs::File::open(dir)?.sync_all());
-            if written.is_err() {
-                let _ = std::fs::remove_file(&scratch);
-            }
-            written.with_context(|| format!("cannot write {}", self.path.display()))?;
+            replace_private_file(&self.path, serde_json::to_string_pretty(&stores)?.as_bytes())
+                .with_context(|| format!("cannot write {}", self.path.display()))?;
         }
         self.stores = stores;
         Ok(())
@@ -170,32 +170,6 @@ fn read_records<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Records<T>>
         }
     }
     Ok(Records::Read(stores))
-}
-
-/// Creates a folder (and its parents) for the owner only.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Opens (creating for the owner only) a file to write.
-fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).truncate(false).write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = private_file(path)?;
-    file.set_len(0)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub use crate::error::BoxError;
 pub use crate::filter::{FILE_KEYS, FILTERABLE_KEYS, file_filter_metadata, filter_metadata};
 pub use crate::memory::{ChunkStamp, MemoryBackend, file_state, score};
+pub use crate::private_files::{create_private_dir, private_file, replace_private_file};
 pub use crate::search::{LexicalHit, LexicalRequest};
 pub use crate::types::{FileState, MAX_KEY_LEN, QueryRequest, UnreadableFile, VectorRecord, WriteBatch, chunk_key};
 pub use async_trait::async_trait;

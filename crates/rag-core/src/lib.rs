@@ -102,6 +102,7 @@ pub mod index;
 pub mod lexical;
 mod memory;
 pub mod prelude;
+mod private_files;
 mod query;
 pub mod search;
 pub mod source;
