@@ -148,12 +148,7 @@ impl HubModel {
                 options.cache.display()
             )));
         }
-        // hf-hub asserts and unwraps on some malformed answers; a bad server
-        // must give an error, not a crash.
-        let fetched = std::panic::catch_unwind(|| self.download(options)).unwrap_or_else(|_| {
-            Err(self.error(format!("{} gave an answer the Hub client cannot read", options.endpoint)))
-        })?;
-        Ok(fetched)
+        self.download(options)
     }
 
     fn download(&self, options: &HubOptions) -> Result<PathBuf, LoadError> {

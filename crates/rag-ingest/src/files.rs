@@ -41,7 +41,7 @@ impl FileSource {
     }
 
     /// The same files with documents (PDF, Office, OpenDocument, EPUB,
-    /// spreadsheets) and HTML pages converted by `converter`: a program that
+    /// spreadsheets) and HTML pages over 256 KiB converted by `converter`: a program that
     /// reads untrusted files runs them where a crash or a runaway can be
     /// contained (`rag` uses a child process with time and memory limits).
     pub fn with_converter(mut self, converter: Arc<dyn DocumentConverter>) -> Self {
