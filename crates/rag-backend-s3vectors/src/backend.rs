@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -25,6 +25,7 @@ use crate::convert::{NON_FILTERABLE_KEYS, chunk_from_metadata, document_to_json,
 use crate::errors::{Context, Failure};
 use crate::limits::{MAX_BATCH, MAX_DIMENSION, MAX_TOP_K, validate_bucket_name, validate_vector};
 use crate::local_state::LocalState;
+use crate::rate::RateLimiter;
 
 const BACKEND: &str = "s3vectors";
 const TAG_MODEL: &str = "rag:model";
@@ -43,7 +44,9 @@ pub struct S3VectorsConfig {
     pub endpoint_url: Option<String>,
     /// PutVectors/DeleteVectors requests in flight at once.
     pub write_concurrency: usize,
-    /// Client-side limit on vectors written and deleted per second (the service allows 2,500 per index).
+    /// Most vectors written and deleted per second by this client (the service allows 2,500 per
+    /// index, shared by every writer); lowered for a while each time the service refuses a write
+    /// for its rate. Zero is no client-side limit.
     pub max_vectors_per_second: f64,
     /// Estimated request size above which a PutVectors batch is cut (the service allows 20 MiB).
     pub max_request_bytes: usize,
@@ -154,10 +157,13 @@ impl S3VectorsBackend {
 
     /// Runs a call with our retry loop; returns the last failure and the
     /// attempts made. `unavailable_attempts` caps retries of 503 (PutVectors
-    /// splits its batch instead).
+    /// splits its batch instead). A write of `writes` vectors (0 for a read)
+    /// waits for the rate limiter before each attempt and tells it when the
+    /// service refused it for its rate.
     async fn try_call<T, E, F, Fut>(
         &self,
         unavailable_attempts: u32,
+        writes: usize,
         mut send: F,
     ) -> std::result::Result<T, (Failure, u32)>
     where
@@ -169,10 +175,16 @@ impl S3VectorsBackend {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if writes > 0 {
+                self.limiter.acquire(writes).await;
+            }
             match send().await {
                 Ok(value) => return Ok(value),
                 Err(err) => {
                     let failure = Failure::from_sdk(err);
+                    if writes > 0 && failure.is_throttling() {
+                        self.limiter.throttled().await;
+                    }
                     let limit = if failure.is_unavailable() { unavailable_attempts } else { self.config.max_attempts };
                     if !failure.is_retryable() || attempt >= limit.max(1) {
                         return Err((failure, attempt));
@@ -192,7 +204,7 @@ impl S3VectorsBackend {
         Fut: Future<Output = std::result::Result<T, SdkError<E>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        self.try_call(self.config.max_attempts, send)
+        self.try_call(self.config.max_attempts, 0, send)
             .await
             .map_err(|(failure, attempts)| failure.into_error(&self.context(op, index), attempts))
     }
@@ -308,15 +320,16 @@ impl S3VectorsBackend {
         vectors: Vec<PutInputVector>,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            self.limiter.acquire(vectors.len()).await;
             let bucket = &self.config.bucket;
             let sent = self
-                .try_call(2, || {
+                .try_call(2, vectors.len(), || {
                     self.client
                         .put_vectors()
                         .vector_bucket_name(bucket)
                         .index_name(store)
                         .set_vectors(Some(vectors.clone()))
+                        .customize()
+                        .config_override(writes_retried_by_us())
                         .send()
                 })
                 .await;
@@ -356,7 +369,9 @@ impl VectorBackend for S3VectorsBackend {
         }
         let bucket = &self.config.bucket;
         match self
-            .try_call(self.config.max_attempts, || self.client.create_vector_bucket().vector_bucket_name(bucket).send())
+            .try_call(self.config.max_attempts, 0, || {
+                self.client.create_vector_bucket().vector_bucket_name(bucket).send()
+            })
             .await
         {
             Ok(_) => tracing::info!("created vector bucket {bucket:?}"),
@@ -410,7 +425,7 @@ impl VectorBackend for S3VectorsBackend {
         let mut token: Option<String> = None;
         loop {
             let page = match self
-                .try_call(self.config.max_attempts, || {
+                .try_call(self.config.max_attempts, 0, || {
                     self.client.list_indexes().vector_bucket_name(bucket).set_next_token(token.clone()).send()
                 })
                 .await
@@ -436,7 +451,7 @@ impl VectorBackend for S3VectorsBackend {
         validate_store_name(store)?;
         let bucket = &self.config.bucket;
         match self
-            .try_call(self.config.max_attempts, || {
+            .try_call(self.config.max_attempts, 0, || {
                 self.client.get_index().vector_bucket_name(bucket).index_name(store).send()
             })
             .await
@@ -616,17 +631,21 @@ impl VectorBackend for S3VectorsBackend {
         let bucket = &self.config.bucket;
         stream::iter(batch.deletes.chunks(MAX_BATCH).map(<[String]>::to_vec))
             .map(|keys| async move {
-                self.limiter.acquire(keys.len()).await;
-                self.call("DeleteVectors", Some(store), || {
+                self.try_call(self.config.max_attempts, keys.len(), || {
                     self.client
                         .delete_vectors()
                         .vector_bucket_name(bucket)
                         .index_name(store)
                         .set_keys(Some(keys.clone()))
+                        .customize()
+                        .config_override(writes_retried_by_us())
                         .send()
                 })
                 .await
                 .map(|_| ())
+                .map_err(|(failure, attempts)| {
+                    failure.into_error(&self.context("DeleteVectors", Some(store)), attempts)
+                })
             })
             .buffer_unordered(concurrency)
             .try_collect::<Vec<()>>()
@@ -712,41 +731,10 @@ impl VectorBackend for S3VectorsBackend {
 /// Most keys one GetVectors call takes.
 const GET_BATCH: usize = 100;
 
-/// A token bucket on vectors per second, shared by every write of a backend.
-#[derive(Debug)]
-struct RateLimiter {
-    per_second: f64,
-    state: tokio::sync::Mutex<(f64, Instant)>,
-}
-
-impl RateLimiter {
-    fn new(per_second: f64) -> Self {
-        let per_second = if per_second > 0.0 { per_second } else { f64::INFINITY };
-        let start = if per_second.is_finite() { per_second } else { 0.0 };
-        Self { per_second, state: tokio::sync::Mutex::new((start, Instant::now())) }
-    }
-
-    async fn acquire(&self, count: usize) {
-        if !self.per_second.is_finite() {
-            return;
-        }
-        let want = count as f64;
-        loop {
-            let wait = {
-                let mut state = self.state.lock().await;
-                let now = Instant::now();
-                state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.per_second).min(self.per_second);
-                state.1 = now;
-                // A request larger than a second's budget goes when the bucket is full.
-                if state.0 >= want.min(self.per_second) {
-                    state.0 -= want;
-                    return;
-                }
-                (want.min(self.per_second) - state.0) / self.per_second
-            };
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-        }
-    }
+/// Writes are retried by our loop alone, so every refusal for rate reaches
+/// the rate limiter instead of being spent in the SDK's own retries.
+fn writes_retried_by_us() -> aws_sdk_s3vectors::config::Builder {
+    aws_sdk_s3vectors::config::Builder::default().retry_config(RetryConfig::disabled())
 }
 
 /// A delay between half and all of `max` ("equal jitter"), so clients that

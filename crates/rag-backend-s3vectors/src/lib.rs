@@ -12,9 +12,11 @@
 //! (ListVectors with metadata, several segments in parallel), so two machines
 //! indexing the same store agree. Writes are batched by count (500) and
 //! estimated request size, sent several at a time under a client-side rate
-//! limit, and retried with jittered exponential backoff on 429, 500, 503 and
-//! 408 on top of the SDK's own retries; a PutVectors batch that keeps getting
-//! 503 is split in two.
+//! limit that adapts to the service's answers (halved on each burst of 429s,
+//! climbing back while none come, so writers that share an index settle at
+//! their share of its 2,500 vectors a second), and retried with jittered
+//! exponential backoff on 429, 500, 503 and 408; a PutVectors batch that
+//! keeps getting 503 is split in two.
 //!
 //! One writer at a time: [`lock_for_writing`](rag_core::backend::VectorBackend::lock_for_writing)
 //! takes a lease recorded in the index's tags (`rag:writer`), renewed while
@@ -42,6 +44,7 @@ mod errors;
 mod lease;
 mod limits;
 mod local_state;
+mod rate;
 
 pub use backend::{S3VectorsBackend, S3VectorsConfig};
 pub use convert::{NON_FILTERABLE_KEYS, document_to_json, json_to_document};

@@ -6,7 +6,7 @@
 
 mod support;
 
-use rag_backend_s3vectors::S3VectorsBackend;
+use rag_backend_s3vectors::{S3VectorsBackend, S3VectorsConfig};
 use rag_core::{
     Error,
     backend::{QueryRequest, VectorBackend},
@@ -128,6 +128,41 @@ async fn throttling_and_unavailability_are_retried_and_oversized_batches_split()
     fake.fail_next("QueryVectors", 50, 429, "TooManyRequestsException");
     let err = backend.query("notes", &QueryRequest::new(vector(1, 4), 5)).await.unwrap_err();
     assert!(matches!(err, Error::Throttled { .. }), "{err}");
+}
+
+/// Three clients write one index at once, each allowed the service's whole
+/// rate, with the fake refusing what passes 2,500 vectors a second: each
+/// slows down on the refusals and all finish within their retries.
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_sharing_an_index_slow_down_until_all_finish() {
+    let fake = FakeS3Vectors::start();
+    fake.enforce_write_limits(2_500, 1_000);
+    let writer = || {
+        let config =
+            S3VectorsConfig { max_vectors_per_second: 2_400.0, ..support::test_config(&fake.url(), "team-vectors") };
+        support::backend_from(&fake.url(), config)
+    };
+    let writers = [writer(), writer(), writer()];
+    writers[0].create_store(&config("notes", 4)).await.unwrap();
+    let per_writer = 2_000;
+    let started = std::time::Instant::now();
+    let runs = writers.iter().enumerate().map(|(w, backend)| async move {
+        let records: Vec<_> = (0..per_writer)
+            .map(|i| record(&format!("w{w}/f{i}.md"), 0, 1, "h", vector((w * per_writer + i) as u64, 4)))
+            .collect();
+        // In batches, as an index run writes.
+        for batch in records.chunks(1_000) {
+            backend.put("notes", batch.to_vec()).await?;
+        }
+        Ok::<_, Error>(())
+    });
+    for result in futures::future::join_all(runs).await {
+        result.unwrap();
+    }
+    assert_eq!(fake.vector_count("team-vectors", "notes"), 3 * per_writer);
+    assert!(fake.throttled() > 0, "the writers together asked for more than the index takes");
+    // 6,000 vectors at 2,500 a second at best.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread")]

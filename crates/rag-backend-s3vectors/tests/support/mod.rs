@@ -22,6 +22,28 @@ pub fn backend(endpoint: &str, bucket: &str) -> S3VectorsBackend {
 
 /// [`backend`], remembering unreadable files under `state` (this machine's records).
 pub fn backend_with_state(endpoint: &str, bucket: &str, state: Option<PathBuf>) -> S3VectorsBackend {
+    let config = S3VectorsConfig { local_state_dir: state, ..test_config(endpoint, bucket) };
+    backend_from(endpoint, config)
+}
+
+/// The settings of [`backend`]: fast retries and leases, no rate limit.
+pub fn test_config(endpoint: &str, bucket: &str) -> S3VectorsConfig {
+    S3VectorsConfig {
+        endpoint_url: Some(endpoint.to_string()),
+        initial_backoff: Duration::from_millis(5),
+        max_vectors_per_second: 0.0,
+        list_segments: 4,
+        lease: rag_backend_s3vectors::LeaseOptions {
+            ttl: Duration::from_secs(6),
+            settle: Duration::from_millis(100),
+            max_wait: Duration::from_secs(30),
+        },
+        ..S3VectorsConfig::new(bucket)
+    }
+}
+
+/// A backend on `endpoint` with `config` and static test credentials.
+pub fn backend_from(endpoint: &str, config: S3VectorsConfig) -> S3VectorsBackend {
     let sdk = aws_sdk_s3vectors::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -29,19 +51,6 @@ pub fn backend_with_state(endpoint: &str, bucket: &str, state: Option<PathBuf>) 
         .endpoint_url(endpoint)
         .retry_config(aws_sdk_s3vectors::config::retry::RetryConfig::standard().with_max_attempts(1))
         .build();
-    let config = S3VectorsConfig {
-        endpoint_url: Some(endpoint.to_string()),
-        initial_backoff: Duration::from_millis(5),
-        max_vectors_per_second: 0.0,
-        list_segments: 4,
-        local_state_dir: state,
-        lease: rag_backend_s3vectors::LeaseOptions {
-            ttl: Duration::from_secs(6),
-            settle: Duration::from_millis(100),
-            max_wait: Duration::from_secs(30),
-        },
-        ..S3VectorsConfig::new(bucket)
-    };
     S3VectorsBackend::from_client(aws_sdk_s3vectors::Client::from_conf(sdk), config, "us-east-1".into())
 }
 
