@@ -717,6 +717,33 @@ fn chunk_tokens_approximates_two_and_a_half_characters_a_token() {
 }
 
 #[test]
+fn a_store_keeps_its_chunking_until_other_flags_are_given() {
+    let ws = Workspace::new();
+    ws.write("a.txt", "word ".repeat(400));
+    ws.rag(&["index", ".", "--store", "notes", "--chunk-size", "300", "--chunk-overlap", "30"]).assert_ok();
+    let chunks = ws.records("notes").len();
+    // Another machine, or a script, without the flags: nothing is re-chunked.
+    ws.write("b.txt", "other ".repeat(100));
+    let run = ws.rag(&["index", ".", "--store", "notes", "--json"]);
+    run.assert_ok();
+    let report: Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!((report["new"].as_array().unwrap().len(), report["changed"].as_array().unwrap().len()), (1, 0));
+    assert!(ws.records("notes").iter().all(|(c, _)| c.text.chars().count() <= 300), "b.txt chunked as the store is");
+    let info = ws.rag(&["store", "info", "notes"]).stdout();
+    assert!(info.contains("size=300 overlap=30"), "{info}");
+    // Asked for, other settings re-chunk every file, and say so.
+    let run = ws.rag(&["index", ".", "--store", "notes", "--chunk-size", "600"]);
+    run.assert_ok();
+    assert!(
+        run.stdout().contains("re-chunked: the store was chunked with \"text-splitter/chars size=300 overlap=30"),
+        "{}",
+        run.stdout()
+    );
+    assert!(run.stdout().contains("2 changed"), "{}", run.stdout());
+    assert!(ws.records("notes").len() < chunks, "larger chunks, fewer of them");
+}
+
+#[test]
 fn the_chunk_budget_follows_the_models_context_window() {
     let ollama = FakeOllama::start();
     // The fake reports a window of a quarter as many tokens: 500.

@@ -322,11 +322,15 @@ fn concurrent_writers_take_turns_and_the_store_ends_as_one_clean_run() {
     for i in 0..40 {
         s3.ws.write(&format!("notes/n{i:02}.md"), sections(&format!("topic{i}"), 3));
     }
-    let spawn = |store: &str| {
-        let args = index_args(&url, store);
+    let spawn_with = |store: &str, chunk_flags: bool| {
+        let mut args = index_args(&url, store);
+        if !chunk_flags {
+            args.retain(|a| !CHUNKS.contains(&a.as_str()));
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         s3.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
     };
+    let spawn = |store: &str| spawn_with(store, true);
     let finish = |child: std::process::Child| {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -363,7 +367,9 @@ fn concurrent_writers_take_turns_and_the_store_ends_as_one_clean_run() {
     for i in 40..45 {
         s3.ws.write(&format!("notes/n{i:02}.md"), sections(&format!("topic{i}"), 2));
     }
-    let (b, c) = (spawn("notes"), spawn("notes"));
+    // The third runs as another machine would, without the chunk flags: it
+    // chunks as the store records, so nothing is re-chunked.
+    let (b, c) = (spawn("notes"), spawn_with("notes", false));
     finish(a);
     finish(b);
     finish(c);
@@ -372,4 +378,9 @@ fn concurrent_writers_take_turns_and_the_store_ends_as_one_clean_run() {
     for old in ["topic0 ", "topic39 ", "middle0 ", "middle19 "] {
         assert!(final_content.iter().all(|(_, _, _, text)| !text.contains(old)), "a superseded chunk: {old}");
     }
+    // Whichever ran last, a run without the flags writes nothing.
+    s3.fake.reset_calls();
+    finish(spawn_with("notes", false));
+    assert_eq!(s3.fake.calls("PutVectors"), 0, "a run with other defaults re-chunked the store");
+    assert_eq!(content(&s3.fake, "notes"), final_content);
 }

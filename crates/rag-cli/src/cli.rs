@@ -133,14 +133,17 @@ pub struct IndexArgs {
     #[command(flatten)]
     pub backend: BackendArgs,
 
-    /// Maximum chunk size in characters; lowered to fit the model's context window
-    /// (2.5 characters a token, less room for the prompt).
-    #[arg(long, default_value_t = rag_ingest::TextChunker::DEFAULT_SIZE)]
-    pub chunk_size: usize,
+    /// Maximum chunk size in characters [default: 1500 for a new store, the
+    /// store's own for one that exists]; lowered to fit the model's context
+    /// window (2.5 characters a token, less room for the prompt). Given, and
+    /// other than the store's, every file is re-chunked.
+    #[arg(long, value_name = "CHARS")]
+    pub chunk_size: Option<usize>,
 
-    /// Characters shared by neighbouring chunks.
-    #[arg(long, default_value_t = rag_ingest::TextChunker::DEFAULT_OVERLAP)]
-    pub chunk_overlap: usize,
+    /// Characters shared by neighbouring chunks [default: 200 for a new
+    /// store, the store's own for one that exists].
+    #[arg(long, value_name = "CHARS")]
+    pub chunk_overlap: Option<usize>,
 
     /// Chunk budget in tokens instead of characters, approximated without a
     /// tokenizer as 2.5 characters a token (sets --chunk-size to 2.5 x N and caps

@@ -304,6 +304,10 @@ pub fn index_text(report: &IndexReport, backend: &str, verbose: bool) -> String 
     );
     let verb = if report.dry_run { "to embed" } else { "embedded" };
     let _ = writeln!(out, "  chunks: {} {verb}, {} deleted", report.chunks_embedded, report.chunks_deleted);
+    if let Some(before) = &report.rechunked_from {
+        let verb = if report.dry_run { "would be" } else { "was" };
+        let _ = writeln!(out, "  every file {verb} re-chunked: the store was chunked with \"{before}\"");
+    }
     let labelled =
         [("skipped", &report.skipped), ("note", &report.notes), ("failed", &report.failed), ("kept", &report.kept)];
     for (label, problems) in labelled {

@@ -52,6 +52,17 @@ pub trait Chunker: Send + Sync {
     /// A description of the settings; a store records it, and when it changes
     /// every file is re-chunked.
     fn settings(&self) -> String;
+
+    /// A chunker of the same kind whose [`settings`](Self::settings) are
+    /// `settings`, as a store recorded them; `None` when this one cannot make
+    /// it (another kind, another version). An indexer asked to keep a store's
+    /// chunking ([`IndexOptions::keep_store_chunking`](crate::index::IndexOptions::keep_store_chunking))
+    /// chunks with it, so a store keeps its settings whatever another
+    /// machine's defaults are.
+    fn with_settings(&self, settings: &str) -> Option<std::sync::Arc<dyn Chunker>> {
+        let _ = settings;
+        None
+    }
 }
 
 /// Maps byte offsets to 1-based line numbers.

@@ -133,6 +133,10 @@ impl Chunker for TextChunker {
         let code = if cfg!(feature = "code") { " code=tree-sitter-nodes" } else { "" };
         format!("text-splitter/chars size={} overlap={} sections=whole{code}", self.size, self.overlap)
     }
+
+    fn with_settings(&self, settings: &str) -> Option<std::sync::Arc<dyn Chunker>> {
+        Self::from_settings(settings).map(|chunker| std::sync::Arc::new(chunker) as std::sync::Arc<dyn Chunker>)
+    }
 }
 
 impl TextChunker {

@@ -240,10 +240,30 @@ async fn new_chunking_settings_rechunk_every_file() {
     let s = Setup::new();
     s.write("a.md", &paragraphs(&["alpha", "beta", "gamma"]));
     s.index().await;
+    let before = s.backend.store_config("notes").await.unwrap().chunking;
     let report = s.index_with(IndexOptions::default(), 500).await.unwrap();
     assert_eq!(report.changed, ["a.md"]);
+    assert_eq!(report.rechunked_from, Some(before));
     assert_eq!(s.keys().await, ["a.md#0"]);
     assert_eq!(s.backend.store_config("notes").await.unwrap().chunking, TextChunker::new(500, 0).unwrap().settings());
+}
+
+#[tokio::test]
+async fn a_store_keeps_its_chunking_when_the_run_is_told_to() {
+    let s = Setup::new();
+    s.write("a.md", &paragraphs(&["alpha", "beta", "gamma"]));
+    s.index().await;
+    let recorded = s.backend.store_config("notes").await.unwrap().chunking;
+    // Another machine's defaults: the store's settings are used, nothing is re-chunked.
+    let kept = s.index_with(IndexOptions::default().with_store_chunking(true), 500).await.unwrap();
+    assert!(kept.changed.is_empty() && kept.chunks_embedded == 0 && kept.rechunked_from.is_none(), "{kept:?}");
+    assert_eq!(s.backend.store_config("notes").await.unwrap().chunking, recorded);
+    // A change is still planned and made with the store's settings.
+    s.write("a.md", &paragraphs(&["alpha", "beta", "delta"]));
+    let changed = s.index_with(IndexOptions::default().with_store_chunking(true), 500).await.unwrap();
+    assert_eq!(changed.changed, ["a.md"]);
+    assert_eq!(s.keys().await.len(), 3, "chunked as the store records, not at 500");
+    assert_eq!(s.backend.store_config("notes").await.unwrap().chunking, recorded);
 }
 
 #[tokio::test]

@@ -167,12 +167,17 @@ pub async fn index_setup(
         Some(embedders::connect(&args.embedder, model, args.batch_size, args.concurrency).await?)
     };
 
+    // Chunking belongs to the store: without chunk flags, a store that
+    // exists keeps its settings (the indexer reads them under the writer's
+    // lock); these defaults shape a new store.
+    let chunking_asked = args.chunk_size.is_some() || args.chunk_overlap.is_some() || args.chunk_tokens.is_some();
+    let overlap = args.chunk_overlap.unwrap_or(TextChunker::DEFAULT_OVERLAP);
     let (mut chunk_size, mut chunk_overlap) = match args.chunk_tokens {
         Some(tokens) => {
             let size = (tokens as f32 * rag_core::chunk::MIN_CHARS_PER_TOKEN) as usize;
-            (size, args.chunk_overlap.min(size / 4))
+            (size, overlap.min(size / 4))
         }
-        None => (args.chunk_size, args.chunk_overlap),
+        None => (args.chunk_size.unwrap_or(TextChunker::DEFAULT_SIZE), overlap),
     };
     // The chunk budget follows the model's context window, so no chunk is refused.
     if let Some((embedder, window)) = embedder.as_ref().and_then(|e| Some((e, e.context_tokens()?))) {
@@ -203,7 +208,8 @@ pub async fn index_setup(
         .with_mass_removal(args.allow_mass_delete)
         .with_metric(args.metric.into())
         .with_max_file_size(args.max_file_size)
-        .with_max_file_chunks(args.max_file_chunks);
+        .with_max_file_chunks(args.max_file_chunks)
+        .with_store_chunking(!chunking_asked);
     let indexer = match embedder {
         Some(embedder) => Indexer::new(embedder, backend.clone(), Arc::new(chunker)),
         None => Indexer::planner(backend.clone(), Arc::new(chunker)),

@@ -124,10 +124,12 @@ impl Indexer {
         let lock = self.backend.lock_for_writing(store).await?;
         let result = async {
             let existing = self.existing(store).await?;
+            let chunker = self.chunker_for(existing.as_ref());
+            let settings = chunker.settings();
             if let Some(config) = existing.as_ref().filter(|c| c.chunking != settings) {
                 self.backend.update_store_config(&StoreConfig { chunking: settings.clone(), ..config.clone() }).await?;
             }
-            self.run(store, existing.as_ref(), source, observer, Some(embedder)).await
+            self.run(store, existing.as_ref(), source, observer, chunker, Some(embedder)).await
         }
         .await;
         lock.release().await;
@@ -140,7 +142,20 @@ impl Indexer {
     /// `chunks_deleted` count what would be.
     pub async fn plan(&self, store: &str, source: Arc<dyn Source>) -> Result<IndexReport> {
         let existing = self.existing(store).await?;
-        self.run(store, existing.as_ref(), source, &NoProgress, None).await
+        let chunker = self.chunker_for(existing.as_ref());
+        self.run(store, existing.as_ref(), source, &NoProgress, chunker, None).await
+    }
+
+    /// The chunker of a run on a store with settings `existing`: the store's
+    /// own where [`IndexOptions::keep_store_chunking`] asks and the chunker
+    /// can make it, this indexer's otherwise.
+    fn chunker_for(&self, existing: Option<&StoreConfig>) -> Arc<dyn Chunker> {
+        match existing {
+            Some(config) if self.options.keep_store_chunking && config.chunking != self.chunker.settings() => {
+                self.chunker.with_settings(&config.chunking).unwrap_or_else(|| Arc::clone(&self.chunker))
+            }
+            _ => Arc::clone(&self.chunker),
+        }
     }
 
     /// The store's settings when it exists, after refusing another model
@@ -163,13 +178,14 @@ impl Indexer {
         existing: Option<&StoreConfig>,
         source: Arc<dyn Source>,
         observer: &dyn IndexObserver,
+        chunker: Arc<dyn Chunker>,
         // The embedder of a run that writes; `None` plans.
         embedder: Option<&Arc<dyn Embedder>>,
     ) -> Result<IndexReport> {
         let started = Instant::now();
         let options = &self.options;
         let dry_run = embedder.is_none();
-        let settings = self.chunker.settings();
+        let settings = chunker.settings();
         let states: HashMap<String, FileState> = if existing.is_some() {
             self.backend.file_states(store).await?.into_iter().map(|s| (s.path.clone(), s)).collect()
         } else {
@@ -183,7 +199,12 @@ impl Indexer {
         };
         let mut unreadable: Vec<UnreadableFile> = Vec::new();
 
-        let mut report = IndexReport { store: store.to_string(), dry_run, ..IndexReport::default() };
+        let mut report = IndexReport {
+            store: store.to_string(),
+            dry_run,
+            rechunked_from: existing.filter(|c| c.chunking != settings).map(|c| c.chunking.clone()),
+            ..IndexReport::default()
+        };
         let items = source.items();
         let found: HashSet<&str> = items.iter().map(|item| item.path.as_str()).collect();
         // Stored files the source no longer lists: deleted where it covers
@@ -220,7 +241,7 @@ impl Indexer {
                         next.clone(),
                         states.clone(),
                         known.clone(),
-                        Arc::clone(&self.chunker),
+                        Arc::clone(&chunker),
                         Arc::clone(&source),
                         Arc::clone(&self.backend),
                         tx.clone(),

@@ -42,6 +42,12 @@ pub struct IndexOptions {
     /// slides, sheets), so a short section keeps its context. The path is
     /// stored either way.
     pub embed_headings: bool,
+    /// Chunk a store that exists as it records ([`Chunker::with_settings`](crate::chunk::Chunker::with_settings)),
+    /// not with the indexer's chunker, where the chunker can: the settings
+    /// belong to the store, and a run with other defaults does not re-chunk
+    /// it. Off, the indexer's chunker is used and a store chunked otherwise
+    /// is re-chunked. The CLI turns it on unless chunk flags are given.
+    pub keep_store_chunking: bool,
 }
 
 impl Default for IndexOptions {
@@ -56,6 +62,7 @@ impl Default for IndexOptions {
             max_file_chunks: crate::store::MAX_FILE_CHUNKS,
             allow_mass_removal: false,
             embed_headings: true,
+            keep_store_chunking: false,
         }
     }
 }
@@ -118,6 +125,12 @@ impl IndexOptions {
     /// Embed each chunk with its heading path in front.
     pub fn with_embed_headings(mut self, embed_headings: bool) -> Self {
         self.embed_headings = embed_headings;
+        self
+    }
+
+    /// Chunk an existing store as it records, where the chunker can.
+    pub fn with_store_chunking(mut self, keep: bool) -> Self {
+        self.keep_store_chunking = keep;
         self
     }
 }

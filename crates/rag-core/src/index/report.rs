@@ -73,6 +73,9 @@ pub struct IndexReport {
     pub chunks_deleted: usize,
     /// Wall time of the run in milliseconds.
     pub elapsed_ms: u64,
+    /// The store's chunking settings before this run, when the run
+    /// re-chunked (or, planned, would re-chunk) every file for other ones.
+    pub rechunked_from: Option<String>,
 }
 
 /// Receives progress events; every method has a no-op default.
