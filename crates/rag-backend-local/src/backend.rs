@@ -21,8 +21,8 @@ use crate::files::{BACKEND, DB_FILE, FORMAT_VERSION, LOCK_FILE, create_private_d
 use crate::fulltext::{LEXICAL_TABLE, LEXICAL_VERSION};
 use crate::reader::Reader;
 use crate::schema::{
-    CHUNK_COLUMNS, SCHEMA, UNREADABLE_TABLE, count_unreadable, has_unreadable_table, open_db, read_config,
-    read_setting, row_to_chunk, write_setting,
+    CHUNK_SELECT, SCHEMA, UNREADABLE_TABLE, count_unreadable, has_unreadable_table, open_db, read_config, read_setting,
+    row_to_chunk, write_setting,
 };
 use crate::writer::Writer;
 
@@ -88,7 +88,7 @@ impl LocalBackend {
             let reader = Reader::open(&dir)?;
             let mut stmt = reader
                 .conn
-                .prepare(&format!("SELECT slot, {CHUNK_COLUMNS} FROM chunks ORDER BY key"))
+                .prepare(&format!("SELECT slot, {CHUNK_SELECT} FROM chunks ORDER BY key"))
                 .map_err(sql(&reader.db_path))?;
             let rows = stmt
                 .query_map([], |row| Ok((row.get::<_, i64>(0)?, row_to_chunk(row, 1)?)))

@@ -14,7 +14,7 @@ use rag_core::store::Hit;
 use crate::error::{LocalStoreError, sql};
 use crate::reader::Reader;
 use crate::scan;
-use crate::schema::{CHUNK_COLUMNS, read_setting, row_to_chunk, write_setting};
+use crate::schema::{CHUNK_SELECT, read_setting, row_to_chunk, write_setting};
 
 /// The full-text index: one row per chunk, its rowid the chunk's slot, its
 /// text the chunk's lexical terms ([`index_terms`], computed in Rust so every
@@ -51,7 +51,7 @@ pub(crate) fn build_lexical_index(conn: &mut Connection, db: &Path) -> Result<u6
     tx.execute(LEXICAL_TABLE, []).map_err(sql(db))?;
     let mut count = 0;
     {
-        let mut stmt = tx.prepare(&format!("SELECT slot, {CHUNK_COLUMNS} FROM chunks")).map_err(sql(db))?;
+        let mut stmt = tx.prepare(&format!("SELECT slot, {CHUNK_SELECT} FROM chunks")).map_err(sql(db))?;
         let mut insert = tx.prepare("INSERT INTO lexical (rowid, terms) VALUES (?1, ?2)").map_err(sql(db))?;
         let mut rows = stmt.query([]).map_err(sql(db))?;
         while let Some(row) = rows.next().map_err(sql(db))? {
@@ -115,7 +115,7 @@ impl Reader {
         drop(rows);
         let mut read = self
             .conn
-            .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE slot = ?1"))
+            .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;
         let mut hits = Vec::with_capacity(best.len());
         let mut buffer = Vec::new();

@@ -14,7 +14,7 @@ use rag_core::{Error, Result};
 use crate::error::{LocalStoreError, io, sql};
 use crate::files::{COMPACT_FILE, VECTORS_FILE};
 use crate::scan;
-use crate::schema::{CHUNK_COLUMNS, open_db, read_config, row_to_chunk};
+use crate::schema::{CHUNK_SELECT, open_db, read_config, row_to_chunk};
 use crate::slots::read_at;
 
 /// What a query needs: the database and the mapped vectors.
@@ -236,7 +236,7 @@ impl Reader {
     pub(crate) fn chunks_by_key(&self, keys: &[String]) -> Result<Vec<Chunk>> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE key = ?1"))
+            .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE key = ?1"))
             .map_err(sql(&self.db_path))?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
@@ -249,7 +249,7 @@ impl Reader {
     pub(crate) fn rows_for(&self, best: &[scan::Scored]) -> Result<Vec<Hit>> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE slot = ?1"))
+            .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;
         let mut hits = Vec::with_capacity(best.len());
         for scored in best {

@@ -43,9 +43,43 @@ pub(crate) const UNREADABLE_TABLE: &str = "CREATE TABLE IF NOT EXISTS unreadable
 pub(crate) const CHUNK_COLUMNS: &str = "key, source_path, chunk_index, total_chunks, line_start, line_end, byte_start, \
                              byte_end, content_hash, language, text, metadata, indexed_at";
 
+/// The metadata key of what a chunk carries for its whole file (a note's
+/// front matter, up to 64 KiB): stored once per file, on the file's first
+/// chunk, and given back to every chunk of the file when read.
+pub(crate) const PER_FILE_KEY: &str = "frontmatter";
+
+/// The columns of a chunk row as [`row_to_chunk`] reads them: the stored
+/// columns, then the metadata of the file's first chunk (for the later
+/// chunks, whose per-file metadata lives there).
+pub(crate) const CHUNK_SELECT: &str = "key, source_path, chunk_index, total_chunks, line_start, line_end, byte_start, \
+                             byte_end, content_hash, language, text, metadata, indexed_at, \
+                             (SELECT first.metadata FROM chunks AS first WHERE chunks.chunk_index > 0 \
+                              AND first.source_path = chunks.source_path AND first.chunk_index = 0)";
+
+/// The metadata to store for `chunk`: without its [`PER_FILE_KEY`] where the
+/// file's first chunk, written in the same batch as `first`, holds the same.
+pub(crate) fn stored_metadata(chunk: &Chunk, first: Option<&Chunk>) -> String {
+    let shared = chunk.chunk_index > 0
+        && chunk.metadata.get(PER_FILE_KEY).is_some()
+        && first.is_some_and(|first| first.metadata.get(PER_FILE_KEY) == chunk.metadata.get(PER_FILE_KEY));
+    let mut metadata = chunk.metadata.clone();
+    if shared {
+        metadata.remove(PER_FILE_KEY);
+    }
+    serde_json::Value::Object(metadata).to_string()
+}
+
 pub(crate) fn row_to_chunk(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(Chunk, i64)> {
     let usize_at = |i: usize| row.get::<_, i64>(at + i).map(|v| usize::try_from(v).unwrap_or(0));
     let metadata: String = row.get(at + 11)?;
+    let mut metadata: rag_core::store::Metadata = serde_json::from_str(&metadata).unwrap_or_default();
+    if !metadata.contains_key(PER_FILE_KEY)
+        && let Some(first) = row.get::<_, Option<String>>(at + 13)?
+        && let Ok(mut first) = serde_json::from_str::<rag_core::store::Metadata>(&first)
+        && let Some(shared) = first.remove(PER_FILE_KEY)
+    {
+        metadata.insert(PER_FILE_KEY.to_string(), shared);
+    }
     Ok((
         Chunk::new(row.get::<_, String>(at + 1)?, usize_at(2)?, row.get::<_, String>(at + 10)?)
             .with_key(row.get::<_, String>(at)?)
@@ -54,7 +88,7 @@ pub(crate) fn row_to_chunk(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resu
             .with_bytes(usize_at(6)?, usize_at(7)?)
             .with_content_hash(row.get::<_, String>(at + 8)?)
             .with_language(row.get::<_, String>(at + 9)?)
-            .with_metadata(serde_json::from_str(&metadata).unwrap_or_default()),
+            .with_metadata(metadata),
         row.get(at + 12)?,
     ))
 }

@@ -19,7 +19,7 @@ use crate::files::{COMPACT_FILE, LOCK_FILE, VECTORS_FILE};
 use crate::fulltext::{build_lexical_index, has_current_lexical_index};
 use crate::reader::prepare_vector;
 use crate::scan;
-use crate::schema::{CHUNK_COLUMNS, UNREADABLE_TABLE, open_db, read_config, write_setting};
+use crate::schema::{CHUNK_COLUMNS, UNREADABLE_TABLE, open_db, read_config, stored_metadata, write_setting};
 use crate::slots::SlotFile;
 
 /// The single writer of a store: holds the lock file and the free-slot list.
@@ -245,9 +245,16 @@ impl Writer {
                     freed.push(slot as u64);
                 }
             }
+            // Front matter is stored once a file, on its first chunk.
+            let firsts: HashMap<&str, &rag_core::store::Chunk> = batch
+                .upserts
+                .iter()
+                .filter(|r| r.chunk.chunk_index == 0)
+                .map(|r| (r.chunk.source_path.as_str(), &r.chunk))
+                .collect();
             for ((record, &slot), terms) in batch.upserts.iter().zip(slots).zip(terms) {
                 let c = &record.chunk;
-                let metadata = serde_json::Value::Object(c.metadata.clone()).to_string();
+                let metadata = stored_metadata(c, firsts.get(c.source_path.as_str()).copied());
                 insert
                     .execute(params![
                         slot as i64,

@@ -474,3 +474,32 @@ async fn a_store_is_its_owners_only() {
         fs::read_dir(root.join("stores")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
     assert_eq!(names, ["notes"]);
 }
+
+#[tokio::test]
+async fn front_matter_is_stored_once_a_file_and_read_back_on_every_chunk() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    let front_matter = serde_json::json!({ "title": "Trip", "notes": "x".repeat(20_000) });
+    let with_front_matter = |index: usize| {
+        let mut r = record("trip.md", index, 40, "h1", vec![1.0, index as f32]);
+        r.chunk.metadata.insert("frontmatter".into(), front_matter.clone());
+        r
+    };
+    backend.put("notes", (0..40).map(with_front_matter).collect()).await.unwrap();
+    let db = dir.path().join("stores/notes").join(crate::files::DB_FILE);
+    let stored: i64 =
+        Connection::open(&db).unwrap().query_row("SELECT SUM(LENGTH(metadata)) FROM chunks", [], |r| r.get(0)).unwrap();
+    assert!(stored < 25_000, "40 chunks hold one copy of a 20 KB front matter, not 40: {stored} bytes");
+
+    let keys: Vec<String> = (0..40).map(|i| format!("trip.md#{i}")).collect();
+    let chunks = backend.get_chunks("notes", &keys).await.unwrap();
+    assert_eq!(chunks.len(), 40);
+    assert!(chunks.iter().all(|c| c.metadata.get("frontmatter") == Some(&front_matter)));
+    let hits = backend.query("notes", &QueryRequest::new(vec![0.1, 1.0], 5)).await.unwrap();
+    assert!(hits.iter().all(|h| h.chunk.chunk_index > 0 && h.chunk.metadata.get("frontmatter") == Some(&front_matter)));
+
+    // A new version without front matter leaves none behind on any chunk.
+    let plain: Vec<VectorRecord> = (0..40).map(|i| record("trip.md", i, 40, "h2", vec![1.0, i as f32])).collect();
+    backend.put("notes", plain).await.unwrap();
+    let chunks = backend.get_chunks("notes", &keys).await.unwrap();
+    assert!(chunks.iter().all(|c| c.metadata.get("frontmatter").is_none()));
+}
