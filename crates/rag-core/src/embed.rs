@@ -64,6 +64,12 @@ pub trait Embedder: Send + Sync {
         None
     }
 
+    /// Tokens the service counted for this embedder's requests so far, when
+    /// it reports them (paid APIs do); the CLI prints them after a run.
+    fn tokens_used(&self) -> Option<u64> {
+        None
+    }
+
     /// Embeds document texts, one vector per input, in order.
     async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>>;
 

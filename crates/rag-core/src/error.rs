@@ -138,6 +138,18 @@ pub enum Error {
         hint: String,
     },
 
+    /// A service refused the credentials (a wrong or expired API key, a
+    /// role without the permission, a model not enabled for the account).
+    #[error("{service} refused access: {reason}. {hint}")]
+    AccessDenied {
+        /// The service and where it was reached.
+        service: String,
+        /// What it said.
+        reason: String,
+        /// What to do about it.
+        hint: String,
+    },
+
     /// A text is longer than the embedding model's context window.
     #[error("text of {chars} characters exceeds the context window of model {model:?}")]
     ContextLength {
@@ -214,6 +226,7 @@ impl Error {
         matches!(
             self,
             Error::EmbedderUnreachable { .. }
+                | Error::AccessDenied { .. }
                 | Error::ModelMissing { .. }
                 | Error::ModelMismatch { .. }
                 | Error::DimensionMismatch { .. }

@@ -11,6 +11,9 @@
 //! test can predict what a query finds. It counts what it was asked, and can
 //! be told to be slow or to fail.
 //!
+//! [`FakeOpenAi`] (module [`openai`]) answers the OpenAI embeddings API as
+//! OpenAI or Ollama's compatible endpoint does, errors included.
+//!
 //! [`FakeHub`] (module [`hub`]) serves model repositories as the Hugging
 //! Face Hub does, for `hf:` model names.
 //!
@@ -32,9 +35,11 @@ pub mod fuzz;
 pub mod hub;
 mod loopback;
 mod ollama;
+pub mod openai;
 pub mod s3vectors;
 
 pub use hub::FakeHub;
 pub use loopback::LoopbackServer;
 pub use ollama::{DEFAULT_DIMENSION, FakeOllama, Stats};
+pub use openai::FakeOpenAi;
 pub use s3vectors::FakeS3Vectors;

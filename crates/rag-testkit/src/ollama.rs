@@ -24,6 +24,8 @@ pub struct Stats {
     pub embedded_texts: usize,
     /// `POST /api/show` requests.
     pub show_requests: usize,
+    /// `POST /api/pull` requests.
+    pub pull_requests: usize,
 }
 
 #[derive(Debug)]
@@ -36,6 +38,10 @@ struct Shared {
     last_inputs: Vec<String>,
     all_inputs: Vec<String>,
     last_request: Value,
+    /// Models `/api/pull` can fetch, with their dimensions.
+    pullable: HashMap<String, usize>,
+    /// Pulls end before `success` (a dropped connection).
+    cut_pulls: bool,
 }
 
 /// An Ollama stand-in on `127.0.0.1`, running on its own thread until dropped.
@@ -64,12 +70,15 @@ impl FakeOllama {
             last_inputs: Vec::new(),
             all_inputs: Vec::new(),
             last_request: Value::Null,
+            pullable: HashMap::new(),
+            cut_pulls: false,
         }));
         let app = Router::new()
             .route("/", get(|| async { "Ollama is running" }))
             .route("/api/embed", post(embed))
             .route("/api/show", post(show))
             .route("/api/tags", get(tags))
+            .route("/api/pull", post(pull))
             .with_state(Arc::clone(&shared));
         Self { server: LoopbackServer::start(app, 0), shared }
     }
@@ -119,6 +128,17 @@ impl FakeOllama {
     pub fn fail_next(&self, count: usize, status: u16, message: &str) {
         let mut shared = self.shared.lock().unwrap();
         shared.failures.extend(std::iter::repeat_n((status, message.to_string()), count));
+    }
+
+    /// `POST /api/pull` of `model` streams Ollama's progress lines (manifest,
+    /// two layers in steps, verify, write, `success`) and then has it.
+    pub fn offer_for_pull(&self, model: &str, dimension: usize) {
+        self.shared.lock().unwrap().pullable.insert(base_name(model).to_string(), dimension);
+    }
+
+    /// Pulls stop mid-download, without `success`, and add no model.
+    pub fn cut_pulls_short(&self, cut: bool) {
+        self.shared.lock().unwrap().cut_pulls = cut;
     }
 
     /// The vector the server returns for `text` under a model of `dimension`.
@@ -203,6 +223,41 @@ async fn show(State(shared): State<Arc<Mutex<Shared>>>, Json(request): Json<Valu
     .into_response()
 }
 
+/// `POST /api/pull` as Ollama streams it: one JSON object a line, HTTP 200
+/// even when the pull fails (the error is a line of its own).
+async fn pull(State(shared): State<Arc<Mutex<Shared>>>, Json(request): Json<Value>) -> Response {
+    let mut shared = shared.lock().unwrap();
+    shared.stats.pull_requests += 1;
+    let model = request["model"].as_str().or(request["name"].as_str()).unwrap_or_default().to_string();
+    let mut lines = vec![json!({ "status": "pulling manifest" })];
+    let Some(&dimension) = shared.pullable.get(base_name(&model)) else {
+        lines.push(json!({ "error": "pull model manifest: file does not exist" }));
+        return ndjson(&lines);
+    };
+    for (digest, total) in [("8eeb52dfb3bb", 621_875_000u64), ("f3f7a2bd3c9c", 8_400u64)] {
+        for step in 0..=4u64 {
+            lines.push(json!({
+                "status": format!("pulling {digest}"),
+                "digest": format!("sha256:{digest}"),
+                "total": total,
+                "completed": total * step / 4,
+            }));
+        }
+        if shared.cut_pulls {
+            return ndjson(&lines);
+        }
+    }
+    lines.extend([json!({ "status": "verifying sha256 digest" }), json!({ "status": "writing manifest" })]);
+    lines.push(json!({ "status": "success" }));
+    shared.models.insert(base_name(&model).to_string(), dimension);
+    ndjson(&lines)
+}
+
+fn ndjson(lines: &[Value]) -> Response {
+    let body: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    ([("content-type", "application/x-ndjson")], body).into_response()
+}
+
 async fn tags(State(shared): State<Arc<Mutex<Shared>>>) -> Response {
     let shared = shared.lock().unwrap();
     let mut models: Vec<Value> = shared
@@ -223,7 +278,7 @@ async fn tags(State(shared): State<Arc<Mutex<Shared>>>) -> Response {
 }
 
 /// A bag of hashed lower-case words, L2-normalised (as Ollama normalises).
-fn embed_text(text: &str, dimension: usize) -> Vec<f32> {
+pub(crate) fn embed_text(text: &str, dimension: usize) -> Vec<f32> {
     let mut v = vec![0.0f32; dimension];
     for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         let h = fnv(word.to_lowercase().as_bytes());
