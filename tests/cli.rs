@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use serde_json::Value;
-use support::{FakeHub, FakeOllama, Run, Workspace, sections};
+use support::{FakeHub, FakeOllama, FakeOpenAi, Run, Workspace, sections};
 
 /// Small chunks so files split into several.
 const CHUNKS: [&str; 4] = ["--chunk-size", "400", "--chunk-overlap", "50"];
@@ -993,6 +993,112 @@ fn a_model_folder_embeds_in_process_with_no_ollama_anywhere() {
     down.assert_code(1);
     assert!(down.stderr().contains("--model ./all-MiniLM-L6-v2"), "{}", down.stderr());
     assert!(down.stderr().contains("--model hf:sentence-transformers/all-MiniLM-L6-v2"), "{}", down.stderr());
+}
+
+#[test]
+fn a_fresh_machine_without_ollama_embeds_in_process_with_no_flags() {
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/rag-embed-local/tests/fixtures/tiny-bert");
+    let ws = Workspace::new();
+    ws.write("garden/tomatoes.md", "# Tomatoes\n\nwater the tomatoes in the summer heat\n");
+    ws.write("kitchen/bread.md", "# Bread\n\nbake bread in the oven\n");
+    // The Hub serves the default model (a tiny BERT under its name); no Ollama runs.
+    let hub = FakeHub::start();
+    hub.add_folder("sentence-transformers/all-MiniLM-L6-v2", &model);
+    let no_ollama = "127.0.0.1:9";
+    let run = Run(ws
+        .command(&["index", ".", "--store", "notes"])
+        .env("OLLAMA_HOST", no_ollama)
+        .env("HF_ENDPOINT", hub.url())
+        .output()
+        .unwrap());
+    run.assert_ok();
+    assert!(run.stdout().contains("2 new"), "{}", run.stdout());
+    let said: Vec<String> = run.stderr().lines().filter(|l| l.starts_with("model: ")).map(str::to_string).collect();
+    assert_eq!(said.len(), 1, "one line says which model and why: {}", run.stderr());
+    assert!(
+        said[0].contains("hf:sentence-transformers/all-MiniLM-L6-v2 in this process")
+            && said[0].contains("no Ollama at http://127.0.0.1:9"),
+        "{}",
+        said[0]
+    );
+    drop(hub);
+    // Later commands need no flag, no Hub and no Ollama, and say nothing of the model.
+    let query = Run(ws
+        .command(&["query", "bake bread", "--store", "notes", "--json"])
+        .env("OLLAMA_HOST", no_ollama)
+        .output()
+        .unwrap());
+    query.assert_ok();
+    let json: Value = serde_json::from_str(&query.stdout()).unwrap();
+    assert_eq!(json["results"][0]["file_path"], "kitchen/bread.md");
+    assert!(json["model"].as_str().unwrap().starts_with("hf:sentence-transformers/all-MiniLM-L6-v2#"), "{json}");
+    ws.write("kitchen/soup.md", "# Soup\n\nsimmer the soup\n");
+    let again = Run(ws.command(&["index", ".", "--store", "notes"]).env("OLLAMA_HOST", no_ollama).output().unwrap());
+    again.assert_ok();
+    assert!(again.stdout().contains("1 new") && !again.stderr().contains("model: "), "{}", again.stderr());
+}
+
+#[test]
+fn an_ollama_without_the_default_model_pulls_it_and_goes_on() {
+    let ollama = FakeOllama::with_models(&[]);
+    ollama.offer_for_pull("embeddinggemma", 64);
+    let ws = Workspace::with_ollama(ollama);
+    ws.write("notes/kites.md", "# Kites\n\nfly kites on windy days\n");
+    let run = ws.rag(&["index", "notes", "--store", "notes"]);
+    run.assert_ok();
+    let err = run.stderr();
+    assert!(err.contains("does not have it yet: pulling it"), "{err}");
+    // Not a terminal: one line a step, not a bar.
+    assert!(err.contains("  pulling manifest\n") && err.contains("  pulling 8eeb52dfb3bb (593.1 MiB)"), "{err}");
+    assert!(err.contains("  success") && err.contains("model: embeddinggemma pulled"), "{err}");
+    assert_eq!(ws.ollama.stats().pull_requests, 1);
+    let json = ws.query_json("notes", "windy kites", 1);
+    assert_eq!(json["model"], "embeddinggemma");
+    // A name Ollama cannot pull is one line, and nothing is made.
+    let other = FakeOllama::with_models(&[]);
+    let ws = Workspace::with_ollama(other);
+    ws.write("notes/kites.md", "# Kites\n");
+    let run = ws.rag(&["index", "notes", "--store", "notes"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("ollama.com/library"), "{}", run.stderr());
+    assert!(!ws.data().join("stores/notes").exists());
+}
+
+#[test]
+fn an_openai_compatible_server_embeds_and_the_store_remembers_it() {
+    let ws = Workspace::new();
+    ws.write("notes/kites.md", "# Kites\n\nfly kites on windy days\n");
+    ws.write("notes/bread.md", "# Bread\n\nbake bread in the oven\n");
+    let openai = FakeOpenAi::start();
+    let url = openai.url();
+    let with_key = |key: &str, args: &[&str]| Run(ws.command(args).env("OPENAI_API_KEY", key).output().unwrap());
+    let model = "openai:text-embedding-3-large?dimensions=32";
+    let run = with_key("sk-test", &["index", "notes", "--store", "notes", "--model", model, "--embed-url", &url]);
+    run.assert_ok();
+    assert!(run.stdout().contains("2 new") && run.stdout().contains("tokens: "), "{}", run.stdout());
+    assert!(openai.requests().iter().all(|r| r["dimensions"] == 32 && r["model"] == "text-embedding-3-large"));
+    // Queries need no --model; the URL comes from OPENAI_BASE_URL as well as the flag.
+    let query = Run(ws
+        .command(&["query", "windy kites", "--store", "notes", "--json"])
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("OPENAI_BASE_URL", &url)
+        .output()
+        .unwrap());
+    query.assert_ok();
+    let json: Value = serde_json::from_str(&query.stdout()).unwrap();
+    assert_eq!(json["results"][0]["file_path"], "notes/kites.md");
+    assert_eq!(json["model"], model);
+    // A wrong key: one line, nothing changed.
+    ws.write("notes/soup.md", "# Soup\n");
+    let wrong = with_key("sk-nope", &["index", "notes", "--store", "notes", "--embed-url", &url]);
+    wrong.assert_code(1);
+    let err = wrong.stderr();
+    assert!(err.contains("refused access") && err.contains("OPENAI_API_KEY") && err.lines().count() == 1, "{err}");
+    // Another provider's vectors are refused, naming the store's model.
+    let other = ws.rag(&["query", "kites", "--store", "notes", "--model", "embeddinggemma"]);
+    other.assert_code(1);
+    assert!(other.stderr().contains(model), "{}", other.stderr());
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 #[allow(unused_imports)]
-pub use rag_testkit::{FakeHub, FakeOllama, FakeS3Vectors};
+pub use rag_testkit::{FakeHub, FakeOllama, FakeOpenAi, FakeS3Vectors};
 
 /// The `rag` binary: `RAG_BIN` if set, else the copy cargo builds with these
 /// tests (`CARGO_BIN_EXE_rag-under-test`, always current).
@@ -67,6 +67,8 @@ impl Workspace {
             .env("OLLAMA_HOST", self.ollama.url())
             .env_remove("RAG_STORE")
             .env_remove("RAG_MODEL")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
             .env_remove("RAG_S3_BUCKET")
             .env_remove("RUST_LOG")
             // hf: models: a Hub cache of this workspace's own, and no real Hub.

@@ -102,9 +102,17 @@ fn main() -> Result<()> {
             let chunk_size = flag("--chunk-size").map(|c| c.parse()).transpose().context("--chunk-size")?;
             let limit = flag("--limit").map(|l| l.parse()).transpose().context("--limit")?;
             runtime.block_on(async {
-                // A model folder or hf: name runs in this process; any other name through Ollama.
+                // A model folder or hf: name runs in this process, openai:MODEL on
+                // --embed-url (or OPENAI_BASE_URL); any other name through Ollama.
                 let embedder: Arc<dyn Embedder> = if rag_embed_local::LocalEmbedder::is_local_model(&config.model) {
                     Arc::new(rag_embed_local::LocalEmbedder::load_named(&config.model)?)
+                } else if rag_embed_openai::ModelName::is_openai(&config.model) {
+                    let name: rag_embed_openai::ModelName = config.model.parse()?;
+                    let mut openai = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
+                    if let Some(url) = flag("--embed-url") {
+                        openai = openai.with_url(&url);
+                    }
+                    Arc::new(rag_embed_openai::OpenAiEmbedder::connect(openai).await?)
                 } else {
                     Arc::new(rag_embed_ollama::OllamaEmbedder::connect(config).await?)
                 };

@@ -69,15 +69,24 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct EmbedderArgs {
     /// Embedding model: an Ollama model name, a sentence-transformers model folder
-    /// (./all-MiniLM-L6-v2) or hf:ORG/NAME[@REVISION] from the Hugging Face Hub,
-    /// fetched once into its cache (HF_HOME, HF_ENDPOINT, HF_TOKEN) [default: the
-    /// store's model, or embeddinggemma for a new store].
+    /// (./all-MiniLM-L6-v2), hf:ORG/NAME[@REVISION] from the Hugging Face Hub,
+    /// fetched once into its cache (HF_HOME, HF_ENDPOINT, HF_TOKEN), or
+    /// openai:MODEL[?dimensions=N] on an OpenAI-compatible server [default: the
+    /// store's model; for a new store embeddinggemma through Ollama (pulled if
+    /// missing), or hf:sentence-transformers/all-MiniLM-L6-v2 in this process
+    /// when Ollama is not running].
     #[arg(long, env = "RAG_MODEL")]
     pub model: Option<String>,
 
     /// Ollama server URL [default: $OLLAMA_HOST, else http://localhost:11434].
     #[arg(long, value_name = "URL")]
     pub ollama_url: Option<String>,
+
+    /// Base URL of an OpenAI-compatible server for openai:MODEL, up to its
+    /// version (http://localhost:1234/v1) [default: $OPENAI_BASE_URL, else
+    /// https://api.openai.com/v1]. The key comes from $OPENAI_API_KEY.
+    #[arg(long, value_name = "URL")]
+    pub embed_url: Option<String>,
 }
 
 /// Which store backend, and where S3 Vectors stores live.

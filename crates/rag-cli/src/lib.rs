@@ -33,6 +33,7 @@ pub fn main() -> ExitCode {
         return isolate::serve(extension);
     }
     init_logging(cli.verbose, cli.quiet);
+    output::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -1,6 +1,7 @@
 //! What `rag` prints: text for people, JSON for programs.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rag_core::{
     index::IndexReport,
@@ -411,6 +412,22 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// Set by `--quiet`: [`say`] prints nothing.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`say`] silent (`--quiet`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// One line for the person at the terminal, on stderr (so stdout stays the
+/// answer or the JSON), unless `--quiet`.
+pub fn say(line: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("{}", terminal_safe(line));
+    }
 }
 
 #[cfg(test)]

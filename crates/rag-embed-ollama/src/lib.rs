@@ -22,6 +22,10 @@
 
 use std::time::Duration;
 
+mod pull;
+
+pub use pull::{PullProgress, pull};
+
 use async_trait::async_trait;
 use rag_core::{
     Error, Result,
@@ -268,7 +272,13 @@ impl OllamaEmbedder {
                 }
                 Err(err) => OllamaError::Transport(err),
             };
-            tracing::warn!(attempt, error = %retryable, "Ollama request to {path} failed; retrying in {delay:?}");
+            // A refused connection is tried once more without a word: it is
+            // how a machine without Ollama answers, and the caller decides.
+            if matches!(&retryable, OllamaError::Transport(err) if err.is_connect()) {
+                tracing::debug!(attempt, error = %retryable, "Ollama request to {path} failed; retrying in {delay:?}");
+            } else {
+                tracing::warn!(attempt, error = %retryable, "Ollama request to {path} failed; retrying in {delay:?}");
+            }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
         }

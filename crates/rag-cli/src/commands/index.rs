@@ -87,6 +87,11 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", output::terminal_safe(&output::index_text(&report, backend.name(), verbose > 0)));
+        if let Some(embedder) = &setup.embedder
+            && let Some(tokens) = embedder.tokens_used().filter(|t| *t > 0)
+        {
+            println!("  tokens: {tokens} counted by {} for this run", embedder.model());
+        }
     }
     for folder in &unreadable {
         eprintln!("{}", output::terminal_safe(&format!("error: {}: {}", folder.path.display(), folder.reason())));
@@ -132,6 +137,8 @@ fn remember_source(data_dir: &Path, args: &IndexArgs, root: &Path) {
 pub struct IndexSetup {
     /// The pipeline, with the run's options.
     pub indexer: Indexer,
+    /// The embedder of a run that writes (none for a plan).
+    pub embedder: Option<Arc<dyn rag_core::embed::Embedder>>,
     converter: Option<Arc<isolate::ChildConverter>>,
     secrets_allowed: rag_ingest::SecretExceptions,
 }
@@ -160,11 +167,14 @@ pub async fn index_setup(
         (None, Some(config)) => config.model.clone(),
         (None, None) => DEFAULT_MODEL.to_string(),
     };
-    // A plan needs no embeddings: --dry-run connects to no model.
-    let embedder = if args.dry_run {
-        None
-    } else {
-        Some(embedders::connect(&args.embedder, model, args.batch_size, args.concurrency).await?)
+    // A plan needs no embeddings: --dry-run connects to no model. A new
+    // store with no model named gets the default's choice, said in one line.
+    let embedder = match (args.dry_run, &args.embedder.model, existing) {
+        (true, ..) => None,
+        (false, None, None) => {
+            Some(embedders::connect_default(&args.embedder, args.batch_size, args.concurrency).await?)
+        }
+        (false, ..) => Some(embedders::connect(&args.embedder, model, args.batch_size, args.concurrency).await?),
     };
 
     // Chunking belongs to the store: without chunk flags, a store that
@@ -210,7 +220,7 @@ pub async fn index_setup(
         .with_max_file_size(args.max_file_size)
         .with_max_file_chunks(args.max_file_chunks)
         .with_store_chunking(!chunking_asked);
-    let indexer = match embedder {
+    let indexer = match embedder.clone() {
         Some(embedder) => Indexer::new(embedder, backend.clone(), Arc::new(chunker)),
         None => Indexer::planner(backend.clone(), Arc::new(chunker)),
     };
@@ -222,7 +232,7 @@ pub async fn index_setup(
     let converter = isolate::ChildConverter::of_this_binary(timeout, args.reader_memory);
     let secrets_allowed = rag_ingest::SecretExceptions::new(&args.allow_secrets)
         .map_err(|err| anyhow::anyhow!("--allow-secrets: {err}"))?;
-    Ok(IndexSetup { indexer, converter, secrets_allowed })
+    Ok(IndexSetup { indexer, embedder, converter, secrets_allowed })
 }
 
 /// The settings of `store`, or `None` when it does not exist yet: one read

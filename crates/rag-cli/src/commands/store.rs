@@ -107,9 +107,14 @@ async fn create(
     let backend = opened.as_dyn();
     let mut model = embedder.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
     let dimension = match dimension {
-        Some(dimension) if !rag_embed_local::LocalEmbedder::is_local_model(&model) => dimension,
+        Some(dimension) if embedder.model.is_some() && !rag_embed_local::LocalEmbedder::is_local_model(&model) => {
+            dimension
+        }
         _ => {
-            let connected = embedders::connect(embedder, model.clone(), 1, 1).await?;
+            let connected = match &embedder.model {
+                Some(_) => embedders::connect(embedder, model.clone(), 1, 1).await?,
+                None => embedders::connect_default(embedder, 1, 1).await?,
+            };
             // A local model is recorded by its path or Hub name and the fingerprint of its weights.
             model = connected.model().to_string();
             dimension.unwrap_or_else(|| connected.dimension())
