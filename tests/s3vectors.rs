@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{FakeOllama, FakeS3Vectors, Run, Workspace, sections};
+use support::{FakeBedrock, FakeOllama, FakeS3Vectors, Run, Workspace, sections};
 
 const CHUNKS: [&str; 4] = ["--chunk-size", "400", "--chunk-overlap", "50"];
 
@@ -383,4 +383,54 @@ fn concurrent_writers_take_turns_and_the_store_ends_as_one_clean_run() {
     finish(spawn_with("notes", false));
     assert_eq!(s3.fake.calls("PutVectors"), 0, "a run with other defaults re-chunked the store");
     assert_eq!(content(&s3.fake, "notes"), final_content);
+}
+
+#[test]
+fn the_serverless_path_bedrock_embeddings_into_s3_vectors() {
+    let s3 = S3::new();
+    let bedrock = FakeBedrock::start();
+    let model = "bedrock:amazon.titan-embed-text-v2:0?dimensions=256";
+    let run = s3.index(&["--model", model, "--bedrock-url", &bedrock.url()]);
+    run.assert_ok();
+    assert!(run.stdout().contains("3 new") && run.stdout().contains("tokens: "), "{}", run.stdout());
+    assert!(run.stdout().contains("at list price"), "{}", run.stdout());
+    assert_eq!(s3.ws.ollama.stats().embed_requests, 0, "nothing went to Ollama");
+    let calls = bedrock.invocations();
+    assert!(
+        calls.iter().all(|c| c.signed && c.model_id == "amazon.titan-embed-text-v2:0" && c.body["dimensions"] == 256)
+    );
+    // The endpoint from the SDK's own variable, for queries with no flag.
+    let query = Run(s3
+        .ws
+        .command(&["query", "installation", "--store", "notes", "--json", "-k", "3"])
+        .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock.url())
+        .output()
+        .unwrap());
+    query.assert_ok();
+    let json: Value = serde_json::from_str(&query.stdout()).unwrap();
+    assert_eq!(json["model"], model);
+    assert_eq!(json["results"][0]["file_path"], "docs/install.md", "{json}");
+    // A model not enabled in the region: one line, the run stops, nothing half-written.
+    bedrock.disable("cohere.embed-english-v3");
+    let refused = s3.ws.rag(&[
+        "index",
+        "docs",
+        "--store",
+        "other",
+        "--backend",
+        "s3vectors",
+        "--bucket",
+        "team-vectors",
+        "--endpoint-url",
+        &s3.fake.url(),
+        "--model",
+        "bedrock:cohere.embed-english-v3",
+        "--bedrock-url",
+        &bedrock.url(),
+    ]);
+    refused.assert_code(1);
+    let err = refused.stderr();
+    // (The harness points AWS_CONFIG_FILE at a missing file, which the SDK warns of.)
+    let errors: Vec<&str> = err.lines().filter(|l| !l.contains("WARN config file")).collect();
+    assert!(err.contains("Model access") && errors.len() == 1, "{err}");
 }

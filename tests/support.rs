@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 #[allow(unused_imports)]
-pub use rag_testkit::{FakeHub, FakeOllama, FakeOpenAi, FakeS3Vectors};
+pub use rag_testkit::{FakeBedrock, FakeHub, FakeOllama, FakeOpenAi, FakeS3Vectors};
 
 /// The `rag` binary: `RAG_BIN` if set, else the copy cargo builds with these
 /// tests (`CARGO_BIN_EXE_rag-under-test`, always current).
@@ -86,7 +86,8 @@ impl Workspace {
             .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-aws-credentials"))
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_ENDPOINT_URL_S3VECTORS");
+            .env_remove("AWS_ENDPOINT_URL_S3VECTORS")
+            .env_remove("AWS_ENDPOINT_URL_BEDROCK_RUNTIME");
         command
     }
 

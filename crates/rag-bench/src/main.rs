@@ -11,6 +11,7 @@
 //! target/release/rag-bench index --tree DIR    # a folder of your own, instant embedder
 //! target/release/rag-bench startup            # rag --version, rag store list
 //! target/release/rag-bench s3                 # S3 Vectors backend against the loopback fake
+//! target/release/rag-bench providers          # Bedrock and OpenAI-compatible clients, 50 ms fakes
 //! target/release/rag-bench formats            # extraction + chunking throughput per format
 //! ```
 //!
@@ -23,6 +24,7 @@ mod eval;
 mod formats;
 mod index;
 mod mcp;
+mod providers;
 mod query;
 mod s3;
 mod startup;
@@ -59,6 +61,7 @@ fn main() -> Result<()> {
             let sizes: Vec<usize> = sizes.split(',').map(str::parse).collect::<Result<_, _>>().context("--sizes")?;
             runtime.block_on(mcp::bench_mcp(&dir, &sizes, runs.max(21)))
         }
+        Some("providers") => runtime.block_on(providers::bench_providers(runs)),
         Some("embed") => {
             let model = flag("--model").context("usage: rag-bench embed --model MODEL_FOLDER [--ollama-url URL]")?;
             let ollama =
@@ -103,16 +106,25 @@ fn main() -> Result<()> {
             let limit = flag("--limit").map(|l| l.parse()).transpose().context("--limit")?;
             runtime.block_on(async {
                 // A model folder or hf: name runs in this process, openai:MODEL on
-                // --embed-url (or OPENAI_BASE_URL); any other name through Ollama.
+                // --embed-url (or OPENAI_BASE_URL), bedrock:MODEL_ID on Bedrock;
+                // any other name through Ollama.
                 let embedder: Arc<dyn Embedder> = if rag_embed_local::LocalEmbedder::is_local_model(&config.model) {
                     Arc::new(rag_embed_local::LocalEmbedder::load_named(&config.model)?)
-                } else if rag_embed_openai::ModelName::is_openai(&config.model) {
-                    let name: rag_embed_openai::ModelName = config.model.parse()?;
+                } else if let Some(name) = rag_core::embed::ModelSpec::parse(&config.model, rag_embed_openai::PROVIDER)?
+                {
                     let mut openai = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
                     if let Some(url) = flag("--embed-url") {
                         openai = openai.with_url(&url);
                     }
                     Arc::new(rag_embed_openai::OpenAiEmbedder::connect(openai).await?)
+                } else if let Some(name) =
+                    rag_core::embed::ModelSpec::parse(&config.model, rag_embed_bedrock::PROVIDER)?
+                {
+                    let bedrock = rag_embed_bedrock::BedrockConfig {
+                        dimensions: name.dimensions,
+                        ..rag_embed_bedrock::BedrockConfig::new(name.model)
+                    };
+                    Arc::new(rag_embed_bedrock::BedrockEmbedder::connect(bedrock).await?)
                 } else {
                     Arc::new(rag_embed_ollama::OllamaEmbedder::connect(config).await?)
                 };

@@ -71,7 +71,8 @@ pub struct EmbedderArgs {
     /// Embedding model: an Ollama model name, a sentence-transformers model folder
     /// (./all-MiniLM-L6-v2), hf:ORG/NAME[@REVISION] from the Hugging Face Hub,
     /// fetched once into its cache (HF_HOME, HF_ENDPOINT, HF_TOKEN), or
-    /// openai:MODEL[?dimensions=N] on an OpenAI-compatible server [default: the
+    /// openai:MODEL[?dimensions=N] on an OpenAI-compatible server, or
+    /// bedrock:MODEL_ID[?dimensions=N] on Amazon Bedrock [default: the
     /// store's model; for a new store embeddinggemma through Ollama (pulled if
     /// missing), or hf:sentence-transformers/all-MiniLM-L6-v2 in this process
     /// when Ollama is not running].
@@ -87,6 +88,13 @@ pub struct EmbedderArgs {
     /// https://api.openai.com/v1]. The key comes from $OPENAI_API_KEY.
     #[arg(long, value_name = "URL")]
     pub embed_url: Option<String>,
+
+    /// Bedrock Runtime endpoint for bedrock:MODEL_ID (a VPC endpoint, a local
+    /// stand-in) [default: AWS_ENDPOINT_URL_BEDROCK_RUNTIME, else the region's].
+    /// Credentials, region and profile come from the AWS chain (AWS_PROFILE,
+    /// AWS_REGION).
+    #[arg(long, value_name = "URL")]
+    pub bedrock_url: Option<String>,
 }
 
 /// Which store backend, and where S3 Vectors stores live.

@@ -1,6 +1,6 @@
 //! Which embedder a model name means: a model folder or a Hub model runs in
-//! this process, `openai:MODEL` goes to an OpenAI-compatible server; any
-//! other name is an Ollama model. With no name at all, a
+//! this process, `openai:MODEL` goes to an OpenAI-compatible server,
+//! `bedrock:MODEL_ID` to Amazon Bedrock; any other name is an Ollama model. With no name at all, a
 //! new store gets [`connect_default`]'s choice.
 
 use std::io::IsTerminal;
@@ -22,7 +22,8 @@ pub const IN_PROCESS_DEFAULT: &str = "hf:sentence-transformers/all-MiniLM-L6-v2"
 /// gives it and as a store records it) or a Hub model (`hf:ORG/NAME[@REVISION]`,
 /// fetched once into the Hub's cache) runs in this process; `openai:MODEL`
 /// (with `?dimensions=N` where the model shortens its vectors) is sent to
-/// `--embed-url`; any other name is an Ollama model.
+/// `--embed-url`, `bedrock:MODEL_ID` to Amazon Bedrock; any other name is an
+/// Ollama model.
 pub async fn connect(
     args: &EmbedderArgs,
     model: String,
@@ -32,8 +33,7 @@ pub async fn connect(
     if rag_embed_local::LocalEmbedder::is_local_model(&model) {
         return load_in_process(model).await;
     }
-    if rag_embed_openai::ModelName::is_openai(&model) {
-        let name: rag_embed_openai::ModelName = model.parse()?;
+    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_openai::PROVIDER)? {
         let mut config = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
         if let Some(url) = &args.embed_url {
             config = config.with_url(url);
@@ -42,6 +42,15 @@ pub async fn connect(
         config.concurrency = concurrency;
         tracing::info!(url = %config.base_url, model = %config.model, "connecting to an OpenAI-compatible server");
         return Ok(Arc::new(rag_embed_openai::OpenAiEmbedder::connect(config).await?));
+    }
+    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_bedrock::PROVIDER)? {
+        let config = rag_embed_bedrock::BedrockConfig {
+            dimensions: name.dimensions,
+            endpoint_url: args.bedrock_url.clone(),
+            ..rag_embed_bedrock::BedrockConfig::new(name.model)
+        };
+        tracing::info!(model = %config.model_id, "connecting to Amazon Bedrock");
+        return Ok(Arc::new(rag_embed_bedrock::BedrockEmbedder::connect(config).await?));
     }
     let config = ollama_config(args, model, batch_size, concurrency);
     tracing::info!(url = %config.base_url, model = %config.model, "connecting to Ollama");

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
+pub use crate::model_spec::ModelSpec;
 pub use crate::types::DocText;
 
 /// Turns texts into vectors.
@@ -64,9 +65,9 @@ pub trait Embedder: Send + Sync {
         None
     }
 
-    /// Tokens the service counted for this embedder's requests so far, when
-    /// it reports them (paid APIs do); the CLI prints them after a run.
-    fn tokens_used(&self) -> Option<u64> {
+    /// What the service counted for this embedder's requests so far, when
+    /// it reports it (paid APIs do); the CLI prints it after a run.
+    fn usage(&self) -> Option<Usage> {
         None
     }
 
@@ -75,6 +76,29 @@ pub trait Embedder: Send + Sync {
 
     /// Embeds a search query.
     async fn embed_query(&self, query: &str) -> Result<Vec<f32>>;
+}
+
+/// What a paid embedding service counted for an embedder's requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Input tokens, as the service counted them (or, where it does not say,
+    /// estimated at 4 characters a token).
+    pub tokens: u64,
+    /// Their cost in US dollars at the list price this build knows, when it
+    /// knows one: an estimate, not a bill.
+    pub estimated_usd: Option<f64>,
+}
+
+impl Usage {
+    /// `tokens` at `usd_per_million` dollars a million tokens.
+    ///
+    /// ```
+    /// let usage = rag_core::embed::Usage::priced(2_000_000, Some(0.02));
+    /// assert_eq!(usage.estimated_usd, Some(0.04));
+    /// ```
+    pub fn priced(tokens: u64, usd_per_million: Option<f64>) -> Self {
+        Self { tokens, estimated_usd: usd_per_million.map(|price| tokens as f64 * price / 1_000_000.0) }
+    }
 }
 
 /// How a model wants documents and queries worded.

@@ -101,6 +101,7 @@ mod get;
 pub mod index;
 pub mod lexical;
 mod memory;
+mod model_spec;
 pub mod prelude;
 mod private_files;
 mod query;

@@ -30,7 +30,6 @@
 //! ```
 
 mod errors;
-mod model_name;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,7 +42,9 @@ use rag_core::{
 use serde::{Deserialize, Serialize};
 
 pub use errors::OpenAiError;
-pub use model_name::{ModelName, PREFIX};
+/// The provider prefix of this crate's models: `openai:MODEL[?dimensions=N]`
+/// ([`rag_core::embed::ModelSpec`]).
+pub const PROVIDER: &str = "openai";
 
 /// Where requests go when neither the caller nor `OPENAI_BASE_URL` says.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -153,6 +154,16 @@ fn known_context_tokens(model: &str) -> Option<usize> {
     }
 }
 
+/// OpenAI's list price in dollars a million tokens, for the models it names.
+fn list_price(model: &str) -> Option<f64> {
+    match model {
+        "text-embedding-3-small" => Some(0.02),
+        "text-embedding-3-large" => Some(0.13),
+        "text-embedding-ada-002" => Some(0.10),
+        _ => None,
+    }
+}
+
 /// An [`Embedder`] on an OpenAI-compatible server.
 #[derive(Debug)]
 pub struct OpenAiEmbedder {
@@ -202,7 +213,7 @@ impl OpenAiEmbedder {
             .build()
             .map_err(|e| Error::Embedder { message: "cannot build HTTP client".into(), source: Some(e.into()) })?;
         let prompt = config.prompt.clone().unwrap_or_else(|| PromptFormat::for_model(&config.model));
-        let recorded = ModelName { model: config.model.clone(), dimensions: config.dimensions }.to_string();
+        let recorded = rag_core::embed::ModelSpec::new(PROVIDER, config.model.clone(), config.dimensions).to_string();
         let mut embedder = Self { client, config, prompt, recorded, dimension: 0, tokens: AtomicU64::new(0) };
         let probe = embedder.embed_raw(&["dimension probe".to_string()]).await?;
         embedder.dimension = probe.first().map_or(0, Vec::len);
@@ -372,8 +383,10 @@ impl Embedder for OpenAiEmbedder {
         self.config.context_tokens.or_else(|| known_context_tokens(&self.config.model))
     }
 
-    fn tokens_used(&self) -> Option<u64> {
-        Some(OpenAiEmbedder::tokens_used(self))
+    fn usage(&self) -> Option<rag_core::embed::Usage> {
+        let official = self.config.base_url.starts_with(DEFAULT_BASE_URL);
+        let price = official.then(|| list_price(&self.config.model)).flatten();
+        Some(rag_core::embed::Usage::priced(self.tokens_used(), price))
     }
 
     async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {

@@ -14,6 +14,9 @@
 //! [`FakeOpenAi`] (module [`openai`]) answers the OpenAI embeddings API as
 //! OpenAI or Ollama's compatible endpoint does, errors included.
 //!
+//! [`FakeBedrock`] (module [`bedrock`]) answers Bedrock Runtime's
+//! InvokeModel for Titan and Cohere embedding models, errors included.
+//!
 //! [`FakeHub`] (module [`hub`]) serves model repositories as the Hugging
 //! Face Hub does, for `hf:` model names.
 //!
@@ -29,6 +32,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bedrock;
 pub mod contract;
 pub mod documents;
 pub mod fuzz;
@@ -38,6 +42,7 @@ mod ollama;
 pub mod openai;
 pub mod s3vectors;
 
+pub use bedrock::FakeBedrock;
 pub use hub::FakeHub;
 pub use loopback::LoopbackServer;
 pub use ollama::{DEFAULT_DIMENSION, FakeOllama, Stats};

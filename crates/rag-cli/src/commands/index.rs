@@ -88,9 +88,10 @@ pub async fn index(args: IndexArgs, data_dir: &Path, quiet: bool, verbose: u8) -
     } else {
         print!("{}", output::terminal_safe(&output::index_text(&report, backend.name(), verbose > 0)));
         if let Some(embedder) = &setup.embedder
-            && let Some(tokens) = embedder.tokens_used().filter(|t| *t > 0)
+            && let Some(usage) = embedder.usage().filter(|u| u.tokens > 0)
         {
-            println!("  tokens: {tokens} counted by {} for this run", embedder.model());
+            let cost = usage.estimated_usd.map(|usd| format!(", about ${usd:.4} at list price")).unwrap_or_default();
+            println!("  tokens: {} embedded by {}{cost}", usage.tokens, embedder.model());
         }
     }
     for folder in &unreadable {
