@@ -28,12 +28,17 @@ fn hint(err: &rag_core::Error) -> Option<String> {
         Error::StoreNotFound { store, .. } => {
             Some(format!("; create it with `rag index PATHS --store {store}` or list stores with `rag store list`"))
         }
-        Error::EmbedderUnreachable { .. } => Some(
-            "; point --ollama-url (or OLLAMA_HOST) at a running server, \
+        // Ollama's address is its base URL; the other providers name their own endpoint and hint.
+        Error::EmbedderUnreachable { endpoint, .. }
+            if !endpoint.ends_with("/embeddings") && !endpoint.starts_with("Amazon Bedrock") =>
+        {
+            Some(
+                "; point --ollama-url (or OLLAMA_HOST) at a running server, \
              or embed in this process, with no server, from a sentence-transformers model: \
              --model hf:sentence-transformers/all-MiniLM-L6-v2 (fetched once) or a folder, --model ./all-MiniLM-L6-v2"
-                .to_string(),
-        ),
+                    .to_string(),
+            )
+        }
         Error::ModelMismatch { stored_model, .. } => {
             Some(format!("; use --model {stored_model}, or index into a new store"))
         }

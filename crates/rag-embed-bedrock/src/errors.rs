@@ -47,7 +47,7 @@ where
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Error::EmbedderUnreachable {
                 endpoint: service.to_string(),
                 reason: root_cause(&err),
-                hint: "check the network, the region and AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(),
+                hint: "Check the network, the region and --bedrock-url (or AWS_ENDPOINT_URL_BEDROCK_RUNTIME).".into(),
             },
             SdkError::ConstructionFailure(_) if lower.contains("credentials") => Error::AccessDenied {
                 service: service.to_string(),
