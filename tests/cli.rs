@@ -368,6 +368,25 @@ fn dry_run_plans_without_ollama_or_writes() {
 }
 
 #[test]
+fn a_fresh_query_asks_ollama_once() {
+    let ws = notes_workspace();
+    index(&ws, &["docs"]).assert_ok();
+    ws.ollama.reset_stats();
+    ws.query_json("notes", "installation", 3);
+    let stats = ws.ollama.stats();
+    assert_eq!((stats.show_requests, stats.embed_requests), (0, 1), "the store knows the model's length");
+    // A model the server no longer has is still one clear line.
+    let gone = Workspace::with_ollama(FakeOllama::with_models(&[]));
+    gone.write("a.md", "words");
+    std::fs::create_dir_all(gone.data()).unwrap();
+    let data = ws.data();
+    let run =
+        Run(gone.command(&["query", "installation", "--store", "notes"]).env("RAG_DATA_DIR", &data).output().unwrap());
+    run.assert_code(1);
+    assert!(run.stderr().contains("ollama pull embeddinggemma"), "{}", run.stderr());
+}
+
+#[test]
 fn query_reads_stdin_and_min_score_may_be_negative() {
     let ws = notes_workspace();
     index(&ws, &["docs", "src"]).assert_ok();
@@ -1079,6 +1098,8 @@ fn an_openai_compatible_server_embeds_and_the_store_remembers_it() {
     assert!(run.stdout().contains("2 new") && run.stdout().contains("tokens: "), "{}", run.stdout());
     assert!(openai.requests().iter().all(|r| r["dimensions"] == 32 && r["model"] == "text-embedding-3-large"));
     // Queries need no --model; the URL comes from OPENAI_BASE_URL as well as the flag.
+    // One paid call a query: the store knows the vectors' length.
+    let calls = openai.counts().0;
     let query = Run(ws
         .command(&["query", "windy kites", "--store", "notes", "--json"])
         .env("OPENAI_API_KEY", "sk-test")
@@ -1089,6 +1110,7 @@ fn an_openai_compatible_server_embeds_and_the_store_remembers_it() {
     let json: Value = serde_json::from_str(&query.stdout()).unwrap();
     assert_eq!(json["results"][0]["file_path"], "notes/kites.md");
     assert_eq!(json["model"], model);
+    assert_eq!(openai.counts().0, calls + 1);
     // A wrong key: one line, nothing changed.
     ws.write("notes/soup.md", "# Soup\n");
     let wrong = with_key("sk-nope", &["index", "notes", "--store", "notes", "--embed-url", &url]);

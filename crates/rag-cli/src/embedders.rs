@@ -57,6 +57,32 @@ pub async fn connect(
     Ok(Arc::new(OllamaEmbedder::connect(config).await?))
 }
 
+/// The query embedder of a store's own `model`, whose vectors are
+/// `dimension` long: servers are asked nothing until the query itself (one
+/// request, one paid call), where [`connect`] would first ask the model's
+/// length. In-process models load as for [`connect`].
+pub async fn connect_for_queries(args: &EmbedderArgs, model: String, dimension: usize) -> Result<Arc<dyn Embedder>> {
+    if rag_embed_local::LocalEmbedder::is_local_model(&model) {
+        return load_in_process(model).await;
+    }
+    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_openai::PROVIDER)? {
+        let mut config = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
+        if let Some(url) = &args.embed_url {
+            config = config.with_url(url);
+        }
+        return Ok(Arc::new(rag_embed_openai::OpenAiEmbedder::assume(config, dimension)?));
+    }
+    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_bedrock::PROVIDER)? {
+        let config = rag_embed_bedrock::BedrockConfig {
+            dimensions: name.dimensions,
+            endpoint_url: args.bedrock_url.clone(),
+            ..rag_embed_bedrock::BedrockConfig::new(name.model)
+        };
+        return Ok(Arc::new(rag_embed_bedrock::BedrockEmbedder::assume(config, dimension).await?));
+    }
+    Ok(Arc::new(OllamaEmbedder::assume(ollama_config(args, model, 1, 1), dimension)?))
+}
+
 /// The embedder of a new store when no model is named, and one line saying
 /// which and why:
 /// - Ollama answers: its `embeddinggemma`, pulled first when it lacks it;

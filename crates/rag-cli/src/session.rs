@@ -144,14 +144,22 @@ impl Session {
         self.embedder_args.model.clone().unwrap_or_else(|| store.config().model.clone())
     }
 
-    /// A query embedder of `model`, connected (or loaded) on first use.
-    pub async fn embedder(&self, model: &str) -> Result<Arc<dyn Embedder>> {
+    /// The query embedder of `store`, connected (or loaded) on first use and
+    /// kept, one per model. The store's own model is taken at the length the
+    /// store records, asking its server nothing first; another `--model` is
+    /// connected as for indexing (and refused by the search if it differs).
+    pub async fn embedder(&self, store: &Store) -> Result<Arc<dyn Embedder>> {
+        let model = self.model_for(store);
         let mut embedders = self.embedders.lock().await;
-        if let Some(embedder) = embedders.get(model) {
+        if let Some(embedder) = embedders.get(&model) {
             return Ok(embedder.clone());
         }
-        let embedder = embedders::connect(&self.embedder_args, model.to_string(), 1, 1).await?;
-        embedders.insert(model.to_string(), embedder.clone());
+        let embedder = if model == store.config().model {
+            embedders::connect_for_queries(&self.embedder_args, model.clone(), store.config().dimension).await?
+        } else {
+            embedders::connect(&self.embedder_args, model.clone(), 1, 1).await?
+        };
+        embedders.insert(model, embedder.clone());
         Ok(embedder)
     }
 
@@ -161,7 +169,7 @@ impl Session {
         let mut targets = Vec::with_capacity(stores.len());
         for name in stores {
             let store = self.store(name).await?;
-            let embedder = self.embedder(&self.model_for(&store)).await?;
+            let embedder = self.embedder(&store).await?;
             targets.push(StoreTarget::new(store, embedder));
         }
         Ok(targets)

@@ -93,6 +93,27 @@ impl BedrockConfig {
     }
 }
 
+/// A client with the AWS chain and the overrides of `config`, and its region.
+async fn sdk_client(config: &BedrockConfig) -> Result<(Client, String)> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        // Retries are this crate's, so every throttle reaches the concurrency bound.
+        .retry_config(RetryConfig::disabled());
+    if let Some(profile) = &config.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &config.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = loader.load().await;
+    let region = sdk.region().map(ToString::to_string).ok_or_else(|| {
+        Error::InvalidInput("no AWS region for Bedrock: set AWS_REGION, or a region in your AWS profile".into())
+    })?;
+    Ok((Client::new(&sdk), region))
+}
+
 /// An [`Embedder`] on Amazon Bedrock.
 #[derive(Debug)]
 pub struct BedrockEmbedder {
@@ -111,27 +132,37 @@ impl BedrockEmbedder {
     /// overrides of `config`, and connects: one short text is embedded to
     /// check access to the model and learn its vector length.
     pub async fn connect(config: BedrockConfig) -> Result<Self> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // Retries are this crate's, so every throttle reaches the concurrency bound.
-            .retry_config(RetryConfig::disabled());
-        if let Some(profile) = &config.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
-        let region = sdk.region().map(ToString::to_string).ok_or_else(|| {
-            Error::InvalidInput("no AWS region for Bedrock: set AWS_REGION, or a region in your AWS profile".into())
-        })?;
-        Self::from_client(Client::new(&sdk), config, region).await
+        let (client, region) = sdk_client(&config).await?;
+        Self::from_client(client, config, region).await
+    }
+
+    /// An embedder for a model whose vector length is already known (a
+    /// store records it), calling nothing until the first text: a query
+    /// then costs one paid call, not two.
+    pub async fn assume(config: BedrockConfig, dimension: usize) -> Result<Self> {
+        let (client, region) = sdk_client(&config).await?;
+        let mut embedder = Self::unprobed(client, config, region)?;
+        embedder.dimension = dimension;
+        Ok(embedder)
     }
 
     /// Connects through a client built elsewhere (tests, custom credentials).
     pub async fn from_client(client: Client, config: BedrockConfig, region: String) -> Result<Self> {
+        let mut embedder = Self::unprobed(client, config, region)?;
+        let probe = embedder.embed_texts(&["dimension probe".to_string()], Purpose::Query).await?;
+        embedder.dimension = probe.first().map_or(0, Vec::len);
+        if embedder.dimension == 0 {
+            return Err(Error::Embedder {
+                message: format!("{} returned an empty vector", embedder.service()),
+                source: None,
+            });
+        }
+        Ok(embedder)
+    }
+
+    /// The embedder before its vector length is known: the model and the
+    /// dimensions asked for are checked here, before any call.
+    fn unprobed(client: Client, config: BedrockConfig, region: String) -> Result<Self> {
         let family = Family::of(&config.model_id).ok_or_else(|| {
             Error::InvalidInput(format!(
                 "{:?} is not a Bedrock embedding model rag can use: use amazon.titan-embed-text-v2:0, \
@@ -150,17 +181,7 @@ impl BedrockEmbedder {
         }
         let recorded = ModelSpec::new(PROVIDER, config.model_id.clone(), config.dimensions).to_string();
         let calls = concurrency::AdaptiveConcurrency::new(config.concurrency);
-        let mut embedder =
-            Self { client, config, family, region, recorded, dimension: 0, calls, tokens: AtomicU64::new(0) };
-        let probe = embedder.embed_texts(&["dimension probe".to_string()], Purpose::Query).await?;
-        embedder.dimension = probe.first().map_or(0, Vec::len);
-        if embedder.dimension == 0 {
-            return Err(Error::Embedder {
-                message: format!("{} returned an empty vector", embedder.service()),
-                source: None,
-            });
-        }
-        Ok(embedder)
+        Ok(Self { client, config, family, region, recorded, dimension: 0, calls, tokens: AtomicU64::new(0) })
     }
 
     /// The model family in use.

@@ -192,6 +192,20 @@ impl OllamaEmbedder {
         Ok(embedder)
     }
 
+    /// An embedder for a model whose vector length is already known (a
+    /// store records it), asking the server nothing until the first text:
+    /// a query then costs one request, not two. A model Ollama lacks is
+    /// [`Error::ModelMissing`] at that first request.
+    pub fn assume(config: OllamaConfig, dimension: usize) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Embedder { message: "cannot build HTTP client".into(), source: Some(e.into()) })?;
+        let prompt = config.prompt.clone().unwrap_or_else(|| PromptFormat::for_model(&config.model));
+        Ok(Self { client, config, prompt, dimension, context_tokens: None })
+    }
+
     /// The settings in use.
     pub fn config(&self) -> &OllamaConfig {
         &self.config
@@ -394,6 +408,19 @@ mod tests {
         assert_eq!(ollama.last_request()["truncate"], false);
         embedder.embed_query("why").await.unwrap();
         assert_eq!(ollama.last_inputs(), ["task: search result | query: why"]);
+    }
+
+    #[tokio::test]
+    async fn an_assumed_dimension_asks_nothing_until_the_first_text() {
+        let ollama = FakeOllama::start();
+        let embedder = OllamaEmbedder::assume(config(&ollama.url()), 64).unwrap();
+        assert_eq!((ollama.stats().show_requests, ollama.stats().embed_requests), (0, 0));
+        let vector = embedder.embed_query("why").await.unwrap();
+        assert_eq!(vector.len(), 64);
+        assert_eq!((ollama.stats().show_requests, ollama.stats().embed_requests), (0, 1));
+        let missing =
+            OllamaEmbedder::assume(OllamaConfig { model: "nope".into(), ..config(&ollama.url()) }, 64).unwrap();
+        assert!(matches!(missing.embed_query("why").await.unwrap_err(), Error::ModelMissing { .. }));
     }
 
     #[tokio::test]

@@ -207,14 +207,7 @@ impl OpenAiEmbedder {
     /// Connects: embeds one short text to check the key and the model and
     /// to learn the vector length.
     pub async fn connect(config: OpenAiConfig) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Embedder { message: "cannot build HTTP client".into(), source: Some(e.into()) })?;
-        let prompt = config.prompt.clone().unwrap_or_else(|| PromptFormat::for_model(&config.model));
-        let recorded = rag_core::embed::ModelSpec::new(PROVIDER, config.model.clone(), config.dimensions).to_string();
-        let mut embedder = Self { client, config, prompt, recorded, dimension: 0, tokens: AtomicU64::new(0) };
+        let mut embedder = Self::unconnected(config)?;
         let probe = embedder.embed_raw(&["dimension probe".to_string()]).await?;
         embedder.dimension = probe.first().map_or(0, Vec::len);
         if embedder.dimension == 0 {
@@ -239,6 +232,26 @@ impl OpenAiEmbedder {
             )));
         }
         Ok(embedder)
+    }
+
+    /// An embedder for a model whose vector length is already known (a
+    /// store records it), sending nothing until the first text: a query
+    /// then costs one paid call, not two.
+    pub fn assume(config: OpenAiConfig, dimension: usize) -> Result<Self> {
+        let mut embedder = Self::unconnected(config)?;
+        embedder.dimension = dimension;
+        Ok(embedder)
+    }
+
+    fn unconnected(config: OpenAiConfig) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Embedder { message: "cannot build HTTP client".into(), source: Some(e.into()) })?;
+        let prompt = config.prompt.clone().unwrap_or_else(|| PromptFormat::for_model(&config.model));
+        let recorded = rag_core::embed::ModelSpec::new(PROVIDER, config.model.clone(), config.dimensions).to_string();
+        Ok(Self { client, config, prompt, recorded, dimension: 0, tokens: AtomicU64::new(0) })
     }
 
     /// The settings in use.

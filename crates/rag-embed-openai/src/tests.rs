@@ -131,6 +131,18 @@ async fn prompts_follow_the_model_family() {
     assert_eq!(fake.requests().last().unwrap()["input"], serde_json::json!(["search_query: kites"]));
 }
 
+#[tokio::test]
+async fn an_assumed_dimension_costs_no_probe() {
+    let fake = FakeOpenAi::start();
+    let embedder = OpenAiEmbedder::assume(config(&fake, "text-embedding-3-small"), 64).unwrap();
+    assert_eq!(fake.counts().0, 0);
+    embedder.embed_query("kites").await.unwrap();
+    assert_eq!(fake.counts(), (1, 1), "one call for one query");
+    // A server whose vectors are not that long is refused, not mixed.
+    let wrong = OpenAiEmbedder::assume(config(&fake, "text-embedding-3-small"), 32).unwrap();
+    assert!(matches!(wrong.embed_query("kites").await.unwrap_err(), Error::DimensionMismatch { .. }));
+}
+
 #[test]
 fn the_key_never_shows_in_debug_output() {
     let config = OpenAiConfig::new("m").with_api_key(Some("sk-secret".into()));
