@@ -73,6 +73,7 @@ impl Workspace {
             .env_remove("RUST_LOG")
             // hf: models: a Hub cache of this workspace's own, and no real Hub.
             .env("HF_HOME", self.dir.path().join("hf-home"))
+            .env("RAG_FINGERPRINT_CACHE", self.dir.path().join("fingerprints"))
             .env("HF_ENDPOINT", "http://127.0.0.1:9")
             .env_remove("HF_TOKEN")
             .env_remove("HF_HUB_OFFLINE")

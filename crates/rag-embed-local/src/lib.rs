@@ -48,6 +48,7 @@ use tokenizers::Encoding;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 mod bert;
+mod fingerprint;
 mod hub;
 mod hub_fetch;
 
@@ -281,7 +282,7 @@ impl LocalEmbedder {
         // dropped before this function returns; a file truncated by another
         // process in that window would fault, as any reader of it would fail.
         let weights = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot_read)?;
-        let fingerprint = blake3::hash(&weights).to_hex();
+        let fingerprint = fingerprint::fingerprint(&weights_path, &file, &weights);
         let device = Device::Cpu;
         let tensors = candle_core::safetensors::load_buffer(&weights, &device).map_err(|e| {
             file_error(
