@@ -18,43 +18,69 @@ use crate::output::say;
 /// the sentence-transformers model whose weights the test suite verifies.
 pub const IN_PROCESS_DEFAULT: &str = "hf:sentence-transformers/all-MiniLM-L6-v2";
 
-/// The embedder of `model`: a model folder (a path, as `--model ./all-MiniLM-L6-v2`
-/// gives it and as a store records it) or a Hub model (`hf:ORG/NAME[@REVISION]`,
-/// fetched once into the Hub's cache) runs in this process; `openai:MODEL`
-/// (with `?dimensions=N` where the model shortens its vectors) is sent to
-/// `--embed-url`, `bedrock:MODEL_ID` to Amazon Bedrock; any other name is an
-/// Ollama model.
+/// Where a model name says to embed, with its settings.
+enum Provider {
+    /// A model folder or `hf:` name, in this process.
+    InProcess(String),
+    OpenAi(rag_embed_openai::OpenAiConfig),
+    Bedrock(rag_embed_bedrock::BedrockConfig),
+    Ollama(OllamaConfig),
+}
+
+impl Provider {
+    /// Reads `model`: a model folder (a path, as `--model ./all-MiniLM-L6-v2`
+    /// gives it and as a store records it) or a Hub model
+    /// (`hf:ORG/NAME[@REVISION]`) runs in this process; `openai:MODEL` (with
+    /// `?dimensions=N` where the model shortens its vectors) is sent to
+    /// `--embed-url`, `bedrock:MODEL_ID` to Amazon Bedrock; any other name
+    /// is an Ollama model.
+    fn of(args: &EmbedderArgs, model: String, batch_size: usize, concurrency: usize) -> Result<Self> {
+        if rag_embed_local::LocalEmbedder::is_local_model(&model) {
+            return Ok(Provider::InProcess(model));
+        }
+        if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_openai::PROVIDER)? {
+            let mut config = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
+            if let Some(url) = &args.embed_url {
+                config = config.with_url(url);
+            }
+            config.batch_size = batch_size;
+            config.concurrency = concurrency;
+            return Ok(Provider::OpenAi(config));
+        }
+        if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_bedrock::PROVIDER)? {
+            return Ok(Provider::Bedrock(rag_embed_bedrock::BedrockConfig {
+                dimensions: name.dimensions,
+                endpoint_url: args.bedrock_url.clone(),
+                ..rag_embed_bedrock::BedrockConfig::new(name.model)
+            }));
+        }
+        Ok(Provider::Ollama(ollama_config(args, model, batch_size, concurrency)))
+    }
+}
+
+/// The embedder of `model` ([`Provider::of`] says which), connected: a
+/// server is asked the model's vector length.
 pub async fn connect(
     args: &EmbedderArgs,
     model: String,
     batch_size: usize,
     concurrency: usize,
 ) -> Result<Arc<dyn Embedder>> {
-    if rag_embed_local::LocalEmbedder::is_local_model(&model) {
-        return load_in_process(model).await;
-    }
-    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_openai::PROVIDER)? {
-        let mut config = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
-        if let Some(url) = &args.embed_url {
-            config = config.with_url(url);
+    Ok(match Provider::of(args, model, batch_size, concurrency)? {
+        Provider::InProcess(model) => return load_in_process(model).await,
+        Provider::OpenAi(config) => {
+            tracing::info!(url = %config.base_url, model = %config.model, "connecting to an OpenAI-compatible server");
+            Arc::new(rag_embed_openai::OpenAiEmbedder::connect(config).await?)
         }
-        config.batch_size = batch_size;
-        config.concurrency = concurrency;
-        tracing::info!(url = %config.base_url, model = %config.model, "connecting to an OpenAI-compatible server");
-        return Ok(Arc::new(rag_embed_openai::OpenAiEmbedder::connect(config).await?));
-    }
-    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_bedrock::PROVIDER)? {
-        let config = rag_embed_bedrock::BedrockConfig {
-            dimensions: name.dimensions,
-            endpoint_url: args.bedrock_url.clone(),
-            ..rag_embed_bedrock::BedrockConfig::new(name.model)
-        };
-        tracing::info!(model = %config.model_id, "connecting to Amazon Bedrock");
-        return Ok(Arc::new(rag_embed_bedrock::BedrockEmbedder::connect(config).await?));
-    }
-    let config = ollama_config(args, model, batch_size, concurrency);
-    tracing::info!(url = %config.base_url, model = %config.model, "connecting to Ollama");
-    Ok(Arc::new(OllamaEmbedder::connect(config).await?))
+        Provider::Bedrock(config) => {
+            tracing::info!(model = %config.model_id, "connecting to Amazon Bedrock");
+            Arc::new(rag_embed_bedrock::BedrockEmbedder::connect(config).await?)
+        }
+        Provider::Ollama(config) => {
+            tracing::info!(url = %config.base_url, model = %config.model, "connecting to Ollama");
+            Arc::new(OllamaEmbedder::connect(config).await?)
+        }
+    })
 }
 
 /// The query embedder of a store's own `model`, whose vectors are
@@ -62,25 +88,12 @@ pub async fn connect(
 /// request, one paid call), where [`connect`] would first ask the model's
 /// length. In-process models load as for [`connect`].
 pub async fn connect_for_queries(args: &EmbedderArgs, model: String, dimension: usize) -> Result<Arc<dyn Embedder>> {
-    if rag_embed_local::LocalEmbedder::is_local_model(&model) {
-        return load_in_process(model).await;
-    }
-    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_openai::PROVIDER)? {
-        let mut config = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
-        if let Some(url) = &args.embed_url {
-            config = config.with_url(url);
-        }
-        return Ok(Arc::new(rag_embed_openai::OpenAiEmbedder::assume(config, dimension)?));
-    }
-    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_bedrock::PROVIDER)? {
-        let config = rag_embed_bedrock::BedrockConfig {
-            dimensions: name.dimensions,
-            endpoint_url: args.bedrock_url.clone(),
-            ..rag_embed_bedrock::BedrockConfig::new(name.model)
-        };
-        return Ok(Arc::new(rag_embed_bedrock::BedrockEmbedder::assume(config, dimension).await?));
-    }
-    Ok(Arc::new(OllamaEmbedder::assume(ollama_config(args, model, 1, 1), dimension)?))
+    Ok(match Provider::of(args, model, 1, 1)? {
+        Provider::InProcess(model) => return load_in_process(model).await,
+        Provider::OpenAi(config) => Arc::new(rag_embed_openai::OpenAiEmbedder::assume(config, dimension)?),
+        Provider::Bedrock(config) => Arc::new(rag_embed_bedrock::BedrockEmbedder::assume(config, dimension).await?),
+        Provider::Ollama(config) => Arc::new(OllamaEmbedder::assume(config, dimension)?),
+    })
 }
 
 /// The embedder of a new store when no model is named, and one line saying

@@ -215,6 +215,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::ContextLength`] from a call that embedded `docs` names
+    /// the longest of them (what the indexer splits); other errors pass.
+    pub fn with_longest_text(self, docs: &[crate::embed::DocText]) -> Self {
+        match self {
+            Error::ContextLength { model, .. } => {
+                Error::ContextLength { model, chars: docs.iter().map(|d| d.text.chars().count()).max().unwrap_or(0) }
+            }
+            other => other,
+        }
+    }
+
     /// Builds an [`Error::Backend`] from a message and an underlying error.
     pub fn backend(backend: impl Into<String>, message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Backend { backend: backend.into(), message: message.into(), source: Some(source.into()) }

@@ -368,13 +368,7 @@ impl Embedder for OllamaEmbedder {
             return Ok(Vec::new());
         }
         let inputs: Vec<String> = docs.iter().map(|d| self.prompt.document(d.title.as_deref(), &d.text)).collect();
-        match self.embed_raw(&inputs).await {
-            Err(Error::ContextLength { model, .. }) => Err(Error::ContextLength {
-                model,
-                chars: docs.iter().map(|d| d.text.chars().count()).max().unwrap_or(0),
-            }),
-            other => other,
-        }
+        self.embed_raw(&inputs).await.map_err(|err| err.with_longest_text(docs))
     }
 
     /// Embeds a query; a query longer than the model's window is cut by
