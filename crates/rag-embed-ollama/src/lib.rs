@@ -156,13 +156,7 @@ impl OllamaEmbedder {
     /// Connects: checks that the server answers, that the model is there and
     /// embeds, and learns its vector length.
     pub async fn connect(config: OllamaConfig) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::Embedder { message: "cannot build HTTP client".into(), source: Some(e.into()) })?;
-        let prompt = config.prompt.clone().unwrap_or_else(|| PromptFormat::for_model(&config.model));
-        let mut embedder = Self { client, config, prompt, dimension: 0, context_tokens: None };
+        let mut embedder = Self::assume(config, 0)?;
         let show = embedder.post("/api/show", &serde_json::json!({ "model": embedder.config.model })).await?;
         if let Some(capabilities) = show.get("capabilities").and_then(Value::as_array)
             && !capabilities.iter().any(|c| c == "embedding")
