@@ -390,7 +390,8 @@ fn the_serverless_path_bedrock_embeddings_into_s3_vectors() {
     let s3 = S3::new();
     let bedrock = FakeBedrock::start();
     let model = "bedrock:amazon.titan-embed-text-v2:0?dimensions=256";
-    let run = s3.index(&["--model", model, "--bedrock-url", &bedrock.url()]);
+    // --region is the AWS region of the command: S3 Vectors' and Bedrock's.
+    let run = s3.index(&["--model", model, "--bedrock-url", &bedrock.url(), "--region", "eu-central-1"]);
     run.assert_ok();
     assert!(run.stdout().contains("3 new") && run.stdout().contains("tokens: "), "{}", run.stdout());
     assert!(run.stdout().contains("at list price"), "{}", run.stdout());
@@ -399,6 +400,8 @@ fn the_serverless_path_bedrock_embeddings_into_s3_vectors() {
     assert!(
         calls.iter().all(|c| c.signed && c.model_id == "amazon.titan-embed-text-v2:0" && c.body["dimensions"] == 256)
     );
+    let regions: Vec<&str> = calls.iter().map(|c| c.region.as_str()).collect();
+    assert!(regions.iter().all(|r| *r == "eu-central-1"), "signed for {regions:?}");
     // The endpoint from the SDK's own variable, for queries with no flag.
     let query = Run(s3
         .ws

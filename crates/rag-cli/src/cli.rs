@@ -91,10 +91,28 @@ pub struct EmbedderArgs {
 
     /// Bedrock Runtime endpoint for bedrock:MODEL_ID (a VPC endpoint, a local
     /// stand-in) [default: AWS_ENDPOINT_URL_BEDROCK_RUNTIME, else the region's].
-    /// Credentials, region and profile come from the AWS chain (AWS_PROFILE,
-    /// AWS_REGION).
+    /// Credentials come from the AWS chain; region and profile from --region
+    /// and --profile, else the chain (AWS_REGION, AWS_PROFILE).
     #[arg(long, value_name = "URL")]
     pub bedrock_url: Option<String>,
+
+    /// The AWS region of the command's `--region`, for Bedrock as for S3 Vectors.
+    #[arg(skip)]
+    pub aws_region: Option<String>,
+
+    /// The AWS profile of the command's `--profile`, for Bedrock as for S3 Vectors.
+    #[arg(skip)]
+    pub aws_profile: Option<String>,
+}
+
+impl EmbedderArgs {
+    /// These settings with the AWS region and profile of `backend`, which
+    /// Bedrock uses as S3 Vectors does.
+    pub fn with_aws_of(mut self, backend: &BackendArgs) -> Self {
+        self.aws_region.clone_from(&backend.region);
+        self.aws_profile.clone_from(&backend.profile);
+        self
+    }
 }
 
 /// Which store backend, and where S3 Vectors stores live.

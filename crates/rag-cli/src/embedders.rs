@@ -51,6 +51,8 @@ impl Provider {
             return Ok(Provider::Bedrock(rag_embed_bedrock::BedrockConfig {
                 dimensions: name.dimensions,
                 endpoint_url: args.bedrock_url.clone(),
+                region: args.aws_region.clone(),
+                profile: args.aws_profile.clone(),
                 ..rag_embed_bedrock::BedrockConfig::new(name.model)
             }));
         }

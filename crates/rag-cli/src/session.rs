@@ -43,8 +43,8 @@ impl Session {
     pub fn new(data_dir: PathBuf, backend_args: BackendArgs, embedder_args: EmbedderArgs) -> Self {
         Self {
             data_dir,
+            embedder_args: embedder_args.with_aws_of(&backend_args),
             backend_args,
-            embedder_args,
             backends: Mutex::default(),
             stores: Mutex::default(),
             embedders: Mutex::default(),

@@ -29,6 +29,8 @@ pub struct Invocation {
     pub accept: String,
     /// Whether it was signed (`Authorization: AWS4-HMAC-SHA256 ...`).
     pub signed: bool,
+    /// The region of the signature's credential scope.
+    pub region: String,
     /// The JSON body.
     pub body: Value,
 }
@@ -148,6 +150,13 @@ async fn invoke(
             content_type: header("content-type"),
             accept: header("accept"),
             signed: header("authorization").starts_with("AWS4-HMAC-SHA256"),
+            // Credential=KEY/DATE/REGION/SERVICE/aws4_request
+            region: header("authorization")
+                .split("Credential=")
+                .nth(1)
+                .and_then(|scope| scope.split('/').nth(2))
+                .unwrap_or_default()
+                .to_string(),
             body: parsed.clone(),
         });
         if let Some((status, code)) = state.failures.pop_front() {

@@ -170,12 +170,13 @@ pub async fn index_setup(
     };
     // A plan needs no embeddings: --dry-run connects to no model. A new
     // store with no model named gets the default's choice, said in one line.
+    let embedder_args = args.embedder.clone().with_aws_of(&args.backend);
     let embedder = match (args.dry_run, &args.embedder.model, existing) {
         (true, ..) => None,
         (false, None, None) => {
-            Some(embedders::connect_default(&args.embedder, args.batch_size, args.concurrency).await?)
+            Some(embedders::connect_default(&embedder_args, args.batch_size, args.concurrency).await?)
         }
-        (false, ..) => Some(embedders::connect(&args.embedder, model, args.batch_size, args.concurrency).await?),
+        (false, ..) => Some(embedders::connect(&embedder_args, model, args.batch_size, args.concurrency).await?),
     };
 
     // Chunking belongs to the store: without chunk flags, a store that

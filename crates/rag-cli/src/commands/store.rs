@@ -20,6 +20,7 @@ pub async fn store(command: StoreCommand, data_dir: &Path) -> Result<ExitCode> {
     match command {
         StoreCommand::List { json, backend } => list(&session(data_dir, backend), json).await,
         StoreCommand::Create { name, embedder, dimension, metric, backend } => {
+            let embedder = embedder.with_aws_of(&backend);
             create(&session(data_dir, backend), &name, &embedder, dimension, metric).await
         }
         StoreCommand::Info { name, json, count, backend } => {
