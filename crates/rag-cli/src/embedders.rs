@@ -118,7 +118,12 @@ pub async fn connect_default(args: &EmbedderArgs, batch_size: usize, concurrency
                 "model: {DEFAULT_MODEL} through Ollama at {url}, which does not have it yet: pulling it (about \
                  620 MB, once)"
             ));
-            pull_with_progress(&config).await?;
+            pull_with_progress(&config).await.with_context(|| {
+                format!(
+                    "{DEFAULT_MODEL} could not be pulled into Ollama at {url}; pull it yourself (`ollama pull \
+                     {DEFAULT_MODEL}`), or embed in this process with --model {IN_PROCESS_DEFAULT}"
+                )
+            })?;
             let embedder = OllamaEmbedder::connect(config).await?;
             say(&format!("model: {DEFAULT_MODEL} pulled; the store records it"));
             Ok(Arc::new(embedder))

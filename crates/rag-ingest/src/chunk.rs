@@ -512,6 +512,61 @@ mod tests {
 
     #[cfg(feature = "code")]
     #[test]
+    fn docstrings_and_doc_comments_stay_with_their_definitions() {
+        // Python: decorated functions and methods whose docstrings are what
+        // makes them findable; one long enough to be split.
+        let long_body: String = (0..60).map(|i| format!("        total += {i} * weight\n")).collect();
+        let python = format!(
+            "import functools\n\n\nclass Ledger:\n    \"\"\"Keeps the running balance of an account.\"\"\"\n\n    \
+             def credit(self, amount):\n        \"\"\"Adds money to the balance.\"\"\"\n        self.balance += amount\n\n    \
+             def weighted_total(self, weight):\n        \"\"\"Sums every entry times its weight.\"\"\"\n        total = 0\n{long_body}        \
+             return total\n\n\n@functools.lru_cache\ndef parse_amount(text):\n    \"\"\"Reads an amount such as 12.50 EUR.\"\"\"\n    \
+             return float(text.split()[0])\n"
+        );
+        let rust = "/// Reads an amount such as `12.50 EUR`.\n#[must_use]\npub fn parse_amount(text: &str) -> f64 {\n    \
+                    text.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0.0)\n}\n\n\
+                    /// Adds money to the balance.\npub fn credit(balance: &mut f64, amount: f64) {\n    *balance += amount;\n}\n";
+        let cases = [
+            (
+                python.as_str(),
+                "python",
+                vec![
+                    ("def credit", "Adds money to the balance."),
+                    ("def weighted_total", "Sums every entry times its weight."),
+                    ("def parse_amount", "Reads an amount such as 12.50 EUR."),
+                ],
+            ),
+            (
+                rust,
+                "rust",
+                vec![
+                    ("fn parse_amount", "Reads an amount such as `12.50 EUR`."),
+                    ("fn credit", "Adds money to the balance."),
+                ],
+            ),
+        ];
+        for (text, language, definitions) in cases {
+            let chunks = TextChunker::new(400, 0).unwrap().chunk(text, "f", language);
+            for (signature, doc) in definitions {
+                let with_signature: Vec<&TextChunk> = chunks.iter().filter(|c| c.text.contains(signature)).collect();
+                assert!(!with_signature.is_empty(), "{language}: no chunk holds {signature}: {chunks:#?}");
+                for chunk in with_signature {
+                    assert!(
+                        chunk.text.contains(doc),
+                        "{language}: {signature} without its doc {doc:?}: {:?}",
+                        chunk.text
+                    );
+                }
+            }
+            // The decorator and the attribute stay too.
+            let decorated =
+                chunks.iter().find(|c| c.text.contains("def parse_amount") || c.text.contains("fn parse_amount"));
+            let marker = if language == "python" { "@functools.lru_cache" } else { "#[must_use]" };
+            assert!(decorated.is_some_and(|c| c.text.contains(marker)), "{language}: {chunks:#?}");
+        }
+    }
+
+    #[test]
     fn rust_and_python_are_split_at_function_boundaries() {
         let rust: String = (0..12)
             .map(|i| {
