@@ -215,6 +215,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// The innermost cause of `err`, which for a failed connection is the
+    /// useful part ("Connection refused") under layers of "error sending
+    /// request".
+    ///
+    /// ```
+    /// let io = std::io::Error::other("Connection refused");
+    /// assert_eq!(rag_core::Error::root_cause(&io), "Connection refused");
+    /// ```
+    pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+        let mut cause = err;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        cause.to_string()
+    }
+
     /// An [`Error::ContextLength`] from a call that embedded `docs` names
     /// the longest of them (what the indexer splits); other errors pass.
     pub fn with_longest_text(self, docs: &[crate::embed::DocText]) -> Self {

@@ -9,7 +9,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let code = err.code().map(str::to_string);
-    let message = err.message().map(str::to_string).unwrap_or_else(|| root_cause(&err));
+    let message = err.message().map(str::to_string).unwrap_or_else(|| Error::root_cause(&err));
     let lower = message.to_ascii_lowercase();
     match code.as_deref() {
         Some("AccessDeniedException") => Error::AccessDenied {
@@ -46,7 +46,7 @@ where
         _ => match &err {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Error::EmbedderUnreachable {
                 endpoint: service.to_string(),
-                reason: root_cause(&err),
+                reason: Error::root_cause(&err),
                 hint: "Check the network, the region and --bedrock-url (or AWS_ENDPOINT_URL_BEDROCK_RUNTIME).".into(),
             },
             SdkError::ConstructionFailure(_) if lower.contains("credentials") => Error::AccessDenied {
@@ -89,12 +89,4 @@ pub(crate) fn jitter(max: std::time::Duration) -> std::time::Duration {
     x ^= x >> 7;
     x ^= x << 17;
     max.mul_f64(0.5 + (x % 1000) as f64 / 2000.0)
-}
-
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -265,14 +265,14 @@ impl OllamaEmbedder {
                 Err(err) if err.is_connect() && attempt > self.config.max_retries.min(1) => {
                     return Err(Error::EmbedderUnreachable {
                         endpoint: self.config.base_url.clone(),
-                        reason: root_cause(&err),
+                        reason: Error::root_cause(&err),
                         hint: "Is Ollama running? Start it with `ollama serve`, or connect to a server that is.".into(),
                     });
                 }
                 Err(err) if attempt > self.config.max_retries => {
                     return Err(Error::EmbedderUnreachable {
                         endpoint: self.config.base_url.clone(),
-                        reason: format!("{} after {attempt} attempts", root_cause(&err)),
+                        reason: format!("{} after {attempt} attempts", Error::root_cause(&err)),
                         hint: "The server did not answer in time; check that it is not overloaded, or raise the \
                                timeout."
                             .into(),
@@ -308,16 +308,6 @@ impl OllamaEmbedder {
             },
         }
     }
-}
-
-/// The innermost cause of an error, which for connection failures is the
-/// useful part ("Connection refused").
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 /// `model_info["<arch>.embedding_length"]` of an `/api/show` answer.

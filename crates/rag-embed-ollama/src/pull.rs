@@ -63,7 +63,7 @@ pub async fn pull(config: &OllamaConfig, mut progress: impl FnMut(&PullProgress)
     let url = format!("{}/api/pull", config.base_url);
     let unreachable = |err: reqwest::Error| Error::EmbedderUnreachable {
         endpoint: config.base_url.clone(),
-        reason: crate::root_cause(&err),
+        reason: Error::root_cause(&err),
         hint: "Is Ollama running? Start it with `ollama serve`, or connect to a server that is.".into(),
     };
     let mut response = client

@@ -64,15 +64,6 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3_600.0)))
 }
 
-/// The innermost cause of an error ("Connection refused").
-pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
 /// The [`rag_core::Error`] of a request to `url` that failed for good after `attempts`.
 pub(crate) fn to_error(failure: OpenAiError, config: &OpenAiConfig, url: &str, attempts: u32) -> Error {
     let model = config.model.clone();

@@ -352,14 +352,14 @@ impl OpenAiEmbedder {
                 Err(err) if err.is_connect() && attempt > self.config.max_retries.min(1) => {
                     return Err(Error::EmbedderUnreachable {
                         endpoint: url,
-                        reason: errors::root_cause(&err),
+                        reason: Error::root_cause(&err),
                         hint: "Is the server running? Check --embed-url (or OPENAI_BASE_URL).".into(),
                     });
                 }
                 Err(err) if attempt > self.config.max_retries => {
                     return Err(Error::EmbedderUnreachable {
                         endpoint: url,
-                        reason: format!("{} after {attempt} attempts", errors::root_cause(&err)),
+                        reason: format!("{} after {attempt} attempts", Error::root_cause(&err)),
                         hint: "The server did not answer in time; check that it is not overloaded.".into(),
                     });
                 }
