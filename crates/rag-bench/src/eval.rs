@@ -199,6 +199,80 @@ impl Embedder for CachedQueries {
     }
 }
 
+/// The store every benchmark corpus is indexed into.
+pub(crate) const STORE: &str = "eval";
+
+/// How a benchmark corpus is indexed: the embedder (query embeddings
+/// cached), the chunk size and a name for the variant, so an index is reused
+/// only by runs that would build the same one.
+pub(crate) struct Setup {
+    /// The embedder, query embeddings cached.
+    pub embedder: Arc<dyn Embedder>,
+    /// Chunk size in characters.
+    pub chunk_size: usize,
+    /// Embed each chunk with its heading path.
+    pub embed_headings: bool,
+    /// Model, embedder output, chunk size and heading choice, as a folder name.
+    pub variant: String,
+}
+
+/// A corpus indexed by [`Setup::index`].
+pub(crate) struct Indexed {
+    /// The local backend holding [`STORE`].
+    pub backend: Arc<dyn VectorBackend>,
+    /// `reused`, or how long indexing took.
+    pub time: String,
+}
+
+impl Setup {
+    /// The setup for `embedder`; `chunk_size` `None` is `rag index`'s
+    /// default, fitted to the model's window.
+    pub async fn new(embedder: Arc<dyn Embedder>, chunk_size: Option<usize>, embed_headings: bool) -> Result<Self> {
+        let model = embedder.model().replace(['/', ':'], "_");
+        let mut size = chunk_size.unwrap_or(TextChunker::DEFAULT_SIZE);
+        if let (None, Some(window)) = (chunk_size, embedder.context_tokens()) {
+            size = size.min(rag_core::chunk::chunk_chars_for_window(window));
+        }
+        let output = embedder_output_fingerprint(embedder.as_ref()).await?;
+        let variant = format!("{model}-e{output}-c{size}{}", if embed_headings { "" } else { "-noheadings" });
+        let embedder = Arc::new(CachedQueries { inner: embedder, cache: Default::default() });
+        Ok(Self { embedder, chunk_size: size, embed_headings, variant })
+    }
+
+    /// Indexes `root/corpus` into a local store under `root/data`, as
+    /// `rag index` would; an unchanged corpus reuses the store.
+    pub async fn index(&self, root: &Path) -> Result<Indexed> {
+        let backend: Arc<dyn VectorBackend> = Arc::new(LocalBackend::new(root.join("data")));
+        let overlap = (self.chunk_size / 8).min(200);
+        let chunker = TextChunker::new(self.chunk_size, overlap)?;
+        let files = discover(&["corpus".to_string()], &DiscoverOptions::new(root))?;
+        let options = IndexOptions::new().with_embed_headings(self.embed_headings);
+        let started = Instant::now();
+        let report = Indexer::new(self.embedder.clone(), backend.clone(), Arc::new(chunker))
+            .with_options(options)
+            .index(STORE, Arc::new(FileSource::new(files)))
+            .await?;
+        let secs = started.elapsed().as_secs_f64();
+        if !report.failed.is_empty() {
+            bail!("{} files failed to index, e.g. {:?}", report.failed.len(), report.failed[0]);
+        }
+        let time = if report.chunks_embedded == 0 { "reused".to_string() } else { format!("{secs:.1} s") };
+        Ok(Indexed { backend, time })
+    }
+}
+
+/// Writes `text` to `path` unless it already holds it, so an unchanged
+/// corpus keeps its files' times and its index.
+pub(crate) fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// What `rag-bench eval` was asked to do.
 pub struct EvalArgs {
     /// The dataset folder.
@@ -218,21 +292,16 @@ pub struct EvalArgs {
     pub json: bool,
     /// Score only the first N judged queries.
     pub limit: Option<usize>,
+    /// Also compare fusion rules on the same candidates.
+    pub fusion_study: bool,
 }
 
 /// Runs the evaluation and prints the table (or JSON).
 pub async fn run(args: EvalArgs) -> Result<()> {
     let data = Dataset::load(&args.dataset)?;
     let name = args.dataset.file_name().map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned());
-    let model = args.embedder.model().replace(['/', ':'], "_");
-    let mut chunk_size = args.chunk_size.unwrap_or(TextChunker::DEFAULT_SIZE);
-    // Unless a size was given, chunks fit the model's window, as `rag index` makes them.
-    if let (None, Some(window)) = (args.chunk_size, args.embedder.context_tokens()) {
-        chunk_size = chunk_size.min(rag_core::chunk::chunk_chars_for_window(window));
-    }
-    let output = embedder_output_fingerprint(args.embedder.as_ref()).await?;
-    let variant = format!("{model}-e{output}-c{chunk_size}{}", if args.embed_headings { "" } else { "-noheadings" });
-    let root = args.work.join(format!("{name}-{variant}"));
+    let setup = Setup::new(args.embedder.clone(), args.chunk_size, args.embed_headings).await?;
+    let root = args.work.join(format!("{name}-{}", setup.variant));
     let corpus_dir = root.join("corpus");
     std::fs::create_dir_all(&corpus_dir)?;
     let mut doc_of: HashMap<String, String> = HashMap::new();
@@ -240,33 +309,15 @@ pub async fn run(args: EvalArgs) -> Result<()> {
         let file = file_name(id);
         let body =
             if title.trim().is_empty() { format!("{text}\n") } else { format!("# {}\n\n{text}\n", title.trim()) };
-        let path = corpus_dir.join(&file);
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(body.as_str()) {
-            std::fs::write(&path, &body)?;
-        }
+        write_if_changed(&corpus_dir.join(&file), &body)?;
         doc_of.insert(format!("corpus/{file}"), id.clone());
     }
-
-    let embedder: Arc<dyn Embedder> =
-        Arc::new(CachedQueries { inner: args.embedder.clone(), cache: Default::default() });
-    let backend: Arc<dyn VectorBackend> = Arc::new(LocalBackend::new(root.join("data")));
-    let store = "eval";
-    let overlap = (chunk_size / 8).min(200);
-    let chunker = TextChunker::new(chunk_size, overlap)?;
-    let files = discover(&["corpus".to_string()], &DiscoverOptions::new(&root))?;
-    let options = IndexOptions::new().with_embed_headings(args.embed_headings);
     eprintln!("indexing {} documents of {name} with {} ...", data.corpus.len(), args.embedder.model());
-    let started = Instant::now();
-    let report = Indexer::new(embedder.clone(), backend.clone(), Arc::new(chunker))
-        .with_options(options)
-        .index(store, Arc::new(FileSource::new(files)))
-        .await?;
-    let index_secs = started.elapsed().as_secs_f64();
-    if !report.failed.is_empty() {
-        bail!("{} documents failed to index, e.g. {:?}", report.failed.len(), report.failed[0]);
-    }
+    let indexed = setup.index(&root).await?;
+    let (embedder, backend, chunk_size) = (setup.embedder.clone(), indexed.backend.clone(), setup.chunk_size);
+    let store = STORE;
     let info = backend.store_info(store).await?;
-    let indexed = if report.chunks_embedded == 0 { "reused".to_string() } else { format!("{index_secs:.1} s") };
+    let indexed = indexed.time;
 
     let mut queries: Vec<&(String, String)> =
         data.queries.iter().filter(|(id, _)| data.qrels.contains_key(id)).collect();
@@ -284,6 +335,23 @@ pub async fn run(args: EvalArgs) -> Result<()> {
         let t = Instant::now();
         embedder.embed_query(text).await?;
         embed_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    if args.fusion_study {
+        let rules = crate::fusion::Rule::studied();
+        let mut totals = vec![0.0; rules.len()];
+        for (id, text) in &queries {
+            let vector = embedder.embed_query(text).await?;
+            let arms = crate::fusion::Arms::fetch(backend.as_ref(), store, text, vector, 100).await?;
+            let chunks = arms.chunks();
+            for (rule, total) in rules.iter().zip(&mut totals) {
+                let fused = rule.fuse(&arms);
+                let ranking = documents_in_order(fused.iter().map(|k| chunks[k].source_path.as_str()), &doc_of);
+                *total += score_ranking(&ranking, &data.qrels[id]).ndcg10;
+            }
+        }
+        for (rule, total) in rules.iter().zip(totals) {
+            println!("{name} {:<18} nDCG@10 {:.4}", rule.name(), total / queries.len() as f64);
+        }
     }
     let mut rows = Vec::new();
     for &mode in &args.modes {

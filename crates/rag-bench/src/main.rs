@@ -13,15 +13,19 @@
 //! target/release/rag-bench s3                 # S3 Vectors backend against the loopback fake
 //! target/release/rag-bench providers          # Bedrock and OpenAI-compatible clients, 50 ms fakes
 //! target/release/rag-bench formats            # extraction + chunking throughput per format
+//! target/release/rag-bench eval DATASET_DIR   # retrieval quality on a BEIR-layout set
+//! target/release/rag-bench code PACKAGE_DIR... # code search quality (scripts/fetch-code-bench.sh)
 //! ```
 //!
 //! Every figure is a median over several runs, measured in one invocation.
 //! Stores and trees are built once under `--dir` (default
 //! `target/rag-bench`) and reused.
 
+mod code;
 mod embed;
 mod eval;
 mod formats;
+mod fusion;
 mod index;
 mod mcp;
 mod providers;
@@ -94,49 +98,51 @@ fn main() -> Result<()> {
         }
         Some("eval") => {
             let dataset = args.get(1).filter(|a| !a.starts_with("--")).context("usage: rag-bench eval DATASET_DIR")?;
-            let model = flag("--model").unwrap_or_else(|| "embeddinggemma".into());
-            let mut config = rag_embed_ollama::OllamaConfig::new(model);
-            if let Some(url) = flag("--ollama-url") {
-                config = config.with_url(&url);
-            }
-            let modes = flag("--modes").unwrap_or_else(|| "vector,lexical,hybrid".into());
-            let modes =
-                modes.split(',').map(str::parse).collect::<rag_core::Result<Vec<rag_core::search::SearchMode>>>()?;
             let chunk_size = flag("--chunk-size").map(|c| c.parse()).transpose().context("--chunk-size")?;
             let limit = flag("--limit").map(|l| l.parse()).transpose().context("--limit")?;
             runtime.block_on(async {
-                // A model folder or hf: name runs in this process, openai:MODEL on
-                // --embed-url (or OPENAI_BASE_URL), bedrock:MODEL_ID on Bedrock;
-                // any other name through Ollama.
-                let embedder: Arc<dyn Embedder> = if rag_embed_local::LocalEmbedder::is_local_model(&config.model) {
-                    Arc::new(rag_embed_local::LocalEmbedder::load_named(&config.model)?)
-                } else if let Some(name) = rag_core::embed::ModelSpec::parse(&config.model, rag_embed_openai::PROVIDER)?
-                {
-                    let mut openai = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
-                    if let Some(url) = flag("--embed-url") {
-                        openai = openai.with_url(&url);
-                    }
-                    Arc::new(rag_embed_openai::OpenAiEmbedder::connect(openai).await?)
-                } else if let Some(name) =
-                    rag_core::embed::ModelSpec::parse(&config.model, rag_embed_bedrock::PROVIDER)?
-                {
-                    let bedrock = rag_embed_bedrock::BedrockConfig {
-                        dimensions: name.dimensions,
-                        ..rag_embed_bedrock::BedrockConfig::new(name.model)
-                    };
-                    Arc::new(rag_embed_bedrock::BedrockEmbedder::connect(bedrock).await?)
-                } else {
-                    Arc::new(rag_embed_ollama::OllamaEmbedder::connect(config).await?)
-                };
                 eval::run(eval::EvalArgs {
                     dataset: PathBuf::from(dataset),
                     work: dir.join("eval"),
-                    embedder,
-                    modes,
+                    embedder: embedder_of_flags(&flag).await?,
+                    modes: modes_of_flags(&flag)?,
                     embed_headings: !args.iter().any(|a| a == "--no-heading-embed"),
                     chunk_size,
                     json: args.iter().any(|a| a == "--json"),
                     limit,
+                    fusion_study: args.iter().any(|a| a == "--fusion-study"),
+                })
+                .await
+            })
+        }
+        Some("code") => {
+            let mut packages = Vec::new();
+            let mut rest = args.iter().skip(1);
+            while let Some(arg) = rest.next() {
+                if arg == "--json" || arg == "--fusion-study" {
+                    continue;
+                } else if arg.starts_with("--") {
+                    // Every other flag of this command takes a value.
+                    rest.next();
+                } else {
+                    packages.push(PathBuf::from(arg));
+                }
+            }
+            if packages.is_empty() {
+                bail!("usage: rag-bench code PACKAGE_DIR... (scripts/fetch-code-bench.sh fetches the usual ones)");
+            }
+            let chunk_size = flag("--chunk-size").map(|c| c.parse()).transpose().context("--chunk-size")?;
+            let queries = flag("--queries").map_or(Ok(300), |q| q.parse()).context("--queries")?;
+            runtime.block_on(async {
+                code::run(code::CodeArgs {
+                    packages,
+                    work: dir.join("code"),
+                    embedder: embedder_of_flags(&flag).await?,
+                    modes: modes_of_flags(&flag)?,
+                    chunk_size,
+                    queries,
+                    json: args.iter().any(|a| a == "--json"),
+                    fusion_study: args.iter().any(|a| a == "--fusion-study"),
                 })
                 .await
             })
@@ -152,9 +158,46 @@ fn main() -> Result<()> {
             "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
              startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
              [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \
+             code PACKAGE_DIR... [--model M] [--modes ...] [--queries 300] [--chunk-size N] | \
              s3 [--chunks 20000] [--listed 100000] | formats  [--runs N] [--dir DIR]"
         ),
     }
+}
+
+/// The embedder `--model` names (default `embeddinggemma` on Ollama): a
+/// model folder or `hf:` name runs in this process, `openai:MODEL` on
+/// `--embed-url` (or `OPENAI_BASE_URL`), `bedrock:MODEL_ID` on Bedrock, any
+/// other name through Ollama (`--ollama-url`).
+async fn embedder_of_flags(flag: &impl Fn(&str) -> Option<String>) -> Result<Arc<dyn Embedder>> {
+    let model = flag("--model").unwrap_or_else(|| "embeddinggemma".into());
+    if rag_embed_local::LocalEmbedder::is_local_model(&model) {
+        return Ok(Arc::new(rag_embed_local::LocalEmbedder::load_named(&model)?));
+    }
+    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_openai::PROVIDER)? {
+        let mut openai = rag_embed_openai::OpenAiConfig::new(name.model).with_dimensions(name.dimensions);
+        if let Some(url) = flag("--embed-url") {
+            openai = openai.with_url(&url);
+        }
+        return Ok(Arc::new(rag_embed_openai::OpenAiEmbedder::connect(openai).await?));
+    }
+    if let Some(name) = rag_core::embed::ModelSpec::parse(&model, rag_embed_bedrock::PROVIDER)? {
+        let bedrock = rag_embed_bedrock::BedrockConfig {
+            dimensions: name.dimensions,
+            ..rag_embed_bedrock::BedrockConfig::new(name.model)
+        };
+        return Ok(Arc::new(rag_embed_bedrock::BedrockEmbedder::connect(bedrock).await?));
+    }
+    let mut config = rag_embed_ollama::OllamaConfig::new(model);
+    if let Some(url) = flag("--ollama-url") {
+        config = config.with_url(&url);
+    }
+    Ok(Arc::new(rag_embed_ollama::OllamaEmbedder::connect(config).await?))
+}
+
+/// The modes `--modes` lists (default all three).
+fn modes_of_flags(flag: &impl Fn(&str) -> Option<String>) -> Result<Vec<rag_core::search::SearchMode>> {
+    let modes = flag("--modes").unwrap_or_else(|| "vector,lexical,hybrid".into());
+    Ok(modes.split(',').map(str::parse).collect::<rag_core::Result<Vec<_>>>()?)
 }
 
 /// The `rag` binary built beside this one (the benchmarks run it as users do).
