@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use rag_core::Result;
 use rag_core::backend::{LexicalHit, LexicalRequest};
-use rag_core::lexical::index_terms;
+use rag_core::lexical::{NAME_WEIGHT, index_terms, name_terms};
 
 use rag_core::store::Hit;
 
@@ -17,12 +17,12 @@ use crate::scan;
 use crate::schema::{CHUNK_SELECT, read_setting, row_to_chunk, write_setting};
 
 /// The full-text index: one row per chunk, its rowid the chunk's slot, its
-/// text the chunk's lexical terms ([`index_terms`], computed in Rust so every
-/// backend tokenizes alike). Contentless: the text lives in `chunks` only.
-/// Written in the same transactions as the chunk rows, so it agrees with
-/// them after any crash.
+/// columns the chunk's lexical terms ([`index_terms`]) and the names it
+/// defines ([`name_terms`]), computed in Rust so every backend tokenizes
+/// alike. Contentless: the text lives in `chunks` only. Written in the same
+/// transactions as the chunk rows, so it agrees with them after any crash.
 pub(crate) const LEXICAL_TABLE: &str = "CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(\
-    terms, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 0')";
+    terms, names, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 0')";
 
 /// At most about this many chunks are scored by one full-text query (see
 /// `Reader::affordable_terms`).
@@ -30,7 +30,7 @@ pub(crate) const MAX_POSTINGS: i64 = if cfg!(test) { 50 } else { 20_000 };
 
 /// Version of the terms in the full-text index; a store whose index was built
 /// by another tokenizer gets it rebuilt by its next writer.
-pub(crate) const LEXICAL_VERSION: &str = "3";
+pub(crate) const LEXICAL_VERSION: &str = "4";
 
 /// Whether the store has a full-text index built by this version's tokenizer.
 pub(crate) fn has_current_lexical_index(conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
@@ -52,12 +52,13 @@ pub(crate) fn build_lexical_index(conn: &mut Connection, db: &Path) -> Result<u6
     let mut count = 0;
     {
         let mut stmt = tx.prepare(&format!("SELECT slot, {CHUNK_SELECT} FROM chunks")).map_err(sql(db))?;
-        let mut insert = tx.prepare("INSERT INTO lexical (rowid, terms) VALUES (?1, ?2)").map_err(sql(db))?;
+        let mut insert =
+            tx.prepare("INSERT INTO lexical (rowid, terms, names) VALUES (?1, ?2, ?3)").map_err(sql(db))?;
         let mut rows = stmt.query([]).map_err(sql(db))?;
         while let Some(row) = rows.next().map_err(sql(db))? {
             let slot: i64 = row.get(0).map_err(sql(db))?;
             let (chunk, _) = row_to_chunk(row, 1).map_err(sql(db))?;
-            insert.execute(params![slot, index_terms(&chunk)]).map_err(sql(db))?;
+            insert.execute(params![slot, index_terms(&chunk), name_terms(&chunk)]).map_err(sql(db))?;
             count += 1;
         }
     }
@@ -92,10 +93,15 @@ impl Reader {
         if terms.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        // bm25() is lower-is-better; the filter applies before the cut.
+        // bm25() is lower-is-better; the names column weighs NAME_WEIGHT
+        // times the text, as the in-memory BM25 weighs it; the filter applies
+        // before the cut.
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ?1 ORDER BY rank")
+            .prepare_cached(&format!(
+                "SELECT rowid, bm25(lexical, 1.0, {NAME_WEIGHT:?}) AS score FROM lexical WHERE lexical MATCH ?1 \
+                 ORDER BY score"
+            ))
             .map_err(sql(&self.db_path))?;
         let mut rows = stmt.query([match_any(&terms)]).map_err(sql(&self.db_path))?;
         let mut best = Vec::with_capacity(request.top_k);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use rag_core::backend::{UnreadableFile, VectorRecord, WriteBatch};
-use rag_core::lexical::index_terms;
+use rag_core::lexical::{index_terms, name_terms};
 use rag_core::store::{StoreConfig, now_unix};
 use rag_core::{Error, Result};
 
@@ -219,7 +219,7 @@ impl Writer {
     pub(crate) fn commit(
         &mut self,
         batch: &WriteBatch,
-        terms: &[String],
+        terms: &[(String, String)],
         slots: &[u64],
     ) -> Result<Vec<u64>, LocalStoreError> {
         let db = self.db_path.clone();
@@ -230,7 +230,7 @@ impl Writer {
             let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE key = ?1").map_err(sql(&db))?;
             let mut unindex = tx.prepare_cached("DELETE FROM lexical WHERE rowid = ?1").map_err(sql(&db))?;
             let mut index =
-                tx.prepare_cached("INSERT INTO lexical (rowid, terms) VALUES (?1, ?2)").map_err(sql(&db))?;
+                tx.prepare_cached("INSERT INTO lexical (rowid, terms, names) VALUES (?1, ?2, ?3)").map_err(sql(&db))?;
             let mut insert = tx
                 .prepare_cached(&format!(
                     "INSERT INTO chunks (slot, {CHUNK_COLUMNS}) \
@@ -252,7 +252,7 @@ impl Writer {
                 .filter(|r| r.chunk.chunk_index == 0)
                 .map(|r| (r.chunk.source_path.as_str(), &r.chunk))
                 .collect();
-            for ((record, &slot), terms) in batch.upserts.iter().zip(slots).zip(terms) {
+            for ((record, &slot), (terms, names)) in batch.upserts.iter().zip(slots).zip(terms) {
                 let c = &record.chunk;
                 let metadata = stored_metadata(c, firsts.get(c.source_path.as_str()).copied());
                 insert
@@ -273,7 +273,7 @@ impl Writer {
                         record.indexed_at,
                     ])
                     .map_err(sql(&db))?;
-                index.execute(params![slot as i64, terms]).map_err(sql(&db))?;
+                index.execute(params![slot as i64, terms, names]).map_err(sql(&db))?;
             }
         }
         write_setting(&tx, &db, "updated_at", &now_unix().to_string())?;
@@ -284,17 +284,16 @@ impl Writer {
 
 /// The full-text terms of each record, computed on every core: the writer
 /// is one thread, and tokenizing is the larger part of its work.
-pub(crate) fn terms_in_parallel(records: &[VectorRecord]) -> Vec<String> {
+pub(crate) fn terms_in_parallel(records: &[VectorRecord]) -> Vec<(String, String)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let both = |r: &VectorRecord| (index_terms(&r.chunk), name_terms(&r.chunk));
     if threads == 1 || records.len() < 64 {
-        return records.iter().map(|r| index_terms(&r.chunk)).collect();
+        return records.iter().map(both).collect();
     }
     let per = records.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let parts: Vec<_> = records
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().map(|r| index_terms(&r.chunk)).collect::<Vec<_>>()))
-            .collect();
+        let parts: Vec<_> =
+            records.chunks(per).map(|part| scope.spawn(move || part.iter().map(both).collect::<Vec<_>>())).collect();
         parts
             .into_iter()
             .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))

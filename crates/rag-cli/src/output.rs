@@ -48,6 +48,8 @@ pub struct QueryMetadata<'a> {
     /// `rerank` (BM25 over the top vector candidates: S3 Vectors) or `none`.
     pub lexical: LexicalSource,
     pub lexical_weight: f32,
+    /// How the arms were fused (hybrid mode with a lexical arm), else null.
+    pub fusion: Option<rag_core::search::Fusion>,
     pub max_per_file: Option<usize>,
     /// What the caller should know about how the results were found.
     pub notes: &'a [String],
@@ -191,7 +193,7 @@ pub fn query_text(
     results: &[QueryResult],
     top_k: usize,
     millis: f64,
-    explain: bool,
+    explain: Option<&str>,
 ) -> String {
     let mut out = String::new();
     if results.is_empty() {
@@ -199,6 +201,9 @@ pub fn query_text(
         return out;
     }
     let _ = writeln!(out, "{} of {top_k} results for {query:?} in store {store:?} ({millis:.0} ms)\n", results.len());
+    if let Some(how) = explain.filter(|how| !how.is_empty()) {
+        let _ = writeln!(out, "[{how}]\n");
+    }
     for r in results {
         // Where in the file: the heading path, else the code's definitions.
         let symbols: Vec<&str> = r.symbols.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
@@ -220,7 +225,7 @@ pub fn query_text(
             r.line_start,
             r.line_end
         );
-        if explain {
+        if explain.is_some() {
             let _ = writeln!(out, "    [{}]", r.explain());
         }
         let body = if r.truncated { format!("{}…", r.content.trim_end()) } else { r.content.clone() };
@@ -470,7 +475,7 @@ mod tests {
             QueryResult::new(2, &hit("lib.rs", serde_json::json!({"symbols": ["Packer", "flush"]})), false, 300),
             QueryResult::new(3, &hit("a.txt", serde_json::json!({})), false, 300),
         ];
-        let out = query_text("q", "s", &results, 3, 1.0, false);
+        let out = query_text("q", "s", &results, 3, 1.0, None);
         assert!(out.contains("notes.md:3-9  (Install > Linux)"), "{out}");
         assert!(out.contains("lib.rs:3-9  (Packer, flush)"), "{out}");
         assert!(out.contains("a.txt:3-9\n"), "{out}");

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::backend::VectorBackend;
 use crate::error::{Error, Result};
-use crate::lexical::{Bm25, chunk_terms};
+use crate::lexical::Bm25;
 use crate::search::{LexicalHit, LexicalRequest};
 use crate::types::{
     FileState, Hit, Metric, QueryRequest, StoreConfig, StoreInfo, UnreadableFile, VectorRecord, WriteBatch,
@@ -203,8 +203,7 @@ impl VectorBackend for MemoryBackend {
         self.with_store(store, |s| {
             let metric = s.config.metric;
             let records: Vec<&VectorRecord> = s.records.values().collect();
-            let docs: Vec<Vec<String>> = records.iter().map(|r| chunk_terms(&r.chunk)).collect();
-            let scores = Bm25::new(&docs).scores(&request.terms);
+            let scores = Bm25::for_chunks(records.iter().map(|r| &r.chunk)).scores(&request.terms);
             let mut hits: Vec<LexicalHit> = records
                 .into_iter()
                 .zip(scores)

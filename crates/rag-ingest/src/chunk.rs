@@ -130,7 +130,8 @@ impl Chunker for TextChunker {
     }
 
     fn settings(&self) -> String {
-        let code = if cfg!(feature = "code") { " code=tree-sitter-nodes" } else { "" };
+        // Version 2 of code chunks: definition paths and repeated signatures.
+        let code = if cfg!(feature = "code") { " code=tree-sitter-definitions-2" } else { "" };
         format!("text-splitter/chars size={} overlap={} sections=whole{code}", self.size, self.overlap)
     }
 
@@ -196,6 +197,7 @@ impl TextChunker {
                     symbols.extend(split.symbols.into_iter().map(|mut symbol| {
                         symbol.start += offset;
                         symbol.end += offset;
+                        symbol.body_start += offset;
                         symbol
                     }));
                 }
@@ -363,6 +365,59 @@ impl Symbols {
         }
         names
     }
+
+    /// The definitions holding the whole of a chunk, outermost first: its
+    /// definition path. A chunk's leading comments, attributes and
+    /// decorators (`lead` bytes from `start`) may lie before the definition.
+    fn enclosing(&self, start: usize, lead: usize, end: usize) -> Vec<&crate::code::Symbol> {
+        let code_start = start + lead;
+        let before = self.list.partition_point(|s| s.start <= code_start);
+        let mut found: Vec<&crate::code::Symbol> = Vec::new();
+        for i in (0..before).rev() {
+            if self.max_end[i] < end {
+                break;
+            }
+            if self.list[i].end >= end {
+                found.push(&self.list[i]);
+            }
+        }
+        found.reverse();
+        found
+    }
+}
+
+/// Where a code chunk's code ends: before trailing blank lines and lines
+/// of closing brackets alone (the end of an enclosing block the packer
+/// attaches to its last part).
+#[cfg(feature = "code")]
+fn code_end(piece: &str) -> usize {
+    let mut end = piece.trim_end().len();
+    while let Some(newline) = piece[..end].rfind('\n') {
+        let line = piece[newline + 1..end].trim();
+        if line.is_empty() || !line.chars().all(|c| matches!(c, '}' | ')' | ']' | ';' | ',')) {
+            break;
+        }
+        end = piece[..newline].trim_end().len();
+    }
+    end
+}
+
+/// Bytes of a code chunk before its first code: blank lines, comments,
+/// attributes and decorators, and the indentation of the first line of code.
+#[cfg(feature = "code")]
+fn leading_notes(piece: &str) -> usize {
+    let mut at = 0;
+    for line in piece.split_inclusive('\n') {
+        let code = line.trim_start();
+        let note =
+            code.is_empty() || ["//", "/*", "*", "#", "@", "--", ";"].iter().any(|marker| code.starts_with(marker));
+        if !note {
+            at += line.len() - code.len();
+            break;
+        }
+        at += line.len();
+    }
+    at.min(piece.trim_end().len())
 }
 
 impl Structure {
@@ -392,6 +447,22 @@ impl Structure {
                 let names = symbols.overlapping(start, end);
                 if !names.is_empty() {
                     metadata.insert("symbols".into(), names.into());
+                }
+                let lead = leading_notes(piece);
+                let path = symbols.enclosing(start, lead, start + code_end(piece));
+                let mut heading: Vec<&str> = Vec::with_capacity(path.len());
+                for symbol in &path {
+                    // A Rust `impl P` inside nothing named `P` reads once.
+                    if heading.last() != Some(&symbol.name.as_str()) {
+                        heading.push(&symbol.name);
+                    }
+                }
+                if !heading.is_empty() {
+                    metadata.insert("headings".into(), heading.join(" > ").into());
+                }
+                // A part of a long definition repeats its signature.
+                if let Some(inner) = path.last().filter(|s| start + lead >= s.body_start && !s.signature.is_empty()) {
+                    metadata.insert("signature".into(), inner.signature.clone().into());
                 }
             }
         }
@@ -508,6 +579,58 @@ mod tests {
             assert_eq!(chunk.text.matches("## ").count(), 1, "{chunk:#?}");
             assert!(chunk.text.contains(title) && chunk.text.ends_with("about it."), "{chunk:#?}");
         }
+    }
+
+    #[cfg(feature = "code")]
+    #[test]
+    fn stores_chunked_by_the_previous_code_chunker_are_chunked_again() {
+        // What stores written before definition paths record: this build
+        // cannot chunk that way, so their next writer re-chunks them once.
+        let previous = "text-splitter/chars size=800 overlap=100 sections=whole code=tree-sitter-nodes";
+        assert!(TextChunker::from_settings(previous).is_none());
+        let current = TextChunker::new(800, 100).unwrap().settings();
+        assert_ne!(current, previous);
+        assert!(TextChunker::from_settings(&current).is_some());
+    }
+
+    #[cfg(feature = "code")]
+    #[test]
+    fn code_chunks_carry_their_definition_path_and_a_split_one_its_signature() {
+        let body: String = (0..40).map(|i| format!("            total += {i} * weight\n")).collect();
+        let python = format!(
+            "class Ledger:\n    \"\"\"Keeps the balance.\"\"\"\n\n    def credit(self, amount):\n        \
+             self.balance += amount\n\n    # the heavy one\n    @cached\n    def weighted_total(\n        self,\n        \
+             weight,\n    ) -> float:\n        total = 0\n        for entry in self.entries:\n{body}        return total\n"
+        );
+        let chunks = TextChunker::new(300, 0).unwrap().chunk(&python, "ledger.py", "python");
+        let field = |c: &TextChunk, key: &str| c.metadata.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        // The part holding the signature: its path, no repeated signature.
+        let first = chunks.iter().find(|c| c.text.contains("def weighted_total")).unwrap();
+        assert_eq!(field(first, "headings").as_deref(), Some("Ledger > weighted_total"), "{chunks:#?}");
+        assert_eq!(field(first, "signature"), None);
+        // Every later part: the same path, and the signature collapsed to one line.
+        let later: Vec<&TextChunk> =
+            chunks.iter().filter(|c| c.line_start > first.line_start && c.text.contains("total +=")).collect();
+        assert!(!later.is_empty(), "{chunks:#?}");
+        for chunk in later {
+            assert_eq!(field(chunk, "headings").as_deref(), Some("Ledger > weighted_total"));
+            assert_eq!(
+                field(chunk, "signature").as_deref(),
+                Some("def weighted_total( self, weight, ) -> float:"),
+                "{chunk:#?}"
+            );
+        }
+        // A chunk holding several methods is only inside the class.
+        let small = TextChunker::new(2000, 0).unwrap().chunk(&python, "ledger.py", "python");
+        assert_eq!(small.len(), 1);
+        assert_eq!(field(&small[0], "headings").as_deref(), Some("Ledger"));
+        // Rust: an impl's methods sit in the type; a top-level function in nothing.
+        let rust = "/// A point.\nstruct P;\n\nimpl P {\n    /// Its area.\n    fn area(&self) -> u32 {\n        0\n    }\n}\n";
+        let chunks = TextChunker::new(70, 0).unwrap().chunk(rust, "p.rs", "rust");
+        let area = chunks.iter().find(|c| c.text.contains("fn area")).unwrap();
+        assert_eq!(field(area, "headings").as_deref(), Some("P > area"), "{chunks:#?}");
+        let point = chunks.iter().find(|c| c.text.contains("struct P")).unwrap();
+        assert_eq!(field(point, "headings").as_deref(), Some("P"), "{chunks:#?}");
     }
 
     #[cfg(feature = "code")]

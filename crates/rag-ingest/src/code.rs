@@ -79,7 +79,30 @@ impl Grammar {
 pub(crate) struct Symbol {
     pub start: usize,
     pub end: usize,
+    /// Where its body starts.
+    pub body_start: usize,
     pub name: String,
+    /// The text before its body, whitespace collapsed, at most
+    /// [`MAX_SIGNATURE_CHARS`] characters.
+    pub signature: String,
+}
+
+/// Signatures longer than this are cut (a chunk repeats its definition's).
+const MAX_SIGNATURE_CHARS: usize = 200;
+
+/// `text` with every run of whitespace one space, at most `max` characters.
+fn collapsed(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() >= max {
+            return out.chars().take(max).collect();
+        }
+    }
+    out
 }
 
 /// Chunk byte ranges of a source text and the definitions found in it.
@@ -429,7 +452,11 @@ fn symbols(tree: &Tree, grammar: &Grammar, text: &str) -> Vec<Symbol> {
         if grammar.is_definition(node)
             && let Some(name) = definition_name(node, text)
         {
-            out.push(Symbol { start: node.start_byte(), end: node.end_byte(), name });
+            let body_start = node.child_by_field_name("body").map_or(node.end_byte(), |b| b.start_byte());
+            let signature = text
+                .get(node.start_byte()..body_start)
+                .map_or_else(String::new, |header| collapsed(header, MAX_SIGNATURE_CHARS));
+            out.push(Symbol { start: node.start_byte(), end: node.end_byte(), body_start, name, signature });
         }
         if cursor.goto_first_child() {
             continue;

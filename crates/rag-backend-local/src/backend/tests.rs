@@ -191,6 +191,26 @@ async fn a_store_made_before_the_full_text_index_gets_it_from_its_next_writer() 
 }
 
 #[tokio::test]
+async fn a_name_a_chunk_defines_outranks_its_mentions_and_matches_memory() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    let mut defines = text_record("keys.py", 0, "def rotate_keys(store):\n    store.swap()", vec![1.0, 0.0]);
+    defines.chunk.metadata.insert("symbols".into(), vec!["rotate_keys"].into());
+    // More mentions, and a shorter chunk: plain BM25 would put it first.
+    let calls = text_record("cli.py", 0, "rotate_keys(a)\nrotate_keys(b)", vec![0.0, 1.0]);
+    let records = vec![defines, calls];
+    backend.put("notes", records.clone()).await.unwrap();
+    assert_eq!(lexical_keys(&backend, "rotate keys", 5).await, ["keys.py#0", "cli.py#0"]);
+    // Without the names field the caller wins, so the field is what ranks.
+    let plain: Vec<Vec<String>> = records.iter().map(|r| rag_core::lexical::chunk_terms(&r.chunk)).collect();
+    let query = rag_core::lexical::query_terms("rotate keys");
+    let plain = rag_core::lexical::Bm25::new(&plain).scores(&query);
+    assert!(plain[1] > plain[0], "{plain:?}");
+    // The in-memory BM25 (memory backend, S3 re-ranking) weighs it alike.
+    let weighted = rag_core::lexical::Bm25::for_chunks(records.iter().map(|r| &r.chunk)).scores(&query);
+    assert!(weighted[0] > weighted[1], "{weighted:?}");
+}
+
+#[tokio::test]
 async fn query_syntax_in_terms_is_searched_as_text() {
     let (_dir, backend) = store_with(2, Metric::Cosine).await;
     backend.put("notes", vec![text_record("a.md", 0, "plain words", vec![1.0, 0.0])]).await.unwrap();

@@ -71,6 +71,9 @@ pub async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
     let first = targets[0].store.config();
     let lexical = found.stores.first().map_or(rag_core::search::LexicalSource::None, |(_, answer)| answer.lexical);
     let millis = elapsed.as_secs_f64() * 1000.0;
+    let fusion = (options.mode == rag_core::search::SearchMode::Hybrid
+        && lexical != rag_core::search::LexicalSource::None)
+        .then(|| rag_core::search::Fusion::with_lexical_weight(args.lexical_weight));
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = QueryOutput {
@@ -92,6 +95,7 @@ pub async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
                 mode: options.mode.as_str(),
                 lexical,
                 lexical_weight: args.lexical_weight,
+                fusion,
                 max_per_file: args.max_per_file,
                 notes: &notes,
             },
@@ -106,7 +110,9 @@ pub async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
         for note in &notes {
             eprintln!("note: {note}");
         }
-        let text = output::query_text(&text, &joined, &results, args.top_k, millis, args.explain);
+        let how = fusion.map_or_else(|| format!("{} search", options.mode.as_str()), |f| f.to_string());
+        let explain = args.explain.then_some(how.as_str());
+        let text = output::query_text(&text, &joined, &results, args.top_k, millis, explain);
         write!(stdout, "{}", output::terminal_safe(&text))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -5,12 +5,20 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::types::{Chunk, DocText};
 
-/// The text embedded for a chunk: its heading path first, so a short chunk
-/// keeps its context.
+/// The text embedded for a chunk: its heading path first (a markdown
+/// section's headings, a code chunk's enclosing definitions), then the
+/// `signature` of the definition a code chunk is a later part of, so a short
+/// chunk keeps its context.
 pub(super) fn embedding_text(chunk: &Chunk, with_headings: bool) -> String {
-    match chunk.metadata.get("headings").and_then(|h| h.as_str()) {
-        Some(path) if with_headings && !path.is_empty() => format!("{path}\n\n{}", chunk.text),
-        _ => chunk.text.clone(),
+    let field = |key: &str| chunk.metadata.get(key).and_then(|h| h.as_str()).filter(|h| !h.is_empty());
+    if !with_headings {
+        return chunk.text.clone();
+    }
+    match (field("headings"), field("signature")) {
+        (Some(path), Some(signature)) => format!("{path}\n{signature}\n\n{}", chunk.text),
+        (Some(path), None) => format!("{path}\n\n{}", chunk.text),
+        (None, Some(signature)) => format!("{signature}\n\n{}", chunk.text),
+        (None, None) => chunk.text.clone(),
     }
 }
 
