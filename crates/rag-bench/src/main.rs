@@ -143,6 +143,7 @@ fn main() -> Result<()> {
                     queries,
                     json: args.iter().any(|a| a == "--json"),
                     fusion_study: args.iter().any(|a| a == "--fusion-study"),
+                    misses: flag("--misses").map_or(Ok(0), |m| m.parse()).context("--misses")?,
                 })
                 .await
             })
@@ -158,7 +159,7 @@ fn main() -> Result<()> {
             "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
              startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
              [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \
-             code PACKAGE_DIR... [--model M] [--modes ...] [--queries 300] [--chunk-size N] | \
+             code PACKAGE_DIR... [--model M] [--modes ...] [--queries 300] [--chunk-size N] [--fusion-study] [--misses N] [--json] | \
              s3 [--chunks 20000] [--listed 100000] | formats  [--runs N] [--dir DIR]"
         ),
     }

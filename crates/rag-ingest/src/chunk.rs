@@ -130,8 +130,8 @@ impl Chunker for TextChunker {
     }
 
     fn settings(&self) -> String {
-        // Version 2 of code chunks: definition paths and repeated signatures.
-        let code = if cfg!(feature = "code") { " code=tree-sitter-definitions-2" } else { "" };
+        // Version 3 of code chunks: one definition a chunk, definition paths, repeated signatures.
+        let code = if cfg!(feature = "code") { " code=tree-sitter-definitions-3" } else { "" };
         format!("text-splitter/chars size={} overlap={} sections=whole{code}", self.size, self.overlap)
     }
 

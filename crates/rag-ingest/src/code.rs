@@ -235,6 +235,17 @@ impl Packer<'_> {
             let header_like = in_definition
                 || (!self.text[piece.start..piece.end].contains('\n')
                     && !piece.main.is_some_and(|main| self.grammar.is_definition(main)));
+            // A definition of more than one line is a chunk of its own where
+            // it fits: never joined to its neighbours, so each chunk embeds
+            // one function, method or type and names it in its path.
+            let standalone = !in_definition
+                && piece.main.is_some_and(|main| self.defines(main))
+                && self.text[piece.start..piece.end].trim_end().contains('\n');
+            if standalone && !after_split {
+                self.flush();
+                recent.clear();
+                header = false;
+            }
             if after_split {
                 after_split = false;
                 let closer = piece.main.is_some_and(|main| !main.is_named()) && piece.end - piece.start <= 3;
@@ -270,6 +281,12 @@ impl Packer<'_> {
                 recent.retain(|&(s, _)| s >= start);
                 recent.push((piece.start, piece.end));
                 header &= header_like;
+                if standalone {
+                    // What follows starts a chunk of its own, closing tokens aside.
+                    after_split = true;
+                    recent.clear();
+                    header = false;
+                }
                 continue;
             }
             // Too large for one chunk (or a body after its signature): split it at its own children.
@@ -292,6 +309,15 @@ impl Packer<'_> {
             recent.clear();
             header = false;
         }
+    }
+
+    /// Whether `node` is a definition, or wraps one that ends with it (a
+    /// Python `decorated_definition`, a JavaScript `export_statement`).
+    fn defines(&self, node: Node<'_>) -> bool {
+        self.grammar.is_definition(node)
+            || node
+                .named_child(node.named_child_count().saturating_sub(1) as u32)
+                .is_some_and(|inner| inner.end_byte() == node.end_byte() && self.grammar.is_definition(inner))
     }
 
     /// A chunk of closing punctuation alone (`;\n}\n}` where a full chunk
@@ -500,14 +526,32 @@ mod tests {
     }
 
     #[test]
-    fn small_items_are_packed_together_and_never_cut() {
-        let text = "use std::io;\n\nfn a() -> u8 {\n    1\n}\n\nfn b() -> u8 {\n    2\n}\n\nfn c() -> u8 {\n    3\n}\n";
-        assert_eq!(split_rust(text, 1000, 0), vec![text.trim_end()]);
-        let chunks = split_rust(text, 40, 0);
+    fn each_definition_is_a_chunk_and_one_liners_are_packed() {
+        let text = "use std::io;\nuse std::fs;\n\n/// The first.\nfn a() -> u8 {\n    1\n}\n\nfn b() -> u8 {\n    2\n}\n\n\
+                    const X: u8 = 1;\nconst Y: u8 = 2;\nfn c() -> u8 { 3 }\n";
+        // However large the budget, two definitions never share a chunk;
+        // one-line items (imports, constants, one-line functions) pack together.
+        for size in [1000, 60] {
+            assert_eq!(
+                split_rust(text, size, 0),
+                vec![
+                    "use std::io;\nuse std::fs;",
+                    "/// The first.\nfn a() -> u8 {\n    1\n}",
+                    "fn b() -> u8 {\n    2\n}",
+                    "const X: u8 = 1;\nconst Y: u8 = 2;\nfn c() -> u8 { 3 }"
+                ],
+                "size {size}"
+            );
+        }
+        // Methods of an impl too large for one chunk are each their own.
+        let methods =
+            "impl P {\n    fn a(&self) -> u8 {\n        1\n    }\n\n    fn b(&self) -> u8 {\n        2\n    }\n}\n";
         assert_eq!(
-            chunks,
-            vec!["use std::io;\n\nfn a() -> u8 {\n    1\n}", "fn b() -> u8 {\n    2\n}", "fn c() -> u8 {\n    3\n}"]
+            split_rust(methods, 60, 0),
+            vec!["impl P {", "fn a(&self) -> u8 {\n        1\n    }", "fn b(&self) -> u8 {\n        2\n    }\n}"]
         );
+        // A definition that fits is whole, methods and all.
+        assert_eq!(split_rust(methods, 1000, 0), vec![methods.trim_end()]);
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub struct CodeArgs {
     pub json: bool,
     /// Also compare fusion rules on the same candidates.
     pub fusion_study: bool,
+    /// Print this many queries of each mode whose first result missed, with
+    /// what came first (to see why).
+    pub misses: usize,
 }
 
 /// One package's set: its name, the definitions asked for.
@@ -190,7 +193,26 @@ pub async fn run(args: CodeArgs) -> Result<()> {
                 let started = Instant::now();
                 let found = querier.search_store(STORE, &config, &definition.query, &options).await?;
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
-                ranks.push(first_hit(found.hits.iter().map(hit_lines), definition));
+                let rank = first_hit(found.hits.iter().map(hit_lines), definition);
+                if rank != Some(1) && ranks.iter().filter(|r| **r != Some(1)).count() < args.misses {
+                    eprintln!(
+                        "miss ({}): {:?} wants {} {}:{}-{}, rank {rank:?}",
+                        mode.as_str(),
+                        definition.query,
+                        definition.name,
+                        definition.path,
+                        definition.line_start,
+                        definition.line_end
+                    );
+                    for hit in found.hits.iter().take(3) {
+                        let place = hit.chunk.metadata.get("headings").and_then(|h| h.as_str()).unwrap_or("");
+                        eprintln!(
+                            "    {}:{}-{} ({place})",
+                            hit.chunk.source_path, hit.chunk.line_start, hit.chunk.line_end
+                        );
+                    }
+                }
+                ranks.push(rank);
             }
             rows.push(Row {
                 package: package.name.clone(),

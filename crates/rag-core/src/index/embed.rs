@@ -6,20 +6,33 @@ use crate::error::{Error, Result};
 use crate::types::{Chunk, DocText};
 
 /// The text embedded for a chunk: its heading path first (a markdown
-/// section's headings, a code chunk's enclosing definitions), then the
-/// `signature` of the definition a code chunk is a later part of, so a short
-/// chunk keeps its context.
+/// section's headings), so a short chunk keeps its context. A code chunk (one
+/// with `symbols` or a `signature`) starts with its file's path and the
+/// definitions that hold it (`src/ledger.py Ledger > weighted_total`), then
+/// the `signature` of the definition it is a later part of.
 pub(super) fn embedding_text(chunk: &Chunk, with_headings: bool) -> String {
     let field = |key: &str| chunk.metadata.get(key).and_then(|h| h.as_str()).filter(|h| !h.is_empty());
     if !with_headings {
         return chunk.text.clone();
     }
-    match (field("headings"), field("signature")) {
-        (Some(path), Some(signature)) => format!("{path}\n{signature}\n\n{}", chunk.text),
-        (Some(path), None) => format!("{path}\n\n{}", chunk.text),
-        (None, Some(signature)) => format!("{signature}\n\n{}", chunk.text),
-        (None, None) => chunk.text.clone(),
+    let code = chunk.metadata.contains_key("symbols") || chunk.metadata.contains_key("signature");
+    let mut context = String::new();
+    if code {
+        context.push_str(&chunk.source_path);
     }
+    if let Some(path) = field("headings") {
+        if !context.is_empty() {
+            context.push(' ');
+        }
+        context.push_str(path);
+    }
+    if let Some(signature) = field("signature") {
+        if !context.is_empty() {
+            context.push('\n');
+        }
+        context.push_str(signature);
+    }
+    if context.is_empty() { chunk.text.clone() } else { format!("{context}\n\n{}", chunk.text) }
 }
 
 /// Embeds a batch; when the batch fails for a reason that is not fatal, embeds
@@ -110,4 +123,41 @@ pub(super) async fn embed_checked(embedder: &dyn Embedder, docs: &[DocText]) -> 
         });
     }
     Ok(vectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(language: &str, text: &str, metadata: &[(&str, serde_json::Value)]) -> Chunk {
+        let mut chunk = Chunk::new("src/ledger.py", 0, text);
+        chunk.language = language.into();
+        chunk.metadata = metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        chunk
+    }
+
+    #[test]
+    fn markdown_embeds_its_heading_path_and_code_its_place_and_signature() {
+        let section = chunk("markdown", "Run the script.", &[("headings", "Install > Linux".into())]);
+        assert_eq!(embedding_text(&section, true), "Install > Linux\n\nRun the script.");
+        assert_eq!(embedding_text(&section, false), "Run the script.");
+        let part = chunk(
+            "python",
+            "total += 1",
+            &[
+                ("symbols", vec!["Ledger", "weighted_total"].into()),
+                ("headings", "Ledger > weighted_total".into()),
+                ("signature", "def weighted_total(self, weight):".into()),
+            ],
+        );
+        assert_eq!(
+            embedding_text(&part, true),
+            "src/ledger.py Ledger > weighted_total\ndef weighted_total(self, weight):\n\ntotal += 1"
+        );
+        // Module-level code with definitions but no enclosing one: its path.
+        let module = chunk("python", "import os", &[("symbols", vec!["main"].into())]);
+        assert_eq!(embedding_text(&module, true), "src/ledger.py\n\nimport os");
+        // Plain text: nothing added.
+        assert_eq!(embedding_text(&chunk("text", "hello", &[]), true), "hello");
+    }
 }
