@@ -14,12 +14,15 @@ use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter};
 /// tree-sitter grammar (feature `code`: Rust, Python, JavaScript/JSX,
 /// TypeScript/TSX, Go, Java, C, C++, C#, Ruby, PHP, Kotlin, Scala, Swift,
 /// shell). Code is parsed once: neighbouring syntax nodes are packed into a
-/// chunk while they fit, a node too large is split at its own children, so a
-/// chunk holds whole functions and classes where they fit, with their doc
-/// comments and attributes, and a function too large for one chunk is cut
-/// between statements, its signature in the first part. Chunks overlap only
-/// where a cut falls between statements. Each code chunk's `symbols` metadata
-/// names the definitions it overlaps, outermost first.
+/// chunk while they fit, but a definition of at least a quarter of a chunk is
+/// a chunk of its own; a node too large is split at its own children. So a
+/// chunk is one function or class where it fits, with its doc comments and
+/// attributes, and a function too large for one chunk is cut between
+/// statements, its signature in the first part. Chunks overlap only where a
+/// cut falls between statements. Each code chunk's `symbols` metadata names
+/// the definitions it overlaps, outermost first; `headings` names the ones
+/// that hold it (`Ledger > weighted_total`), and a later part of a long
+/// definition carries its `signature`.
 ///
 /// ```
 /// use rag_core::chunk::Chunker;
@@ -130,8 +133,8 @@ impl Chunker for TextChunker {
     }
 
     fn settings(&self) -> String {
-        // Version 3 of code chunks: one definition a chunk, definition paths, repeated signatures.
-        let code = if cfg!(feature = "code") { " code=tree-sitter-definitions-3" } else { "" };
+        // Version 4 of code chunks: one definition a chunk (unless small), definition paths, repeated signatures.
+        let code = if cfg!(feature = "code") { " code=tree-sitter-definitions-4" } else { "" };
         format!("text-splitter/chars size={} overlap={} sections=whole{code}", self.size, self.overlap)
     }
 

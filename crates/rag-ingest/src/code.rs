@@ -2,11 +2,12 @@
 //! both the chunk boundaries and the names of the definitions in them.
 //!
 //! The packer walks the syntax tree top-down: consecutive children of a node
-//! are packed into a chunk while they fit; a child too large for a chunk of
-//! its own is split at its own children, and so on down to single tokens,
-//! which fall back to the plain text splitter. So a chunk holds whole
-//! functions and classes wherever they fit, and a function too large for one
-//! chunk is cut between its statements. Comments and attributes stay with the
+//! are packed into a chunk while they fit, except that a definition of at
+//! least a quarter of a chunk is a chunk of its own; a child too large for a
+//! chunk is split at its own children, and so on down to single tokens,
+//! which fall back to the plain text splitter. So a chunk is one function or
+//! class wherever it fits (small helpers packed together), and a function
+//! too large for one chunk is cut between its statements. Comments and attributes stay with the
 //! item they precede; a comment on the line where an item ends stays with it.
 //! Chunks overlap (by whole statements, up to the overlap budget) only where a
 //! cut falls between statements, never where a new definition starts.
@@ -143,6 +144,12 @@ fn parse(text: &str, language: &Language) -> Option<Tree> {
     })
 }
 
+/// A definition of at least `1 / STANDALONE_SHARE` of the chunk size is a
+/// chunk of its own. Measured on `rag-bench code` and `rag-bench index`
+/// (docs/benchmarks.md): 4 keeps most of the gain of one definition a chunk
+/// without a chunk per three-line helper.
+const STANDALONE_SHARE: usize = 4;
+
 /// Deeper than this, an oversized node is split as text rather than by its
 /// children, which bounds the recursion on pathological nesting.
 const MAX_DEPTH: usize = 200;
@@ -235,12 +242,14 @@ impl Packer<'_> {
             let header_like = in_definition
                 || (!self.text[piece.start..piece.end].contains('\n')
                     && !piece.main.is_some_and(|main| self.grammar.is_definition(main)));
-            // A definition of more than one line is a chunk of its own where
-            // it fits: never joined to its neighbours, so each chunk embeds
-            // one function, method or type and names it in its path.
+            // A definition of at least a quarter of a chunk is a chunk of its
+            // own where it fits: never joined to its neighbours, so the chunk
+            // embeds one function, method or type and names it in its path.
+            // Smaller ones (one-liners, accessors) still pack together: a
+            // chunk each would multiply the vectors of a file of helpers.
             let standalone = !in_definition
                 && piece.main.is_some_and(|main| self.defines(main))
-                && self.text[piece.start..piece.end].trim_end().contains('\n');
+                && self.chars(piece.start, piece.end) >= self.size / STANDALONE_SHARE;
             if standalone && !after_split {
                 self.flush();
                 recent.clear();
@@ -526,23 +535,23 @@ mod tests {
     }
 
     #[test]
-    fn each_definition_is_a_chunk_and_one_liners_are_packed() {
-        let text = "use std::io;\nuse std::fs;\n\n/// The first.\nfn a() -> u8 {\n    1\n}\n\nfn b() -> u8 {\n    2\n}\n\n\
+    fn each_sizeable_definition_is_a_chunk_and_small_items_are_packed() {
+        let text = "use std::io;\nuse std::fs;\n\n/// The first.\nfn a() -> u8 {\n    1\n}\n\nfn b(x: u8) -> u8 {\n    x + 2\n}\n\n\
                     const X: u8 = 1;\nconst Y: u8 = 2;\nfn c() -> u8 { 3 }\n";
-        // However large the budget, two definitions never share a chunk;
-        // one-line items (imports, constants, one-line functions) pack together.
-        for size in [1000, 60] {
-            assert_eq!(
-                split_rust(text, size, 0),
-                vec![
-                    "use std::io;\nuse std::fs;",
-                    "/// The first.\nfn a() -> u8 {\n    1\n}",
-                    "fn b() -> u8 {\n    2\n}",
-                    "const X: u8 = 1;\nconst Y: u8 = 2;\nfn c() -> u8 { 3 }"
-                ],
-                "size {size}"
-            );
-        }
+        // At 120 characters a definition of 30 or more is a chunk of its own,
+        // never joined to a neighbour, though both would fit; smaller items
+        // (imports, constants, a one-line function) pack together.
+        assert_eq!(
+            split_rust(text, 120, 0),
+            vec![
+                "use std::io;\nuse std::fs;",
+                "/// The first.\nfn a() -> u8 {\n    1\n}",
+                "fn b(x: u8) -> u8 {\n    x + 2\n}",
+                "const X: u8 = 1;\nconst Y: u8 = 2;\nfn c() -> u8 { 3 }"
+            ]
+        );
+        // At 1000 the same functions are small helpers: the file is one chunk.
+        assert_eq!(split_rust(text, 1000, 0), vec![text.trim_end()]);
         // Methods of an impl too large for one chunk are each their own.
         let methods =
             "impl P {\n    fn a(&self) -> u8 {\n        1\n    }\n\n    fn b(&self) -> u8 {\n        2\n    }\n}\n";
