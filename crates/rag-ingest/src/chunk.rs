@@ -14,7 +14,7 @@ use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter};
 /// tree-sitter grammar (feature `code`: Rust, Python, JavaScript/JSX,
 /// TypeScript/TSX, Go, Java, C, C++, C#, Ruby, PHP, Kotlin, Scala, Swift,
 /// shell). Code is parsed once: neighbouring syntax nodes are packed into a
-/// chunk while they fit, but a definition of at least a quarter of a chunk is
+/// chunk while they fit, but a definition of at least an eighth of a chunk is
 /// a chunk of its own; a node too large is split at its own children. So a
 /// chunk is one function or class where it fits, with its doc comments and
 /// attributes, and a function too large for one chunk is cut between
@@ -134,7 +134,7 @@ impl Chunker for TextChunker {
 
     fn settings(&self) -> String {
         // Version 4 of code chunks: one definition a chunk (unless small), definition paths, repeated signatures.
-        let code = if cfg!(feature = "code") { " code=tree-sitter-definitions-4" } else { "" };
+        let code = if cfg!(feature = "code") { " code=tree-sitter-definitions-8" } else { "" };
         format!("text-splitter/chars size={} overlap={} sections=whole{code}", self.size, self.overlap)
     }
 

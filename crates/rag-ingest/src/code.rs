@@ -3,7 +3,7 @@
 //!
 //! The packer walks the syntax tree top-down: consecutive children of a node
 //! are packed into a chunk while they fit, except that a definition of at
-//! least a quarter of a chunk is a chunk of its own; a child too large for a
+//! least an eighth of a chunk is a chunk of its own; a child too large for a
 //! chunk is split at its own children, and so on down to single tokens,
 //! which fall back to the plain text splitter. So a chunk is one function or
 //! class wherever it fits (small helpers packed together), and a function
@@ -146,9 +146,10 @@ fn parse(text: &str, language: &Language) -> Option<Tree> {
 
 /// A definition of at least `1 / STANDALONE_SHARE` of the chunk size is a
 /// chunk of its own. Measured on `rag-bench code` and `rag-bench index`
-/// (docs/benchmarks.md): 4 keeps most of the gain of one definition a chunk
-/// without a chunk per three-line helper.
-const STANDALONE_SHARE: usize = 4;
+/// (docs/benchmarks.md): 8 (65 characters at the default 520, about three
+/// lines) scored above 4 on both packages, and one-liners and accessors still
+/// pack, so a file of helpers does not become a chunk per line.
+const STANDALONE_SHARE: usize = 8;
 
 /// Deeper than this, an oversized node is split as text rather than by its
 /// children, which bounds the recursion on pathological nesting.
@@ -242,7 +243,7 @@ impl Packer<'_> {
             let header_like = in_definition
                 || (!self.text[piece.start..piece.end].contains('\n')
                     && !piece.main.is_some_and(|main| self.grammar.is_definition(main)));
-            // A definition of at least a quarter of a chunk is a chunk of its
+            // A definition of at least an eighth of a chunk is a chunk of its
             // own where it fits: never joined to its neighbours, so the chunk
             // embeds one function, method or type and names it in its path.
             // Smaller ones (one-liners, accessors) still pack together: a
@@ -538,11 +539,11 @@ mod tests {
     fn each_sizeable_definition_is_a_chunk_and_small_items_are_packed() {
         let text = "use std::io;\nuse std::fs;\n\n/// The first.\nfn a() -> u8 {\n    1\n}\n\nfn b(x: u8) -> u8 {\n    x + 2\n}\n\n\
                     const X: u8 = 1;\nconst Y: u8 = 2;\nfn c() -> u8 { 3 }\n";
-        // At 120 characters a definition of 30 or more is a chunk of its own,
+        // At 240 characters a definition of 30 or more is a chunk of its own,
         // never joined to a neighbour, though both would fit; smaller items
         // (imports, constants, a one-line function) pack together.
         assert_eq!(
-            split_rust(text, 120, 0),
+            split_rust(text, 240, 0),
             vec![
                 "use std::io;\nuse std::fs;",
                 "/// The first.\nfn a() -> u8 {\n    1\n}",
