@@ -21,8 +21,8 @@ use crate::files::{BACKEND, DB_FILE, FORMAT_VERSION, LOCK_FILE, create_private_d
 use crate::fulltext::{LEXICAL_TABLE, LEXICAL_VERSION};
 use crate::reader::Reader;
 use crate::schema::{
-    CHUNK_SELECT, SCHEMA, UNREADABLE_TABLE, count_unreadable, has_unreadable_table, open_db, read_config, read_setting,
-    row_to_chunk, write_setting,
+    BITS_STAMP, CHUNK_SELECT, SCHEMA, UNREADABLE_TABLE, count_unreadable, has_unreadable_table, open_db, read_config,
+    read_setting, row_to_chunk, write_setting,
 };
 use crate::writer::Writer;
 
@@ -437,6 +437,7 @@ fn build_store(scratch: &Path, config: &StoreConfig) -> Result<()> {
         ("lexical_version", LEXICAL_VERSION),
         ("created_at", &now),
         ("updated_at", &now),
+        (BITS_STAMP, &now),
     ] {
         write_setting(&conn, &db, key, value)?;
     }

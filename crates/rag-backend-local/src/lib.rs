@@ -37,6 +37,7 @@
 compile_error!("the local store's vector file is little-endian; big-endian targets are not supported");
 
 mod backend;
+mod bits;
 mod cache;
 mod error;
 mod files;
@@ -48,5 +49,6 @@ mod slots;
 mod writer;
 
 pub use backend::LocalBackend;
+pub use bits::{bits_stride, encode_bits, top_k_bits};
 pub use error::LocalStoreError;
 pub use scan::{Scored, top_k};

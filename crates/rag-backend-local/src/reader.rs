@@ -11,10 +11,11 @@ use rag_core::backend::QueryRequest;
 use rag_core::store::{Chunk, Hit, Metric, StoreConfig};
 use rag_core::{Error, Result};
 
+use crate::bits::{bits_stride, top_k_bits};
 use crate::error::{LocalStoreError, io, sql};
-use crate::files::{COMPACT_FILE, VECTORS_FILE};
+use crate::files::{BITS_FILE, COMPACT_FILE, VECTORS_FILE};
 use crate::scan;
-use crate::schema::{CHUNK_SELECT, open_db, read_config, row_to_chunk};
+use crate::schema::{CHUNK_SELECT, bits_are_current, open_db, read_config, row_to_chunk};
 use crate::slots::read_at;
 
 /// What a query needs: the database and the mapped vectors.
@@ -24,12 +25,37 @@ pub(crate) struct Reader {
     pub(crate) config: StoreConfig,
     pub(crate) map: Option<Mmap>,
     pub(crate) compact: Option<Mmap>,
+    /// The bit codes, which a query scans when they cover every slot.
+    pub(crate) bits: Option<Mmap>,
     /// The exact vectors, for reading a few of them with `pread`.
     pub(crate) exact: Option<File>,
+    /// The int8 codes, for re-scoring a query's candidates with `pread`.
+    pub(crate) compact_file: Option<File>,
 }
 
-/// Maps a file read-only; `None` when it is missing or empty.
-pub(crate) fn map_file(path: &Path) -> Result<Option<Mmap>, LocalStoreError> {
+/// How many candidates the bit scan hands to the int8 re-scoring, for `want`
+/// re-scored ones out of `slots`: four times as many, and at least
+/// `5 × √slots`. The sign codes rank roughly, and the true neighbours'
+/// estimates fall among more look-alikes as a store grows: on random
+/// vectors (the hardest case for sign codes) recall@10 reached 0.99 at
+/// about 1,500 candidates of 100,000 and 4,000 of 1,000,000, which the
+/// square root fits; real model vectors need far fewer (`rag-bench codes`).
+pub(crate) fn bit_candidates(want: usize, slots: usize) -> usize {
+    want.saturating_mul(BIT_OVERSAMPLING).max(slots.isqrt().saturating_mul(BIT_ROOT_FACTOR))
+}
+
+/// See [`bit_candidates`].
+const BIT_OVERSAMPLING: usize = 4;
+/// See [`bit_candidates`].
+const BIT_ROOT_FACTOR: usize = 5;
+/// The bit stage runs when it keeps at most one slot in this many; in a
+/// smaller store the int8 scan is as quick and exact enough.
+const BIT_STAGE_MIN_CUT: usize = 8;
+
+/// Maps a file read-only; `None` when it is missing or empty. `populate`
+/// maps every page at once (for a file every query reads whole: one call
+/// instead of a fault per page in a fresh process).
+pub(crate) fn map_file(path: &Path, populate: bool) -> Result<Option<Mmap>, LocalStoreError> {
     match File::open(path) {
         Ok(file) if file.metadata().map_err(io(path))?.len() > 0 => {
             // SAFETY: a writer only grows these files or writes slots in place; it never
@@ -38,7 +64,11 @@ pub(crate) fn map_file(path: &Path) -> Result<Option<Mmap>, LocalStoreError> {
             // mapping's life, and a deleted store's files are unlinked, not truncated. A
             // concurrent write changes values we read (a slot being reused), never the
             // mapping's validity, and rows are re-checked against SQLite afterwards.
-            Ok(Some(unsafe { Mmap::map(&file) }.map_err(io(path))?))
+            let mut options = memmap2::MmapOptions::new();
+            if populate {
+                options.populate();
+            }
+            Ok(Some(unsafe { options.map(&file) }.map_err(io(path))?))
         }
         Ok(_) => Ok(None),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -50,10 +80,13 @@ impl Reader {
     pub(crate) fn open(dir: &Path) -> Result<Self, LocalStoreError> {
         let (conn, db_path) = open_db(dir)?;
         let config = read_config(&conn, &db_path, dir)?;
-        let map = map_file(&dir.join(VECTORS_FILE))?;
-        let compact = map_file(&dir.join(COMPACT_FILE))?;
+        let map = map_file(&dir.join(VECTORS_FILE), false)?;
+        let compact = map_file(&dir.join(COMPACT_FILE), false)?;
+        // Codes a writer of an older rag left stale are not used.
+        let bits = if bits_are_current(&conn, &db_path)? { map_file(&dir.join(BITS_FILE), true)? } else { None };
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
-        Ok(Self { conn, db_path, config, map, compact, exact })
+        let compact_file = File::open(dir.join(COMPACT_FILE)).ok();
+        Ok(Self { conn, db_path, config, map, compact, bits, exact, compact_file })
     }
 
     /// The exact vector of one slot, read with `pread` into `buffer`. A few
@@ -73,6 +106,41 @@ impl Reader {
         // SAFETY: any bit pattern is a valid f32, and `pad` aligned the slice.
         let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
         (head.is_empty() && tail.is_empty() && cfg!(target_endian = "little")).then_some(floats)
+    }
+
+    /// `candidates` re-scored on their int8 codes, read with `pread` on
+    /// `threads` threads (through the mapping, each random slot faulted in a
+    /// large folio of the page cache: 200 MB of RSS for 4,000 candidates).
+    /// Slots that cannot be read are left out.
+    fn rescore_on_int8(&self, candidates: &[scan::Scored], query: &[f32], threads: usize) -> Vec<scan::Scored> {
+        let Some(file) = self.compact_file.as_ref() else { return Vec::new() };
+        let query = scan::CompactQuery::new(query, self.config.metric);
+        let stride = scan::compact_stride(self.config.dimension);
+        let rescore = |part: &[scan::Scored]| {
+            let mut buffer = vec![0u8; stride];
+            part.iter()
+                .filter_map(|c| {
+                    read_at(file, &mut buffer, c.slot.checked_mul(stride as u64)?).ok()?;
+                    Some(scan::Scored { score: query.estimate(&buffer)?, slot: c.slot })
+                })
+                .collect::<Vec<_>>()
+        };
+        let per_thread = candidates.len().div_ceil(threads.max(1)).max(512);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = candidates.chunks(per_thread).map(|part| scope.spawn(move || rescore(part))).collect();
+            parts
+                .into_iter()
+                .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    }
+
+    /// The bit-code file when it covers every slot of the exact one.
+    pub(crate) fn bits_bytes(&self) -> Option<&[u8]> {
+        let stride = bits_stride(self.config.dimension);
+        let bits = self.bits.as_deref()?;
+        let slots = bits.len() / stride;
+        (slots * self.config.dimension >= self.floats().len()).then(|| &bits[..slots * stride])
     }
 
     /// The compact file when it covers every slot of the exact one.
@@ -123,27 +191,31 @@ impl Reader {
             None => None,
         };
         let allowed = allowed.as_deref();
-        // Candidates come from the int8 copy (a quarter of the bytes to read) and
-        // are re-scored exactly from the f32 vectors. Slots freed by a writer that
-        // was killed before marking them are not in SQLite: ask for more than k
-        // and widen if too many were stale.
+        // Candidates come from the bit codes (1/30 of the bytes to read),
+        // are re-scored on the int8 codes, and the best of those exactly from
+        // the f32 vectors. A store whose bit codes do not cover it yet, a
+        // euclidean one (signs rank unit vectors; raw ones may share most of
+        // theirs) and a small one (where the bit stage would keep much of the
+        // store) scan the int8 codes; one without either, the vectors. Slots
+        // freed by a writer that was killed before marking them are not in
+        // SQLite: ask for more than k and widen if too many were stale.
         let mut want = request.top_k.saturating_mul(8).saturating_add(64);
         let mut rows = request.top_k.saturating_mul(2).saturating_add(16);
         loop {
-            let best = match self.compact_bytes() {
-                Some(compact) => {
-                    let mut candidates = scan::top_k_compact(compact, dim, &query, metric, want, threads, allowed);
-                    let mut buffer = Vec::new();
-                    for candidate in &mut candidates {
-                        candidate.score = self
-                            .exact_vector(candidate.slot, &mut buffer)
-                            .map_or(f32::NAN, |vector| scan::exact_score(&query, vector, metric));
-                    }
-                    candidates.retain(|c| !c.score.is_nan());
-                    candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
-                    candidates
+            let bit_stage = metric == Metric::Cosine
+                && bit_candidates(want, total_slots).saturating_mul(BIT_STAGE_MIN_CUT) <= total_slots;
+            let best = match (self.bits_bytes(), self.compact_bytes()) {
+                (Some(bits), Some(_)) if bit_stage => {
+                    let candidates =
+                        top_k_bits(bits, dim, &query, metric, bit_candidates(want, total_slots), threads, allowed);
+                    let mut rescored = self.rescore_on_int8(&candidates, &query, threads);
+                    rescored.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
+                    rescored.truncate(want);
+                    self.rescore_exactly(rescored, &query)
                 }
-                None => scan::top_k(floats, dim, &query, metric, want, threads, allowed),
+                (_, Some(compact)) => self
+                    .rescore_exactly(scan::top_k_compact(compact, dim, &query, metric, want, threads, allowed), &query),
+                _ => scan::top_k(floats, dim, &query, metric, want, threads, allowed),
             };
             let exhausted = best.len() < want || want >= total_slots;
             // Rows are read for the best few only: enough for k unless many slots were stale.
@@ -155,6 +227,21 @@ impl Reader {
             want = want.saturating_mul(4);
             rows = want;
         }
+    }
+
+    /// `candidates` with their exact scores (read by `pread`), best first;
+    /// slots whose vector cannot be read are left out.
+    fn rescore_exactly(&self, mut candidates: Vec<scan::Scored>, query: &[f32]) -> Vec<scan::Scored> {
+        let metric = self.config.metric;
+        let mut buffer = Vec::new();
+        for candidate in &mut candidates {
+            candidate.score = self
+                .exact_vector(candidate.slot, &mut buffer)
+                .map_or(f32::NAN, |vector| scan::exact_score(query, vector, metric));
+        }
+        candidates.retain(|c| !c.score.is_nan());
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
+        candidates
     }
 
     /// Which slots hold a chunk whose metadata passes `filter`. A filter on

@@ -70,7 +70,7 @@ pub fn top_k(
 /// Splits `slots` into one contiguous range per thread, runs `scan` on each
 /// (it returns up to `k` of its range's best), and merges: the best `k`
 /// overall, best first.
-fn parallel_top_k(
+pub(crate) fn parallel_top_k(
     slots: usize,
     k: usize,
     threads: usize,
@@ -133,23 +133,43 @@ pub fn top_k_compact(
     if dim == 0 || k == 0 || query.len() != dim {
         return Vec::new();
     }
-    let mut encoded = Vec::with_capacity(stride);
-    quantize(query, &mut encoded);
-    let (q_scale, q_norm2) = header(&encoded);
-    let q_codes: Vec<i8> = encoded[8..].iter().map(|&b| b as i8).collect();
-    let query = CompactQuery { codes: q_codes, scale: q_scale, norm2: q_norm2, metric, kernel: Kernel::detect() };
+    let query = CompactQuery::new(query, metric);
     parallel_top_k(data.len() / stride, k, threads, |start, end| {
         compact_range(&data[start * stride..end * stride], stride, start, &query, k, allowed)
     })
 }
 
 /// The query as the compact scan needs it.
-struct CompactQuery {
+pub(crate) struct CompactQuery {
     codes: Vec<i8>,
     scale: f32,
     norm2: f32,
     metric: Metric,
     kernel: Kernel,
+}
+
+impl CompactQuery {
+    /// `query` prepared as the store's vectors are (unit length on cosine stores).
+    pub(crate) fn new(query: &[f32], metric: Metric) -> Self {
+        let mut encoded = Vec::with_capacity(compact_stride(query.len()));
+        quantize(query, &mut encoded);
+        let (scale, norm2) = header(&encoded);
+        let codes = encoded[8..].iter().map(|&b| b as i8).collect();
+        Self { codes, scale, norm2, metric, kernel: Kernel::detect() }
+    }
+
+    /// The estimated score of one slot of the compact file (`None` when free).
+    pub(crate) fn estimate(&self, slot: &[u8]) -> Option<f32> {
+        let (scale, norm2) = header(slot);
+        if scale.is_nan() || slot.len() < 8 + self.codes.len() {
+            return None;
+        }
+        let dot = self.kernel.dot_i8(&self.codes, &slot[8..]) as f32 * scale * self.scale;
+        Some(match self.metric {
+            Metric::Cosine => dot,
+            Metric::Euclidean => 1.0 / (1.0 + (self.norm2 + norm2 - 2.0 * dot).max(0.0).sqrt()),
+        })
+    }
 }
 
 /// The best `k` of one range of the compact file, whose first slot is `first`.
@@ -163,21 +183,17 @@ fn compact_range(
 ) -> Vec<Scored> {
     let mut heap = BinaryHeap::with_capacity(k + 1);
     for (i, slot) in part.chunks_exact(stride).enumerate() {
-        let (scale, norm2) = header(slot);
-        if scale.is_nan() || !is_allowed(allowed, first + i) {
+        if !is_allowed(allowed, first + i) {
             continue;
         }
-        let dot = query.kernel.dot_i8(&query.codes, &slot[8..]) as f32 * scale * query.scale;
-        let score = match query.metric {
-            Metric::Cosine => dot,
-            Metric::Euclidean => 1.0 / (1.0 + (query.norm2 + norm2 - 2.0 * dot).max(0.0).sqrt()),
-        };
-        push_bounded(&mut heap, Scored { score, slot: (first + i) as u64 }, k);
+        if let Some(score) = query.estimate(slot) {
+            push_bounded(&mut heap, Scored { score, slot: (first + i) as u64 }, k);
+        }
     }
     heap.into_vec()
 }
 
-fn is_allowed(allowed: Option<&[bool]>, slot: usize) -> bool {
+pub(crate) fn is_allowed(allowed: Option<&[bool]>, slot: usize) -> bool {
     allowed.is_none_or(|a| a.get(slot).copied().unwrap_or(false))
 }
 
@@ -199,7 +215,7 @@ fn exact_with(kernel: Kernel, query: &[f32], vector: &[f32], metric: Metric) -> 
     }
 }
 
-fn push_bounded(heap: &mut BinaryHeap<Scored>, scored: Scored, k: usize) {
+pub(crate) fn push_bounded(heap: &mut BinaryHeap<Scored>, scored: Scored, k: usize) {
     if heap.len() < k {
         heap.push(scored);
     } else if let Some(worst) = heap.peek()

@@ -14,13 +14,17 @@ use rag_core::lexical::{index_terms, name_terms};
 use rag_core::store::{StoreConfig, now_unix};
 use rag_core::{Error, Result};
 
+use crate::bits::{bits_stride, encode_bits};
 use crate::error::{LocalStoreError, io, sql};
-use crate::files::{COMPACT_FILE, LOCK_FILE, VECTORS_FILE};
+use crate::files::{BITS_FILE, COMPACT_FILE, LOCK_FILE, VECTORS_FILE};
 use crate::fulltext::{build_lexical_index, has_current_lexical_index};
 use crate::reader::prepare_vector;
 use crate::scan;
-use crate::schema::{CHUNK_COLUMNS, UNREADABLE_TABLE, open_db, read_config, stored_metadata, write_setting};
-use crate::slots::SlotFile;
+use crate::schema::{
+    BITS_STAMP, CHUNK_COLUMNS, UNREADABLE_TABLE, bits_are_current, open_db, read_config, read_setting, stored_metadata,
+    write_setting,
+};
+use crate::slots::{SlotFile, read_at};
 
 /// The single writer of a store: holds the lock file and the free-slot list.
 #[derive(Debug)]
@@ -30,8 +34,10 @@ pub(crate) struct Writer {
     pub(crate) db_path: PathBuf,
     /// The vectors as `f32`: exact scores and the truth.
     pub(crate) exact: SlotFile,
-    /// The same vectors as int8 codes: what a query scans.
+    /// The same vectors as int8 codes: what re-scores a query's candidates.
     pub(crate) compact: SlotFile,
+    /// Their signs, one bit a dimension: what a query scans.
+    pub(crate) bits: SlotFile,
     pub(crate) config: StoreConfig,
     pub(crate) free: Vec<u64>,
     pub(crate) next_slot: u64,
@@ -58,7 +64,9 @@ impl Writer {
         let config = read_config(&conn, &db_path, dir)?;
         let exact = SlotFile::open(dir.join(VECTORS_FILE), config.dimension * 4)?;
         let compact = SlotFile::open(dir.join(COMPACT_FILE), scan::compact_stride(config.dimension))?;
-        let mut writer = Writer { _lock: lock, conn, db_path, exact, compact, config, free: Vec::new(), next_slot: 0 };
+        let bits = SlotFile::open(dir.join(BITS_FILE), bits_stride(config.dimension))?;
+        let mut writer =
+            Writer { _lock: lock, conn, db_path, exact, compact, bits, config, free: Vec::new(), next_slot: 0 };
         writer.repair()?;
         if !has_current_lexical_index(&writer.conn, &writer.db_path)? {
             let chunks = build_lexical_index(&mut writer.conn, &writer.db_path)?;
@@ -70,6 +78,7 @@ impl Writer {
     /// Rebuilds the free list from SQLite (the truth) and marks every slot no
     /// row points at as free, undoing whatever a killed writer left behind.
     pub(crate) fn repair(&mut self) -> Result<(), LocalStoreError> {
+        self.fill_bits()?;
         let slots = self.exact.slots()?.min(self.compact.slots()?);
         // Rows whose vectors never reached the disk (power loss): drop them, so
         // their files look incomplete and are re-indexed.
@@ -89,7 +98,7 @@ impl Writer {
         // The files never shrink: a query in another process may be scanning
         // a mapping of them, and reading past a shortened file is SIGBUS.
         // Slots past the last live one stay, free (NaN) and first in line.
-        let end = self.exact.slots()?.max(self.compact.slots()?);
+        let end = self.exact.slots()?.max(self.compact.slots()?).max(self.bits.slots()?);
         self.free = (0..end).rev().filter(|s| !live.contains(s)).collect();
         for &slot in &self.free {
             self.mark_free(slot)?;
@@ -99,8 +108,48 @@ impl Writer {
     }
 
     pub(crate) fn mark_free(&self, slot: u64) -> Result<(), LocalStoreError> {
+        self.bits.mark_free(slot)?;
         self.compact.mark_free(slot)?;
         self.exact.mark_free(slot)
+    }
+
+    /// Writes the bit codes of every slot of the vector file that has none:
+    /// a store made before bit codes existed gets them from its next writer,
+    /// from the vectors it holds, without re-embedding. A store last written
+    /// by a version of rag that kept no codes (its commit left the stamp
+    /// behind) has all of them written again. (A writer killed mid-write
+    /// leaves slots no row points at; they are coded here and freed by
+    /// `repair` after.)
+    pub(crate) fn fill_bits(&mut self) -> Result<(), LocalStoreError> {
+        let current = bits_are_current(&self.conn, &self.db_path)?;
+        let (have, end) = (if current { self.bits.slots()? } else { 0 }, self.exact.slots()?);
+        if have >= end {
+            return self.stamp_bits();
+        }
+        let dim = self.config.dimension;
+        let mut raw = vec![0u8; dim * 4];
+        let mut vector = vec![0.0f32; dim];
+        let mut code = Vec::with_capacity(bits_stride(dim));
+        for slot in have..end {
+            read_at(&self.exact.file, &mut raw, slot * self.exact.stride).map_err(io(&self.exact.path))?;
+            for (value, bytes) in vector.iter_mut().zip(raw.chunks_exact(4)) {
+                *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            }
+            encode_bits(&vector, &mut code);
+            if vector.first().is_some_and(|x| x.is_nan()) {
+                code[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            self.bits.write(slot, &code)?;
+        }
+        self.bits.sync()?;
+        tracing::info!(slots = end - have, "wrote the bit codes of vectors stored before them");
+        self.stamp_bits()
+    }
+
+    /// Records that the bit codes match the store as last committed.
+    fn stamp_bits(&self) -> Result<(), LocalStoreError> {
+        let updated = read_setting(&self.conn, &self.db_path, "updated_at")?.unwrap_or_default();
+        write_setting(&self.conn, &self.db_path, BITS_STAMP, &updated)
     }
 
     pub(crate) fn allocate(&mut self) -> u64 {
@@ -196,7 +245,7 @@ impl Writer {
         tx.commit().map_err(sql(&db))
     }
 
-    /// Writes the vectors into their new slots and syncs both files: done
+    /// Writes the vectors into their new slots and syncs the three files: done
     /// before the rows that point at them are committed.
     pub(crate) fn write_vectors(&self, vectors: &[Vec<f32>], slots: &[u64]) -> Result<(), LocalStoreError> {
         let mut bytes = Vec::with_capacity(self.exact.stride as usize);
@@ -206,10 +255,13 @@ impl Writer {
             self.exact.write(slot, &bytes)?;
             scan::quantize(vector, &mut bytes);
             self.compact.write(slot, &bytes)?;
+            encode_bits(vector, &mut bytes);
+            self.bits.write(slot, &bytes)?;
         }
         if !vectors.is_empty() {
             self.exact.sync()?;
             self.compact.sync()?;
+            self.bits.sync()?;
         }
         Ok(())
     }
@@ -276,7 +328,9 @@ impl Writer {
                 index.execute(params![slot as i64, terms, names]).map_err(sql(&db))?;
             }
         }
-        write_setting(&tx, &db, "updated_at", &now_unix().to_string())?;
+        let stamp = now_unix().to_string();
+        write_setting(&tx, &db, "updated_at", &stamp)?;
+        write_setting(&tx, &db, BITS_STAMP, &stamp)?;
         tx.commit().map_err(sql(&db))?;
         Ok(freed)
     }

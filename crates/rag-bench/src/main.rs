@@ -15,6 +15,7 @@
 //! target/release/rag-bench formats            # extraction + chunking throughput per format
 //! target/release/rag-bench eval DATASET_DIR   # retrieval quality on a BEIR-layout set
 //! target/release/rag-bench code PACKAGE_DIR... # code search quality (scripts/fetch-code-bench.sh)
+//! target/release/rag-bench codes DATA_DIR STORE # recall of the bit codes on a store's real vectors
 //! ```
 //!
 //! Every figure is a median over several runs, measured in one invocation.
@@ -22,6 +23,7 @@
 //! `target/rag-bench`) and reused.
 
 mod code;
+mod codes;
 mod embed;
 mod eval;
 mod formats;
@@ -148,6 +150,31 @@ fn main() -> Result<()> {
                 .await
             })
         }
+        Some("codes") => {
+            let (Some(data), Some(store)) = (args.get(1), args.get(2)) else {
+                bail!("usage: rag-bench codes DATA_DIR STORE [--queries QUERIES_JSONL --model MODEL] [--sample N]");
+            };
+            let candidates = flag("--candidates")
+                .unwrap_or_else(|| "50,100,200,400,600,1000,2000".into())
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<usize>, _>>()
+                .context("--candidates takes numbers separated by commas")?;
+            runtime.block_on(async {
+                let queries = match flag("--queries") {
+                    Some(file) => Some((PathBuf::from(file), embedder_of_flags(&flag).await?)),
+                    None => None,
+                };
+                codes::run(codes::CodesArgs {
+                    data: PathBuf::from(data),
+                    store: store.clone(),
+                    queries,
+                    sample: flag("--sample").map_or(Ok(200), |s| s.parse()).context("--sample")?,
+                    candidates,
+                })
+                .await
+            })
+        }
         Some("startup") => bench_startup(&dir, runs.max(21)),
         Some("formats") => bench_formats(runs.min(5)),
         Some("s3") => {
@@ -157,6 +184,7 @@ fn main() -> Result<()> {
         }
         _ => bail!(
             "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
+             codes DATA_DIR STORE [--queries QUERIES_JSONL --model M] [--candidates 100,600] | \
              startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
              [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \
              code PACKAGE_DIR... [--model M] [--modes ...] [--queries 300] [--chunk-size N] [--fusion-study] [--misses N] [--json] | \

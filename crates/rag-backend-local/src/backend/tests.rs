@@ -3,7 +3,8 @@ use std::fs::OpenOptions;
 use rusqlite::Connection;
 
 use super::*;
-use crate::files::{COMPACT_FILE, VECTORS_FILE};
+use crate::bits;
+use crate::files::{BITS_FILE, COMPACT_FILE, VECTORS_FILE};
 use crate::scan;
 use crate::slots::{SlotFile, write_at};
 use rag_core::store::Metric;
@@ -232,11 +233,15 @@ async fn vector_files_never_shrink_under_a_reader_when_a_writer_reopens_after_a_
     let store = dir.path().join("stores/notes");
     let reader = Reader::open(&store).unwrap();
     let lengths = |name: &str| fs::metadata(store.join(name)).unwrap().len();
-    let before = (lengths(VECTORS_FILE), lengths(COMPACT_FILE));
+    let before = (lengths(VECTORS_FILE), lengths(COMPACT_FILE), lengths(BITS_FILE));
     // A new writer repairs the store while the reader's mapping is live.
     let writer = LocalBackend::new(dir.path());
     let _lock = writer.lock_for_writing("notes").await.unwrap();
-    assert_eq!((lengths(VECTORS_FILE), lengths(COMPACT_FILE)), before, "a mapped file was cut short");
+    assert_eq!(
+        (lengths(VECTORS_FILE), lengths(COMPACT_FILE), lengths(BITS_FILE)),
+        before,
+        "a mapped file was cut short"
+    );
     // Every mapped byte is still backed by the file (a cut file would SIGBUS here).
     let sum: f32 = reader.floats().iter().filter(|x| x.is_finite()).sum();
     assert!(sum > 0.0);
@@ -408,12 +413,15 @@ async fn many_uncommitted_vectors_closer_than_every_row_still_leave_k_real_hits(
     let store = dir.path().join("stores/notes");
     let exact = SlotFile::open(store.join(VECTORS_FILE), 16).unwrap();
     let compact = SlotFile::open(store.join(COMPACT_FILE), scan::compact_stride(4)).unwrap();
+    let codes = SlotFile::open(store.join(BITS_FILE), bits::bits_stride(4)).unwrap();
     let query = vec![0.0f32, 0.0, 0.0, 1.0];
     let mut bytes = Vec::new();
     for slot in 10..210 {
         exact.write(slot, &query.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
         scan::quantize(&query, &mut bytes);
         compact.write(slot, &bytes).unwrap();
+        bits::encode_bits(&query, &mut bytes);
+        codes.write(slot, &bytes).unwrap();
     }
     let backend = LocalBackend::new(dir.path());
     let hits = backend.query("notes", &QueryRequest::new(query, 5)).await.unwrap();
@@ -522,4 +530,93 @@ async fn front_matter_is_stored_once_a_file_and_read_back_on_every_chunk() {
     backend.put("notes", plain).await.unwrap();
     let chunks = backend.get_chunks("notes", &keys).await.unwrap();
     assert!(chunks.iter().all(|c| c.metadata.get("frontmatter").is_none()));
+}
+
+/// Unit vectors of `dim` dimensions from a seed, with a shared direction as
+/// real embeddings have.
+fn real_like(seed: u64, dim: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f32> = (0..dim)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2000) as f32 / 1000.0 - 1.0 + if i % 7 == 0 { 0.8 } else { 0.0 }
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.into_iter().map(|a| a / norm).collect()
+}
+
+#[tokio::test]
+async fn the_bit_scan_finds_what_exact_search_finds_with_exact_scores() {
+    let dim = 256;
+    let (dir, backend) = store_with(dim, Metric::Cosine).await;
+    let vectors: Vec<Vec<f32>> = (0..6_000).map(|i| real_like(i, dim)).collect();
+    let records = vectors.iter().enumerate().map(|(i, v)| record(&format!("f{i}.md"), 0, 1, "h", v.clone())).collect();
+    backend.put("notes", records).await.unwrap();
+    let store = dir.path().join("stores/notes");
+    let reader = Reader::open(&store).unwrap();
+    assert!(reader.bits_bytes().is_some(), "the bit codes cover the store");
+    let flat = vectors.concat();
+    let mut found = 0;
+    for seed in 0..20 {
+        let query = real_like(1_000_000 + seed, dim);
+        let exact = scan::top_k(&flat, dim, &query, Metric::Cosine, 10, 1, None);
+        let hits = backend.query("notes", &QueryRequest::new(query.clone(), 10)).await.unwrap();
+        assert_eq!(hits.len(), 10);
+        for hit in &hits {
+            // Every score is the exact cosine, whatever stage found the hit.
+            let slot: usize = hit.chunk.source_path[1..hit.chunk.source_path.len() - 3].parse().unwrap();
+            let truth = rag_core::backend::score(Metric::Cosine, &query, &vectors[slot]);
+            assert!((hit.score - truth).abs() < 1e-5, "{} against {truth}", hit.score);
+        }
+        found += exact.iter().filter(|e| hits.iter().any(|h| h.chunk.key == format!("f{}.md#0", e.slot))).count();
+    }
+    assert!(found >= 196, "recall@10 {found} of 200");
+}
+
+#[tokio::test]
+async fn a_store_made_before_bit_codes_gets_them_from_its_next_writer() {
+    let (dir, backend) = store_with(8, Metric::Cosine).await;
+    let records = (0..50).map(|i| record(&format!("f{i}.md"), 0, 1, "h", real_like(i, 8))).collect();
+    backend.put("notes", records).await.unwrap();
+    backend.delete("notes", vec!["f7.md#0".into()]).await.unwrap();
+    drop(backend);
+    let store = dir.path().join("stores/notes");
+    fs::remove_file(store.join(BITS_FILE)).unwrap();
+    // Readers of a store without codes scan the int8 copy, as before.
+    let backend = LocalBackend::new(dir.path());
+    let query = QueryRequest::new(real_like(3, 8), 3);
+    let before = backend.query("notes", &query).await.unwrap();
+    assert_eq!(before[0].chunk.key, "f3.md#0");
+    // The next writer codes every slot from the stored vectors, no re-embedding.
+    drop(backend.lock_for_writing("notes").await.unwrap());
+    let reader = Reader::open(&store).unwrap();
+    let bits = reader.bits_bytes().expect("the codes cover the store");
+    let stride = bits::bits_stride(8);
+    assert_eq!(bits.len(), 50 * stride);
+    let mut expected = Vec::new();
+    bits::encode_bits(&reader.vector(3).unwrap(), &mut expected);
+    assert_eq!(&bits[3 * stride..4 * stride], &expected[..]);
+    assert!(
+        f32::from_le_bytes(bits[7 * stride..7 * stride + 4].try_into().unwrap()).is_nan(),
+        "the freed slot is free"
+    );
+    let after = LocalBackend::new(dir.path()).query("notes", &query).await.unwrap();
+    assert_eq!(
+        after.iter().map(|h| (&h.chunk.key, h.score)).collect::<Vec<_>>(),
+        before.iter().map(|h| (&h.chunk.key, h.score)).collect::<Vec<_>>()
+    );
+    // A version of rag without codes rewrites slot 3 and commits: the codes
+    // no longer match, readers leave them alone and the next writer redoes them.
+    let codes = SlotFile::open(store.join(BITS_FILE), stride).unwrap();
+    codes.write(3, &vec![0u8; stride]).unwrap();
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    conn.execute("UPDATE settings SET value = '1' WHERE key = 'updated_at'", []).unwrap();
+    drop(conn);
+    assert!(Reader::open(&store).unwrap().bits_bytes().is_none(), "stale codes are not scanned");
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    let reader = Reader::open(&store).unwrap();
+    assert_eq!(&reader.bits_bytes().expect("current again")[3 * stride..4 * stride], &expected[..]);
 }
