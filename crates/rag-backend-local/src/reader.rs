@@ -1,6 +1,7 @@
 //! [`Reader`]: what a query needs of a store (its database and its mapped
 //! vector files), and the vector search over them.
 
+use std::cell::OnceCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -25,8 +26,14 @@ pub(crate) struct Reader {
     pub(crate) config: StoreConfig,
     pub(crate) map: Option<Mmap>,
     pub(crate) compact: Option<Mmap>,
-    /// The bit codes, which a query scans when they cover every slot.
-    pub(crate) bits: Option<Mmap>,
+    /// The bit codes, which a vector query scans when they cover every
+    /// slot: mapped by the first query that needs them, so a full-text
+    /// query never maps them.
+    pub(crate) bits: OnceCell<Option<Mmap>>,
+    /// Whether the bit codes match the last commit (else they are not used).
+    pub(crate) bits_current: bool,
+    /// The store's folder.
+    pub(crate) dir: PathBuf,
     /// The exact vectors, for reading a few of them with `pread`.
     pub(crate) exact: Option<File>,
     /// The int8 codes, for re-scoring a query's candidates with `pread`.
@@ -83,10 +90,21 @@ impl Reader {
         let map = map_file(&dir.join(VECTORS_FILE), false)?;
         let compact = map_file(&dir.join(COMPACT_FILE), false)?;
         // Codes a writer of an older rag left stale are not used.
-        let bits = if bits_are_current(&conn, &db_path)? { map_file(&dir.join(BITS_FILE), true)? } else { None };
+        let bits_current = bits_are_current(&conn, &db_path)?;
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
         let compact_file = File::open(dir.join(COMPACT_FILE)).ok();
-        Ok(Self { conn, db_path, config, map, compact, bits, exact, compact_file })
+        Ok(Self {
+            conn,
+            db_path,
+            config,
+            map,
+            compact,
+            bits: OnceCell::new(),
+            bits_current,
+            dir: dir.to_path_buf(),
+            exact,
+            compact_file,
+        })
     }
 
     /// The exact vector of one slot, read with `pread` into `buffer`. A few
@@ -138,7 +156,19 @@ impl Reader {
     /// The bit-code file when it covers every slot of the exact one.
     pub(crate) fn bits_bytes(&self) -> Option<&[u8]> {
         let stride = bits_stride(self.config.dimension);
-        let bits = self.bits.as_deref()?;
+        let bits = self
+            .bits
+            .get_or_init(|| {
+                let path = self.dir.join(BITS_FILE);
+                if !self.bits_current {
+                    return None;
+                }
+                map_file(&path, true)
+                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}; scanning the int8 codes", path.display()))
+                    .ok()
+                    .flatten()
+            })
+            .as_deref()?;
         let slots = bits.len() / stride;
         (slots * self.config.dimension >= self.floats().len()).then(|| &bits[..slots * stride])
     }
@@ -204,8 +234,9 @@ impl Reader {
         loop {
             let bit_stage = metric == Metric::Cosine
                 && bit_candidates(want, total_slots).saturating_mul(BIT_STAGE_MIN_CUT) <= total_slots;
-            let best = match (self.bits_bytes(), self.compact_bytes()) {
-                (Some(bits), Some(_)) if bit_stage => {
+            let bits = if bit_stage { self.bits_bytes() } else { None };
+            let best = match (bits, self.compact_bytes()) {
+                (Some(bits), Some(_)) => {
                     let candidates =
                         top_k_bits(bits, dim, &query, metric, bit_candidates(want, total_slots), threads, allowed);
                     let mut rescored = self.rescore_on_int8(&candidates, &query, threads);
