@@ -288,21 +288,8 @@ fn weighted_counts_avx512(slots: &[u64], stride: usize, planes: &[u64], out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::test_vectors::unit;
     use crate::scan::{exact_score, top_k};
-
-    fn unit(seed: u64, dim: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..dim)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.into_iter().map(|a| a / norm).collect()
-    }
 
     fn encode_all(vectors: &[Vec<f32>]) -> Vec<u8> {
         let mut data = Vec::new();
@@ -328,12 +315,13 @@ mod tests {
 
     #[test]
     fn every_kernel_counts_as_the_scalar_reference() {
-        let kernels = [
-            PopcountKernel::Portable,
-            PopcountKernel::detect(),
-            #[cfg(target_arch = "x86_64")]
-            PopcountKernel::Popcnt,
-        ];
+        // Every kernel this CPU can run: the portable one, the chosen one and POPCNT alone.
+        #[allow(unused_mut)]
+        let mut kernels = vec![PopcountKernel::Portable, PopcountKernel::detect()];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            kernels.push(PopcountKernel::Popcnt);
+        }
         let mut x = 0x1234_5678_9ABC_DEF1u64;
         let mut next = || {
             x ^= x << 13;
@@ -354,13 +342,9 @@ mod tests {
                     }
                 }
             }
-            // Unaligned: the words start one u64 into a buffer.
+            // The same words as a sub-slice of a longer buffer.
             let shifted: Vec<u64> = std::iter::once(0).chain(bits.iter().copied()).collect();
-            for kernel in kernels {
-                #[cfg(target_arch = "x86_64")]
-                if matches!(kernel, PopcountKernel::Popcnt) && !std::arch::is_x86_feature_detected!("popcnt") {
-                    continue;
-                }
+            for &kernel in &kernels {
                 assert_eq!(kernel.weighted_count(&bits, &planes), reference, "{kernel:?}, {words} words");
                 assert_eq!(kernel.weighted_count(&shifted[1..], &planes), reference, "{kernel:?} shifted");
             }
@@ -370,11 +354,7 @@ mod tests {
             let flipped: Vec<u64> = bits.iter().map(|b| !b).collect();
             slots[2..2 + words].copy_from_slice(&bits);
             slots[stride + 2..stride + 2 + words].copy_from_slice(&flipped);
-            for kernel in kernels {
-                #[cfg(target_arch = "x86_64")]
-                if matches!(kernel, PopcountKernel::Popcnt) && !std::arch::is_x86_feature_detected!("popcnt") {
-                    continue;
-                }
+            for &kernel in &kernels {
                 let mut out = [u32::MAX; 3];
                 kernel.weighted_counts(&slots, stride, &planes, &mut out);
                 let expected = [reference, PopcountKernel::Portable.weighted_count(&flipped, &planes), 0];
@@ -383,11 +363,7 @@ mod tests {
             // All ones and all zeros.
             let ones = vec![u64::MAX; words];
             let all = vec![u64::MAX; words * QUERY_BITS];
-            for kernel in kernels {
-                #[cfg(target_arch = "x86_64")]
-                if matches!(kernel, PopcountKernel::Popcnt) && !std::arch::is_x86_feature_detected!("popcnt") {
-                    continue;
-                }
+            for &kernel in &kernels {
                 assert_eq!(kernel.weighted_count(&ones, &all), 15 * 64 * words as u32);
                 assert_eq!(kernel.weighted_count(&vec![0; words], &all), 0);
             }

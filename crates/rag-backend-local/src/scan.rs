@@ -343,8 +343,38 @@ fn squared_distance_avx2(a: &[f32], b: &[f32]) -> f32 {
     squared_distance_lanes(a, b, true)
 }
 
+/// Pseudo-random unit vectors for the tests of this crate.
+#[cfg(test)]
+pub(crate) mod test_vectors {
+    /// Components uniform in [-1, 1), then unit length.
+    pub(crate) fn unit(seed: u64, dim: usize) -> Vec<f32> {
+        shifted(seed, dim, 0.0)
+    }
+
+    /// As [`unit`], with every seventh component raised by 0.8 first: a
+    /// direction all the vectors share, as real embeddings have.
+    pub(crate) fn real_like(seed: u64, dim: usize) -> Vec<f32> {
+        shifted(seed, dim, 0.8)
+    }
+
+    fn shifted(seed: u64, dim: usize, shared: f32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..dim)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2000) as f32 / 1000.0 - 1.0 + if i % 7 == 0 { shared } else { 0.0 }
+            })
+            .collect();
+        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.into_iter().map(|a| a / norm).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_vectors::unit;
     use super::*;
 
     fn naive(data: &[f32], dim: usize, q: &[f32], metric: Metric, k: usize) -> Vec<u64> {
@@ -356,20 +386,6 @@ mod tests {
             .collect();
         all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         all.into_iter().take(k).map(|(_, slot)| slot).collect()
-    }
-
-    fn unit(seed: u64, dim: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..dim)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.into_iter().map(|a| a / norm).collect()
     }
 
     #[test]

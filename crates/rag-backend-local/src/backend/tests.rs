@@ -6,6 +6,7 @@ use super::*;
 use crate::bits;
 use crate::files::{BITS_FILE, COMPACT_FILE, VECTORS_FILE};
 use crate::scan;
+use crate::scan::test_vectors::real_like;
 use crate::slots::{SlotFile, write_at};
 use rag_core::store::Metric;
 
@@ -530,22 +531,6 @@ async fn front_matter_is_stored_once_a_file_and_read_back_on_every_chunk() {
     backend.put("notes", plain).await.unwrap();
     let chunks = backend.get_chunks("notes", &keys).await.unwrap();
     assert!(chunks.iter().all(|c| c.metadata.get("frontmatter").is_none()));
-}
-
-/// Unit vectors of `dim` dimensions from a seed, with a shared direction as
-/// real embeddings have.
-fn real_like(seed: u64, dim: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..dim)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2000) as f32 / 1000.0 - 1.0 + if i % 7 == 0 { 0.8 } else { 0.0 }
-        })
-        .collect();
-    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.into_iter().map(|a| a / norm).collect()
 }
 
 #[tokio::test]
