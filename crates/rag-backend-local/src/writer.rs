@@ -124,7 +124,8 @@ impl Writer {
         let current = bits_are_current(&self.conn, &self.db_path)?;
         let (have, end) = (if current { self.bits.slots()? } else { 0 }, self.exact.slots()?);
         if have >= end {
-            return self.stamp_bits();
+            // Stamped already, the common case: no write at every open.
+            return if current { Ok(()) } else { self.stamp_bits() };
         }
         let dim = self.config.dimension;
         let mut raw = vec![0u8; dim * 4];
