@@ -12,12 +12,19 @@
 //!   output. Nothing of size texts × heads × tokens² is ever allocated.
 //! - **In place.** Bias and GELU are applied to the intermediate layer in
 //!   place, in parallel, with a polynomial `erf` in place of libm's.
+//! - **bf16 where the CPU has it.** With [`Arithmetic::Bf16`] the dense
+//!   layers (nine tenths of the work) multiply in bf16 with f32 sums
+//!   ([`crate::bf16`]); everything else stays f32. [`Arithmetic::Fp32`] is
+//!   candle's f32 arithmetic throughout: the reference, and the fallback.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Module, Shape, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
+
+use crate::Arithmetic;
+use crate::bf16::{self, Bf16Dense};
 
 /// The span of one text in the matrix of tokens: first row and length.
 #[derive(Debug, Clone, Copy)]
@@ -41,15 +48,140 @@ impl Span {
     }
 }
 
+/// A dense layer, `y = x·Wᵀ + b`, in the arithmetic chosen at load.
+enum Dense {
+    /// candle's f32 matrix product.
+    Fp32(Linear),
+    /// bf16 products, f32 sums.
+    Bf16(Bf16Dense),
+}
+
+/// What is done to a dense layer's output besides the product.
+#[derive(Clone, Copy)]
+enum Then<'a> {
+    /// Nothing: `x·Wᵀ + b`.
+    Nothing,
+    /// The residual added: `x·Wᵀ + b + residual`.
+    Add(&'a Tensor),
+    /// A bias added and the activation applied (the intermediate layer).
+    Activate(&'a [f32], HiddenAct),
+}
+
+impl Dense {
+    /// `linear` as it is, or converted to bf16 when that is asked for and the CPU has it.
+    fn new(linear: Linear, arithmetic: Arithmetic) -> candle_core::Result<Self> {
+        if arithmetic == Arithmetic::Bf16 {
+            let (outputs, inputs) = linear.weight().dims2()?;
+            let bias = linear.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
+            // Read in place: a copy of every weight would cost a fresh query
+            // more than bf16 saves it.
+            let (storage, layout) = linear.weight().storage_and_layout();
+            let candle_core::Storage::Cpu(storage) = &*storage else { candle_core::bail!("weights not on the CPU") };
+            let weight = contiguous_f32(storage, layout)?;
+            if let Some(dense) = Bf16Dense::new(weight, outputs, inputs, bias.as_deref()) {
+                return Ok(Self::Bf16(dense));
+            }
+        }
+        Ok(Self::Fp32(linear))
+    }
+
+    /// The layer on the rows of `x`, then `then`. In bf16, `then` runs on
+    /// each block of rows as it is written, while it is in cache.
+    fn forward(&self, x: &Tensor, then: Then<'_>) -> candle_core::Result<Tensor> {
+        match self {
+            Dense::Fp32(linear) => {
+                let y = linear.forward(x)?;
+                match then {
+                    Then::Nothing => Ok(y),
+                    Then::Add(residual) => y + residual,
+                    Then::Activate(bias, activation) => {
+                        y.inplace_op1(&BiasActivation { bias, activation })?;
+                        Ok(y)
+                    }
+                }
+            }
+            Dense::Bf16(dense) => match then {
+                Then::Add(residual) => x.apply_op2_no_bwd(residual, &Bf16Op { dense, then }),
+                _ => x.apply_op1_no_bwd(&Bf16Op { dense, then }),
+            },
+        }
+    }
+}
+
+/// A bf16 dense layer and what follows it, as a candle op.
+struct Bf16Op<'a> {
+    dense: &'a Bf16Dense,
+    then: Then<'a>,
+}
+
+impl Bf16Op<'_> {
+    /// The layer on `x` (`rows × inputs`), each block of output rows then
+    /// given `residual`'s same rows added, or the activation.
+    fn run(&self, x: &[f32], layout: &Layout, residual: Option<&[f32]>) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, inputs) = layout.shape().dims2()?;
+        let outputs = self.dense.outputs();
+        if inputs != self.dense.inputs() || residual.is_some_and(|r| r.len() != rows * outputs) {
+            candle_core::bail!("a dense layer of {} inputs was given rows of {inputs}", self.dense.inputs());
+        }
+        let y = self.dense.forward_then(x, |first, block| match (self.then, residual) {
+            (Then::Activate(bias, activation), _) => with_wide_vectors(
+                #[inline(always)]
+                || {
+                    for row in block.chunks_exact_mut(outputs) {
+                        bias_activation(row, bias, activation);
+                    }
+                },
+            ),
+            (Then::Add(_), Some(residual)) => {
+                let same = &residual[first * outputs..first * outputs + block.len()];
+                with_wide_vectors(
+                    #[inline(always)]
+                    || block.iter_mut().zip(same).for_each(|(y, r)| *y += r),
+                );
+            }
+            _ => {}
+        });
+        Ok((CpuStorage::F32(y), Shape::from((rows, outputs))))
+    }
+}
+
+impl candle_core::CustomOp1 for Bf16Op<'_> {
+    fn name(&self) -> &'static str {
+        "bf16-dense"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run(contiguous_f32(storage, layout)?, layout, None)
+    }
+}
+
+impl candle_core::CustomOp2 for Bf16Op<'_> {
+    fn name(&self) -> &'static str {
+        "bf16-dense-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let residual = contiguous_f32(residual, residual_layout)?;
+        self.run(contiguous_f32(storage, layout)?, layout, Some(residual))
+    }
+}
+
 struct Layer {
     /// Queries, keys and values in one weight of `3 × hidden` rows, the
     /// queries pre-scaled by 1/√(head size).
-    qkv: Linear,
-    attention_out: Linear,
+    qkv: Dense,
+    attention_out: Dense,
     attention_norm: LayerNorm,
-    intermediate: Tensor,
+    /// Without its bias: that is added with the activation, in place.
+    intermediate: Dense,
     intermediate_bias: Vec<f32>,
-    output: Linear,
+    output: Dense,
     output_norm: LayerNorm,
 }
 
@@ -63,6 +195,8 @@ pub(crate) struct Encoder {
     heads: usize,
     hidden: usize,
     activation: HiddenAct,
+    /// Attention's two products in bf16 too.
+    bf16_attention: bool,
 }
 
 fn linear(vb: &VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Linear> {
@@ -74,8 +208,9 @@ fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle_core::Result<Laye
 }
 
 impl Encoder {
-    /// Loads the weights of a BERT checkpoint (with or without the `bert.` prefix).
-    pub fn load(vb: VarBuilder, config: &Config) -> candle_core::Result<Self> {
+    /// Loads the weights of a BERT checkpoint (with or without the `bert.`
+    /// prefix), for the dense layers to run in `arithmetic`.
+    pub fn load(vb: VarBuilder, config: &Config, arithmetic: Arithmetic) -> candle_core::Result<Self> {
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
         let hidden = config.hidden_size;
         let heads = config.num_attention_heads;
@@ -108,17 +243,29 @@ impl Encoder {
                 Some(bias) => bias.to_vec1::<f32>()?,
                 None => vec![0.0; config.intermediate_size],
             };
+            let dense = |linear: Linear| Dense::new(linear, arithmetic);
             layers.push(Layer {
-                qkv: Linear::new(weight, bias),
-                attention_out: linear(&vb.pp("attention.output.dense"), hidden, hidden)?,
+                qkv: dense(Linear::new(weight, bias))?,
+                attention_out: dense(linear(&vb.pp("attention.output.dense"), hidden, hidden)?)?,
                 attention_norm: layer_norm(vb.pp("attention.output.LayerNorm"), hidden, eps)?,
-                intermediate: intermediate.weight().t()?,
+                intermediate: dense(Linear::new(intermediate.weight().clone(), None))?,
                 intermediate_bias,
-                output: linear(&vb.pp("output.dense"), config.intermediate_size, hidden)?,
+                output: dense(linear(&vb.pp("output.dense"), config.intermediate_size, hidden)?)?,
                 output_norm: layer_norm(vb.pp("output.LayerNorm"), hidden, eps)?,
             });
         }
-        Ok(Self { word, position, token_type, embedding_norm, layers, heads, hidden, activation: config.hidden_act })
+        let bf16_attention = arithmetic == Arithmetic::Bf16 && Bf16Dense::supported();
+        Ok(Self {
+            word,
+            position,
+            token_type,
+            embedding_norm,
+            layers,
+            heads,
+            hidden,
+            activation: config.hidden_act,
+            bf16_attention,
+        })
     }
 
     /// Token vectors of the texts `ids`, laid end to end: a `(tokens, hidden)`
@@ -138,13 +285,13 @@ impl Encoder {
             .broadcast_add(&self.token_type)?;
         let mut x = self.embedding_norm.forward(&embedded)?;
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x)?;
-            let context = qkv.apply_op1_no_bwd(&Attention { spans: &spans, heads: self.heads })?;
-            let attended = (layer.attention_out.forward(&context)? + &x)?;
+            let qkv = layer.qkv.forward(&x, Then::Nothing)?;
+            let attention = Attention { spans: &spans, heads: self.heads, bf16: self.bf16_attention };
+            let context = qkv.apply_op1_no_bwd(&attention)?;
+            let attended = layer.attention_out.forward(&context, Then::Add(&x))?;
             x = layer.attention_norm.forward(&attended)?;
-            let inner = x.matmul(&layer.intermediate)?;
-            inner.inplace_op1(&BiasActivation { bias: &layer.intermediate_bias, activation: self.activation })?;
-            let out = (layer.output.forward(&inner)? + &x)?;
+            let inner = layer.intermediate.forward(&x, Then::Activate(&layer.intermediate_bias, self.activation))?;
+            let out = layer.output.forward(&inner, Then::Add(&x))?;
             x = layer.output_norm.forward(&out)?;
         }
         Ok((x, spans))
@@ -220,6 +367,59 @@ unsafe fn matmul((m, n, k): (usize, usize, usize), dst: View<*mut f32>, lhs: Vie
 struct Attention<'a> {
     spans: &'a [Span],
     heads: usize,
+    /// Scores and weighted values as bf16 products with f32 sums.
+    bf16: bool,
+}
+
+/// One task's buffers for attention in bf16.
+#[derive(Default)]
+struct Bf16Scratch {
+    queries: Vec<u32>,
+    keys: Vec<u32>,
+    scores: Vec<f32>,
+    weights: Vec<u32>,
+    values: Vec<u32>,
+    context: Vec<f32>,
+}
+
+impl Attention<'_> {
+    /// One text's one head in bf16: `(span.len, head_size)` context values
+    /// into `scratch.context`.
+    fn head_in_bf16(&self, qkv: &[f32], width: usize, span: Span, head: usize, scratch: &mut Bf16Scratch) {
+        let hidden = width / 3;
+        let head_size = hidden / self.heads;
+        let n = span.len;
+        // Element `dim` of row `row`'s queries (part 0), keys (1) or values (2).
+        let at = |row: usize, part: usize, dim: usize| {
+            qkv[(span.start + row) * width + part * hidden + head * head_size + dim]
+        };
+        let query_pairs = head_size.div_ceil(2);
+        // Every cell is written below: only growth is zeroed.
+        scratch.queries.resize(n * query_pairs, 0);
+        for (row, pairs) in scratch.queries.chunks_exact_mut(query_pairs).enumerate() {
+            let first = (span.start + row) * width + head * head_size;
+            bf16::round_row(&qkv[first..first + head_size], pairs);
+        }
+        bf16::pack(n, head_size, |key, dim| at(key, 1, dim), &mut scratch.keys);
+        // Every cell is written below: only growth is zeroed.
+        scratch.scores.resize(n * n, 0.0);
+        let queries = bf16::Rounded { pairs: &scratch.queries, per_row: query_pairs };
+        bf16::multiply(queries, &scratch.keys, n, None, &mut scratch.scores, n);
+        with_wide_vectors(
+            #[inline(always)]
+            || {
+                for row in scratch.scores.chunks_exact_mut(n) {
+                    softmax_in_place(row);
+                }
+            },
+        );
+        bf16::round_rows(&scratch.scores, n, &mut scratch.weights);
+        bf16::pack(head_size, n, |dim, key| at(key, 2, dim), &mut scratch.values);
+        // Every cell is written below: only growth is zeroed.
+        scratch.context.resize(n * head_size, 0.0);
+        let weights = bf16::Rounded { pairs: &scratch.weights, per_row: n.div_ceil(2) };
+        bf16::multiply(weights, &scratch.values, head_size, None, &mut scratch.context, head_size);
+    }
 }
 
 impl candle_core::CustomOp1 for Attention<'_> {
@@ -236,6 +436,24 @@ impl candle_core::CustomOp1 for Attention<'_> {
         let shared = SharedOut(out.as_mut_ptr());
         let tasks: Vec<(Span, usize)> =
             self.spans.iter().flat_map(|&span| (0..self.heads).map(move |head| (span, head))).collect();
+        if self.bf16 {
+            tasks.into_par_iter().for_each_init(Bf16Scratch::default, |scratch, (span, head)| {
+                if span.len == 0 {
+                    return;
+                }
+                self.head_in_bf16(qkv, width, span, head, scratch);
+                let dst = shared;
+                for (row, values) in scratch.context.chunks_exact(head_size).enumerate() {
+                    // SAFETY: this task alone writes the head's columns of the
+                    // span's rows of `out`, which holds tokens × hidden.
+                    unsafe {
+                        let at = dst.0.add((span.start + row) * hidden + head * head_size);
+                        std::ptr::copy_nonoverlapping(values.as_ptr(), at, head_size);
+                    }
+                }
+            });
+            return Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))));
+        }
         tasks.into_par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, (span, head)| {
             let n = span.len;
             if n == 0 {
@@ -326,16 +544,26 @@ fn bias_activation(row: &mut [f32], bias: &[f32], activation: HiddenAct) {
     }
 }
 
-/// Runs `f`, compiled for AVX2 and FMA when this CPU has them: the loops of
-/// `exp`, `erf` and softmax then work on 8 lanes instead of SSE2's 4. `f`
-/// must be `#[inline(always)]` all the way down for this to reach it.
+/// Runs `f`, compiled for AVX-512 or for AVX2 and FMA when this CPU has
+/// them: the loops of `exp`, `erf`, softmax and the residual sums then work
+/// on 16 or 8 lanes instead of SSE2's 4 (the arithmetic, lane by lane, is
+/// the same). `f` must be `#[inline(always)]` all the way down for this to
+/// reach it.
 #[inline(always)]
 fn with_wide_vectors(f: impl FnOnce()) {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn widest(f: impl FnOnce()) {
+            f()
+        }
         #[target_feature(enable = "avx2,fma")]
         fn wide(f: impl FnOnce()) {
             f()
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512 F, and with it AVX2 and FMA.
+            return unsafe { widest(f) };
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has both features, checked just above.
@@ -379,12 +607,16 @@ fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // Round to nearest by adding 1.5 · 2^23: SSE2 has no rounding instruction.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
     // 2^n through the exponent bits; n is in [-126, 127] after the clamp.
-    let value = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // It is read from `shifted`'s low bits (ROUND's unit is 1), not cast
+    // from f32: a float-to-int cast checks each lane for NaN, one at a time.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let value = p * f32::from_bits(n_bits.wrapping_add(127) << 23);
     if underflow { 0.0 } else { value }
 }
 
@@ -448,7 +680,7 @@ mod tests {
         for activation in ["gelu", "geluapproximate", "relu"] {
             let config = tiny_config(activation);
             let vb = || VarBuilder::from_tensors(tiny_weights(), DType::F32, &Device::Cpu);
-            let ours = Encoder::load(vb(), &config).unwrap();
+            let ours = Encoder::load(vb(), &config, Arithmetic::Fp32).unwrap();
             let theirs = candle_transformers::models::bert::BertModel::load(vb(), &config).unwrap();
             let (packed, spans) = ours.forward(&texts).unwrap();
             assert_eq!(packed.dims(), &[20, 32]);
@@ -461,6 +693,34 @@ mod tests {
                 assert!(differ < 1e-4 * spread.max(1.0), "{activation}, {} tokens: off by {differ}", text.len());
             }
         }
+    }
+
+    /// bf16 against f32 on the tiny model as it is: every token vector
+    /// stays close. (Its weights scaled 20x, as the test above has them,
+    /// give logits in the hundreds; bf16's 2⁻⁸ of those moves attention
+    /// itself, and cosines fall to 0.97. Trained models are far from that:
+    /// all-MiniLM-L6-v2 stays above 0.9999, tests/minilm.rs.)
+    #[test]
+    fn the_encoder_in_bf16_stays_close_to_f32() {
+        if !Bf16Dense::supported() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16 (the f32 path runs instead)");
+            return;
+        }
+        let texts: [&[u32]; 3] = [&[2, 40, 41, 42, 3], &[2, 3], &[2, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 3]];
+        let config = tiny_config("gelu");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+        let vb = || VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+        let (fast, _) = Encoder::load(vb(), &config, Arithmetic::Bf16).unwrap().forward(&texts).unwrap();
+        let (exact, _) = Encoder::load(vb(), &config, Arithmetic::Fp32).unwrap().forward(&texts).unwrap();
+        let (fast, exact) = (fast.to_vec2::<f32>().unwrap(), exact.to_vec2::<f32>().unwrap());
+        let mut least = 1.0f32;
+        for (a, b) in fast.iter().zip(&exact) {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            least = least.min(dot / (norm(a) * norm(b)));
+        }
+        assert!(least >= 0.999, "least cosine {least}");
     }
 
     #[test]

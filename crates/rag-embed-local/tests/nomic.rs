@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use rag_core::embed::{DocText, Embedder};
-use rag_embed_local::LocalEmbedder;
+use rag_embed_local::{Arithmetic, LocalEmbedder};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -23,7 +23,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 async fn nomic_bert_matches_an_independent_implementation_alone_and_in_a_batch() {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("tiny-nomic-reference.json")).unwrap()).unwrap();
-    let embedder = LocalEmbedder::load(fixtures().join("tiny-nomic")).unwrap();
+    // nomic-bert runs on candle's f32 model whatever is asked for.
+    let embedder = LocalEmbedder::load_with(fixtures().join("tiny-nomic"), Arithmetic::Bf16).unwrap();
+    assert_eq!(embedder.arithmetic(), Arithmetic::Fp32);
     assert_eq!((embedder.dimension(), embedder.max_tokens()), (32, 40));
     let cases = reference.as_array().unwrap();
     let docs: Vec<DocText> = cases.iter().map(|c| DocText::new(None, c["text"].as_str().unwrap())).collect();
