@@ -72,7 +72,10 @@ fn main() -> Result<()> {
             let model = flag("--model").context("usage: rag-bench embed --model MODEL_FOLDER [--ollama-url URL]")?;
             let ollama =
                 flag("--ollama-url").map(|url| (url, flag("--ollama-model").unwrap_or_else(|| "all-minilm".into())));
-            runtime.block_on(embed::bench_embed(Path::new(&model), ollama, runs.min(5)))
+            let lengths = flag("--lengths").unwrap_or_else(|| "1,32,256".into());
+            let lengths: Vec<usize> =
+                lengths.split(',').map(str::parse).collect::<Result<_, _>>().context("--lengths")?;
+            runtime.block_on(embed::bench_embed(Path::new(&model), ollama, &lengths, runs.min(5)))
         }
         Some("watch") => runtime.block_on(watch::bench_watch(&dir, runs.max(11))),
         Some("query-once") => {
@@ -183,7 +186,7 @@ fn main() -> Result<()> {
             runtime.block_on(bench_s3(chunks, listed, runs))
         }
         _ => bail!(
-            "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
+            "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] [--lengths 1,32,256] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
              codes DATA_DIR STORE [--queries QUERIES_JSONL --model M] [--candidates 100,600] | \
              startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
              [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \
