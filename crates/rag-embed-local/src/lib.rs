@@ -11,8 +11,11 @@
 //!
 //! BERT runs on this crate's own encoder: the texts of a pass are laid end
 //! to end with no padding, and attention is fused per text and head, so a
-//! 256-token text costs what its tokens cost (all-MiniLM-L6-v2: about 4x the
-//! texts a second of the numpy Ollama stand-in on the same 2 cores).
+//! 256-token text costs what its tokens cost. On CPUs with AVX-512 BF16 its
+//! matrix products run in bf16 with f32 sums ([`Arithmetic`]):
+//! all-MiniLM-L6-v2 then embeds about 9x the texts a second of the numpy
+//! Ollama stand-in on the same 2 cores (5x in f32), vectors within cosine
+//! 0.9999 of f32's.
 //! nomic-bert runs on candle-transformers' model with padded batches, and
 //! reads at most 1,024 tokens of a text.
 //!
