@@ -187,7 +187,7 @@ struct Layer {
 
 /// A BERT encoder: token ids in, one vector per token out.
 pub(crate) struct Encoder {
-    word: Tensor,
+    word: Words,
     position: Tensor,
     token_type: Tensor,
     embedding_norm: LayerNorm,
@@ -209,8 +209,14 @@ fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle_core::Result<Laye
 
 impl Encoder {
     /// Loads the weights of a BERT checkpoint (with or without the `bert.`
-    /// prefix), for the dense layers to run in `arithmetic`.
-    pub fn load(vb: VarBuilder, config: &Config, arithmetic: Arithmetic) -> candle_core::Result<Self> {
+    /// prefix), for the dense layers to run in `arithmetic`; the word
+    /// embeddings are read from `words` as texts need them, when given.
+    pub fn load(
+        vb: VarBuilder,
+        config: &Config,
+        arithmetic: Arithmetic,
+        words: Option<WordsInFile>,
+    ) -> candle_core::Result<Self> {
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
         let hidden = config.hidden_size;
         let heads = config.num_attention_heads;
@@ -219,7 +225,10 @@ impl Encoder {
         }
         let eps = config.layer_norm_eps;
         let embeddings = vb.pp("embeddings");
-        let word = embeddings.get((config.vocab_size, hidden), "word_embeddings.weight")?;
+        let word = match words {
+            Some(words) if words.rows == config.vocab_size && words.hidden == hidden => Words::InFile(words),
+            _ => Words::Held(embeddings.get((config.vocab_size, hidden), "word_embeddings.weight")?),
+        };
         let position = embeddings.get((config.max_position_embeddings, hidden), "position_embeddings.weight")?;
         let token_type =
             embeddings.get((config.type_vocab_size, hidden), "token_type_embeddings.weight")?.narrow(0, 0, 1)?;
@@ -271,7 +280,7 @@ impl Encoder {
     /// Token vectors of the texts `ids`, laid end to end: a `(tokens, hidden)`
     /// tensor whose rows for text `i` are `spans[i]`.
     pub fn forward(&self, ids: &[&[u32]]) -> candle_core::Result<(Tensor, Vec<Span>)> {
-        let device = self.word.device();
+        let device = self.position.device();
         let spans = Span::lay_out(ids.iter().map(|text| text.len()));
         let flat: Vec<u32> = ids.concat();
         let positions: Vec<u32> = ids.iter().flat_map(|text| 0..text.len() as u32).collect();
@@ -279,10 +288,9 @@ impl Encoder {
         if tokens == 0 {
             return Ok((Tensor::zeros((0, self.hidden), DType::F32, device)?, spans));
         }
-        let flat = Tensor::from_vec(flat, tokens, device)?;
+        let words = self.word.select(&flat, device)?;
         let positions = Tensor::from_vec(positions, tokens, device)?;
-        let embedded = (self.word.index_select(&flat, 0)? + self.position.index_select(&positions, 0)?)?
-            .broadcast_add(&self.token_type)?;
+        let embedded = (words + self.position.index_select(&positions, 0)?)?.broadcast_add(&self.token_type)?;
         let mut x = self.embedding_norm.forward(&embedded)?;
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x, Then::Nothing)?;
@@ -295,6 +303,81 @@ impl Encoder {
             x = layer.output_norm.forward(&out)?;
         }
         Ok((x, spans))
+    }
+}
+
+/// The word embeddings of a weights file: `rows × hidden` little-endian f32
+/// at `offset`. A query needs a few rows of 30,522 (47 MB for MiniLM), so
+/// they are read as texts need them rather than copied at load. The file
+/// stays open: a model replaced by a new file (a download, a copy) does not
+/// change under a running process; one rewritten in place would.
+pub(crate) struct WordsInFile {
+    pub file: std::fs::File,
+    pub offset: u64,
+    pub rows: usize,
+    pub hidden: usize,
+}
+
+/// Where the word embeddings are.
+enum Words {
+    /// In memory: a test's weights, or a file whose embeddings are not plain f32.
+    Held(Tensor),
+    /// In the weights file, read a row at a time.
+    InFile(WordsInFile),
+}
+
+impl Words {
+    /// The embedding of each id in `ids`: `(ids.len(), hidden)`.
+    fn select(&self, ids: &[u32], device: &candle_core::Device) -> candle_core::Result<Tensor> {
+        match self {
+            Words::Held(table) => table.index_select(&Tensor::from_slice(ids, ids.len(), device)?, 0),
+            Words::InFile(words) => {
+                let hidden = words.hidden;
+                let mut unique = ids.to_vec();
+                unique.sort_unstable();
+                unique.dedup();
+                let mut rows = vec![0f32; unique.len() * hidden];
+                let mut bytes = vec![0u8; hidden * 4];
+                for (&id, row) in unique.iter().zip(rows.chunks_exact_mut(hidden)) {
+                    if id as usize >= words.rows {
+                        candle_core::bail!("token id {id} is past the {} word embeddings", words.rows);
+                    }
+                    let at = words.offset + id as u64 * hidden as u64 * 4;
+                    read_at(&words.file, &mut bytes, at).map_err(|e| {
+                        candle_core::Error::Msg(format!("reading word embeddings from model.safetensors: {e}"))
+                    })?;
+                    for (value, four) in row.iter_mut().zip(bytes.chunks_exact(4)) {
+                        *value = f32::from_le_bytes([four[0], four[1], four[2], four[3]]);
+                    }
+                }
+                let mut out = Vec::with_capacity(ids.len() * hidden);
+                for id in ids {
+                    // Every id is in `unique`, which is sorted.
+                    let index = unique.binary_search(id).unwrap_or_default();
+                    out.extend_from_slice(&rows[index * hidden..(index + 1) * hidden]);
+                }
+                Tensor::from_vec(out, (ids.len(), hidden), device)
+            }
+        }
+    }
+}
+
+/// Fills `buffer` from `file` at `offset`.
+fn read_at(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buffer.len() {
+            match std::os::windows::fs::FileExt::seek_read(file, &mut buffer[done..], offset + done as u64)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => done += n,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -680,7 +763,7 @@ mod tests {
         for activation in ["gelu", "geluapproximate", "relu"] {
             let config = tiny_config(activation);
             let vb = || VarBuilder::from_tensors(tiny_weights(), DType::F32, &Device::Cpu);
-            let ours = Encoder::load(vb(), &config, Arithmetic::Fp32).unwrap();
+            let ours = Encoder::load(vb(), &config, Arithmetic::Fp32, None).unwrap();
             let theirs = candle_transformers::models::bert::BertModel::load(vb(), &config).unwrap();
             let (packed, spans) = ours.forward(&texts).unwrap();
             assert_eq!(packed.dims(), &[20, 32]);
@@ -711,8 +794,8 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
         let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
         let vb = || VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
-        let (fast, _) = Encoder::load(vb(), &config, Arithmetic::Bf16).unwrap().forward(&texts).unwrap();
-        let (exact, _) = Encoder::load(vb(), &config, Arithmetic::Fp32).unwrap().forward(&texts).unwrap();
+        let (fast, _) = Encoder::load(vb(), &config, Arithmetic::Bf16, None).unwrap().forward(&texts).unwrap();
+        let (exact, _) = Encoder::load(vb(), &config, Arithmetic::Fp32, None).unwrap().forward(&texts).unwrap();
         let (fast, exact) = (fast.to_vec2::<f32>().unwrap(), exact.to_vec2::<f32>().unwrap());
         let mut least = 1.0f32;
         for (a, b) in fast.iter().zip(&exact) {

@@ -320,54 +320,31 @@ impl LocalEmbedder {
         if !tokenizer_path.exists() {
             return Err(file_error(&tokenizer_path, "missing; download tokenizer.json into the folder"));
         }
-        // The tokenizers crate panics on some damaged files; that is an error here.
-        let mut tokenizer = std::panic::catch_unwind(|| Tokenizer::from_file(&tokenizer_path))
-            .unwrap_or_else(|_| Err("its contents do not fit together".into()))
-            .map_err(|e| file_error(&tokenizer_path, format!("cannot be read ({e}); download it again")))?;
-        let vocab = tokenizer.get_vocab_size(true);
-        if vocab > vocab_size {
-            return Err(file_error(
-                &tokenizer_path,
-                format!(
-                    "has {vocab} tokens but the model has {vocab_size} embeddings: this tokenizer belongs to another model"
-                ),
-            ));
-        }
-
+        // The tokenizer (a 700 KB JSON file for BERT) is parsed on a thread
+        // of its own while the weights load: a fresh query waits for both.
         let weights_path = dir.join("model.safetensors");
-        let cannot_read = |e: std::io::Error| {
-            file_error(
-                &weights_path,
-                format!("cannot read the weights ({e}); download model.safetensors into the folder"),
-            )
-        };
-        let file = std::fs::File::open(&weights_path).map_err(cannot_read)?;
-        // Mapped, not read: the tensors are copied out of the page cache once,
-        // with no 90 MB heap copy first. SAFETY: the map is read-only and
-        // dropped before this function returns; a file truncated by another
-        // process in that window would fault, as any reader of it would fail.
-        let weights = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot_read)?;
-        let fingerprint = fingerprint::fingerprint(&weights_path, &file, &weights);
-        let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load_buffer(&weights, &device).map_err(|e| {
-            file_error(
-                &weights_path,
-                format!(
-                    "not readable safetensors ({}); the file is truncated or damaged: download it again",
-                    first_line(&e)
-                ),
-            )
-        })?;
-        drop(weights);
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        // candle asserts on some shapes; a damaged folder must give an error, not a crash.
-        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &architecture {
-            Architecture::Bert(config) => bert::Encoder::load(vb, config, arithmetic).map(Network::Bert),
-            Architecture::Nomic(config) => NomicBertModel::load(vb, config).map(|m| Network::Nomic(Box::new(m))),
-        }))
-        .unwrap_or_else(|_| Err(candle_core::Error::Msg("the shapes do not fit together".into())));
-        let model = built.map_err(|e| {
-            file_error(&weights_path, format!("does not hold the weights config.json describes ({})", first_line(&e)))
+        let (mut tokenizer, model, fingerprint) = std::thread::scope(|scope| {
+            let parsing = scope.spawn(|| {
+                // The tokenizers crate panics on some damaged files; that is an error here.
+                std::panic::catch_unwind(|| Tokenizer::from_file(&tokenizer_path))
+                    .unwrap_or_else(|_| Err("its contents do not fit together".into()))
+                    .map_err(|e| file_error(&tokenizer_path, format!("cannot be read ({e}); download it again")))
+            });
+            let loaded = load_weights(&weights_path, &architecture, arithmetic);
+            let tokenizer = parsing.join().unwrap_or_else(|_| {
+                Err(file_error(&tokenizer_path, "cannot be read (it stopped the parser); download it again"))
+            })?;
+            let vocab = tokenizer.get_vocab_size(true);
+            if vocab > vocab_size {
+                return Err(file_error(
+                    &tokenizer_path,
+                    format!(
+                        "has {vocab} tokens but the model has {vocab_size} embeddings: this tokenizer belongs to another model"
+                    ),
+                ));
+            }
+            let (model, fingerprint) = loaded?;
+            Ok((tokenizer, model, fingerprint))
         })?;
 
         let st_config = read_json(&dir.join("sentence_bert_config.json"))?;
@@ -480,6 +457,61 @@ impl LocalEmbedder {
         }
         Self::load(name.split_once('#').map_or(name, |(path, _)| path))
     }
+}
+
+/// The network of the weights at `path` (`model.safetensors`), and their
+/// fingerprint. Only the tensors the network asks for are converted.
+fn load_weights(
+    path: &Path,
+    architecture: &Architecture,
+    arithmetic: Arithmetic,
+) -> std::result::Result<(Network, String), LoadError> {
+    let cannot_read = |e: std::io::Error| {
+        file_error(path, format!("cannot read the weights ({e}); download model.safetensors into the folder"))
+    };
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    // Mapped, not read: each tensor is copied out of the page cache once,
+    // with no 90 MB heap copy first. SAFETY: the map is read-only and
+    // dropped before this function returns; a file truncated by another
+    // process in that window would fault, as any reader of it would fail.
+    let weights = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot_read)?;
+    let fingerprint = fingerprint::fingerprint(path, &file, &weights);
+    let device = Device::Cpu;
+    let vb = VarBuilder::from_slice_safetensors(&weights, DType::F32, &device).map_err(|e| {
+        file_error(
+            path,
+            format!(
+                "not readable safetensors ({}); the file is truncated or damaged: download it again",
+                first_line(&e)
+            ),
+        )
+    })?;
+    let words = words_in_file(&file, &weights);
+    // candle asserts on some shapes; a damaged folder must give an error, not a crash.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match architecture {
+        Architecture::Bert(config) => bert::Encoder::load(vb, config, arithmetic, words).map(Network::Bert),
+        Architecture::Nomic(config) => NomicBertModel::load(vb, config).map(|m| Network::Nomic(Box::new(m))),
+    }))
+    .unwrap_or_else(|_| Err(candle_core::Error::Msg("the shapes do not fit together".into())));
+    let model = built.map_err(|e| {
+        file_error(path, format!("does not hold the weights config.json describes ({})", first_line(&e)))
+    })?;
+    Ok((model, fingerprint))
+}
+
+/// Where a BERT checkpoint's word embeddings lie in its mapped file
+/// `weights`, when they are plain f32 that can be read a row at a time.
+fn words_in_file(file: &std::fs::File, weights: &[u8]) -> Option<bert::WordsInFile> {
+    let tensors = candle_core::safetensors::SliceSafetensors::new(weights).ok()?;
+    let view = ["bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"]
+        .into_iter()
+        .find_map(|name| tensors.get(name).ok())?;
+    let &[rows, hidden] = view.shape() else { return None };
+    if view.dtype() != DType::F32.into() || view.data().len() != rows * hidden * 4 {
+        return None;
+    }
+    let offset = (view.data().as_ptr() as usize).checked_sub(weights.as_ptr() as usize)?;
+    Some(bert::WordsInFile { file: file.try_clone().ok()?, offset: offset as u64, rows, hidden })
 }
 
 impl Inner {
