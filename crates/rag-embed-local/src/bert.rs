@@ -807,6 +807,29 @@ mod tests {
     }
 
     #[test]
+    fn word_embeddings_read_from_the_file_equal_the_loaded_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let path = dir.join("model.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let words = crate::words_in_file(&std::fs::File::open(&path).unwrap(), &bytes);
+        let words = words.expect("tiny-bert's word embeddings are plain f32");
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+        let vb = || VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+        let config = tiny_config("gelu");
+        let held = Encoder::load(vb(), &config, Arithmetic::Fp32, None).unwrap();
+        let in_file = Encoder::load(vb(), &config, Arithmetic::Fp32, Some(words)).unwrap();
+        assert!(matches!(in_file.word, Words::InFile(_)) && matches!(held.word, Words::Held(_)));
+        // Repeated ids, and a text of one token.
+        let texts: [&[u32]; 3] = [&[2, 40, 40, 41, 40, 3], &[2, 7, 3], &[5]];
+        let (a, _) = held.forward(&texts).unwrap();
+        let (b, _) = in_file.forward(&texts).unwrap();
+        assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+        // An id past the table is an error, not a crash.
+        let past = [&[2u32, config.vocab_size as u32, 3][..]];
+        assert!(in_file.forward(&past).is_err() && held.forward(&past).is_err());
+    }
+
+    #[test]
     fn exp_and_erf_match_libm() {
         for i in -8000..=1000 {
             let x = i as f32 / 100.0;
