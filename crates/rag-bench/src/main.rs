@@ -60,7 +60,8 @@ fn main() -> Result<()> {
         Some("query") => {
             let sizes = flag("--sizes").unwrap_or_else(|| "10000,100000,1000000".into());
             let sizes: Vec<usize> = sizes.split(',').map(str::parse).collect::<Result<_, _>>().context("--sizes")?;
-            runtime.block_on(bench_query(&dir, &sizes, runs))
+            let dims: usize = flag("--dims").map_or(Ok(DIM), |d| d.parse()).context("--dims")?;
+            runtime.block_on(bench_query(&dir, &sizes, dims, runs))
         }
         Some("mcp") => {
             let sizes = flag("--sizes").unwrap_or_else(|| "10000,100000".into());
@@ -186,7 +187,7 @@ fn main() -> Result<()> {
             runtime.block_on(bench_s3(chunks, listed, runs))
         }
         _ => bail!(
-            "usage: rag-bench query [--sizes 10000,100000,1000000] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] [--lengths 1,32,256] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
+            "usage: rag-bench query [--sizes 10000,100000,1000000] [--dims 768] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] [--lengths 1,32,256] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
              codes DATA_DIR STORE [--queries QUERIES_JSONL --model M] [--candidates 100,600] | \
              startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
              [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \

@@ -105,8 +105,8 @@ pub async fn bench_mcp(dir: &Path, sizes: &[usize], calls: usize) -> Result<()> 
     );
     println!("{:>10} {:>8} {:>14} {:>14}", "chunks", "mode", "call ms", "search ms");
     for &size in sizes {
-        let data = dir.join(format!("query-v3-{size}"));
-        ensure_store(&data, "bench", size).await?;
+        let data = crate::query::store_folder(dir, size, DIM);
+        ensure_store(&data, "bench", size, DIM).await?;
         let mut server = Server::start(&rag, &data, &ollama.url())?;
         for mode in ["vector", "hybrid"] {
             let mut times = Vec::new();

@@ -115,7 +115,7 @@ impl Embedder for FixedQuery {
     }
 }
 
-pub(crate) async fn ensure_store(data: &Path, store: &str, size: usize) -> Result<()> {
+pub(crate) async fn ensure_store(data: &Path, store: &str, size: usize, dims: usize) -> Result<()> {
     let backend = LocalBackend::new(data);
     if backend.store_exists(store).await? {
         if backend.store_info(store).await?.chunks == Some(size as u64) {
@@ -125,38 +125,48 @@ pub(crate) async fn ensure_store(data: &Path, store: &str, size: usize) -> Resul
         }
         backend.delete_store(store).await?;
     }
-    eprintln!("building a store of {size} chunks of {DIM} dimensions under {} ...", data.display());
+    eprintln!("building a store of {size} chunks of {dims} dimensions under {} ...", data.display());
     let started = Instant::now();
-    backend.create_store(&StoreConfig::new(store, "synthetic", DIM).with_chunking("synthetic")).await?;
+    backend.create_store(&StoreConfig::new(store, "synthetic", dims).with_chunking("synthetic")).await?;
     let mut vectors = Vectors(0x5eed);
     let mut i = 0;
     while i < size {
         let n = (size - i).min(8192);
         let records = (i..i + n).map(|j| VectorRecord {
             chunk: synthetic_chunk(j),
-            vector: vectors.next_unit(DIM),
+            vector: vectors.next_unit(dims),
             indexed_at: 0,
         });
         backend.put(store, records.collect()).await?;
+        if i / n % 64 == 63 {
+            eprintln!("  {} chunks, {:.0} s", i + n, started.elapsed().as_secs_f64());
+        }
         i += n;
     }
     eprintln!("  built in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
-pub(crate) async fn bench_query(dir: &Path, sizes: &[usize], runs: usize) -> Result<()> {
+/// The folder of the benchmark's store of `size` chunks of `dims` dimensions.
+pub(crate) fn store_folder(dir: &Path, size: usize, dims: usize) -> std::path::PathBuf {
+    if dims == DIM { dir.join(format!("query-v3-{size}")) } else { dir.join(format!("query-v3-{size}x{dims}")) }
+}
+
+pub(crate) async fn bench_query(dir: &Path, sizes: &[usize], dims: usize, runs: usize) -> Result<()> {
     let exe = std::env::current_exe()?;
-    println!("local query in a fresh process (768 dims, top 10, {runs} runs each, medians; query embedding excluded)");
+    println!(
+        "local query in a fresh process ({dims} dims, top 10, {runs} runs each, medians; query embedding excluded)"
+    );
     println!(
         "{:>10} {:>16} {:>12} {:>12} {:>12} {:>12} {:>10}",
         "chunks", "mode", "search ms", "process ms", "peak RSS", "store size", "recall@10"
     );
     for &size in sizes {
-        let data = dir.join(format!("query-v3-{size}"));
+        let data = store_folder(dir, size, dims);
         let store = "bench";
-        ensure_store(&data, store, size).await?;
+        ensure_store(&data, store, size, dims).await?;
         let size_on_disk = LocalBackend::new(&data).store_info(store).await?.size_bytes.unwrap_or(0);
-        let recall = recall_at_10(&data, store, 20).await?;
+        let recall = recall_at_10(&data, store, dims, 20).await?;
         for mode in ["vector", "hybrid", "lexical", "vector+path", "hybrid+path"] {
             let (mut search, mut process, mut rss) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..runs {
@@ -192,18 +202,44 @@ pub(crate) async fn bench_query(dir: &Path, sizes: &[usize], runs: usize) -> Res
 }
 
 /// Share of the exact top 10 (brute force over the `f32` vectors) that the
-/// store's query returns, over `queries` random queries.
-pub(crate) async fn recall_at_10(data: &Path, store: &str, queries: usize) -> Result<f64> {
-    let bytes = std::fs::read(data.join("stores").join(store).join("vectors.f32"))?;
-    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    let backend = LocalBackend::new(data);
+/// store's query returns, over `queries` random queries. The vectors are
+/// read a block at a time, so a store larger than memory can be checked.
+pub(crate) async fn recall_at_10(data: &Path, store: &str, dims: usize, queries: usize) -> Result<f64> {
+    use std::io::Read;
     let mut vectors = Vectors(0xfeed);
+    let asked: Vec<Vec<f32>> = (0..queries).map(|_| vectors.next_unit(dims)).collect();
+    let mut exact: Vec<Vec<f32>> = vec![Vec::new(); queries];
+    let mut file = std::fs::File::open(data.join("stores").join(store).join("vectors.f32"))?;
+    let rows_per_block = (16 << 20) / (4 * dims.max(1));
+    let mut bytes = vec![0u8; rows_per_block * dims * 4];
+    loop {
+        let mut filled = 0;
+        while filled < bytes.len() {
+            match file.read(&mut bytes[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        let floats: Vec<f32> = bytes[..filled / (4 * dims) * 4 * dims]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if floats.is_empty() {
+            break;
+        }
+        for (query, best) in asked.iter().zip(&mut exact) {
+            best.extend(
+                rag_backend_local::top_k(&floats, dims, query, Metric::Cosine, 10, 2, None).iter().map(|s| s.score),
+            );
+            best.sort_by(|a, b| b.total_cmp(a));
+            best.truncate(10);
+        }
+    }
+    let backend = LocalBackend::new(data);
     let mut found = 0;
-    for _ in 0..queries {
-        let query = vectors.next_unit(DIM);
-        let exact = rag_backend_local::top_k(&floats, DIM, &query, Metric::Cosine, 10, 2, None);
+    for (query, best) in asked.into_iter().zip(exact) {
         let hits = backend.query(store, &QueryRequest::new(query, 10)).await?;
-        found += exact.iter().filter(|e| hits.iter().any(|h| (h.score - e.score).abs() < 1e-5)).count();
+        found += best.iter().filter(|e| hits.iter().any(|h| (h.score - **e).abs() < 1e-5)).count();
     }
     Ok(found as f64 / (queries * 10) as f64)
 }
@@ -215,7 +251,8 @@ pub(crate) async fn query_once(data: &Path, store: &str, mode: &str) -> Result<(
     let started = Instant::now();
     let backend = Arc::new(LocalBackend::new(data));
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
-    let vector = Vectors(u64::from(seed) | 1).next_unit(DIM);
+    let dims = backend.store_config(store).await?.dimension;
+    let vector = Vectors(u64::from(seed) | 1).next_unit(dims);
     let (mode, filter) = match mode.split_once('+') {
         Some((mode, "path")) => (mode, Some(rag_core::filter::Filter::folder("docs/part3"))),
         _ => (mode, None),
