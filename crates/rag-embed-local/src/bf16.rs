@@ -1,4 +1,6 @@
-//! Dense layers in bf16 with f32 sums, on AVX-512 BF16.
+//! Matrix products in bf16 with f32 sums, on AVX-512 BF16: the encoder's
+//! dense layers ([`Bf16Dense`]) and attention's two products ([`pack`],
+//! [`round_rows`], [`multiply`]).
 //!
 //! A layer's weights are rounded to bf16 once, at load, and packed in
 //! panels of [`PANEL`] outputs: for each pair of inputs, one `u32` per output
@@ -26,7 +28,7 @@ const TILE_ROWS: usize = 12;
 const BLOCK_ROWS: usize = 4 * TILE_ROWS;
 
 /// `x` rounded to bf16, to nearest with ties to even (a NaN stays a NaN).
-pub(crate) fn to_bf16(x: f32) -> u16 {
+fn to_bf16(x: f32) -> u16 {
     let bits = x.to_bits();
     if x.is_nan() {
         return ((bits >> 16) | 0x40) as u16;
@@ -37,7 +39,7 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 
 /// The f32 value of a bf16.
 #[cfg(test)]
-pub(crate) fn from_bf16(x: u16) -> f32 {
+fn from_bf16(x: u16) -> f32 {
     f32::from_bits(u32::from(x) << 16)
 }
 
@@ -74,7 +76,7 @@ impl Bf16Dense {
     /// checkpoints hold it), with `bias` of `outputs` if given; `None` when
     /// the CPU cannot run it or the sizes do not fit together.
     pub fn new(weight: &[f32], outputs: usize, inputs: usize, bias: Option<&[f32]>) -> Option<Self> {
-        if !Self::supported() || inputs == 0 || weight.len() != outputs * inputs {
+        if !Self::supported() || inputs == 0 || outputs == 0 || weight.len() != outputs * inputs {
             return None;
         }
         if bias.is_some_and(|b| b.len() != outputs) {
@@ -133,7 +135,9 @@ impl Bf16Dense {
 /// Rows rounded to bf16 pairs: `per_row` pairs a row.
 #[derive(Clone, Copy)]
 pub(crate) struct Rounded<'a> {
+    /// The pairs, row after row.
     pub pairs: &'a [u32],
+    /// Pairs a row: its values / 2, rounded up.
     pub per_row: usize,
 }
 
@@ -448,5 +452,6 @@ mod tests {
         assert!(Bf16Dense::new(&[1.0; 6], 2, 4, None).is_none());
         assert!(Bf16Dense::new(&[1.0; 8], 2, 4, Some(&[0.0; 3])).is_none());
         assert!(Bf16Dense::new(&[], 0, 0, None).is_none());
+        assert!(Bf16Dense::new(&[], 0, 4, None).is_none(), "no outputs");
     }
 }
