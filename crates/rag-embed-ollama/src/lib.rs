@@ -191,9 +191,14 @@ impl OllamaEmbedder {
     /// a query then costs one request, not two. A model Ollama lacks is
     /// [`Error::ModelMissing`] at that first request.
     pub fn assume(config: OllamaConfig, dimension: usize) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(5))
+        let mut builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(Duration::from_secs(5));
+        if config.base_url.starts_with("http://") {
+            // Plain HTTP (Ollama's own default) needs no certificates: loading
+            // the system's store cost each fresh `rag query` several ms. A
+            // redirect to HTTPS would then fail verification; Ollama sends none.
+            builder = builder.tls_certs_only([]);
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::Embedder { message: "cannot build HTTP client".into(), source: Some(e.into()) })?;
         let prompt = config.prompt.clone().unwrap_or_else(|| PromptFormat::for_model(&config.model));
