@@ -13,9 +13,10 @@
 //! - **In place.** Bias and GELU are applied to the intermediate layer in
 //!   place, in parallel, with a polynomial `erf` in place of libm's.
 //! - **bf16 where the CPU has it.** With [`Arithmetic::Bf16`] the dense
-//!   layers (nine tenths of the work) multiply in bf16 with f32 sums
-//!   ([`crate::bf16`]); everything else stays f32. [`Arithmetic::Fp32`] is
-//!   candle's f32 arithmetic throughout: the reference, and the fallback.
+//!   layers (nine tenths of the work) and attention's two products multiply
+//!   in bf16 with f32 sums ([`crate::bf16`]); softmax, GELU, sums and layer
+//!   norms stay f32. [`Arithmetic::Fp32`] is candle's f32 matrix products
+//!   throughout: the reference, and the fallback.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Module, Shape, Tensor};
@@ -195,8 +196,8 @@ pub(crate) struct Encoder {
     heads: usize,
     hidden: usize,
     activation: HiddenAct,
-    /// Attention's two products in bf16 too.
-    bf16_attention: bool,
+    /// What the products run in: bf16 only where it was asked for and the CPU has it.
+    arithmetic: Arithmetic,
 }
 
 fn linear(vb: &VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Linear> {
@@ -223,6 +224,10 @@ impl Encoder {
         if heads == 0 || !hidden.is_multiple_of(heads) {
             candle_core::bail!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}");
         }
+        let arithmetic = match arithmetic {
+            Arithmetic::Bf16 if Bf16Dense::supported() => Arithmetic::Bf16,
+            _ => Arithmetic::Fp32,
+        };
         let eps = config.layer_norm_eps;
         let embeddings = vb.pp("embeddings");
         let word = match words {
@@ -263,7 +268,6 @@ impl Encoder {
                 output_norm: layer_norm(vb.pp("output.LayerNorm"), hidden, eps)?,
             });
         }
-        let bf16_attention = arithmetic == Arithmetic::Bf16 && Bf16Dense::supported();
         Ok(Self {
             word,
             position,
@@ -273,8 +277,13 @@ impl Encoder {
             heads,
             hidden,
             activation: config.hidden_act,
-            bf16_attention,
+            arithmetic,
         })
+    }
+
+    /// What the matrix products run in.
+    pub fn arithmetic(&self) -> Arithmetic {
+        self.arithmetic
     }
 
     /// Token vectors of the texts `ids`, laid end to end: a `(tokens, hidden)`
@@ -294,7 +303,7 @@ impl Encoder {
         let mut x = self.embedding_norm.forward(&embedded)?;
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x, Then::Nothing)?;
-            let attention = Attention { spans: &spans, heads: self.heads, bf16: self.bf16_attention };
+            let attention = Attention { spans: &spans, heads: self.heads, bf16: self.arithmetic == Arithmetic::Bf16 };
             let context = qkv.apply_op1_no_bwd(&attention)?;
             let attended = layer.attention_out.forward(&context, Then::Add(&x))?;
             x = layer.attention_norm.forward(&attended)?;
@@ -811,7 +820,8 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
         let path = dir.join("model.safetensors");
         let bytes = std::fs::read(&path).unwrap();
-        let words = crate::words_in_file(&std::fs::File::open(&path).unwrap(), &bytes);
+        let header = candle_core::safetensors::SliceSafetensors::new(&bytes).unwrap();
+        let words = crate::words_in_file(&std::fs::File::open(&path).unwrap(), &bytes, &header);
         let words = words.expect("tiny-bert's word embeddings are plain f32");
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
         let vb = || VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);

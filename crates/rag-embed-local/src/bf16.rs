@@ -356,17 +356,10 @@ mod tests {
 
     use super::*;
 
-    /// A small deterministic generator, values in [-1, 1).
+    /// Deterministic values in [-1, 1), from the test kit's generator.
     fn values(seed: u64, count: usize) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..count)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        let mut rng = rag_testkit::fuzz::Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        (0..count).map(|_| (rng.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
     }
 
     /// `x·Wᵀ + b` in f64 from the given values, each first passed through `round`.

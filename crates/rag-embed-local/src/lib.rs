@@ -388,6 +388,10 @@ impl LocalEmbedder {
                 dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             ),
         };
+        let arithmetic = match &model {
+            Network::Bert(encoder) => encoder.arithmetic(),
+            Network::Nomic(_) => Arithmetic::Fp32,
+        };
         let inner = Inner {
             name: format!("{label}#{}", &fingerprint[..16]),
             model,
@@ -397,12 +401,7 @@ impl LocalEmbedder {
             max_tokens,
             dimension: hidden_size,
             tokens_per_pass: TOKENS_PER_PASS,
-            arithmetic: match &architecture {
-                Architecture::Bert(_) if arithmetic == Arithmetic::Bf16 && Arithmetic::bf16_supported() => {
-                    Arithmetic::Bf16
-                }
-                _ => Arithmetic::Fp32,
-            },
+            arithmetic,
         };
         Ok(Self { inner: Arc::new(inner), prompts: PromptFormat::for_model(&family) })
     }
@@ -476,8 +475,9 @@ fn load_weights(
     // process in that window would fault, as any reader of it would fail.
     let weights = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot_read)?;
     let fingerprint = fingerprint::fingerprint(path, &file, &weights);
-    let device = Device::Cpu;
-    let vb = VarBuilder::from_slice_safetensors(&weights, DType::F32, &device).map_err(|e| {
+    // The header is parsed once: for where the word embeddings lie, then
+    // for the tensors the network asks for.
+    let tensors = candle_core::safetensors::SliceSafetensors::new(&weights).map_err(|e| {
         file_error(
             path,
             format!(
@@ -486,10 +486,11 @@ fn load_weights(
             ),
         )
     })?;
-    let words = words_in_file(&file, &weights);
+    let words = matches!(architecture, Architecture::Bert(_)).then(|| words_in_file(&file, &weights, &tensors));
+    let vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, Device::Cpu);
     // candle asserts on some shapes; a damaged folder must give an error, not a crash.
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match architecture {
-        Architecture::Bert(config) => bert::Encoder::load(vb, config, arithmetic, words).map(Network::Bert),
+        Architecture::Bert(config) => bert::Encoder::load(vb, config, arithmetic, words.flatten()).map(Network::Bert),
         Architecture::Nomic(config) => NomicBertModel::load(vb, config).map(|m| Network::Nomic(Box::new(m))),
     }))
     .unwrap_or_else(|_| Err(candle_core::Error::Msg("the shapes do not fit together".into())));
@@ -500,9 +501,13 @@ fn load_weights(
 }
 
 /// Where a BERT checkpoint's word embeddings lie in its mapped file
-/// `weights`, when they are plain f32 that can be read a row at a time.
-fn words_in_file(file: &std::fs::File, weights: &[u8]) -> Option<bert::WordsInFile> {
-    let tensors = candle_core::safetensors::SliceSafetensors::new(weights).ok()?;
+/// `weights` (whose header is `tensors`), when they are plain f32 that can
+/// be read a row at a time.
+fn words_in_file(
+    file: &std::fs::File,
+    weights: &[u8],
+    tensors: &candle_core::safetensors::SliceSafetensors<'_>,
+) -> Option<bert::WordsInFile> {
     let view = ["bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"]
         .into_iter()
         .find_map(|name| tensors.get(name).ok())?;
