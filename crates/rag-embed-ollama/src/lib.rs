@@ -152,6 +152,16 @@ struct EmbedResponse {
     embeddings: Vec<Vec<f32>>,
 }
 
+/// An HTTP client for the Ollama server at `base_url`: connecting gives up
+/// after 5 s. Plain HTTP (Ollama's own default) needs no certificates, so
+/// none are loaded for it: reading the system's store cost each fresh `rag
+/// query` several ms. A redirect to HTTPS would then fail verification;
+/// Ollama sends none.
+fn client_builder(base_url: &str) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    if base_url.starts_with("http://") { builder.tls_certs_only([]) } else { builder }
+}
+
 impl OllamaEmbedder {
     /// Connects: checks that the server answers, that the model is there and
     /// embeds, and learns its vector length.
@@ -191,14 +201,8 @@ impl OllamaEmbedder {
     /// a query then costs one request, not two. A model Ollama lacks is
     /// [`Error::ModelMissing`] at that first request.
     pub fn assume(config: OllamaConfig, dimension: usize) -> Result<Self> {
-        let mut builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(Duration::from_secs(5));
-        if config.base_url.starts_with("http://") {
-            // Plain HTTP (Ollama's own default) needs no certificates: loading
-            // the system's store cost each fresh `rag query` several ms. A
-            // redirect to HTTPS would then fail verification; Ollama sends none.
-            builder = builder.tls_certs_only([]);
-        }
-        let client = builder
+        let client = client_builder(&config.base_url)
+            .timeout(config.timeout)
             .build()
             .map_err(|e| Error::Embedder { message: "cannot build HTTP client".into(), source: Some(e.into()) })?;
         let prompt = config.prompt.clone().unwrap_or_else(|| PromptFormat::for_model(&config.model));

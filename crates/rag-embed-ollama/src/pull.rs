@@ -54,8 +54,7 @@ struct Line {
 /// # }
 /// ```
 pub async fn pull(config: &OllamaConfig, mut progress: impl FnMut(&PullProgress) + Send) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
+    let client = crate::client_builder(&config.base_url)
         // A download takes as long as it takes; a silent server does not.
         .read_timeout(Duration::from_secs(120))
         .build()
