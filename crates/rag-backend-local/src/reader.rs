@@ -26,7 +26,7 @@ pub(crate) struct Reader {
     pub(crate) config: StoreConfig,
     pub(crate) map: Option<Mmap>,
     pub(crate) compact: Option<Mmap>,
-    /// The bit codes, which a vector query scans when they cover every
+    /// The two-bit codes, which a vector query scans when they cover every
     /// slot: mapped by the first query that needs them, so a full-text
     /// query never maps them.
     pub(crate) bits: OnceCell<Option<Mmap>>,
@@ -40,21 +40,27 @@ pub(crate) struct Reader {
     pub(crate) compact_file: Option<File>,
 }
 
-/// How many candidates the bit scan hands to the int8 re-scoring, for `want`
-/// re-scored ones out of `slots`: four times as many, and at least
-/// `5 × √slots`. The sign codes rank roughly, and the true neighbours'
+/// How many candidates the two-bit scan hands to the int8 re-scoring, for
+/// `want` re-scored ones out of `slots`: twice as many, and at least
+/// `0.3 × √slots`. The codes rank roughly, and the true neighbours'
 /// estimates fall among more look-alikes as a store grows: on random
-/// vectors (the hardest case for sign codes) recall@10 reached 0.99 at
-/// about 1,500 candidates of 100,000 and 4,000 of 1,000,000, which the
-/// square root fits; real model vectors need far fewer (`rag-bench codes`).
+/// vectors of 768 dimensions (the hardest case) recall@10 of the scan alone
+/// reached 0.994 at 100 candidates of 100,000 and 1.0 at 200 of 1,000,000
+/// (`rag-bench codes`), which the square root covers with room to spare;
+/// real model vectors need fewer. (Sign bits needed 2,000 and 4,000.)
 pub(crate) fn bit_candidates(want: usize, slots: usize) -> usize {
-    want.saturating_mul(BIT_OVERSAMPLING).max(slots.isqrt().saturating_mul(BIT_ROOT_FACTOR))
+    want.saturating_mul(BIT_OVERSAMPLING).max(slots.isqrt().saturating_mul(BIT_ROOT_TENTHS) / 10)
 }
 
 /// See [`bit_candidates`].
-const BIT_OVERSAMPLING: usize = 4;
-/// See [`bit_candidates`].
-const BIT_ROOT_FACTOR: usize = 5;
+const BIT_OVERSAMPLING: usize = 2;
+/// See [`bit_candidates`]: tenths of the square root.
+const BIT_ROOT_TENTHS: usize = 3;
+/// Threads that read a query's candidates from the int8 file: more than
+/// the cores, because a read of a page the cache no longer holds waits on
+/// the disk, and the disk serves several at once (at 1M chunks, 300
+/// mostly uncached reads took 4.3 ms on 2 threads and 3.0 ms on 8).
+const READ_THREADS: usize = 8;
 /// The bit stage runs when it keeps at most one slot in this many; in a
 /// smaller store the int8 scan is as quick and exact enough.
 const BIT_STAGE_MIN_CUT: usize = 8;
@@ -127,33 +133,47 @@ impl Reader {
     }
 
     /// `candidates` re-scored on their int8 codes, read with `pread` on
-    /// `threads` threads (through the mapping, each random slot faulted in a
-    /// large folio of the page cache: 200 MB of RSS for 4,000 candidates).
+    /// [`READ_THREADS`] threads (through the mapping, each random slot
+    /// faulted in a large folio of the page cache: 200 MB of RSS for 4,000
+    /// candidates),
+    /// with the widest error bound among them ([`scan::CompactQuery::error_bound`]).
     /// Slots that cannot be read are left out.
-    fn rescore_on_int8(&self, candidates: &[scan::Scored], query: &[f32], threads: usize) -> Vec<scan::Scored> {
-        let Some(file) = self.compact_file.as_ref() else { return Vec::new() };
+    fn rescore_on_int8(&self, candidates: &[scan::Scored], query: &[f32]) -> (Vec<scan::Scored>, f32) {
+        let Some(file) = self.compact_file.as_ref() else { return (Vec::new(), 0.0) };
         let query = scan::CompactQuery::new(query, self.config.metric);
         let stride = scan::compact_stride(self.config.dimension);
         let rescore = |part: &[scan::Scored]| {
             let mut buffer = vec![0u8; stride];
-            part.iter()
+            let mut bound = 0.0f32;
+            let scored = part
+                .iter()
                 .filter_map(|c| {
                     read_at(file, &mut buffer, c.slot.checked_mul(stride as u64)?).ok()?;
-                    Some(scan::Scored { score: query.estimate(&buffer)?, slot: c.slot })
+                    let score = query.estimate(&buffer)?;
+                    bound = bound.max(query.error_bound(&buffer));
+                    Some(scan::Scored { score, slot: c.slot })
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (scored, bound)
         };
-        let per_thread = candidates.len().div_ceil(threads.max(1)).max(512);
+        let per_thread = candidates.len().div_ceil(READ_THREADS).max(16);
         std::thread::scope(|scope| {
             let parts: Vec<_> = candidates.chunks(per_thread).map(|part| scope.spawn(move || rescore(part))).collect();
-            parts
-                .into_iter()
-                .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
+            let mut all = Vec::with_capacity(candidates.len());
+            let mut bound = 0.0f32;
+            for part in parts {
+                let (scored, part_bound) = part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                all.extend(scored);
+                bound = bound.max(part_bound);
+            }
+            (all, bound)
         })
     }
 
-    /// The bit-code file when it covers every slot of the exact one.
+    /// The two-bit code file when it is current and covers every slot of
+    /// the exact one. It is mapped without populating: the scan's threads
+    /// fault its pages in side by side (the kernel maps 16 cached pages a
+    /// fault), where populating would map all of them on one thread first.
     pub(crate) fn bits_bytes(&self) -> Option<&[u8]> {
         let stride = bits_stride(self.config.dimension);
         let bits = self
@@ -163,7 +183,7 @@ impl Reader {
                 if !self.bits_current {
                     return None;
                 }
-                map_file(&path, true)
+                map_file(&path, false)
                     .inspect_err(|err| tracing::debug!("cannot map {}: {err}; scanning the int8 codes", path.display()))
                     .ok()
                     .flatten()
@@ -230,8 +250,9 @@ impl Reader {
         // freed by a writer that was killed before marking them are not in
         // SQLite: ask for more than k and widen if too many were stale.
         let mut want = request.top_k.saturating_mul(8).saturating_add(64);
-        let mut rows = request.top_k.saturating_mul(2).saturating_add(16);
+        let mut first_round = true;
         loop {
+            let mut cut_short = false;
             let bit_stage = metric == Metric::Cosine
                 && bit_candidates(want, total_slots).saturating_mul(BIT_STAGE_MIN_CUT) <= total_slots;
             let bits = if bit_stage { self.bits_bytes() } else { None };
@@ -239,24 +260,34 @@ impl Reader {
                 (Some(bits), Some(_)) => {
                     let candidates =
                         top_k_bits(bits, dim, &query, metric, bit_candidates(want, total_slots), threads, allowed);
-                    let mut rescored = self.rescore_on_int8(&candidates, &query, threads);
+                    let (mut rescored, bound) = self.rescore_on_int8(&candidates, &query);
                     rescored.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
                     rescored.truncate(want);
+                    // The first time round, only those that may be among the
+                    // best k once scored exactly: within the int8 codes' error
+                    // of the k-th (more are read when slots were stale).
+                    if first_round && let Some(kth) = rescored.get(request.top_k.saturating_sub(1)) {
+                        let floor = kth.score - 2.0 * bound;
+                        let keep = rescored.partition_point(|c| c.score >= floor);
+                        cut_short = keep < rescored.len();
+                        rescored.truncate(keep);
+                    }
                     self.rescore_exactly(rescored, &query)
                 }
                 (_, Some(compact)) => self
                     .rescore_exactly(scan::top_k_compact(compact, dim, &query, metric, want, threads, allowed), &query),
                 _ => scan::top_k(floats, dim, &query, metric, want, threads, allowed),
             };
-            let exhausted = best.len() < want || want >= total_slots;
-            // Rows are read for the best few only: enough for k unless many slots were stale.
-            let take = best.len().min(rows);
-            let hits = self.rows_for(&best[..take])?;
-            if hits.len() >= request.top_k || (exhausted && take == best.len()) {
-                return Ok(hits.into_iter().take(request.top_k).collect());
+            let exhausted = !cut_short && (best.len() < want || want >= total_slots);
+            // Rows are read best first until k are found: each is a few
+            // random pages of the database, so stale slots cost a read each
+            // and nothing else does.
+            let hits = self.rows_for(&best, request.top_k)?;
+            if hits.len() >= request.top_k || exhausted {
+                return Ok(hits);
             }
             want = want.saturating_mul(4);
-            rows = want;
+            first_round = false;
         }
     }
 
@@ -364,13 +395,19 @@ impl Reader {
         Ok(out)
     }
 
-    pub(crate) fn rows_for(&self, best: &[scan::Scored]) -> Result<Vec<Hit>> {
+    /// The hits of the first `limit` slots of `best` that have a row, in
+    /// order; slots without one (freed by a writer that was killed before it
+    /// marked them) are passed over.
+    pub(crate) fn rows_for(&self, best: &[scan::Scored], limit: usize) -> Result<Vec<Hit>> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;
-        let mut hits = Vec::with_capacity(best.len());
+        let mut hits = Vec::with_capacity(limit.min(best.len()));
         for scored in best {
+            if hits.len() >= limit {
+                break;
+            }
             let row = stmt
                 .query_row([scored.slot as i64], |row| row_to_chunk(row, 0))
                 .optional()

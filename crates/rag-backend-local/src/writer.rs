@@ -16,7 +16,7 @@ use rag_core::{Error, Result};
 
 use crate::bits::{bits_stride, encode_bits};
 use crate::error::{LocalStoreError, io, sql};
-use crate::files::{BITS_FILE, COMPACT_FILE, LOCK_FILE, VECTORS_FILE};
+use crate::files::{BITS_FILE, COMPACT_FILE, LOCK_FILE, SIGN_BITS_FILE, VECTORS_FILE};
 use crate::fulltext::{build_lexical_index, has_current_lexical_index};
 use crate::reader::prepare_vector;
 use crate::scan;
@@ -36,7 +36,7 @@ pub(crate) struct Writer {
     pub(crate) exact: SlotFile,
     /// The same vectors as int8 codes: what re-scores a query's candidates.
     pub(crate) compact: SlotFile,
-    /// Their signs, one bit a dimension: what a query scans.
+    /// Their two-bit codes: what a query scans.
     pub(crate) bits: SlotFile,
     pub(crate) config: StoreConfig,
     pub(crate) free: Vec<u64>,
@@ -113,8 +113,9 @@ impl Writer {
         self.exact.mark_free(slot)
     }
 
-    /// Writes the bit codes of every slot of the vector file that has none:
-    /// a store made before bit codes existed gets them from its next writer,
+    /// Writes the two-bit codes of every slot of the vector file that has
+    /// none: a store made before these codes existed (or with the sign bits
+    /// of an older rag) gets them from its next writer,
     /// from the vectors it holds, without re-embedding. A store last written
     /// by a version of rag that kept no codes (its commit left the stamp
     /// behind) has all of them written again. (A writer killed mid-write
@@ -143,8 +144,15 @@ impl Writer {
             self.bits.write(slot, &code)?;
         }
         self.bits.sync()?;
-        tracing::info!(slots = end - have, "wrote the bit codes of vectors stored before them");
-        self.stamp_bits()
+        tracing::info!(slots = end - have, "wrote the two-bit codes of vectors stored before them");
+        self.stamp_bits()?;
+        // The sign bits of an older rag are of no use now. A reader of that
+        // version mapping them keeps its mapping; it finds none next time.
+        let old = self.bits.path.with_file_name(SIGN_BITS_FILE);
+        match fs::remove_file(&old) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io(&old)(err)),
+            _ => Ok(()),
+        }
     }
 
     /// Records that the bit codes match the store as last committed.

@@ -1,6 +1,6 @@
 //! `rag-bench codes DATA_DIR STORE`: how well the local store's first stage,
-//! the one-bit codes, finds the exact nearest neighbours, on the vectors a
-//! store really holds (random vectors flatter or punish sign codes unlike a
+//! the two-bit codes, finds the exact nearest neighbours, on the vectors a
+//! store really holds (random vectors flatter or punish such codes unlike a
 //! real model's do). For several candidate counts C it reports recall@10
 //! and recall@100 of the bit scan's best C against exact search, then the
 //! recall@10 and time of the store's query as shipped.
@@ -43,7 +43,7 @@ pub(crate) async fn run(args: CodesArgs) -> Result<()> {
     drop(backend.lock_for_writing(&args.store).await?);
     let folder = args.data.join("stores").join(&args.store);
     let floats = read_floats(&folder.join("vectors.f32"))?;
-    let bits = std::fs::read(folder.join("vectors.b1")).context("the store has no bit codes")?;
+    let bits = std::fs::read(folder.join("vectors.b2")).context("the store has no two-bit codes")?;
     let slots = floats.len() / dim;
     let queries: Vec<(Vec<f32>, Option<u64>)> = match &args.queries {
         Some((file, embedder)) => {

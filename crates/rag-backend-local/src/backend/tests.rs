@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::bits;
-use crate::files::{BITS_FILE, COMPACT_FILE, VECTORS_FILE};
+use crate::files::{BITS_FILE, COMPACT_FILE, SIGN_BITS_FILE, VECTORS_FILE};
 use crate::scan;
 use crate::scan::test_vectors::real_like;
 use crate::slots::{SlotFile, write_at};
@@ -604,4 +604,77 @@ async fn a_store_made_before_bit_codes_gets_them_from_its_next_writer() {
     drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
     let reader = Reader::open(&store).unwrap();
     assert_eq!(&reader.bits_bytes().expect("current again")[3 * stride..4 * stride], &expected[..]);
+}
+
+#[tokio::test]
+async fn sign_bits_of_an_older_rag_give_way_to_two_bit_codes() {
+    let (dir, backend) = store_with(16, Metric::Cosine).await;
+    let records = (0..40).map(|i| record(&format!("f{i}.md"), 0, 1, "h", real_like(i, 16))).collect();
+    backend.put("notes", records).await.unwrap();
+    drop(backend);
+    let store = dir.path().join("stores/notes");
+    // As the version before left a store: sign bits in vectors.b1 under their
+    // own stamp, no two-bit codes and no stamp for them.
+    fs::remove_file(store.join(BITS_FILE)).unwrap();
+    fs::write(store.join(SIGN_BITS_FILE), vec![7u8; 40 * 24]).unwrap();
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    conn.execute("DELETE FROM settings WHERE key = ?1", [BITS_STAMP]).unwrap();
+    conn.execute(
+        "INSERT INTO settings (key, value) SELECT 'bits_updated_at', value FROM settings WHERE key = 'updated_at'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let query = QueryRequest::new(real_like(5, 16), 3);
+    let before = LocalBackend::new(dir.path()).query("notes", &query).await.unwrap();
+    assert_eq!(before[0].chunk.key, "f5.md#0");
+    assert!(Reader::open(&store).unwrap().bits_bytes().is_none(), "no two-bit codes yet");
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    assert!(!store.join(SIGN_BITS_FILE).exists(), "the sign bits are removed once replaced");
+    let reader = Reader::open(&store).unwrap();
+    let codes = reader.bits_bytes().expect("the next writer wrote the codes");
+    let mut expected = Vec::new();
+    bits::encode_bits(&reader.vector(5).unwrap(), &mut expected);
+    let stride = bits::bits_stride(16);
+    assert_eq!(&codes[5 * stride..6 * stride], &expected[..]);
+    let after = LocalBackend::new(dir.path()).query("notes", &query).await.unwrap();
+    assert_eq!(
+        after.iter().map(|h| (&h.chunk.key, h.score)).collect::<Vec<_>>(),
+        before.iter().map(|h| (&h.chunk.key, h.score)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn stale_slots_ahead_of_every_row_widen_the_bit_stage_to_the_real_hits() {
+    // Enough chunks for the two-bit scan, whose first round re-scores exactly
+    // only those within the int8 codes' error of the k-th.
+    let dim = 32;
+    let (dir, backend) = store_with(dim, Metric::Cosine).await;
+    let vectors: Vec<Vec<f32>> = (0..3_000).map(|i| real_like(i, dim)).collect();
+    let records = vectors.iter().enumerate().map(|(i, v)| record(&format!("f{i}.md"), 0, 1, "h", v.clone())).collect();
+    backend.put("notes", records).await.unwrap();
+    drop(backend);
+    // A killed writer left 20 copies of the query in every file, with no rows:
+    // more than k, fewer than the first round reads.
+    let store = dir.path().join("stores/notes");
+    let exact = SlotFile::open(store.join(VECTORS_FILE), dim * 4).unwrap();
+    let compact = SlotFile::open(store.join(COMPACT_FILE), scan::compact_stride(dim)).unwrap();
+    let codes = SlotFile::open(store.join(BITS_FILE), bits::bits_stride(dim)).unwrap();
+    let query = real_like(9_999_999, dim);
+    let mut bytes = Vec::new();
+    for slot in 3_000..3_020 {
+        exact.write(slot, &query.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        scan::quantize(&query, &mut bytes);
+        compact.write(slot, &bytes).unwrap();
+        bits::encode_bits(&query, &mut bytes);
+        codes.write(slot, &bytes).unwrap();
+    }
+    let reader = Reader::open(&store).unwrap();
+    assert!(reader.bits_bytes().is_some(), "the codes cover the store, stale slots included");
+    let hits = LocalBackend::new(dir.path()).query("notes", &QueryRequest::new(query.clone(), 5)).await.unwrap();
+    let expected: Vec<String> = scan::top_k(&vectors.concat(), dim, &query, Metric::Cosine, 5, 1, None)
+        .iter()
+        .map(|s| format!("f{}.md#0", s.slot))
+        .collect();
+    assert_eq!(hits.iter().map(|h| h.chunk.key.clone()).collect::<Vec<_>>(), expected);
 }
