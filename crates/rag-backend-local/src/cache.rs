@@ -1,5 +1,8 @@
-//! Readers kept open between queries, one per store folder, opened again
-//! when another connection has committed or the store was made anew.
+//! Readers kept open between queries, a few per store folder, opened again
+//! when another connection has committed or the store was made anew. Each
+//! call takes a reader of its own, so two searches of one store (the two
+//! arms of a hybrid query) run side by side: a reader's SQLite connection
+//! serves one thread at a time.
 
 use std::collections::HashMap;
 use std::fs;
@@ -13,9 +16,13 @@ use rag_core::Result;
 use crate::error::sql;
 use crate::reader::Reader;
 
-/// Open readers by store folder.
+/// Idle open readers by store folder.
 #[derive(Debug, Default)]
-pub(crate) struct ReaderCache(Mutex<HashMap<PathBuf, Arc<Mutex<OpenReader>>>>);
+pub(crate) struct ReaderCache(Mutex<HashMap<PathBuf, Arc<Mutex<Vec<OpenReader>>>>>);
+
+/// Idle readers kept per store: enough for the arms of a hybrid query and
+/// a few concurrent callers; a busier moment opens more and drops them.
+const IDLE_READERS: usize = 4;
 
 /// A reader with what tells whether it is still current.
 #[derive(Debug)]
@@ -46,27 +53,25 @@ pub(crate) fn data_version(conn: &Connection, db: &Path) -> Result<i64> {
 }
 
 impl ReaderCache {
-    /// Runs `f` on an open reader of the store at `dir`, opening it or, when
-    /// another connection committed since or the store was replaced, opening
-    /// it again.
+    /// Runs `f` on an open reader of the store at `dir`: an idle one that is
+    /// still current (no other connection committed since it opened, and the
+    /// store was not replaced), or a new one. The reader is idle again after.
     pub(crate) fn with<T>(&self, dir: &Path, f: impl FnOnce(&Reader) -> Result<T>) -> Result<T> {
-        let entry = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(dir).cloned();
-        if let Some(entry) = entry {
-            let mut open = entry.lock().unwrap_or_else(PoisonError::into_inner);
-            let db = open.reader.db_path.clone();
-            let current =
-                data_version(&open.reader.conn, &db).ok() == Some(open.version) && file_identity(&db) == open.identity;
-            if current {
-                return f(&open.reader);
-            }
-            *open = Self::open(dir)?;
-            return f(&open.reader);
+        let pool = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(dir.to_path_buf()).or_default().clone();
+        let idle = std::iter::from_fn(|| pool.lock().unwrap_or_else(PoisonError::into_inner).pop()).find(|open| {
+            let db = &open.reader.db_path;
+            data_version(&open.reader.conn, db).ok() == Some(open.version) && file_identity(db) == open.identity
+        });
+        let open = match idle {
+            Some(open) => open,
+            None => Self::open(dir)?,
+        };
+        let answer = f(&open.reader);
+        let mut idle = pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(open);
         }
-        let open = Self::open(dir)?;
-        let entry = Arc::new(Mutex::new(open));
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(dir.to_path_buf(), entry.clone());
-        let open = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&open.reader)
+        answer
     }
 
     pub(crate) fn open(dir: &Path) -> Result<OpenReader> {

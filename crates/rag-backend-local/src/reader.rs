@@ -119,17 +119,7 @@ impl Reader {
     /// cache (about 1 MiB each here), which cost 850 MB of RSS for the 864
     /// candidates of one query at 1M chunks.
     pub(crate) fn exact_vector<'b>(&self, slot: u64, buffer: &'b mut Vec<u8>) -> Option<&'b [f32]> {
-        let dim = self.config.dimension;
-        let file = self.exact.as_ref()?;
-        buffer.resize(dim * 4 + 4, 0);
-        let offset = slot.checked_mul(dim as u64 * 4)?;
-        // Leave room to align the floats in the buffer.
-        let pad = buffer.as_ptr().align_offset(std::mem::align_of::<f32>());
-        let bytes = buffer.get_mut(pad..pad + dim * 4)?;
-        read_at(file, bytes, offset).ok()?;
-        // SAFETY: any bit pattern is a valid f32, and `pad` aligned the slice.
-        let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
-        (head.is_empty() && tail.is_empty() && cfg!(target_endian = "little")).then_some(floats)
+        read_vector(self.exact.as_ref()?, self.config.dimension, slot, buffer)
     }
 
     /// `candidates` re-scored on their int8 codes, read with `pread` on
@@ -293,13 +283,26 @@ impl Reader {
 
     /// `candidates` with their exact scores (read by `pread`), best first;
     /// slots whose vector cannot be read are left out.
+    /// The reads run on up to [`READ_THREADS`] threads, as the int8 ones do.
     fn rescore_exactly(&self, mut candidates: Vec<scan::Scored>, query: &[f32]) -> Vec<scan::Scored> {
-        let metric = self.config.metric;
-        let mut buffer = Vec::new();
-        for candidate in &mut candidates {
-            candidate.score = self
-                .exact_vector(candidate.slot, &mut buffer)
-                .map_or(f32::NAN, |vector| scan::exact_score(query, vector, metric));
+        let (metric, dim) = (self.config.metric, self.config.dimension);
+        let Some(file) = self.exact.as_ref() else { return Vec::new() };
+        let rescore = |part: &mut [scan::Scored]| {
+            let mut buffer = Vec::new();
+            for candidate in part {
+                candidate.score = read_vector(file, dim, candidate.slot, &mut buffer)
+                    .map_or(f32::NAN, |vector| scan::exact_score(query, vector, metric));
+            }
+        };
+        let per_thread = candidates.len().div_ceil(READ_THREADS).max(8);
+        if per_thread >= candidates.len() {
+            rescore(&mut candidates);
+        } else {
+            std::thread::scope(|scope| {
+                for part in candidates.chunks_mut(per_thread) {
+                    scope.spawn(move || rescore(part));
+                }
+            });
         }
         candidates.retain(|c| !c.score.is_nan());
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
@@ -418,6 +421,20 @@ impl Reader {
         }
         Ok(hits)
     }
+}
+
+/// The vector of `slot` in the exact file `file` of `dim` dimensions, read
+/// with `pread` into `buffer` (see [`Reader::exact_vector`]).
+fn read_vector<'b>(file: &File, dim: usize, slot: u64, buffer: &'b mut Vec<u8>) -> Option<&'b [f32]> {
+    buffer.resize(dim * 4 + 4, 0);
+    let offset = slot.checked_mul(dim as u64 * 4)?;
+    // Leave room to align the floats in the buffer.
+    let pad = buffer.as_ptr().align_offset(std::mem::align_of::<f32>());
+    let bytes = buffer.get_mut(pad..pad + dim * 4)?;
+    read_at(file, bytes, offset).ok()?;
+    // SAFETY: any bit pattern is a valid f32, and `pad` aligned the slice.
+    let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
+    (head.is_empty() && tail.is_empty() && cfg!(target_endian = "little")).then_some(floats)
 }
 
 /// Unit length for cosine (so search is a dot product); as is for euclidean.

@@ -147,6 +147,20 @@ async fn a_word_in_most_chunks_is_left_out_when_rarer_ones_can_rank() {
 }
 
 #[tokio::test]
+async fn when_every_word_is_common_the_rarest_is_searched() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    // Both over the test limit of 50: "alpha" in 70 chunks, "beta" in 55 of them.
+    let records = (0..70)
+        .map(|i| {
+            let text = if i < 55 { "alpha beta" } else { "alpha" };
+            text_record(&format!("n{i}.md"), 0, text, vec![1.0, 0.0])
+        })
+        .collect();
+    backend.put("notes", records).await.unwrap();
+    assert_eq!(lexical_keys(&backend, "alpha beta", 100).await.len(), 55, "only beta, the rarer, is searched");
+}
+
+#[tokio::test]
 async fn lexical_hits_carry_their_exact_vector_score() {
     let (_dir, backend) = store_with(2, Metric::Cosine).await;
     backend.put("notes", vec![text_record("a.md", 0, "rye flour", vec![3.0, 4.0])]).await.unwrap();
