@@ -39,6 +39,7 @@ const QUERY_BITS: usize = 4;
 const CODE_BITS: usize = 2;
 /// The largest code, `2^CODE_BITS − 1`; level `u` stands for `u − MAX_CODE / 2`.
 const MAX_CODE: u32 = (1 << CODE_BITS) - 1;
+const _: () = assert!(CODE_BITS == 2, "the encoder writes a sign plane and a magnitude plane");
 /// Thresholds tried per vector (see [`encode_bits`]): from a quarter of its
 /// root mean square, each [`GRID_RATIO`] times the last.
 const GRID_STEPS: usize = 16;
@@ -61,48 +62,37 @@ pub fn bits_stride(dim: usize) -> usize {
 /// with the vector: the code that loses least of its direction. Only sums
 /// and comparisons run per trial, so the search vectorises.
 pub fn encode_bits(vector: &[f32], out: &mut Vec<u8>) {
-    let norm2: f32 = vector.iter().map(|x| x * x).sum();
-    let norm1: f32 = vector.iter().map(|x| x.abs()).sum();
+    let norm2 = sum_lanes(vector, |x| x * x);
+    let (norm1, _) = magnitudes_at_least(vector, 0.0);
     let rms = (norm2 / vector.len().max(1) as f32).sqrt();
     // With `big` components at ±1.5 and the rest at ±0.5:
     // ⟨v, c⟩ = ‖v‖₁ / 2 + Σ_big |x| and ‖c‖² = D / 4 + 2 · #big.
-    let cosine_at = |threshold: f32| {
-        let (mut big_sum, mut big_count) = (0.0f32, 0.0f32);
-        for &x in vector {
-            let big = if x.abs() >= threshold { 1.0 } else { 0.0 };
-            big_sum += big * x.abs();
-            big_count += big;
-        }
-        (0.5 * norm1 + big_sum) / (0.25 * vector.len() as f32 + 2.0 * big_count).sqrt()
-    };
-    let mut threshold = f32::INFINITY;
+    let mut best = (f32::NEG_INFINITY, f32::INFINITY, 0.0f32);
     if rms > 0.0 && rms.is_finite() {
-        let mut best = f32::NEG_INFINITY;
         for step in 0..GRID_STEPS {
-            let trial = rms * (0.25 * GRID_RATIO.powi(step as i32));
-            let cosine = cosine_at(trial);
-            if cosine > best {
-                (best, threshold) = (cosine, trial);
+            let threshold = rms * (0.25 * GRID_RATIO.powi(step as i32));
+            let (big_sum, big_count) = magnitudes_at_least(vector, threshold);
+            let along = 0.5 * norm1 + big_sum;
+            let cosine = along / (0.25 * vector.len() as f32 + 2.0 * big_count).sqrt();
+            if cosine > best.0 {
+                best = (cosine, threshold, along);
             }
         }
     }
+    let (_, threshold, along) = best;
     let words = vector.len().div_ceil(64);
     let mut planes = vec![0u64; CODE_BITS * words];
-    let (mut along, mut levels) = (0.0f32, 0u32);
-    for (i, &x) in vector.iter().enumerate() {
-        let (positive, big) = (x >= 0.0 || x.is_nan(), x.abs() >= threshold);
-        let code = match (positive, big) {
-            (false, true) => 0,
-            (false, false) => 1,
-            (true, false) => 2,
-            (true, true) => 3,
-        };
-        along += x * (code as f32 - MAX_CODE as f32 / 2.0);
-        levels += code;
-        for plane in 0..CODE_BITS {
-            planes[plane * words + i / 64] |= u64::from((code >> plane) & 1) << (i % 64);
+    let (low, high) = planes.split_at_mut(words);
+    for ((part, low), high) in vector.chunks(64).zip(low.iter_mut()).zip(high.iter_mut()) {
+        for (i, &x) in part.iter().enumerate() {
+            // Codes 3 and 2 for x ≥ 0 (high bit set), 0 and 1 below; the
+            // low bit is set where the magnitude agrees with the sign.
+            let (positive, big) = (x >= 0.0 || x.is_nan(), x.abs() >= threshold);
+            *high |= u64::from(positive) << i;
+            *low |= u64::from(positive == big) << i;
         }
     }
+    let levels = 2 * high.iter().map(|w| w.count_ones()).sum::<u32>() + low.iter().map(|w| w.count_ones()).sum::<u32>();
     let factor = if along > 0.0 { norm2 / along } else { 0.0 };
     out.clear();
     out.extend(factor.to_le_bytes());
@@ -110,6 +100,31 @@ pub fn encode_bits(vector: &[f32], out: &mut Vec<u8>) {
     out.extend(levels.to_le_bytes());
     out.extend([0u8; 4]);
     out.extend(planes.iter().flat_map(|w| w.to_le_bytes()));
+}
+
+/// Lanes of the encoder's sums: independent accumulators, so the compiler
+/// can vectorise a sum of floats (it may not reorder one accumulator's).
+const SUM_LANES: usize = 8;
+
+/// Σ f(x) over `vector`, in [`SUM_LANES`] lanes.
+#[inline(always)]
+fn sum_lanes(vector: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; SUM_LANES];
+    let chunks = vector.chunks_exact(SUM_LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += f(x);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The sum and the count of the magnitudes |x| ≥ `threshold`.
+#[inline(always)]
+fn magnitudes_at_least(vector: &[f32], threshold: f32) -> (f32, f32) {
+    let big = |x: f32| if x.abs() >= threshold { 1.0 } else { 0.0 };
+    (sum_lanes(vector, |x| big(x) * x.abs()), sum_lanes(vector, big))
 }
 
 /// The `k` best slots of the code file `data` by estimated score, best

@@ -42,12 +42,14 @@ pub(crate) struct Reader {
 
 /// How many candidates the two-bit scan hands to the int8 re-scoring, for
 /// `want` re-scored ones out of `slots`: twice as many, and at least
-/// `0.3 × √slots`. The codes rank roughly, and the true neighbours'
-/// estimates fall among more look-alikes as a store grows: on random
-/// vectors of 768 dimensions (the hardest case) recall@10 of the scan alone
-/// reached 0.994 at 100 candidates of 100,000 and 1.0 at 200 of 1,000,000
-/// (`rag-bench codes`), which the square root covers with room to spare;
-/// real model vectors need fewer. (Sign bits needed 2,000 and 4,000.)
+/// `0.5 × √slots`. The codes rank roughly, and the true neighbours'
+/// estimates fall among more look-alikes as a store grows. On random
+/// vectors of 768 dimensions (the hardest case), recall@10 of the scan
+/// alone reached 0.994 at 100 candidates of 100,000 and 1.0 at 200 of
+/// 1,000,000 for stored vectors as queries (`rag-bench codes`); for random
+/// queries, the whole query's recall@10 at 1,000,000 was 0.995 with 300 and
+/// 1.0 with 500 (`rag-bench query`). Real model vectors need fewer. (Sign
+/// bits needed 2,000 and 4,000.)
 pub(crate) fn bit_candidates(want: usize, slots: usize) -> usize {
     want.saturating_mul(BIT_OVERSAMPLING).max(slots.isqrt().saturating_mul(BIT_ROOT_TENTHS) / 10)
 }
@@ -55,7 +57,7 @@ pub(crate) fn bit_candidates(want: usize, slots: usize) -> usize {
 /// See [`bit_candidates`].
 const BIT_OVERSAMPLING: usize = 2;
 /// See [`bit_candidates`]: tenths of the square root.
-const BIT_ROOT_TENTHS: usize = 3;
+const BIT_ROOT_TENTHS: usize = 5;
 /// Threads that read a query's candidates from the int8 file: more than
 /// the cores, because a read of a page the cache no longer holds waits on
 /// the disk, and the disk serves several at once (at 1M chunks, 300
