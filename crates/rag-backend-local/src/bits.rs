@@ -57,10 +57,10 @@ pub fn bits_stride(dim: usize) -> usize {
 /// A component x gets the level sign(x) · 1.5 when |x| ≥ T and sign(x) · 0.5
 /// below (sign(0) = +), on the grid of step T: the high plane is the sign
 /// and the low plane says the level's magnitude agrees with it. T is the
-/// one, of [`GRID_STEPS`] tried from a quarter of the vector's root mean
-/// square to 3.4 times it, whose levels have the highest cosine
-/// with the vector: the code that loses least of its direction. Only sums
-/// and comparisons run per trial, so the search vectorises.
+/// one, of 16 tried from a quarter of the vector's root mean square to 3.4
+/// times it, whose levels have the highest cosine with the vector: the code
+/// that loses least of its direction. Only sums and comparisons run per
+/// trial, so the search vectorises.
 pub fn encode_bits(vector: &[f32], out: &mut Vec<u8>) {
     let norm2 = sum_lanes(vector, |x| x * x);
     let (norm1, _) = magnitudes_at_least(vector, 0.0);
