@@ -418,6 +418,23 @@ async fn vectors_written_without_a_commit_are_never_returned_and_are_reclaimed()
     assert_eq!(hits[0].chunk.key, "b.md#0");
 }
 
+/// Writes `vector` into `slots` of every vector file of the store at
+/// `store`, as a writer killed before its commit leaves them: no rows.
+fn write_without_rows(store: &Path, vector: &[f32], slots: std::ops::Range<u64>) {
+    let dim = vector.len();
+    let exact = SlotFile::open(store.join(VECTORS_FILE), dim * 4).unwrap();
+    let compact = SlotFile::open(store.join(COMPACT_FILE), scan::compact_stride(dim)).unwrap();
+    let codes = SlotFile::open(store.join(BITS_FILE), bits::bits_stride(dim)).unwrap();
+    let mut bytes = Vec::new();
+    for slot in slots {
+        exact.write(slot, &vector.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        scan::quantize(vector, &mut bytes);
+        compact.write(slot, &bytes).unwrap();
+        bits::encode_bits(vector, &mut bytes);
+        codes.write(slot, &bytes).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn many_uncommitted_vectors_closer_than_every_row_still_leave_k_real_hits() {
     let (dir, backend) = store_with(4, Metric::Cosine).await;
@@ -425,19 +442,8 @@ async fn many_uncommitted_vectors_closer_than_every_row_still_leave_k_real_hits(
     backend.put("notes", records).await.unwrap();
     drop(backend);
     // A killed writer left 200 vectors equal to the query in both files, with no rows.
-    let store = dir.path().join("stores/notes");
-    let exact = SlotFile::open(store.join(VECTORS_FILE), 16).unwrap();
-    let compact = SlotFile::open(store.join(COMPACT_FILE), scan::compact_stride(4)).unwrap();
-    let codes = SlotFile::open(store.join(BITS_FILE), bits::bits_stride(4)).unwrap();
     let query = vec![0.0f32, 0.0, 0.0, 1.0];
-    let mut bytes = Vec::new();
-    for slot in 10..210 {
-        exact.write(slot, &query.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
-        scan::quantize(&query, &mut bytes);
-        compact.write(slot, &bytes).unwrap();
-        bits::encode_bits(&query, &mut bytes);
-        codes.write(slot, &bytes).unwrap();
-    }
+    write_without_rows(&dir.path().join("stores/notes"), &query, 10..210);
     let backend = LocalBackend::new(dir.path());
     let hits = backend.query("notes", &QueryRequest::new(query, 5)).await.unwrap();
     assert_eq!(hits.len(), 5, "{hits:?}");
@@ -547,13 +553,20 @@ async fn front_matter_is_stored_once_a_file_and_read_back_on_every_chunk() {
     assert!(chunks.iter().all(|c| c.metadata.get("frontmatter").is_none()));
 }
 
+/// A cosine store "notes" of `count` chunks, `f{i}.md` holding the
+/// [`real_like`] vector of seed `i`, and those vectors.
+async fn store_of_real_like(dim: usize, count: u64) -> (tempfile::TempDir, LocalBackend, Vec<Vec<f32>>) {
+    let (dir, backend) = store_with(dim, Metric::Cosine).await;
+    let vectors: Vec<Vec<f32>> = (0..count).map(|i| real_like(i, dim)).collect();
+    let records = vectors.iter().enumerate().map(|(i, v)| record(&format!("f{i}.md"), 0, 1, "h", v.clone())).collect();
+    backend.put("notes", records).await.unwrap();
+    (dir, backend, vectors)
+}
+
 #[tokio::test]
 async fn the_bit_scan_finds_what_exact_search_finds_with_exact_scores() {
     let dim = 256;
-    let (dir, backend) = store_with(dim, Metric::Cosine).await;
-    let vectors: Vec<Vec<f32>> = (0..6_000).map(|i| real_like(i, dim)).collect();
-    let records = vectors.iter().enumerate().map(|(i, v)| record(&format!("f{i}.md"), 0, 1, "h", v.clone())).collect();
-    backend.put("notes", records).await.unwrap();
+    let (dir, backend, vectors) = store_of_real_like(dim, 6_000).await;
     let store = dir.path().join("stores/notes");
     let reader = Reader::open(&store).unwrap();
     assert!(reader.bits_bytes().is_some(), "the bit codes cover the store");
@@ -663,26 +676,13 @@ async fn stale_slots_ahead_of_every_row_widen_the_bit_stage_to_the_real_hits() {
     // Enough chunks for the two-bit scan, whose first round re-scores exactly
     // only those within the int8 codes' error of the k-th.
     let dim = 32;
-    let (dir, backend) = store_with(dim, Metric::Cosine).await;
-    let vectors: Vec<Vec<f32>> = (0..3_000).map(|i| real_like(i, dim)).collect();
-    let records = vectors.iter().enumerate().map(|(i, v)| record(&format!("f{i}.md"), 0, 1, "h", v.clone())).collect();
-    backend.put("notes", records).await.unwrap();
+    let (dir, backend, vectors) = store_of_real_like(dim, 3_000).await;
     drop(backend);
     // A killed writer left 20 copies of the query in every file, with no rows:
     // more than k, fewer than the first round reads.
     let store = dir.path().join("stores/notes");
-    let exact = SlotFile::open(store.join(VECTORS_FILE), dim * 4).unwrap();
-    let compact = SlotFile::open(store.join(COMPACT_FILE), scan::compact_stride(dim)).unwrap();
-    let codes = SlotFile::open(store.join(BITS_FILE), bits::bits_stride(dim)).unwrap();
     let query = real_like(9_999_999, dim);
-    let mut bytes = Vec::new();
-    for slot in 3_000..3_020 {
-        exact.write(slot, &query.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
-        scan::quantize(&query, &mut bytes);
-        compact.write(slot, &bytes).unwrap();
-        bits::encode_bits(&query, &mut bytes);
-        codes.write(slot, &bytes).unwrap();
-    }
+    write_without_rows(&store, &query, 3_000..3_020);
     let reader = Reader::open(&store).unwrap();
     assert!(reader.bits_bytes().is_some(), "the codes cover the store, stale slots included");
     let hits = LocalBackend::new(dir.path()).query("notes", &QueryRequest::new(query.clone(), 5)).await.unwrap();
