@@ -49,6 +49,52 @@ impl Span {
     }
 }
 
+/// A checkpoint's tensors as the bytes of its mapped file, for packing
+/// weights without converting them to tensors first.
+pub struct RawWeights<'a> {
+    tensors: &'a candle_core::safetensors::SliceSafetensors<'a>,
+}
+
+impl<'a> RawWeights<'a> {
+    /// The tensors of a parsed safetensors file.
+    pub fn new(tensors: &'a candle_core::safetensors::SliceSafetensors<'a>) -> Self {
+        Self { tensors }
+    }
+
+    /// The little-endian f32 bytes of the `rows × cols` matrix `name`, when
+    /// the file holds it so.
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Option<&'a [u8]> {
+        let view = self.tensors.get(name).ok()?;
+        let plain = view.dtype() == DType::F32.into() && view.shape() == [rows, cols];
+        (plain && view.data().len() == rows * cols * 4).then(|| view.data())
+    }
+
+    /// A bf16 layer of the matrices `parts` (each `outputs × inputs`, its
+    /// values multiplied by its scale) one under the other, with `bias`;
+    /// `None` when a part is missing or not plain f32, or the CPU cannot.
+    fn dense(
+        &self,
+        parts: &[(String, f32)],
+        outputs: usize,
+        inputs: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Option<Bf16Dense> {
+        let parts: Vec<(&[u8], f32)> = parts
+            .iter()
+            .map(|(name, scale)| Some((self.matrix(name, outputs, inputs)?, *scale)))
+            .collect::<Option<_>>()?;
+        let row = |output: usize, values: &mut [f32]| {
+            let (bytes, scale) = parts[output / outputs];
+            let bytes = &bytes[(output % outputs) * inputs * 4..][..inputs * 4];
+            for (value, b) in values.iter_mut().zip(bytes.chunks_exact(4)) {
+                // As candle scales a tensor: `v · scale + 0`.
+                *value = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * scale + 0.0;
+            }
+        };
+        Bf16Dense::from_rows(parts.len() * outputs, inputs, row, bias.as_deref())
+    }
+}
+
 /// A dense layer, `y = x·Wᵀ + b`, in the arithmetic chosen at load.
 enum Dense {
     /// candle's f32 matrix product.
@@ -200,10 +246,6 @@ pub(crate) struct Encoder {
     arithmetic: Arithmetic,
 }
 
-fn linear(vb: &VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Linear> {
-    candle_nn::linear(inputs, outputs, vb.clone())
-}
-
 fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle_core::Result<LayerNorm> {
     candle_nn::layer_norm(size, eps, vb)
 }
@@ -212,13 +254,19 @@ impl Encoder {
     /// Loads the weights of a BERT checkpoint (with or without the `bert.`
     /// prefix), for the dense layers to run in `arithmetic`; the word
     /// embeddings are read from `words` as texts need them, when given.
+    ///
+    /// With `raw`, the checkpoint's bytes, the dense layers' bf16 weights are
+    /// packed straight from them: a fresh query does not first copy 42 MB of
+    /// f32 weights (all-MiniLM-L6-v2) only to round them.
     pub fn load(
         vb: VarBuilder,
         config: &Config,
         arithmetic: Arithmetic,
         words: Option<WordsInFile>,
+        raw: Option<&RawWeights<'_>>,
     ) -> candle_core::Result<Self> {
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+        let prefix = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+        let vb = if prefix.is_empty() { vb } else { vb.pp("bert") };
         let hidden = config.hidden_size;
         let heads = config.num_attention_heads;
         if heads == 0 || !hidden.is_multiple_of(heads) {
@@ -241,30 +289,60 @@ impl Encoder {
         let scale = 1.0 / ((hidden / heads) as f64).sqrt();
         // Not preallocated: the count is the file's word, and a missing layer ends the loop with an error.
         let mut layers = Vec::new();
+        let intermediate_size = config.intermediate_size;
         for index in 0..config.num_hidden_layers {
-            let vb = vb.pp(format!("encoder.layer.{index}"));
-            let attention = vb.pp("attention.self");
-            let query = linear(&attention.pp("query"), hidden, hidden)?;
-            let key = linear(&attention.pp("key"), hidden, hidden)?;
-            let value = linear(&attention.pp("value"), hidden, hidden)?;
-            let weight = Tensor::cat(&[(query.weight() * scale)?, key.weight().clone(), value.weight().clone()], 0)?;
-            let bias = match (query.bias(), key.bias(), value.bias()) {
-                (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[(q * scale)?, k.clone(), v.clone()], 0)?),
+            let layer = format!("encoder.layer.{index}");
+            let vb = vb.pp(&layer);
+            let bias = |name: &str, size: usize| vb.pp(name).get(size, "bias");
+            // Queries (scaled, so attention need not scale), keys and values as one layer.
+            let qkv_bias = match (bias("attention.self.query", hidden), bias("attention.self.key", hidden)) {
+                (Ok(q), Ok(k)) => Tensor::cat(&[(q * scale)?, k, bias("attention.self.value", hidden)?], 0)?,
                 _ => candle_core::bail!("layer {index}: attention without biases is not BERT"),
             };
-            let intermediate = linear(&vb.pp("intermediate.dense"), hidden, config.intermediate_size)?;
-            let intermediate_bias = match intermediate.bias() {
-                Some(bias) => bias.to_vec1::<f32>()?,
-                None => vec![0.0; config.intermediate_size],
+            let intermediate_bias = bias("intermediate.dense", intermediate_size)?.to_vec1::<f32>()?;
+            let in_place = |parts: &[(&str, f32)], outputs: usize, inputs: usize, bias: Option<Vec<f32>>| {
+                let raw = raw.filter(|_| arithmetic == Arithmetic::Bf16)?;
+                let name = |part: &str| format!("{prefix}{layer}.{part}.weight");
+                raw.dense(
+                    &parts.iter().map(|(part, scale)| (name(part), *scale)).collect::<Vec<_>>(),
+                    outputs,
+                    inputs,
+                    bias,
+                )
+                .map(Dense::Bf16)
             };
-            let dense = |linear: Linear| Dense::new(linear, arithmetic);
+            let qkv_parts =
+                [("attention.self.query", scale as f32), ("attention.self.key", 1.0), ("attention.self.value", 1.0)];
+            let qkv = match in_place(&qkv_parts, hidden, hidden, Some(qkv_bias.to_vec1::<f32>()?)) {
+                Some(dense) => dense,
+                None => {
+                    let weight = |part: &str| vb.pp(part).get((hidden, hidden), "weight");
+                    let weight = Tensor::cat(
+                        &[
+                            (weight("attention.self.query")? * scale)?,
+                            weight("attention.self.key")?,
+                            weight("attention.self.value")?,
+                        ],
+                        0,
+                    )?;
+                    Dense::new(Linear::new(weight, Some(qkv_bias)), arithmetic)?
+                }
+            };
+            let dense = |part: &str, outputs: usize, inputs: usize, with_bias: bool| -> candle_core::Result<Dense> {
+                let bias = if with_bias { Some(bias(part, outputs)?) } else { None };
+                let bias_values = bias.as_ref().map(Tensor::to_vec1::<f32>).transpose()?;
+                match in_place(&[(part, 1.0)], outputs, inputs, bias_values) {
+                    Some(dense) => Ok(dense),
+                    None => Dense::new(Linear::new(vb.pp(part).get((outputs, inputs), "weight")?, bias), arithmetic),
+                }
+            };
             layers.push(Layer {
-                qkv: dense(Linear::new(weight, bias))?,
-                attention_out: dense(linear(&vb.pp("attention.output.dense"), hidden, hidden)?)?,
+                qkv,
+                attention_out: dense("attention.output.dense", hidden, hidden, true)?,
                 attention_norm: layer_norm(vb.pp("attention.output.LayerNorm"), hidden, eps)?,
-                intermediate: dense(Linear::new(intermediate.weight().clone(), None))?,
+                intermediate: dense("intermediate.dense", intermediate_size, hidden, false)?,
                 intermediate_bias,
-                output: dense(linear(&vb.pp("output.dense"), config.intermediate_size, hidden)?)?,
+                output: dense("output.dense", hidden, intermediate_size, true)?,
                 output_norm: layer_norm(vb.pp("output.LayerNorm"), hidden, eps)?,
             });
         }
@@ -772,7 +850,7 @@ mod tests {
         for activation in ["gelu", "geluapproximate", "relu"] {
             let config = tiny_config(activation);
             let vb = || VarBuilder::from_tensors(tiny_weights(), DType::F32, &Device::Cpu);
-            let ours = Encoder::load(vb(), &config, Arithmetic::Fp32, None).unwrap();
+            let ours = Encoder::load(vb(), &config, Arithmetic::Fp32, None, None).unwrap();
             let theirs = candle_transformers::models::bert::BertModel::load(vb(), &config).unwrap();
             let (packed, spans) = ours.forward(&texts).unwrap();
             assert_eq!(packed.dims(), &[20, 32]);
@@ -803,8 +881,8 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
         let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
         let vb = || VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
-        let (fast, _) = Encoder::load(vb(), &config, Arithmetic::Bf16, None).unwrap().forward(&texts).unwrap();
-        let (exact, _) = Encoder::load(vb(), &config, Arithmetic::Fp32, None).unwrap().forward(&texts).unwrap();
+        let (fast, _) = Encoder::load(vb(), &config, Arithmetic::Bf16, None, None).unwrap().forward(&texts).unwrap();
+        let (exact, _) = Encoder::load(vb(), &config, Arithmetic::Fp32, None, None).unwrap().forward(&texts).unwrap();
         let (fast, exact) = (fast.to_vec2::<f32>().unwrap(), exact.to_vec2::<f32>().unwrap());
         let mut least = 1.0f32;
         for (a, b) in fast.iter().zip(&exact) {
@@ -813,6 +891,37 @@ mod tests {
             least = least.min(dot / (norm(a) * norm(b)));
         }
         assert!(least >= 0.999, "least cosine {least}");
+    }
+
+    #[test]
+    fn bf16_weights_packed_from_the_files_bytes_equal_those_from_tensors() {
+        if !Bf16Dense::supported() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16 (the f32 path runs instead)");
+            return;
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let header = candle_core::safetensors::SliceSafetensors::new(&bytes).unwrap();
+        let raw = RawWeights::new(&header);
+        // The layers are read in place (else the comparison below is of one path with itself).
+        assert!(raw.matrix("encoder.layer.0.attention.self.query.weight", 32, 32).is_some());
+        assert!(raw.matrix("encoder.layer.0.intermediate.dense.weight", 64, 32).is_some());
+        assert!(raw.matrix("encoder.layer.0.intermediate.dense.weight", 32, 64).is_none(), "shape checked");
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+        let vb = || VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+        let config = tiny_config("gelu");
+        let texts: [&[u32]; 3] = [&[2, 40, 41, 42, 3], &[2, 3], &[2, 50, 60, 70, 80, 90, 100, 3]];
+        let (in_place, _) =
+            Encoder::load(vb(), &config, Arithmetic::Bf16, None, Some(&raw)).unwrap().forward(&texts).unwrap();
+        let (from_tensors, _) =
+            Encoder::load(vb(), &config, Arithmetic::Bf16, None, None).unwrap().forward(&texts).unwrap();
+        assert_eq!(in_place.to_vec2::<f32>().unwrap(), from_tensors.to_vec2::<f32>().unwrap());
+        // In f32 the bytes are not used: the same as without them.
+        let (f32_raw, _) =
+            Encoder::load(vb(), &config, Arithmetic::Fp32, None, Some(&raw)).unwrap().forward(&texts).unwrap();
+        let (f32_plain, _) =
+            Encoder::load(vb(), &config, Arithmetic::Fp32, None, None).unwrap().forward(&texts).unwrap();
+        assert_eq!(f32_raw.to_vec2::<f32>().unwrap(), f32_plain.to_vec2::<f32>().unwrap());
     }
 
     #[test]
@@ -826,8 +935,8 @@ mod tests {
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
         let vb = || VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
         let config = tiny_config("gelu");
-        let held = Encoder::load(vb(), &config, Arithmetic::Fp32, None).unwrap();
-        let in_file = Encoder::load(vb(), &config, Arithmetic::Fp32, Some(words)).unwrap();
+        let held = Encoder::load(vb(), &config, Arithmetic::Fp32, None, None).unwrap();
+        let in_file = Encoder::load(vb(), &config, Arithmetic::Fp32, Some(words), None).unwrap();
         assert!(matches!(in_file.word, Words::InFile(_)) && matches!(held.word, Words::Held(_)));
         // Repeated ids, and a text of one token.
         let texts: [&[u32]; 3] = [&[2, 40, 40, 41, 40, 3], &[2, 7, 3], &[5]];

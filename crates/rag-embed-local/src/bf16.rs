@@ -76,13 +76,26 @@ impl Bf16Dense {
     /// checkpoints hold it), with `bias` of `outputs` if given; `None` when
     /// the CPU cannot run it or the sizes do not fit together.
     pub fn new(weight: &[f32], outputs: usize, inputs: usize, bias: Option<&[f32]>) -> Option<Self> {
-        if !Self::supported() || inputs == 0 || outputs == 0 || weight.len() != outputs * inputs {
+        if weight.len() != outputs * inputs {
             return None;
         }
-        if bias.is_some_and(|b| b.len() != outputs) {
+        Self::from_rows(outputs, inputs, |output, row| row.copy_from_slice(&weight[output * inputs..][..inputs]), bias)
+    }
+
+    /// The layer of `outputs × inputs` whose weight row `o` `row(o, buffer)`
+    /// writes into `buffer` (`inputs` values): for weights read in place,
+    /// from bytes that need decoding, with no copy of the whole matrix. The
+    /// rows are asked for on every core. `None` as for [`Bf16Dense::new`].
+    pub fn from_rows(
+        outputs: usize,
+        inputs: usize,
+        row: impl Fn(usize, &mut [f32]) + Sync,
+        bias: Option<&[f32]>,
+    ) -> Option<Self> {
+        if !Self::supported() || inputs == 0 || outputs == 0 || bias.is_some_and(|b| b.len() != outputs) {
             return None;
         }
-        let panels = pack_rows(weight, outputs, inputs);
+        let panels = pack_rows(outputs, inputs, row);
         Some(Self { inputs, outputs, pairs: inputs.div_ceil(2), panels, bias: bias.map(<[f32]>::to_vec) })
     }
 
@@ -167,21 +180,26 @@ pub(crate) fn pack(outputs: usize, inputs: usize, weight: impl Fn(usize, usize) 
     }
 }
 
-/// [`pack`] of a row-major `outputs × inputs` weight, one task a panel,
-/// each output's row rounded 32 values at a time: a layer's weights at load.
-fn pack_rows(weight: &[f32], outputs: usize, inputs: usize) -> Vec<u32> {
+/// [`pack`] of an `outputs × inputs` weight given a row at a time (see
+/// [`Bf16Dense::from_rows`]), one task a panel, each output's row rounded
+/// 32 values at a time: a layer's weights at load.
+fn pack_rows(outputs: usize, inputs: usize, row: impl Fn(usize, &mut [f32]) + Sync) -> Vec<u32> {
     let pairs = inputs.div_ceil(2);
     let mut dst = vec![0u32; outputs.div_ceil(PANEL) * pairs * PANEL];
-    dst.par_chunks_exact_mut((pairs * PANEL).max(1)).enumerate().for_each_init(Vec::new, |rounded, (panel, cells)| {
-        rounded.resize(pairs, 0);
-        for output in panel * PANEL..outputs.min((panel + 1) * PANEL) {
-            round_row(&weight[output * inputs..(output + 1) * inputs], rounded);
-            let lane = output - panel * PANEL;
-            for (cell, &value) in cells.chunks_exact_mut(PANEL).zip(rounded.iter()) {
-                cell[lane] = value;
+    let scratch = || (vec![0f32; inputs], vec![0u32; pairs]);
+    dst.par_chunks_exact_mut((pairs * PANEL).max(1)).enumerate().for_each_init(
+        scratch,
+        |(values, rounded), (panel, cells)| {
+            for output in panel * PANEL..outputs.min((panel + 1) * PANEL) {
+                row(output, values);
+                round_row(values, rounded);
+                let lane = output - panel * PANEL;
+                for (cell, &value) in cells.chunks_exact_mut(PANEL).zip(rounded.iter()) {
+                    cell[lane] = value;
+                }
             }
-        }
-    });
+        },
+    );
     dst
 }
 

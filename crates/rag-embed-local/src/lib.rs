@@ -487,10 +487,13 @@ fn load_weights(
         )
     })?;
     let words = matches!(architecture, Architecture::Bert(_)).then(|| words_in_file(&file, &weights, &tensors));
-    let vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, Device::Cpu);
+    let vb = VarBuilder::from_backend(Box::new(Shared(&tensors)), DType::F32, Device::Cpu);
+    let raw = bert::RawWeights::new(&tensors);
     // candle asserts on some shapes; a damaged folder must give an error, not a crash.
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match architecture {
-        Architecture::Bert(config) => bert::Encoder::load(vb, config, arithmetic, words.flatten()).map(Network::Bert),
+        Architecture::Bert(config) => {
+            bert::Encoder::load(vb, config, arithmetic, words.flatten(), Some(&raw)).map(Network::Bert)
+        }
         Architecture::Nomic(config) => NomicBertModel::load(vb, config).map(|m| Network::Nomic(Box::new(m))),
     }))
     .unwrap_or_else(|_| Err(candle_core::Error::Msg("the shapes do not fit together".into())));
@@ -498,6 +501,32 @@ fn load_weights(
         file_error(path, format!("does not hold the weights config.json describes ({})", first_line(&e)))
     })?;
     Ok((model, fingerprint))
+}
+
+/// The parsed tensors of a mapped checkpoint, lent to a `VarBuilder`, so
+/// that what reads them in place ([`bert::RawWeights`]) shares one parse of
+/// the header.
+struct Shared<'a, 'b>(&'b candle_core::safetensors::SliceSafetensors<'a>);
+
+impl candle_nn::var_builder::SimpleBackend for Shared<'_, '_> {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        candle_nn::var_builder::SimpleBackend::get(self.0, shape, name, init, dtype, device)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        candle_nn::var_builder::SimpleBackend::get_unchecked(self.0, name, dtype, device)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        candle_nn::var_builder::SimpleBackend::contains_tensor(self.0, name)
+    }
 }
 
 /// Where a BERT checkpoint's word embeddings lie in its mapped file
