@@ -55,6 +55,7 @@ mod bf16;
 mod fingerprint;
 mod hub;
 mod hub_fetch;
+mod tokenizer_file;
 
 pub use hub::{HubModel, HubOptions};
 
@@ -326,7 +327,7 @@ impl LocalEmbedder {
         let (mut tokenizer, model, fingerprint) = std::thread::scope(|scope| {
             let parsing = scope.spawn(|| {
                 // The tokenizers crate panics on some damaged files; that is an error here.
-                std::panic::catch_unwind(|| Tokenizer::from_file(&tokenizer_path))
+                std::panic::catch_unwind(|| tokenizer_file::read(&tokenizer_path))
                     .unwrap_or_else(|_| Err("its contents do not fit together".into()))
                     .map_err(|e| file_error(&tokenizer_path, format!("cannot be read ({e}); download it again")))
             });
