@@ -329,34 +329,43 @@ impl Reader {
                 Some(folder) => (format!("{folder}/"), format!("{folder}0")),
                 None => (String::new(), String::from("\u{10FFFF}")),
             };
-            let mut paths = self
+            // One pass over the folder's range of the path index (it holds
+            // each chunk's slot), deciding once per file; one read
+            // transaction, where a statement per file took and dropped the
+            // database's read lock each time (about 1 s at 10M chunks).
+            let read = self.conn.unchecked_transaction().map_err(sql(db))?;
+            let mut chunks = self
                 .conn
-                .prepare_cached("SELECT DISTINCT source_path FROM chunks WHERE source_path >= ?1 AND source_path < ?2")
+                .prepare_cached("SELECT source_path, slot FROM chunks WHERE source_path >= ?1 AND source_path < ?2")
                 .map_err(sql(db))?;
             let mut language = self
                 .conn
                 .prepare_cached("SELECT language FROM chunks WHERE source_path = ?1 LIMIT 1")
                 .map_err(sql(db))?;
-            let mut slots =
-                self.conn.prepare_cached("SELECT slot FROM chunks WHERE source_path = ?1").map_err(sql(db))?;
             let needs_language = filter.mentions("language");
-            let paths: Vec<String> = paths
-                .query_map([&low, &high], |r| r.get(0))
-                .map_err(sql(db))?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(sql(db))?;
-            for path in paths {
-                let lang: String = if needs_language {
-                    language.query_row([&path], |r| r.get(0)).map_err(sql(db))?
-                } else {
-                    String::new()
-                };
-                if filter.matches(&rag_core::backend::file_filter_metadata(&path, &lang)) {
-                    for slot in slots.query_map([&path], |r| r.get::<_, i64>(0)).map_err(sql(db))? {
-                        set(slot.map_err(sql(db))?);
+            let mut rows = chunks.query([&low, &high]).map_err(sql(db))?;
+            let mut file: Option<(String, bool)> = None;
+            while let Some(row) = rows.next().map_err(sql(db))? {
+                let path = row.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(sql(db))?;
+                let passes = match &file {
+                    Some((current, passes)) if current == path => *passes,
+                    _ => {
+                        let lang: String = if needs_language {
+                            language.query_row([path], |r| r.get(0)).map_err(sql(db))?
+                        } else {
+                            String::new()
+                        };
+                        let passes = filter.matches(&rag_core::backend::file_filter_metadata(path, &lang));
+                        file = Some((path.to_string(), passes));
+                        passes
                     }
+                };
+                if passes {
+                    set(row.get(1).map_err(sql(db))?);
                 }
             }
+            drop(rows);
+            read.commit().map_err(sql(db))?;
             return Ok(allowed);
         }
         let mut stmt = self
