@@ -86,8 +86,8 @@ impl LocalBackend {
         let dir = self.existing_store_dir(store)?;
         blocking(move || {
             let reader = Reader::open(&dir)?;
-            let mut stmt = reader
-                .conn
+            let conn = reader.conn();
+            let mut stmt = conn
                 .prepare(&format!("SELECT slot, {CHUNK_SELECT} FROM chunks ORDER BY key"))
                 .map_err(sql(&reader.db_path))?;
             let rows = stmt

@@ -1,8 +1,7 @@
-//! Readers kept open between queries, a few per store folder, opened again
-//! when another connection has committed or the store was made anew. Each
-//! call takes a reader of its own, so two searches of one store (the two
-//! arms of a hybrid query) run side by side: a reader's SQLite connection
-//! serves one thread at a time.
+//! Readers kept open between queries, one per store folder, opened again
+//! when another connection has committed or the store was made anew. Calls
+//! share it: two searches of one store (the two arms of a hybrid query) run
+//! side by side, taking its one SQLite connection only for what needs it.
 
 use std::collections::HashMap;
 use std::fs;
@@ -16,13 +15,9 @@ use rag_core::Result;
 use crate::error::sql;
 use crate::reader::Reader;
 
-/// Idle open readers by store folder.
+/// Open readers by store folder.
 #[derive(Debug, Default)]
-pub(crate) struct ReaderCache(Mutex<HashMap<PathBuf, Arc<Mutex<Vec<OpenReader>>>>>);
-
-/// Idle readers kept per store: enough for the arms of a hybrid query and
-/// a few concurrent callers; a busier moment opens more and drops them.
-const IDLE_READERS: usize = 4;
+pub(crate) struct ReaderCache(Mutex<HashMap<PathBuf, Arc<OpenReader>>>);
 
 /// A reader with what tells whether it is still current.
 #[derive(Debug)]
@@ -52,31 +47,38 @@ pub(crate) fn data_version(conn: &Connection, db: &Path) -> Result<i64> {
     Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0)).map_err(sql(db))?)
 }
 
+impl OpenReader {
+    /// Whether no other connection has committed since it opened and the
+    /// store was not replaced. While another search holds the connection,
+    /// the reader is taken as current: that search checked it as it began.
+    fn is_current(&self) -> bool {
+        let db = &self.reader.db_path;
+        let Some(conn) = self.reader.try_conn() else { return true };
+        data_version(&conn, db).ok() == Some(self.version) && file_identity(db) == self.identity
+    }
+}
+
 impl ReaderCache {
-    /// Runs `f` on an open reader of the store at `dir`: an idle one that is
-    /// still current (no other connection committed since it opened, and the
-    /// store was not replaced), or a new one. The reader is idle again after.
+    /// Runs `f` on the open reader of the store at `dir`, opening it or, when
+    /// another connection committed since or the store was replaced, opening
+    /// it again (a call still running on the old one finishes on it).
     pub(crate) fn with<T>(&self, dir: &Path, f: impl FnOnce(&Reader) -> Result<T>) -> Result<T> {
-        let pool = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(dir.to_path_buf()).or_default().clone();
-        let idle = std::iter::from_fn(|| pool.lock().unwrap_or_else(PoisonError::into_inner).pop()).find(|open| {
-            let db = &open.reader.db_path;
-            data_version(&open.reader.conn, db).ok() == Some(open.version) && file_identity(db) == open.identity
-        });
-        let open = match idle {
-            Some(open) => open,
-            None => Self::open(dir)?,
+        let cached = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(dir).cloned();
+        let open = match cached {
+            Some(open) if open.is_current() => open,
+            _ => {
+                // Opened without holding the map: other stores' calls go on meanwhile.
+                let open = Arc::new(Self::open(dir)?);
+                self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(dir.to_path_buf(), open.clone());
+                open
+            }
         };
-        let answer = f(&open.reader);
-        let mut idle = pool.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < IDLE_READERS {
-            idle.push(open);
-        }
-        answer
+        f(&open.reader)
     }
 
     pub(crate) fn open(dir: &Path) -> Result<OpenReader> {
         let reader = Reader::open(dir)?;
-        let version = data_version(&reader.conn, &reader.db_path)?;
+        let version = data_version(&reader.conn(), &reader.db_path)?;
         let identity = file_identity(&reader.db_path);
         Ok(OpenReader { reader, version, identity })
     }

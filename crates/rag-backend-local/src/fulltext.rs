@@ -76,7 +76,7 @@ pub(crate) fn match_any(terms: &[String]) -> String {
 impl Reader {
     /// BM25 search of the full-text index; `None` when the store has none yet.
     pub(crate) fn lexical_query(&self, request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
-        if !has_current_lexical_index(&self.conn, &self.db_path)? {
+        if !has_current_lexical_index(&self.conn(), &self.db_path)? {
             return Ok(None);
         }
         if request.terms.is_empty() || request.top_k == 0 {
@@ -85,19 +85,20 @@ impl Reader {
         let dim = self.config.dimension;
         let query = request.vector.as_deref().map(|vector| self.prepare_query(vector)).transpose()?;
         let floats = self.floats();
+        // The filter takes the connection itself: before this search holds it.
         let allowed = match &request.filter {
             Some(filter) => Some(self.slots_passing(filter, floats.len() / dim.max(1))?),
             None => None,
         };
-        let terms = self.affordable_terms(&request.terms)?;
+        let conn = self.conn();
+        let terms = self.affordable_terms(&conn, &request.terms)?;
         if terms.is_empty() {
             return Ok(Some(Vec::new()));
         }
         // bm25() is lower-is-better; the names column weighs NAME_WEIGHT
         // times the text, as the in-memory BM25 weighs it; the filter applies
         // before the cut.
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT rowid, bm25(lexical, 1.0, {NAME_WEIGHT:?}) AS score FROM lexical WHERE lexical MATCH ?1 \
                  ORDER BY score"
@@ -119,8 +120,7 @@ impl Reader {
             }
         }
         drop(rows);
-        let mut read = self
-            .conn
+        let mut read = conn
             .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;
         let mut hits = Vec::with_capacity(best.len());
@@ -152,10 +152,9 @@ impl Reader {
     /// than a pass over its millions of chunks (fts5vocab's count reads the
     /// whole list: about 100 ms a query at 10M chunks). Only when every term
     /// is over the budget are their exact counts read, to keep the rarest.
-    pub(crate) fn affordable_terms(&self, terms: &[String]) -> Result<Vec<String>> {
+    pub(crate) fn affordable_terms(&self, conn: &Connection, terms: &[String]) -> Result<Vec<String>> {
         let db = &self.db_path;
-        let mut capped = self
-            .conn
+        let mut capped = conn
             .prepare_cached("SELECT count(*) FROM (SELECT rowid FROM lexical WHERE lexical MATCH ?1 LIMIT ?2)")
             .map_err(sql(db))?;
         let mut counted: Vec<(i64, &String)> = Vec::with_capacity(terms.len());
@@ -168,13 +167,11 @@ impl Reader {
             }
         }
         if counted.iter().all(|(count, _)| *count > MAX_POSTINGS) {
-            self.conn
-                .execute_batch(
-                    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.lexical_vocab USING fts5vocab(main, lexical, 'row')",
-                )
-                .map_err(sql(db))?;
-            let mut df =
-                self.conn.prepare_cached("SELECT doc FROM temp.lexical_vocab WHERE term = ?1").map_err(sql(db))?;
+            conn.execute_batch(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.lexical_vocab USING fts5vocab(main, lexical, 'row')",
+            )
+            .map_err(sql(db))?;
+            let mut df = conn.prepare_cached("SELECT doc FROM temp.lexical_vocab WHERE term = ?1").map_err(sql(db))?;
             for (count, term) in &mut counted {
                 *count = df.query_row([*term], |r| r.get(0)).optional().map_err(sql(db))?.unwrap_or(*count);
             }

@@ -1,9 +1,9 @@
 //! [`Reader`]: what a query needs of a store (its database and its mapped
 //! vector files), and the vector search over them.
 
-use std::cell::OnceCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use memmap2::Mmap;
 use rusqlite::{Connection, OptionalExtension};
@@ -19,9 +19,12 @@ use crate::scan;
 use crate::schema::{CHUNK_SELECT, bits_are_current, open_db, read_config, row_to_chunk};
 use crate::slots::read_at;
 
-/// What a query needs: the database and the mapped vectors.
+/// What a query needs: the database and the mapped vectors. Shared by
+/// concurrent searches of one store: the vector files are read without a
+/// lock, and the one connection is taken only for what needs SQLite (a
+/// hybrid query's full-text arm runs while its vector arm scans).
 pub(crate) struct Reader {
-    pub(crate) conn: Connection,
+    conn: Mutex<Connection>,
     pub(crate) db_path: PathBuf,
     pub(crate) config: StoreConfig,
     pub(crate) map: Option<Mmap>,
@@ -29,7 +32,7 @@ pub(crate) struct Reader {
     /// The two-bit codes, which a vector query scans when they cover every
     /// slot: mapped by the first query that needs them, so a full-text
     /// query never maps them.
-    pub(crate) bits: OnceCell<Option<Mmap>>,
+    pub(crate) bits: OnceLock<Option<Mmap>>,
     /// Whether the bit codes match the last commit (else they are not used).
     pub(crate) bits_current: bool,
     /// The store's folder.
@@ -102,17 +105,31 @@ impl Reader {
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
         let compact_file = File::open(dir.join(COMPACT_FILE)).ok();
         Ok(Self {
-            conn,
+            conn: Mutex::new(conn),
             db_path,
             config,
             map,
             compact,
-            bits: OnceCell::new(),
+            bits: OnceLock::new(),
             bits_current,
             dir: dir.to_path_buf(),
             exact,
             compact_file,
         })
+    }
+
+    /// The store's connection, for as long as the guard lives.
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection when no other search holds it now.
+    pub(crate) fn try_conn(&self) -> Option<MutexGuard<'_, Connection>> {
+        match self.conn.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// The exact vector of one slot, read with `pread` into `buffer`. A few
@@ -124,12 +141,12 @@ impl Reader {
         read_vector(self.exact.as_ref()?, self.config.dimension, slot, buffer)
     }
 
-    /// `candidates` re-scored on their int8 codes, read with `pread` on
-    /// [`READ_THREADS`] threads (through the mapping, each random slot
-    /// faulted in a large folio of the page cache: 200 MB of RSS for 4,000
-    /// candidates),
-    /// with the widest error bound among them ([`scan::CompactQuery::error_bound`]).
-    /// Slots that cannot be read are left out.
+    /// `candidates` re-scored on their int8 codes, and the widest error
+    /// bound among them ([`scan::CompactQuery::error_bound`]). The codes are
+    /// read with `pread` on up to [`READ_THREADS`] threads (through the
+    /// mapping, each random slot faulted in a large folio of the page cache:
+    /// 200 MB of RSS for 4,000 candidates). Slots that cannot be read are
+    /// left out.
     fn rescore_on_int8(&self, candidates: &[scan::Scored], query: &[f32]) -> (Vec<scan::Scored>, f32) {
         let Some(file) = self.compact_file.as_ref() else { return (Vec::new(), 0.0) };
         let query = scan::CompactQuery::new(query, self.config.metric);
@@ -317,6 +334,7 @@ impl Reader {
     /// filterable columns of every row (never the text or metadata).
     pub(crate) fn slots_passing(&self, filter: &rag_core::filter::Filter, total_slots: usize) -> Result<Vec<bool>> {
         let db = &self.db_path;
+        let conn = self.conn();
         let mut allowed = vec![false; total_slots];
         let mut set = |slot: i64| {
             if let Some(flag) = usize::try_from(slot).ok().and_then(|s| allowed.get_mut(s)) {
@@ -333,15 +351,12 @@ impl Reader {
             // each chunk's slot), deciding once per file; one read
             // transaction, where a statement per file took and dropped the
             // database's read lock each time (about 1 s at 10M chunks).
-            let read = self.conn.unchecked_transaction().map_err(sql(db))?;
-            let mut chunks = self
-                .conn
+            let read = conn.unchecked_transaction().map_err(sql(db))?;
+            let mut chunks = conn
                 .prepare_cached("SELECT source_path, slot FROM chunks WHERE source_path >= ?1 AND source_path < ?2")
                 .map_err(sql(db))?;
-            let mut language = self
-                .conn
-                .prepare_cached("SELECT language FROM chunks WHERE source_path = ?1 LIMIT 1")
-                .map_err(sql(db))?;
+            let mut language =
+                conn.prepare_cached("SELECT language FROM chunks WHERE source_path = ?1 LIMIT 1").map_err(sql(db))?;
             let needs_language = filter.mentions("language");
             let mut rows = chunks.query([&low, &high]).map_err(sql(db))?;
             let mut file: Option<(String, bool)> = None;
@@ -368,8 +383,7 @@ impl Reader {
             read.commit().map_err(sql(db))?;
             return Ok(allowed);
         }
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT slot, source_path, language, chunk_index, total_chunks, line_start, line_end, indexed_at \
                  FROM chunks",
@@ -397,8 +411,8 @@ impl Reader {
 
     /// The chunks under `keys`, in that order, leaving out keys not held.
     pub(crate) fn chunks_by_key(&self, keys: &[String]) -> Result<Vec<Chunk>> {
-        let mut stmt = self
-            .conn
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE key = ?1"))
             .map_err(sql(&self.db_path))?;
         let mut out = Vec::with_capacity(keys.len());
@@ -413,8 +427,8 @@ impl Reader {
     /// order; slots without one (freed by a writer that was killed before it
     /// marked them) are passed over.
     pub(crate) fn rows_for(&self, best: &[scan::Scored], limit: usize) -> Result<Vec<Hit>> {
-        let mut stmt = self
-            .conn
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;
         let mut hits = Vec::with_capacity(limit.min(best.len()));
