@@ -151,54 +151,34 @@ pub fn top_k_bits(
     let words: &[u64] = if prefix.is_empty() {
         aligned
     } else {
-        copied = data.chunks_exact(8).map(word).collect();
+        copied = data
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+            .collect();
         &copied
     };
     let query = BitQuery::new(query, metric);
     parallel_top_k(words.len() / stride, k, threads, |start, end| {
-        let mut scan = RangeScan::new(&query, k, stride, allowed);
+        let mut heap = BinaryHeap::with_capacity(k + 1);
+        let mut counts = vec![0u32; BATCH];
+        // The popcounts of a batch of slots in one call of the CPU's kernel,
+        // then the scores and the heap in plain code.
         for batch_start in (start..end).step_by(BATCH) {
             let batch_end = (batch_start + BATCH).min(end);
-            scan.batch(&words[batch_start * stride..batch_end * stride], batch_start);
+            let slots = &words[batch_start * stride..batch_end * stride];
+            query.kernel.weighted_counts(slots, stride, &query.planes, &mut counts);
+            for (i, slot) in slots.chunks_exact(stride).enumerate() {
+                let number = batch_start + i;
+                if !is_allowed(allowed, number) {
+                    continue;
+                }
+                if let Some(score) = query.estimate(slot, counts[i]) {
+                    push_bounded(&mut heap, Scored { score, slot: number as u64 }, k);
+                }
+            }
         }
-        scan.heap.into_vec()
+        heap.into_vec()
     })
-}
-
-fn word(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
-}
-
-/// One thread's share of a scan: its best `k` so far.
-struct RangeScan<'a> {
-    query: &'a BitQuery,
-    k: usize,
-    stride: usize,
-    allowed: Option<&'a [bool]>,
-    heap: BinaryHeap<Scored>,
-    counts: Vec<u32>,
-}
-
-impl<'a> RangeScan<'a> {
-    fn new(query: &'a BitQuery, k: usize, stride: usize, allowed: Option<&'a [bool]>) -> Self {
-        Self { query, k, stride, allowed, heap: BinaryHeap::with_capacity(k + 1), counts: vec![0; BATCH] }
-    }
-
-    /// The popcounts of a batch of slots (`slots` words, the first numbered
-    /// `first`) in one call of the CPU's kernel, then the scores and the
-    /// heap in plain code.
-    fn batch(&mut self, slots: &[u64], first: usize) {
-        self.query.kernel.weighted_counts(slots, self.stride, &self.query.planes, &mut self.counts);
-        for (i, slot) in slots.chunks_exact(self.stride).enumerate() {
-            let number = first + i;
-            if !is_allowed(self.allowed, number) {
-                continue;
-            }
-            if let Some(score) = self.query.estimate(slot, self.counts[i]) {
-                push_bounded(&mut self.heap, Scored { score, slot: number as u64 }, self.k);
-            }
-        }
-    }
 }
 
 /// Slots whose popcounts one kernel call computes.

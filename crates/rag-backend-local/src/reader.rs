@@ -147,36 +147,24 @@ impl Reader {
     /// mapping, each random slot faulted in a large folio of the page cache:
     /// 200 MB of RSS for 4,000 candidates). Slots that cannot be read are
     /// left out.
-    fn rescore_on_int8(&self, candidates: &[scan::Scored], query: &[f32]) -> (Vec<scan::Scored>, f32) {
+    fn rescore_on_int8(&self, mut candidates: Vec<scan::Scored>, query: &[f32]) -> (Vec<scan::Scored>, f32) {
         let Some(file) = self.compact_file.as_ref() else { return (Vec::new(), 0.0) };
         let query = scan::CompactQuery::new(query, self.config.metric);
         let stride = scan::compact_stride(self.config.dimension);
-        let rescore = |part: &[scan::Scored]| {
+        let bounds = in_read_threads(&mut candidates, 16, |part| {
             let mut buffer = vec![0u8; stride];
             let mut bound = 0.0f32;
-            let scored = part
-                .iter()
-                .filter_map(|c| {
-                    read_at(file, &mut buffer, c.slot.checked_mul(stride as u64)?).ok()?;
-                    let score = query.estimate(&buffer)?;
+            for candidate in part {
+                let read = candidate.slot.checked_mul(stride as u64).and_then(|at| read_at(file, &mut buffer, at).ok());
+                candidate.score = read.and_then(|()| query.estimate(&buffer)).unwrap_or(f32::NAN);
+                if !candidate.score.is_nan() {
                     bound = bound.max(query.error_bound(&buffer));
-                    Some(scan::Scored { score, slot: c.slot })
-                })
-                .collect::<Vec<_>>();
-            (scored, bound)
-        };
-        let per_thread = candidates.len().div_ceil(READ_THREADS).max(16);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = candidates.chunks(per_thread).map(|part| scope.spawn(move || rescore(part))).collect();
-            let mut all = Vec::with_capacity(candidates.len());
-            let mut bound = 0.0f32;
-            for part in parts {
-                let (scored, part_bound) = part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                all.extend(scored);
-                bound = bound.max(part_bound);
+                }
             }
-            (all, bound)
-        })
+            bound
+        });
+        candidates.retain(|c| !c.score.is_nan());
+        (candidates, bounds.into_iter().fold(0.0, f32::max))
     }
 
     /// The two-bit code file when it is current and covers every slot of
@@ -269,7 +257,7 @@ impl Reader {
                 (Some(bits), Some(_)) => {
                     let candidates =
                         top_k_bits(bits, dim, &query, metric, bit_candidates(want, total_slots), threads, allowed);
-                    let (mut rescored, bound) = self.rescore_on_int8(&candidates, &query);
+                    let (mut rescored, bound) = self.rescore_on_int8(candidates, &query);
                     rescored.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
                     rescored.truncate(want);
                     // The first time round, only those that may be among the
@@ -306,23 +294,13 @@ impl Reader {
     fn rescore_exactly(&self, mut candidates: Vec<scan::Scored>, query: &[f32]) -> Vec<scan::Scored> {
         let (metric, dim) = (self.config.metric, self.config.dimension);
         let Some(file) = self.exact.as_ref() else { return Vec::new() };
-        let rescore = |part: &mut [scan::Scored]| {
+        in_read_threads(&mut candidates, 8, |part| {
             let mut buffer = Vec::new();
             for candidate in part {
                 candidate.score = read_vector(file, dim, candidate.slot, &mut buffer)
                     .map_or(f32::NAN, |vector| scan::exact_score(query, vector, metric));
             }
-        };
-        let per_thread = candidates.len().div_ceil(READ_THREADS).max(8);
-        if per_thread >= candidates.len() {
-            rescore(&mut candidates);
-        } else {
-            std::thread::scope(|scope| {
-                for part in candidates.chunks_mut(per_thread) {
-                    scope.spawn(move || rescore(part));
-                }
-            });
-        }
+        });
         candidates.retain(|c| !c.score.is_nan());
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
         candidates
@@ -446,6 +424,25 @@ impl Reader {
         }
         Ok(hits)
     }
+}
+
+/// `score` run on `candidates` in parts on up to [`READ_THREADS`] threads,
+/// at least `min_part` candidates a part (one part runs on this thread),
+/// and what each part returned: for reads that may wait on the disk.
+fn in_read_threads<R: Send>(
+    candidates: &mut [scan::Scored],
+    min_part: usize,
+    score: impl Fn(&mut [scan::Scored]) -> R + Sync,
+) -> Vec<R> {
+    let per_thread = candidates.len().div_ceil(READ_THREADS).max(min_part).max(1);
+    if per_thread >= candidates.len() {
+        return vec![score(candidates)];
+    }
+    let score = &score;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = candidates.chunks_mut(per_thread).map(|part| scope.spawn(move || score(part))).collect();
+        parts.into_iter().map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
 }
 
 /// The vector of `slot` in the exact file `file` of `dim` dimensions, read
