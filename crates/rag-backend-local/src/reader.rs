@@ -260,19 +260,21 @@ impl Reader {
                     let (mut rescored, bound) = self.rescore_on_int8(candidates, &query);
                     rescored.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
                     rescored.truncate(want);
-                    // The first time round, only those that may be among the
-                    // best k once scored exactly: within the int8 codes' error
-                    // of the k-th (more are read when slots were stale).
-                    if first_round && let Some(kth) = rescored.get(request.top_k.saturating_sub(1)) {
-                        let floor = kth.score - 2.0 * bound;
-                        let keep = rescored.partition_point(|c| c.score >= floor);
-                        cut_short = keep < rescored.len();
-                        rescored.truncate(keep);
+                    if first_round {
+                        cut_short = keep_within_error(&mut rescored, request.top_k, bound);
                     }
                     self.rescore_exactly(rescored, &query)
                 }
-                (_, Some(compact)) => self
-                    .rescore_exactly(scan::top_k_compact(compact, dim, &query, metric, want, threads, allowed), &query),
+                (_, Some(compact)) => {
+                    let mut candidates = scan::top_k_compact(compact, dim, &query, metric, want, threads, allowed);
+                    // The int8 estimates are dot products: their error bound
+                    // holds for cosine scores only.
+                    if first_round && metric == Metric::Cosine {
+                        let bound = int8_error_bound(compact, dim, &candidates, &query);
+                        cut_short = keep_within_error(&mut candidates, request.top_k, bound);
+                    }
+                    self.rescore_exactly(candidates, &query)
+                }
                 _ => scan::top_k(floats, dim, &query, metric, want, threads, allowed),
             };
             let exhausted = !cut_short && (best.len() < want || want >= total_slots);
@@ -429,6 +431,35 @@ impl Reader {
 /// `score` run on `candidates` in parts on up to [`READ_THREADS`] threads,
 /// at least `min_part` candidates a part (one part runs on this thread),
 /// and what each part returned: for reads that may wait on the disk.
+/// Keeps of `candidates` (best first by their int8 estimates) those that
+/// may be among the best `k` once scored exactly: within twice the
+/// estimates' error `bound` of the k-th. Whether any were left out: a round
+/// cut short this way widens, as one that met stale slots does, when its
+/// rows do not give `k` hits.
+fn keep_within_error(candidates: &mut Vec<scan::Scored>, k: usize, bound: f32) -> bool {
+    let Some(kth) = candidates.get(k.saturating_sub(1)) else { return false };
+    let floor = kth.score - 2.0 * bound;
+    let keep = candidates.partition_point(|c| c.score >= floor);
+    let cut = keep < candidates.len();
+    candidates.truncate(keep);
+    cut
+}
+
+/// The widest error bound of the int8 estimates of `candidates`, from the
+/// mapped compact file the scan just read.
+fn int8_error_bound(compact: &[u8], dim: usize, candidates: &[scan::Scored], query: &[f32]) -> f32 {
+    let stride = scan::compact_stride(dim);
+    let query = scan::CompactQuery::new(query, Metric::Cosine);
+    candidates
+        .iter()
+        .filter_map(|c| {
+            let start = usize::try_from(c.slot).ok()?.checked_mul(stride)?;
+            compact.get(start..start + stride)
+        })
+        .map(|slot| query.error_bound(slot))
+        .fold(0.0, f32::max)
+}
+
 fn in_read_threads<R: Send>(
     candidates: &mut [scan::Scored],
     min_part: usize,

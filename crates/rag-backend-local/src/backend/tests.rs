@@ -675,20 +675,47 @@ async fn sign_bits_of_an_older_rag_give_way_to_two_bit_codes() {
 async fn stale_slots_ahead_of_every_row_widen_the_bit_stage_to_the_real_hits() {
     // Enough chunks for the two-bit scan, whose first round re-scores exactly
     // only those within the int8 codes' error of the k-th.
-    let dim = 32;
-    let (dir, backend, vectors) = store_of_real_like(dim, 3_000).await;
+    let (dir, _vectors) = stale_copies_of_the_query_ahead_of(3_000, 32).await;
+    let reader = Reader::open(&dir.path().join("stores/notes")).unwrap();
+    assert!(reader.bits_bytes().is_some(), "the codes cover the store, stale slots included");
+}
+
+#[tokio::test]
+async fn stale_slots_ahead_of_every_row_widen_the_int8_stage_to_the_real_hits() {
+    // Too few chunks for the two-bit scan: the int8 scan's first round, too,
+    // re-scores exactly only those within its error of the k-th.
+    let (dir, vectors) = stale_copies_of_the_query_ahead_of(300, 32).await;
+    // Queries without stale copies get the exact top 10 with exact scores.
+    let backend = LocalBackend::new(dir.path());
+    for seed in 0..20 {
+        let query = real_like(2_000_000 + seed, 32);
+        let exact = scan::top_k(&vectors.concat(), 32, &query, Metric::Cosine, 10, 1, None);
+        let hits = backend.query("notes", &QueryRequest::new(query, 10)).await.unwrap();
+        let found: Vec<_> = hits.iter().map(|h| (h.chunk.key.clone(), h.score)).collect();
+        let expected: Vec<_> = exact.iter().map(|s| (format!("f{}.md#0", s.slot), s.score)).collect();
+        assert_eq!(found.len(), 10);
+        for ((key, score), (want_key, want_score)) in found.iter().zip(&expected) {
+            assert_eq!(key, want_key);
+            assert!((score - want_score).abs() < 1e-5, "{score} against {want_score}");
+        }
+    }
+}
+
+/// A store of `count` real-like chunks where a killed writer left 20 copies
+/// of a query in every file, with no rows: more than k, fewer than the first
+/// round reads. Asserts that the query still gets the real top 5, and
+/// returns the store and its vectors.
+async fn stale_copies_of_the_query_ahead_of(count: u64, dim: usize) -> (tempfile::TempDir, Vec<Vec<f32>>) {
+    let (dir, backend, vectors) = store_of_real_like(dim, count).await;
     drop(backend);
-    // A killed writer left 20 copies of the query in every file, with no rows:
-    // more than k, fewer than the first round reads.
     let store = dir.path().join("stores/notes");
     let query = real_like(9_999_999, dim);
-    write_without_rows(&store, &query, 3_000..3_020);
-    let reader = Reader::open(&store).unwrap();
-    assert!(reader.bits_bytes().is_some(), "the codes cover the store, stale slots included");
+    write_without_rows(&store, &query, count..count + 20);
     let hits = LocalBackend::new(dir.path()).query("notes", &QueryRequest::new(query.clone(), 5)).await.unwrap();
     let expected: Vec<String> = scan::top_k(&vectors.concat(), dim, &query, Metric::Cosine, 5, 1, None)
         .iter()
         .map(|s| format!("f{}.md#0", s.slot))
         .collect();
     assert_eq!(hits.iter().map(|h| h.chunk.key.clone()).collect::<Vec<_>>(), expected);
+    (dir, vectors)
 }
