@@ -406,6 +406,13 @@ impl VectorBackend for LocalBackend {
         blocking(move || readers.with(&dir, |reader| reader.lexical_query(&request))).await
     }
 
+    async fn exact_scores(&self, store: &str, keys: &[String], vector: &[f32]) -> Result<Option<Vec<Option<f32>>>> {
+        let dir = self.existing_store_dir(store)?;
+        let (keys, vector) = (keys.to_vec(), vector.to_vec());
+        let readers = self.readers.clone();
+        blocking(move || readers.with(&dir, |reader| reader.exact_scores(&keys, &vector).map(Some))).await
+    }
+
     async fn get_chunks(&self, store: &str, keys: &[String]) -> Result<Vec<Chunk>> {
         let dir = self.existing_store_dir(store)?;
         let keys = keys.to_vec();

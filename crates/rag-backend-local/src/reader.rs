@@ -403,6 +403,26 @@ impl Reader {
         Ok(out)
     }
 
+    /// The exact similarity to `vector` of the chunks under `keys`, in order;
+    /// `None` for a key the store does not hold (see
+    /// [`VectorBackend::exact_scores`](rag_core::backend::VectorBackend::exact_scores)).
+    pub(crate) fn exact_scores(&self, keys: &[String], vector: &[f32]) -> Result<Vec<Option<f32>>> {
+        let query = self.prepare_query(vector)?;
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT slot FROM chunks WHERE key = ?1").map_err(sql(&self.db_path))?;
+        let mut buffer = Vec::new();
+        keys.iter()
+            .map(|key| {
+                let slot: Option<i64> =
+                    stmt.query_row([key], |row| row.get(0)).optional().map_err(sql(&self.db_path))?;
+                Ok(slot
+                    .and_then(|slot| u64::try_from(slot).ok())
+                    .and_then(|slot| self.exact_vector(slot, &mut buffer))
+                    .map(|stored| scan::exact_score(&query, stored, self.config.metric)))
+            })
+            .collect()
+    }
+
     /// The hits of the first `limit` slots of `best` that have a row, in
     /// order; slots without one (freed by a writer that was killed before it
     /// marked them) are passed over.

@@ -180,6 +180,18 @@ pub trait VectorBackend: Send + Sync {
         None
     }
 
+    /// The exact similarity to `vector` of each chunk under `keys`, on the
+    /// store's scale ([`Hit::score`]), in the order asked; `None` for a key
+    /// the store does not hold. A hybrid search runs its full-text arm
+    /// while the query is embedded and asks this for the hits the vector
+    /// arm did not score.
+    ///
+    /// `Ok(None)`, the default, says the backend cannot: the search then
+    /// runs the full-text arm again with the vector.
+    async fn exact_scores(&self, _store: &str, _keys: &[String], _vector: &[f32]) -> Result<Option<Vec<Option<f32>>>> {
+        Ok(None)
+    }
+
     /// What a user can do when [`lexical_query`](Self::lexical_query)
     /// answers `Ok(None)`: part of the message of
     /// [`Error::NoFullTextIndex`].

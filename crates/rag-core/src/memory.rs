@@ -199,6 +199,13 @@ impl VectorBackend for MemoryBackend {
 
     /// BM25 over every chunk of the store (statistics from the whole store,
     /// as a full-text index keeps them), then the filter.
+    async fn exact_scores(&self, store: &str, keys: &[String], vector: &[f32]) -> Result<Option<Vec<Option<f32>>>> {
+        self.with_store(store, |s| {
+            let metric = s.config.metric;
+            Ok(Some(keys.iter().map(|k| s.records.get(k).map(|r| score(metric, vector, &r.vector))).collect()))
+        })
+    }
+
     async fn lexical_query(&self, store: &str, request: &LexicalRequest) -> Result<Option<Vec<LexicalHit>>> {
         self.with_store(store, |s| {
             let metric = s.config.metric;

@@ -1,5 +1,6 @@
 //! The query side: embed a question, fetch the nearest chunks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::backend::VectorBackend;
@@ -8,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::lexical::query_terms;
 use crate::search::{
-    LexicalRequest, LexicalSource, SearchHit, SearchMode, SearchOptions, SearchResults, fuse, lexical_only,
+    LexicalHit, LexicalRequest, LexicalSource, SearchHit, SearchMode, SearchOptions, SearchResults, fuse, lexical_only,
     limit_per_file, rerank_lexically, vector_only,
 };
 use crate::store::Store;
@@ -101,62 +102,67 @@ impl Querier {
         options: &SearchOptions,
     ) -> Result<SearchResults> {
         check_search(text, options)?;
-        let vector = self.embed_query(config, text).await?;
-        self.search_with_vector(store, text, vector, options).await
+        // The full-text arm needs no vector: it runs while the query is embedded.
+        let (full_text, vector) =
+            tokio::join!(self.full_text_arm(store, text, options), self.embed_query(config, text));
+        let vector = vector?;
+        self.search_with_vector(store, text, vector, options, full_text?).await
     }
 
-    /// The search of [`search_store`](Self::search_store) once the query is embedded.
+    /// The full-text search of a hybrid or lexical search, its hits not yet
+    /// scored against the query vector; `None` when the mode does not use it
+    /// or the query has no words to search for.
+    async fn full_text_arm(&self, store: &str, text: &str, options: &SearchOptions) -> Result<Option<FullText>> {
+        let terms = query_terms(text);
+        if options.mode == SearchMode::Vector || terms.is_empty() {
+            return Ok(None);
+        }
+        let request = LexicalRequest::new(terms, lexical_depth(options)).with_filter(options.filter.clone());
+        Ok(Some(FullText(self.backend.lexical_query(store, &request).await?)))
+    }
+
+    /// The search of [`search_store`](Self::search_store) once the query is
+    /// embedded and the full-text arm has answered.
     async fn search_with_vector(
         &self,
         store: &str,
         text: &str,
         vector: Vec<f32>,
         options: &SearchOptions,
+        full_text: Option<FullText>,
     ) -> Result<SearchResults> {
-        let depth = options.depth().max(options.top_k.min(crate::search::MAX_CANDIDATES));
-        let terms = query_terms(text);
+        let depth = lexical_depth(options);
         let mut notes = Vec::new();
         let filter = options.filter.clone();
         let vector_arm = |k: usize| QueryRequest::new(vector.clone(), k).with_filter(filter.clone());
-        let lexical_arm =
-            || LexicalRequest::new(terms.clone(), depth).with_filter(filter.clone()).with_vector(Some(vector.clone()));
-        let (hits, lexical) = match options.mode {
-            SearchMode::Vector => {
+        let (hits, lexical) = match (options.mode, full_text) {
+            (SearchMode::Vector, _) => {
                 let k = if options.max_per_file.is_some() { depth } else { options.top_k };
                 (vector_only(self.backend.query(store, &vector_arm(k)).await?), LexicalSource::None)
             }
-            SearchMode::Lexical => {
-                if terms.is_empty() {
-                    notes.push("the query has no words to search for lexically".to_string());
-                    return Ok(SearchResults {
-                        hits: Vec::new(),
-                        mode: options.mode,
-                        lexical: LexicalSource::None,
-                        notes,
-                    });
-                }
-                match self.backend.lexical_query(store, &lexical_arm()).await? {
-                    Some(found) => (lexical_only(found), LexicalSource::FullText),
-                    None => return Err(self.no_full_text(store)),
-                }
+            (SearchMode::Lexical, None) => {
+                notes.push("the query has no words to search for lexically".to_string());
+                return Ok(SearchResults { hits: Vec::new(), mode: options.mode, lexical: LexicalSource::None, notes });
             }
-            SearchMode::Hybrid if terms.is_empty() => {
+            (SearchMode::Lexical, Some(FullText(found))) => {
+                let Some(found) = found else { return Err(self.no_full_text(store)) };
+                let found = self.score_full_text(store, text, found, &[], &vector, options).await?;
+                (lexical_only(found), LexicalSource::FullText)
+            }
+            (SearchMode::Hybrid, None) => {
                 notes.push("the query has no words to search for lexically; vector search only".to_string());
                 let k = if options.max_per_file.is_some() { depth } else { options.top_k };
                 (vector_only(self.backend.query(store, &vector_arm(k)).await?), LexicalSource::None)
             }
-            SearchMode::Hybrid => {
+            (SearchMode::Hybrid, Some(FullText(found))) => {
                 // Wide enough that a backend without text search can re-rank
                 // the same candidates lexically: one vector query either way.
-                let wide = depth.max(RERANK_CANDIDATES);
-                let (lexical_request, vector_request) = (lexical_arm(), vector_arm(wide));
-                let (lexical, vector_hits) = tokio::join!(
-                    self.backend.lexical_query(store, &lexical_request),
-                    self.backend.query(store, &vector_request)
-                );
-                let candidates = vector_hits?;
-                match lexical? {
-                    Some(found) => (fuse(candidates, found, options.lexical_weight), LexicalSource::FullText),
+                let candidates = self.backend.query(store, &vector_arm(depth.max(RERANK_CANDIDATES))).await?;
+                match found {
+                    Some(found) => {
+                        let found = self.score_full_text(store, text, found, &candidates, &vector, options).await?;
+                        (fuse(candidates, found, options.lexical_weight), LexicalSource::FullText)
+                    }
                     None => {
                         let reranked = rerank_lexically(&candidates, text);
                         let count = candidates.len();
@@ -181,6 +187,50 @@ impl Querier {
         Ok(SearchResults { hits, mode: options.mode, lexical, notes })
     }
 
+    /// `found`, the full-text hits, each with its exact similarity to
+    /// `vector`: taken from the vector arm's `scored` hits where they hold
+    /// the chunk, asked of the backend for the rest. Hits whose chunk the
+    /// store no longer holds are left out. A backend that cannot score by
+    /// key has its full-text arm run again with the vector.
+    async fn score_full_text(
+        &self,
+        store: &str,
+        text: &str,
+        mut found: Vec<LexicalHit>,
+        scored: &[Hit],
+        vector: &[f32],
+        options: &SearchOptions,
+    ) -> Result<Vec<LexicalHit>> {
+        let known: HashMap<&str, f32> = scored.iter().map(|h| (h.chunk.key.as_str(), h.score)).collect();
+        let mut unknown = Vec::new();
+        for (i, hit) in found.iter_mut().enumerate() {
+            match known.get(hit.hit.chunk.key.as_str()) {
+                Some(&score) => hit.hit.score = score,
+                None => unknown.push(i),
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(found);
+        }
+        let keys: Vec<String> = unknown.iter().map(|&i| found[i].hit.chunk.key.clone()).collect();
+        let Some(scores) = self.backend.exact_scores(store, &keys, vector).await? else {
+            let request = LexicalRequest::new(query_terms(text), lexical_depth(options))
+                .with_filter(options.filter.clone())
+                .with_vector(Some(vector.to_vec()));
+            return Ok(self.backend.lexical_query(store, &request).await?.unwrap_or_default());
+        };
+        let mut gone = vec![false; found.len()];
+        for (&i, score) in unknown.iter().zip(scores.into_iter().chain(std::iter::repeat(None))) {
+            match score {
+                Some(score) => found[i].hit.score = score,
+                None => gone[i] = true,
+            }
+        }
+        let mut gone = gone.into_iter();
+        found.retain(|_| !gone.next().unwrap_or(false));
+        Ok(found)
+    }
+
     fn no_full_text(&self, store: &str) -> Error {
         Error::NoFullTextIndex {
             store: store.to_string(),
@@ -188,6 +238,15 @@ impl Querier {
             hint: self.backend.full_text_hint().to_string(),
         }
     }
+}
+
+/// The full-text arm's answer: `None` when the store has no full-text index.
+struct FullText(Option<Vec<LexicalHit>>);
+
+/// How many hits the full-text arm (and the vector arm of a hybrid search
+/// or one limited per file) asks for.
+fn lexical_depth(options: &SearchOptions) -> usize {
+    options.depth().max(options.top_k.min(crate::search::MAX_CANDIDATES))
 }
 
 /// Refuses a search that cannot run: an empty query, no hits wanted, a
@@ -255,21 +314,30 @@ pub async fn search_stores(targets: &[StoreTarget], text: &str, options: &Search
     if targets.is_empty() {
         return Err(Error::InvalidInput("no store to search".into()));
     }
-    // One embedding per model.
-    let mut vectors: Vec<(String, Vec<f32>)> = Vec::new();
-    for target in targets {
-        let config = target.store.config();
-        check_model(config, target.embedder.as_ref())?;
-        if !vectors.iter().any(|(model, _)| model == target.embedder.model()) {
-            let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
-            vectors.push((target.embedder.model().to_string(), querier.embed_query(config, text).await?));
+    // One embedding per model, while every store's full-text arm runs.
+    let embeddings = async {
+        let mut vectors: Vec<(String, Vec<f32>)> = Vec::new();
+        for target in targets {
+            let config = target.store.config();
+            check_model(config, target.embedder.as_ref())?;
+            if !vectors.iter().any(|(model, _)| model == target.embedder.model()) {
+                let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
+                vectors.push((target.embedder.model().to_string(), querier.embed_query(config, text).await?));
+            }
         }
-    }
-    let searches = targets.iter().map(|target| {
+        Ok::<_, Error>(vectors)
+    };
+    let full_texts = futures::future::try_join_all(targets.iter().map(|target| {
+        let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
+        async move { querier.full_text_arm(target.store.name(), text, options).await }
+    }));
+    let (vectors, full_texts) = tokio::join!(embeddings, full_texts);
+    let (vectors, full_texts) = (vectors?, full_texts?);
+    let searches = targets.iter().zip(full_texts).map(|(target, full_text)| {
         let vector = vectors.iter().find(|(model, _)| model == target.embedder.model()).map(|(_, v)| v.clone());
         async move {
             let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
-            querier.search_with_vector(target.store.name(), text, vector.unwrap_or_default(), options).await
+            querier.search_with_vector(target.store.name(), text, vector.unwrap_or_default(), options, full_text).await
         }
     });
     let answers = futures::future::try_join_all(searches).await?;
@@ -447,8 +515,112 @@ mod tests {
         }
     }
 
-    /// A backend without text search, as S3 Vectors is.
+    /// A backend without text search, as S3 Vectors is; or, with
+    /// `full_text`, one that has it but cannot score chunks by key. Counts
+    /// its full-text searches and signals `started` at each.
     struct VectorOnly(Arc<MemoryBackend>);
+
+    impl VectorOnly {
+        fn with_full_text(self) -> WithFullText {
+            WithFullText { inner: self, searches: Default::default(), started: Default::default() }
+        }
+    }
+
+    struct WithFullText {
+        inner: VectorOnly,
+        searches: std::sync::atomic::AtomicUsize,
+        started: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait]
+    impl VectorBackend for WithFullText {
+        fn name(&self) -> &'static str {
+            "full-text-without-scores"
+        }
+        async fn create_store(&self, c: &StoreConfig) -> Result<()> {
+            self.inner.create_store(c).await
+        }
+        async fn delete_store(&self, s: &str) -> Result<()> {
+            self.inner.delete_store(s).await
+        }
+        async fn list_stores(&self) -> Result<Vec<String>> {
+            self.inner.list_stores().await
+        }
+        async fn store_exists(&self, s: &str) -> Result<bool> {
+            self.inner.store_exists(s).await
+        }
+        async fn store_config(&self, s: &str) -> Result<StoreConfig> {
+            self.inner.store_config(s).await
+        }
+        async fn update_store_config(&self, c: &StoreConfig) -> Result<()> {
+            self.inner.update_store_config(c).await
+        }
+        async fn store_info(&self, s: &str) -> Result<crate::types::StoreInfo> {
+            self.inner.store_info(s).await
+        }
+        async fn file_states(&self, s: &str) -> Result<Vec<crate::types::FileState>> {
+            self.inner.file_states(s).await
+        }
+        async fn write(&self, s: &str, b: crate::types::WriteBatch) -> Result<()> {
+            self.inner.write(s, b).await
+        }
+        async fn query(&self, s: &str, r: &QueryRequest) -> Result<Vec<Hit>> {
+            self.inner.query(s, r).await
+        }
+        async fn lexical_query(&self, s: &str, r: &LexicalRequest) -> Result<Option<Vec<crate::search::LexicalHit>>> {
+            self.searches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.started.notify_one();
+            self.inner.0.lexical_query(s, r).await
+        }
+    }
+
+    /// `words`, answering only once a full-text search has started.
+    struct AfterFullText(Arc<tokio::sync::Notify>);
+
+    #[async_trait]
+    impl Embedder for AfterFullText {
+        fn model(&self) -> &str {
+            "words"
+        }
+        fn dimension(&self) -> usize {
+            32
+        }
+        async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
+            Ok(docs.iter().map(|d| words(&d.text)).collect())
+        }
+        async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.0.notified())
+                .await
+                .map_err(|_| Error::InvalidInput("the full-text arm waited for the embedding".into()))?;
+            Ok(words(query))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_full_text_arm_runs_while_the_query_is_embedded() {
+        let texts = [("a.rs", "fn parse_config() reads the settings"), ("b.md", "settings are read at start")];
+        let (_, memory) = store(&texts).await;
+        let backend = Arc::new(VectorOnly(memory).with_full_text());
+        let querier = Querier::new(Arc::new(AfterFullText(backend.started.clone())), backend.clone());
+        for mode in [SearchMode::Hybrid, SearchMode::Lexical] {
+            let found = querier.search("notes", "settings", &SearchOptions::new(5).with_mode(mode)).await.unwrap();
+            assert_eq!(found.lexical, LexicalSource::FullText, "{mode}");
+            assert_eq!(found.hits.len(), 2, "{mode}");
+            for hit in &found.hits {
+                let exact = crate::backend::score(Metric::Cosine, &words("settings"), &words(&hit.chunk.text));
+                assert!((hit.score - exact).abs() < 1e-6, "{mode}: {} scored {}", hit.chunk.source_path, hit.score);
+            }
+        }
+        // Hybrid found both hits among its vector candidates; lexical had to
+        // search again with the vector, this backend scoring nothing by key.
+        assert_eq!(backend.searches.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // So do searches of several stores at once.
+        let store = Store::open(backend.clone(), "notes").await.unwrap();
+        let embedder = Arc::new(AfterFullText(backend.started.clone()));
+        let targets = [StoreTarget::new(store.clone(), embedder.clone()), StoreTarget::new(store, embedder)];
+        let found = search_stores(&targets, "settings", &SearchOptions::new(5)).await.unwrap();
+        assert_eq!(found.hits.len(), 4);
+    }
 
     #[async_trait]
     impl VectorBackend for VectorOnly {

@@ -171,6 +171,23 @@ async fn lexical_hits_carry_their_exact_vector_score() {
 }
 
 #[tokio::test]
+async fn chunks_are_scored_by_key_as_queries_score_them() {
+    let (_dir, backend) = store_with(2, Metric::Cosine).await;
+    let records = vec![text_record("a.md", 0, "rye", vec![3.0, 4.0]), text_record("b.md", 0, "oat", vec![0.0, 2.0])];
+    backend.put("notes", records).await.unwrap();
+    let keys = ["b.md#0".to_string(), "gone.md#0".to_string(), "a.md#0".to_string()];
+    let scores = backend.exact_scores("notes", &keys, &[1.0, 0.0]).await.unwrap().unwrap();
+    assert_eq!(scores.len(), 3);
+    assert!(scores[0].is_some_and(|s| s.abs() < 1e-6), "{scores:?}");
+    assert_eq!(scores[1], None, "a key the store does not hold");
+    assert!(scores[2].is_some_and(|s| (s - 0.6).abs() < 1e-6), "{scores:?}");
+    let hits = backend.query("notes", &QueryRequest::new(vec![1.0, 0.0], 2)).await.unwrap();
+    assert_eq!(Some(hits[0].score), scores[2], "the same score a query gives");
+    let wrong = backend.exact_scores("notes", &keys, &[1.0, 0.0, 0.0]).await.unwrap_err();
+    assert!(matches!(wrong, rag_core::Error::DimensionMismatch { .. }), "{wrong}");
+}
+
+#[tokio::test]
 async fn a_filter_applies_before_the_lexical_cut() {
     let (_dir, backend) = store_with(2, Metric::Cosine).await;
     // 600 chunks match; the one under docs/ ranks last (longest text, one mention).
