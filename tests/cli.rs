@@ -1015,6 +1015,39 @@ fn a_model_folder_embeds_in_process_with_no_ollama_anywhere() {
 }
 
 #[test]
+fn a_query_refuses_a_model_folder_whose_weights_changed_since_indexing() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/rag-embed-local/tests/fixtures/tiny-bert");
+    let ws = Workspace::new();
+    let model = ws.dir.path().join("tiny-bert");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+        }
+    }
+    ws.write("kitchen/bread.md", "# Bread\n\nbake bread in the oven\n");
+    let model = model.to_str().unwrap();
+    ws.rag(&["index", "kitchen", "--store", "local", "--model", model]).assert_ok();
+    let hybrid = ws.rag(&["query", "bake bread", "--store", "local", "--json"]);
+    hybrid.assert_ok();
+    // One weight changes: the model loads (on the query's first embedding)
+    // and is refused as another model, naming both.
+    let weights = std::path::Path::new(model).join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, bytes).unwrap();
+    for mode in ["hybrid", "vector", "lexical"] {
+        let refused = ws.rag(&["query", "bake bread", "--store", "local", "--mode", mode]);
+        refused.assert_code(1);
+        let said = refused.stderr();
+        assert!(said.matches(model).count() >= 2 && said.contains("use --model"), "{mode}: {said}");
+    }
+}
+
+#[test]
 fn a_fresh_machine_without_ollama_embeds_in_process_with_no_flags() {
     let model =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/rag-embed-local/tests/fixtures/tiny-bert");

@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rag_core::embed::Embedder;
+use rag_core::store::StoreConfig;
 use rag_embed_ollama::{DEFAULT_MODEL, OllamaConfig, OllamaEmbedder, PullProgress};
 
 use crate::cli::EmbedderArgs;
+use crate::first_use::LoadedOnFirstUse;
 use crate::output::say;
 
 /// The in-process model of a new store when no model is named and Ollama is
@@ -85,13 +87,14 @@ pub async fn connect(
     })
 }
 
-/// The query embedder of a store's own `model`, whose vectors are
-/// `dimension` long: servers are asked nothing until the query itself (one
-/// request, one paid call), where [`connect`] would first ask the model's
-/// length. In-process models load as for [`connect`].
-pub async fn connect_for_queries(args: &EmbedderArgs, model: String, dimension: usize) -> Result<Arc<dyn Embedder>> {
-    Ok(match Provider::of(args, model, 1, 1)? {
-        Provider::InProcess(model) => return load_in_process(model).await,
+/// The query embedder of `store`'s own model: servers are asked nothing
+/// until the query itself (one request, one paid call), where [`connect`]
+/// would first ask the model's length; an in-process model loads on the
+/// first query, while the search's full-text arm runs.
+pub async fn connect_for_queries(args: &EmbedderArgs, store: &StoreConfig) -> Result<Arc<dyn Embedder>> {
+    let dimension = store.dimension;
+    Ok(match Provider::of(args, store.model.clone(), 1, 1)? {
+        Provider::InProcess(_) => Arc::new(LoadedOnFirstUse::new(store, load_in_process)),
         Provider::OpenAi(config) => Arc::new(rag_embed_openai::OpenAiEmbedder::assume(config, dimension)?),
         Provider::Bedrock(config) => Arc::new(rag_embed_bedrock::BedrockEmbedder::assume(config, dimension).await?),
         Provider::Ollama(config) => Arc::new(OllamaEmbedder::assume(config, dimension)?),

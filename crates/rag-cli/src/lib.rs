@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod embedders;
 mod errors;
+mod first_use;
 mod isolate;
 mod mcp;
 mod output;

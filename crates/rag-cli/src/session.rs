@@ -155,7 +155,7 @@ impl Session {
             return Ok(embedder.clone());
         }
         let embedder = if model == store.config().model {
-            embedders::connect_for_queries(&self.embedder_args, model.clone(), store.config().dimension).await?
+            embedders::connect_for_queries(&self.embedder_args, store.config()).await?
         } else {
             embedders::connect(&self.embedder_args, model.clone(), 1, 1).await?
         };
