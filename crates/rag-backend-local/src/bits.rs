@@ -537,10 +537,11 @@ mod tests {
     #[test]
     fn filters_and_threads_do_not_change_the_answer() {
         let dim = 70;
-        let vectors: Vec<Vec<f32>> = (0..9_000).map(|i| unit(i, dim)).collect();
+        // Enough slots for three scan threads.
+        let vectors: Vec<Vec<f32>> = (0..40_000).map(|i| unit(i, dim)).collect();
         let data = encode_all(&vectors);
         let query = unit(99, dim);
-        let allowed: Vec<bool> = (0..9_000).map(|i| i % 3 == 0).collect();
+        let allowed: Vec<bool> = (0..40_000).map(|i| i % 3 == 0).collect();
         let one = top_k_bits(&data, dim, &query, Metric::Cosine, 50, 1, Some(&allowed));
         assert!(one.iter().all(|s| s.slot % 3 == 0));
         for threads in [2, 3, 8] {

@@ -67,6 +67,11 @@ pub fn top_k(
     })
 }
 
+/// The fewest slots a scan gives a thread of its own: starting one costs
+/// about what scanning 16,384 two-bit codes of 384 dimensions does (tens
+/// of microseconds), so a small store is scanned on the calling thread.
+const MIN_SLOTS_A_THREAD: usize = 16_384;
+
 /// Splits `slots` into one contiguous range per thread, runs `scan` on each
 /// (it returns up to `k` of its range's best), and merges: the best `k`
 /// overall, best first.
@@ -76,7 +81,13 @@ pub(crate) fn parallel_top_k(
     threads: usize,
     scan: impl Fn(usize, usize) -> Vec<Scored> + Sync,
 ) -> Vec<Scored> {
-    let threads = threads.clamp(1, 16).min(slots.div_ceil(4096).max(1));
+    let threads = threads.clamp(1, 16).min(slots.div_ceil(MIN_SLOTS_A_THREAD).max(1));
+    if threads == 1 {
+        let mut best = scan(0, slots);
+        best.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
+        best.truncate(k);
+        return best;
+    }
     let per_thread = slots.div_ceil(threads);
     let scan = &scan;
     let partials: Vec<Vec<Scored>> = std::thread::scope(|scope| {
