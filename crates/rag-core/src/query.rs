@@ -102,11 +102,16 @@ impl Querier {
         options: &SearchOptions,
     ) -> Result<SearchResults> {
         check_search(text, options)?;
-        // The full-text arm needs no vector: it runs while the query is embedded.
-        let (full_text, vector) =
-            tokio::join!(self.full_text_arm(store, text, options), self.embed_query(config, text));
-        let vector = vector?;
-        self.search_with_vector(store, text, vector, options, full_text?).await
+        // The full-text arm needs no vector: it runs while the query is
+        // embedded and the vector arm searches.
+        let vector_side = async {
+            let vector = self.embed_query(config, text).await?;
+            let candidates = self.vector_arm(store, &vector, text, options).await?;
+            Ok::<_, Error>((vector, candidates))
+        };
+        let (full_text, vector_side) = tokio::join!(self.full_text_arm(store, text, options), vector_side);
+        let (vector, candidates) = vector_side?;
+        self.combine(store, text, &vector, candidates, full_text?, options).await
     }
 
     /// The full-text search of a hybrid or lexical search, its hits not yet
@@ -121,62 +126,69 @@ impl Querier {
         Ok(Some(FullText(self.backend.lexical_query(store, &request).await?)))
     }
 
-    /// The search of [`search_store`](Self::search_store) once the query is
-    /// embedded and the full-text arm has answered.
-    async fn search_with_vector(
+    /// The nearest chunks to `vector` that the mode of `options` asks for;
+    /// `None` in lexical mode. Hybrid search asks for enough that a backend
+    /// without text search can re-rank the same candidates lexically: one
+    /// vector query either way.
+    async fn vector_arm(
+        &self,
+        store: &str,
+        vector: &[f32],
+        text: &str,
+        options: &SearchOptions,
+    ) -> Result<Option<Vec<Hit>>> {
+        let depth = lexical_depth(options);
+        let k = match options.mode {
+            SearchMode::Lexical => return Ok(None),
+            SearchMode::Hybrid if !query_terms(text).is_empty() => depth.max(RERANK_CANDIDATES),
+            _ if options.max_per_file.is_some() => depth,
+            _ => options.top_k,
+        };
+        let request = QueryRequest::new(vector.to_vec(), k).with_filter(options.filter.clone());
+        Ok(Some(self.backend.query(store, &request).await?))
+    }
+
+    /// The answer of one store from its arms: the vector arm's `candidates`
+    /// and the `full_text` arm's hits, scored against `vector` and fused
+    /// as the mode asks.
+    async fn combine(
         &self,
         store: &str,
         text: &str,
-        vector: Vec<f32>,
-        options: &SearchOptions,
+        vector: &[f32],
+        candidates: Option<Vec<Hit>>,
         full_text: Option<FullText>,
+        options: &SearchOptions,
     ) -> Result<SearchResults> {
-        let depth = lexical_depth(options);
         let mut notes = Vec::new();
-        let filter = options.filter.clone();
-        let vector_arm = |k: usize| QueryRequest::new(vector.clone(), k).with_filter(filter.clone());
+        let candidates = candidates.unwrap_or_default();
         let (hits, lexical) = match (options.mode, full_text) {
-            (SearchMode::Vector, _) => {
-                let k = if options.max_per_file.is_some() { depth } else { options.top_k };
-                (vector_only(self.backend.query(store, &vector_arm(k)).await?), LexicalSource::None)
-            }
+            (SearchMode::Vector, _) => (vector_only(candidates), LexicalSource::None),
             (SearchMode::Lexical, None) => {
                 notes.push("the query has no words to search for lexically".to_string());
                 return Ok(SearchResults { hits: Vec::new(), mode: options.mode, lexical: LexicalSource::None, notes });
             }
             (SearchMode::Lexical, Some(FullText(found))) => {
                 let Some(found) = found else { return Err(self.no_full_text(store)) };
-                let found = self.score_full_text(store, text, found, &[], &vector, options).await?;
+                let found = self.score_full_text(store, text, found, &[], vector, options).await?;
                 (lexical_only(found), LexicalSource::FullText)
             }
             (SearchMode::Hybrid, None) => {
                 notes.push("the query has no words to search for lexically; vector search only".to_string());
-                let k = if options.max_per_file.is_some() { depth } else { options.top_k };
-                (vector_only(self.backend.query(store, &vector_arm(k)).await?), LexicalSource::None)
+                (vector_only(candidates), LexicalSource::None)
             }
-            (SearchMode::Hybrid, Some(FullText(found))) => {
-                // Wide enough that a backend without text search can re-rank
-                // the same candidates lexically: one vector query either way.
-                let candidates = self.backend.query(store, &vector_arm(depth.max(RERANK_CANDIDATES))).await?;
-                match found {
-                    Some(found) => {
-                        let found = self.score_full_text(store, text, found, &candidates, &vector, options).await?;
-                        (fuse(candidates, found, options.lexical_weight), LexicalSource::FullText)
-                    }
-                    None => {
-                        let reranked = rerank_lexically(&candidates, text);
-                        let count = candidates.len();
-                        notes.push(format!(
-                            "the {} backend has no text search: lexical scores rank the top {count} vector \
-                             candidates only",
-                            self.backend.name()
-                        ));
-                        (
-                            fuse(candidates, reranked, options.lexical_weight),
-                            LexicalSource::Rerank { candidates: count },
-                        )
-                    }
-                }
+            (SearchMode::Hybrid, Some(FullText(Some(found)))) => {
+                let found = self.score_full_text(store, text, found, &candidates, vector, options).await?;
+                (fuse(candidates, found, options.lexical_weight), LexicalSource::FullText)
+            }
+            (SearchMode::Hybrid, Some(FullText(None))) => {
+                let reranked = rerank_lexically(&candidates, text);
+                let count = candidates.len();
+                notes.push(format!(
+                    "the {} backend has no text search: lexical scores rank the top {count} vector candidates only",
+                    self.backend.name()
+                ));
+                (fuse(candidates, reranked, options.lexical_weight), LexicalSource::Rerank { candidates: count })
             }
         };
         let mut hits = limit_per_file(hits, options.max_per_file);
@@ -331,15 +343,27 @@ pub async fn search_stores(targets: &[StoreTarget], text: &str, options: &Search
         let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
         async move { querier.full_text_arm(target.store.name(), text, options).await }
     }));
-    let (vectors, full_texts) = tokio::join!(embeddings, full_texts);
-    let (vectors, full_texts) = (vectors?, full_texts?);
-    let searches = targets.iter().zip(full_texts).map(|(target, full_text)| {
-        let vector = vectors.iter().find(|(model, _)| model == target.embedder.model()).map(|(_, v)| v.clone());
-        async move {
+    // Each store's vector arm, once its model's embedding is known.
+    let vector_side = async {
+        let vectors = embeddings.await?;
+        futures::future::try_join_all(targets.iter().map(|target| {
+            let vector = vectors.iter().find(|(model, _)| model == target.embedder.model()).map(|(_, v)| v.clone());
             let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
-            querier.search_with_vector(target.store.name(), text, vector.unwrap_or_default(), options, full_text).await
-        }
-    });
+            async move {
+                let vector = vector.unwrap_or_default();
+                let candidates = querier.vector_arm(target.store.name(), &vector, text, options).await?;
+                Ok::<_, Error>((vector, candidates))
+            }
+        }))
+        .await
+    };
+    let (full_texts, vector_side) = tokio::join!(full_texts, vector_side);
+    let (vector_side, full_texts) = (vector_side?, full_texts?);
+    let searches =
+        targets.iter().zip(vector_side).zip(full_texts).map(|((target, (vector, candidates)), full_text)| async move {
+            let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
+            querier.combine(target.store.name(), text, &vector, candidates, full_text, options).await
+        });
     let answers = futures::future::try_join_all(searches).await?;
     let mut hits: Vec<SearchHit> = Vec::new();
     let mut stores = Vec::new();
@@ -522,14 +546,24 @@ mod tests {
 
     impl VectorOnly {
         fn with_full_text(self) -> WithFullText {
-            WithFullText { inner: self, searches: Default::default(), started: Default::default() }
+            WithFullText {
+                inner: self,
+                searches: Default::default(),
+                started: Default::default(),
+                vector_arm_started: Default::default(),
+                vector_arm: Default::default(),
+            }
         }
     }
 
+    /// Its full-text searches without a vector finish only once a vector
+    /// arm has started.
     struct WithFullText {
         inner: VectorOnly,
         searches: std::sync::atomic::AtomicUsize,
         started: Arc<tokio::sync::Notify>,
+        vector_arm_started: std::sync::atomic::AtomicBool,
+        vector_arm: tokio::sync::Notify,
     }
 
     #[async_trait]
@@ -565,11 +599,19 @@ mod tests {
             self.inner.write(s, b).await
         }
         async fn query(&self, s: &str, r: &QueryRequest) -> Result<Vec<Hit>> {
+            self.vector_arm_started.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.vector_arm.notify_waiters();
             self.inner.query(s, r).await
         }
         async fn lexical_query(&self, s: &str, r: &LexicalRequest) -> Result<Option<Vec<crate::search::LexicalHit>>> {
             self.searches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.started.notify_one();
+            let vector_arm = self.vector_arm.notified();
+            if r.vector.is_none() && !self.vector_arm_started.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::timeout(std::time::Duration::from_secs(5), vector_arm)
+                    .await
+                    .map_err(|_| Error::InvalidInput("the vector arm waited for the full-text arm".into()))?;
+            }
             self.inner.0.lexical_query(s, r).await
         }
     }
@@ -597,11 +639,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_full_text_arm_runs_while_the_query_is_embedded() {
+    async fn the_full_text_arm_runs_while_the_query_is_embedded_and_the_vector_arm_searches() {
         let texts = [("a.rs", "fn parse_config() reads the settings"), ("b.md", "settings are read at start")];
         let (_, memory) = store(&texts).await;
         let backend = Arc::new(VectorOnly(memory).with_full_text());
         let querier = Querier::new(Arc::new(AfterFullText(backend.started.clone())), backend.clone());
+        // Hybrid first: its full-text arm waits for the vector arm to start.
         for mode in [SearchMode::Hybrid, SearchMode::Lexical] {
             let found = querier.search("notes", "settings", &SearchOptions::new(5).with_mode(mode)).await.unwrap();
             assert_eq!(found.lexical, LexicalSource::FullText, "{mode}");
