@@ -388,8 +388,10 @@ mod tests {
     use crate::types::{Chunk, Metric, VectorRecord, chunk_key};
     use async_trait::async_trait;
 
-    /// Embeds by hashing words into 32 buckets.
-    struct Words;
+    /// Embeds by hashing words into 32 buckets; with a signal, answers a
+    /// query only once it is given (a full-text search has started).
+    #[derive(Default)]
+    struct Words(Option<Arc<tokio::sync::Notify>>);
 
     #[async_trait]
     impl Embedder for Words {
@@ -403,6 +405,11 @@ mod tests {
             Ok(docs.iter().map(|d| words(&d.text)).collect())
         }
         async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
+            if let Some(signal) = &self.0 {
+                tokio::time::timeout(std::time::Duration::from_secs(5), signal.notified())
+                    .await
+                    .map_err(|_| Error::InvalidInput("the full-text arm waited for the embedding".into()))?;
+            }
             Ok(words(query))
         }
     }
@@ -441,7 +448,7 @@ mod tests {
             })
             .collect();
         backend.put("notes", records).await.unwrap();
-        (Querier::new(Arc::new(Words), backend.clone()), backend)
+        (Querier::new(Arc::new(Words::default()), backend.clone()), backend)
     }
 
     /// `words` under another model name, counting its query embeddings.
@@ -616,34 +623,12 @@ mod tests {
         }
     }
 
-    /// `words`, answering only once a full-text search has started.
-    struct AfterFullText(Arc<tokio::sync::Notify>);
-
-    #[async_trait]
-    impl Embedder for AfterFullText {
-        fn model(&self) -> &str {
-            "words"
-        }
-        fn dimension(&self) -> usize {
-            32
-        }
-        async fn embed_documents(&self, docs: &[DocText]) -> Result<Vec<Vec<f32>>> {
-            Ok(docs.iter().map(|d| words(&d.text)).collect())
-        }
-        async fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
-            tokio::time::timeout(std::time::Duration::from_secs(5), self.0.notified())
-                .await
-                .map_err(|_| Error::InvalidInput("the full-text arm waited for the embedding".into()))?;
-            Ok(words(query))
-        }
-    }
-
     #[tokio::test]
     async fn the_full_text_arm_runs_while_the_query_is_embedded_and_the_vector_arm_searches() {
         let texts = [("a.rs", "fn parse_config() reads the settings"), ("b.md", "settings are read at start")];
         let (_, memory) = store(&texts).await;
         let backend = Arc::new(VectorOnly(memory).with_full_text());
-        let querier = Querier::new(Arc::new(AfterFullText(backend.started.clone())), backend.clone());
+        let querier = Querier::new(Arc::new(Words(Some(backend.started.clone()))), backend.clone());
         // Hybrid first: its full-text arm waits for the vector arm to start.
         for mode in [SearchMode::Hybrid, SearchMode::Lexical] {
             let found = querier.search("notes", "settings", &SearchOptions::new(5).with_mode(mode)).await.unwrap();
@@ -659,7 +644,7 @@ mod tests {
         assert_eq!(backend.searches.load(std::sync::atomic::Ordering::SeqCst), 3);
         // So do searches of several stores at once.
         let store = Store::open(backend.clone(), "notes").await.unwrap();
-        let embedder = Arc::new(AfterFullText(backend.started.clone()));
+        let embedder = Arc::new(Words(Some(backend.started.clone())));
         let targets = [StoreTarget::new(store.clone(), embedder.clone()), StoreTarget::new(store, embedder)];
         let found = search_stores(&targets, "settings", &SearchOptions::new(5)).await.unwrap();
         assert_eq!(found.hits.len(), 4);
@@ -705,7 +690,7 @@ mod tests {
     #[tokio::test]
     async fn without_text_search_hybrid_reranks_vector_candidates_and_lexical_is_refused() {
         let (_, memory) = store(&[("a.md", "bakery sourdough starter"), ("b.md", "unrelated words here")]).await;
-        let querier = Querier::new(Arc::new(Words), Arc::new(VectorOnly(memory)));
+        let querier = Querier::new(Arc::new(Words::default()), Arc::new(VectorOnly(memory)));
         let found = querier.search("notes", "sourdough", &SearchOptions::new(2)).await.unwrap();
         assert_eq!(found.lexical, LexicalSource::Rerank { candidates: 2 });
         assert_eq!(found.hits[0].chunk.source_path, "a.md");
