@@ -372,7 +372,12 @@ pub async fn search_stores(targets: &[StoreTarget], text: &str, options: &Search
         hits.append(&mut answer.hits);
         stores.push((name.to_string(), answer));
     }
-    let key = |h: &SearchHit| h.fused_score.unwrap_or(h.score);
+    // Each mode's own ranking: fused in hybrid, BM25 in lexical, similarity
+    // in vector search (the sort is stable: one store keeps its order).
+    let key = |h: &SearchHit| match options.mode {
+        SearchMode::Lexical => h.lexical_score.unwrap_or(f32::NEG_INFINITY),
+        _ => h.fused_score.unwrap_or(h.score),
+    };
     hits.sort_by(|a, b| key(b).total_cmp(&key(a)));
     hits.truncate(options.top_k);
     Ok(MultiSearchResults { hits, stores })
@@ -496,6 +501,27 @@ mod tests {
         assert!(matches!(err, Error::ModelMismatch { .. }), "{err}");
         let none = search_stores(&[], "tea", &SearchOptions::new(3)).await.unwrap_err();
         assert!(matches!(none, Error::InvalidInput(_)), "{none}");
+    }
+
+    #[tokio::test]
+    async fn lexical_search_of_stores_ranks_by_bm25_not_by_similarity() {
+        // "zeta" is rare and "alpha" common: BM25 puts rare.md first, while
+        // its vector (many other words) is further from the query's.
+        let mut texts = vec![
+            ("rare.md", "zeta one two three four five six seven eight".to_string()),
+            ("common.md", "alpha alpha".to_string()),
+        ];
+        texts.extend((0..5).map(|i| (["f0.md", "f1.md", "f2.md", "f3.md", "f4.md"][i], format!("alpha filler{i}"))));
+        let refs: Vec<(&str, &str)> = texts.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let (_, memory) = store(&refs).await;
+        let target = StoreTarget::new(Store::open(memory, "notes").await.unwrap(), Arc::new(Words::default()));
+        let options = SearchOptions::new(3).with_mode(SearchMode::Lexical);
+        let found = search_stores(std::slice::from_ref(&target), "zeta alpha", &options).await.unwrap();
+        let order: Vec<&str> = found.hits.iter().map(|h| h.chunk.source_path.as_str()).collect();
+        assert_eq!(order[0], "rare.md", "{order:?}");
+        assert!(found.hits[0].score < found.hits[1].score, "the vector arm would have ranked them the other way");
+        let ranks: Vec<Option<usize>> = found.hits.iter().map(|h| h.lexical_rank).collect();
+        assert_eq!(ranks, [Some(1), Some(2), Some(3)]);
     }
 
     #[tokio::test]
