@@ -99,6 +99,26 @@ impl Filter {
         required_folder(&self.0)
     }
 
+    /// The folder when the filter is that folder and nothing else (as
+    /// `--path docs` alone writes it): every chunk under it passes, so a
+    /// backend need not look at each file.
+    ///
+    /// ```
+    /// use rag_core::filter::Filter;
+    /// assert_eq!(Filter::folder("docs/api").only_folder(), Some("docs/api"));
+    /// assert_eq!(Filter::folder("docs").and(Filter::extensions(&["md".into()])).only_folder(), None);
+    /// let not_only = Filter::from_json(r#"{"dirs": {"$eq": "docs", "$ne": "docs/old"}}"#).unwrap();
+    /// assert_eq!(not_only.only_folder(), None);
+    /// ```
+    pub fn only_folder(&self) -> Option<&str> {
+        let Value::Object(map) = &self.0 else { return None };
+        match (map.len(), map.get("dirs")) {
+            (1, Some(Value::String(folder))) => Some(folder),
+            (1, Some(Value::Object(ops))) if ops.len() == 1 => ops.get("$eq").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
     /// Whether the filter looks at metadata key `key` anywhere.
     ///
     /// ```

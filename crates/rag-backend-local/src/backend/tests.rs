@@ -188,6 +188,27 @@ async fn chunks_are_scored_by_key_as_queries_score_them() {
 }
 
 #[tokio::test]
+async fn a_folder_alone_passes_the_chunks_under_it_as_the_full_filter_does() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    let paths = ["docs/a/x.md", "docs/a/y/z.md", "docs/ab/w.md", "docs/a.md", "docs/a", "other/docs/a/q.md", "a/x.md"];
+    let records = paths.iter().enumerate().map(|(i, p)| record(p, 0, 1, "h", vec![1.0, i as f32])).collect();
+    backend.put("notes", records).await.unwrap();
+    let reader = Reader::open(&dir.path().join("stores/notes")).unwrap();
+    let alone = rag_core::filter::Filter::folder("docs/a");
+    assert_eq!(alone.only_folder(), Some("docs/a"));
+    // The same chunks, decided file by file from their metadata.
+    let full = rag_core::filter::Filter::folder("docs/a").and(rag_core::filter::Filter::folder("docs"));
+    assert_eq!(full.only_folder(), None);
+    let (fast, slow) = (reader.slots_passing(&alone, 7).unwrap(), reader.slots_passing(&full, 7).unwrap());
+    assert_eq!(fast, slow);
+    let query = QueryRequest::new(vec![1.0, 0.0], 10).with_filter(Some(alone));
+    let mut found: Vec<String> =
+        backend.query("notes", &query).await.unwrap().into_iter().map(|h| h.chunk.source_path).collect();
+    found.sort();
+    assert_eq!(found, ["docs/a/x.md", "docs/a/y/z.md"]);
+}
+
+#[tokio::test]
 async fn a_filter_applies_before_the_lexical_cut() {
     let (_dir, backend) = store_with(2, Metric::Cosine).await;
     // 600 chunks match; the one under docs/ ranks last (longest text, one mention).
