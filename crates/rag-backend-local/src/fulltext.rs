@@ -87,7 +87,7 @@ impl Reader {
         let floats = self.floats();
         // The filter takes the connection itself: before this search holds it.
         let allowed = match &request.filter {
-            Some(filter) => Some(self.slots_passing(filter, floats.len() / dim.max(1))?),
+            Some(filter) => Some(self.allowed_slots(filter, floats.len() / dim.max(1))?),
             None => None,
         };
         let conn = self.conn();

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use memmap2::Mmap;
 use rusqlite::{Connection, OptionalExtension};
@@ -33,6 +33,9 @@ pub(crate) struct Reader {
     /// slot: mapped by the first query that needs them, so a full-text
     /// query never maps them.
     pub(crate) bits: OnceLock<Option<Mmap>>,
+    /// The slots the last filter passed: the two arms of a filtered hybrid
+    /// search ask for the same set.
+    last_filter: Mutex<Option<PassedFilter>>,
     /// Whether the bit codes match the last commit (else they are not used).
     pub(crate) bits_current: bool,
     /// The store's folder.
@@ -111,6 +114,7 @@ impl Reader {
             map,
             compact,
             bits: OnceLock::new(),
+            last_filter: Mutex::new(None),
             bits_current,
             dir: dir.to_path_buf(),
             exact,
@@ -231,10 +235,10 @@ impl Reader {
         let total_slots = floats.len() / dim.max(1);
         let metric = self.config.metric;
         let allowed = match &request.filter {
-            Some(filter) => Some(self.slots_passing(filter, total_slots)?),
+            Some(filter) => Some(self.allowed_slots(filter, total_slots)?),
             None => None,
         };
-        let allowed = allowed.as_deref();
+        let allowed = allowed.as_deref().map(Vec::as_slice);
         // Candidates come from the bit codes (1/30 of the bytes to read),
         // are re-scored on the int8 codes, and the best of those exactly from
         // the f32 vectors. A store whose bit codes do not cover it yet, a
@@ -302,6 +306,29 @@ impl Reader {
         candidates.retain(|c| !c.score.is_nan());
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
         candidates
+    }
+
+    /// [`slots_passing`](Self::slots_passing), computed once for the last
+    /// filter asked: a second caller with the same filter waits for the
+    /// first and shares its answer.
+    pub(crate) fn allowed_slots(
+        &self,
+        filter: &rag_core::filter::Filter,
+        total_slots: usize,
+    ) -> Result<Arc<Vec<bool>>> {
+        let key = filter.as_json().to_string();
+        let mut last = self.last_filter.lock().unwrap_or_else(PoisonError::into_inner);
+        let version = crate::cache::data_version(&self.conn(), &self.db_path)?;
+        if let Some(passed) = last.as_ref()
+            && passed.filter == key
+            && passed.version == version
+            && passed.allowed.len() == total_slots
+        {
+            return Ok(passed.allowed.clone());
+        }
+        let allowed = Arc::new(self.slots_passing(filter, total_slots)?);
+        *last = Some(PassedFilter { filter: key, version, allowed: allowed.clone() });
+        Ok(allowed)
     }
 
     /// Which slots hold a chunk whose metadata passes `filter`. A filter on
@@ -459,6 +486,15 @@ impl Reader {
 /// `score` run on `candidates` in parts on up to [`READ_THREADS`] threads,
 /// at least `min_part` candidates a part (one part runs on this thread),
 /// and what each part returned: for reads that may wait on the disk.
+/// The slots a filter passed, the filter (as JSON) and the database's
+/// `data_version` they were read at (another connection's commit changes it).
+#[derive(Debug)]
+struct PassedFilter {
+    filter: String,
+    version: i64,
+    allowed: Arc<Vec<bool>>,
+}
+
 /// The cores this process may use, read once: each reading parses the
 /// cgroup's CPU quota from /proc and /sys (30 to 100 µs here).
 fn cores() -> usize {

@@ -209,6 +209,28 @@ async fn a_folder_alone_passes_the_chunks_under_it_as_the_full_filter_does() {
 }
 
 #[tokio::test]
+async fn both_arms_share_a_filters_slots_until_another_connection_commits() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    let records = ["docs/a.md", "src/b.rs"].iter().map(|p| record(p, 0, 1, "h", vec![1.0, 0.0])).collect();
+    backend.put("notes", records).await.unwrap();
+    let reader = Reader::open(&dir.path().join("stores/notes")).unwrap();
+    let docs = rag_core::filter::Filter::folder("docs");
+    let first = reader.allowed_slots(&docs, 2).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &reader.allowed_slots(&docs, 2).unwrap()), "computed once");
+    let src = reader.allowed_slots(&rag_core::filter::Filter::folder("src"), 2).unwrap();
+    assert_ne!(*src, *first, "another filter, another set");
+    // Another connection commits (the store keeps its slots): the same
+    // filter is decided again.
+    let again = reader.allowed_slots(&docs, 2).unwrap();
+    assert_eq!(again.iter().filter(|&&f| f).count(), 1);
+    let other = Connection::open(dir.path().join("stores/notes/store.db")).unwrap();
+    other.execute("UPDATE chunks SET source_path = 'src/a.md' WHERE source_path = 'docs/a.md'", []).unwrap();
+    let after = reader.allowed_slots(&docs, 2).unwrap();
+    assert!(after.iter().all(|&f| !f), "{after:?}");
+    assert!(std::sync::Arc::ptr_eq(&after, &reader.allowed_slots(&docs, 2).unwrap()));
+}
+
+#[tokio::test]
 async fn a_filter_applies_before_the_lexical_cut() {
     let (_dir, backend) = store_with(2, Metric::Cosine).await;
     // 600 chunks match; the one under docs/ ranks last (longest text, one mention).
