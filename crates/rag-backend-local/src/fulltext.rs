@@ -13,7 +13,6 @@ use rag_core::store::Hit;
 
 use crate::error::{LocalStoreError, sql};
 use crate::reader::Reader;
-use crate::scan;
 use crate::schema::{CHUNK_SELECT, read_setting, row_to_chunk, write_setting};
 
 /// The full-text index: one row per chunk, its rowid the chunk's slot, its
@@ -128,13 +127,8 @@ impl Reader {
         for (slot, bm25) in best {
             let row = read.query_row([slot], |row| row_to_chunk(row, 0)).optional().map_err(sql(&self.db_path))?;
             let Some((chunk, indexed_at)) = row else { continue };
-            let score = match &query {
-                Some(query) => u64::try_from(slot)
-                    .ok()
-                    .and_then(|slot| self.exact_vector(slot, &mut buffer))
-                    .map_or(f32::NAN, |v| scan::exact_score(query, v, self.config.metric)),
-                None => f32::NAN,
-            };
+            let score =
+                query.as_ref().and_then(|query| self.exact_score_at(slot, query, &mut buffer)).unwrap_or(f32::NAN);
             hits.push(LexicalHit { hit: Hit { score, chunk, indexed_at }, bm25 });
         }
         Ok(Some(hits))

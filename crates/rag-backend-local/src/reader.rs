@@ -145,6 +145,14 @@ impl Reader {
         read_vector(self.exact.as_ref()?, self.config.dimension, slot, buffer, Wait::Yes).ok().flatten()
     }
 
+    /// The exact score of the vector at `slot` (a row's `slot` column) for
+    /// `query` (prepared by [`prepare_query`](Self::prepare_query)), read
+    /// as [`exact_vector`](Self::exact_vector) reads it.
+    pub(crate) fn exact_score_at(&self, slot: i64, query: &[f32], buffer: &mut Vec<u8>) -> Option<f32> {
+        let vector = self.exact_vector(u64::try_from(slot).ok()?, buffer)?;
+        Some(scan::exact_score(query, vector, self.config.metric))
+    }
+
     /// `candidates` re-scored on their int8 codes, and the widest error
     /// bound among them ([`scan::CompactQuery::error_bound`]). The codes are
     /// read with `pread` (through the mapping, each random slot faulted in a
@@ -353,19 +361,10 @@ impl Reader {
             // One pass over the folder's range of the path index (it holds
             // each chunk's slot), deciding once per file; one read
             // transaction, where a statement per file took and dropped the
-            // database's read lock each time (about 1 s at 10M chunks).
-            if filter.only_folder().is_some() {
-                // Every chunk in the range passes: only their slots are read.
-                let mut slots = conn
-                    .prepare_cached("SELECT slot FROM chunks WHERE source_path >= ?1 AND source_path < ?2")
-                    .map_err(sql(db))?;
-                let mut rows = slots.query([&low, &high]).map_err(sql(db))?;
-                while let Some(row) = rows.next().map_err(sql(db))? {
-                    set(row.get(0).map_err(sql(db))?);
-                }
-                drop(rows);
-                return Ok(allowed);
-            }
+            // database's read lock each time (about 1 s at 10M chunks). A
+            // folder and nothing else passes every chunk in its range: no
+            // file is looked at.
+            let decide_files = filter.only_folder().is_none();
             let read = conn.unchecked_transaction().map_err(sql(db))?;
             let mut chunks = conn
                 .prepare_cached("SELECT source_path, slot FROM chunks WHERE source_path >= ?1 AND source_path < ?2")
@@ -376,6 +375,10 @@ impl Reader {
             let mut rows = chunks.query([&low, &high]).map_err(sql(db))?;
             let mut file: Option<(String, bool)> = None;
             while let Some(row) = rows.next().map_err(sql(db))? {
+                if !decide_files {
+                    set(row.get(1).map_err(sql(db))?);
+                    continue;
+                }
                 let path = row.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(sql(db))?;
                 let passes = match &file {
                     Some((current, passes)) if current == path => *passes,
@@ -450,10 +453,7 @@ impl Reader {
             .map(|key| {
                 let slot: Option<i64> =
                     stmt.query_row([key], |row| row.get(0)).optional().map_err(sql(&self.db_path))?;
-                Ok(slot
-                    .and_then(|slot| u64::try_from(slot).ok())
-                    .and_then(|slot| self.exact_vector(slot, &mut buffer))
-                    .map(|stored| scan::exact_score(&query, stored, self.config.metric)))
+                Ok(slot.and_then(|slot| self.exact_score_at(slot, &query, &mut buffer)))
             })
             .collect()
     }
@@ -483,9 +483,6 @@ impl Reader {
     }
 }
 
-/// `score` run on `candidates` in parts on up to [`READ_THREADS`] threads,
-/// at least `min_part` candidates a part (one part runs on this thread),
-/// and what each part returned: for reads that may wait on the disk.
 /// The slots a filter passed, the filter (as JSON) and the database's
 /// `data_version` they were read at (another connection's commit changes it).
 #[derive(Debug)]
