@@ -112,11 +112,13 @@ impl Filter {
     /// ```
     pub fn only_folder(&self) -> Option<&str> {
         let Value::Object(map) = &self.0 else { return None };
-        match (map.len(), map.get("dirs")) {
-            (1, Some(Value::String(folder))) => Some(folder),
-            (1, Some(Value::Object(ops))) if ops.len() == 1 => ops.get("$eq").and_then(Value::as_str),
-            _ => None,
-        }
+        // `{"dirs": DIR}` or `{"dirs": {"$eq": DIR}}`, with no other condition.
+        let alone = match map.get("dirs") {
+            Some(Value::Object(ops)) => ops.len() == 1,
+            Some(_) => true,
+            None => false,
+        };
+        if map.len() == 1 && alone { required_folder(&self.0) } else { None }
     }
 
     /// Whether the filter looks at metadata key `key` anywhere.

@@ -102,45 +102,47 @@ impl Querier {
         options: &SearchOptions,
     ) -> Result<SearchResults> {
         check_search(text, options)?;
+        let terms = query_terms(text);
         // The full-text arm needs no vector: it runs while the query is
         // embedded and the vector arm searches.
         let vector_side = async {
             let vector = self.embed_query(config, text).await?;
-            let candidates = self.vector_arm(store, &vector, text, options).await?;
+            let candidates = self.vector_arm(store, &vector, !terms.is_empty(), options).await?;
             Ok::<_, Error>((vector, candidates))
         };
-        let (full_text, vector_side) = tokio::join!(self.full_text_arm(store, text, options), vector_side);
+        let (full_text, vector_side) = tokio::join!(self.full_text_arm(store, &terms, options), vector_side);
         let (vector, candidates) = vector_side?;
         self.combine(store, text, &vector, candidates, full_text?, options).await
     }
 
-    /// The full-text search of a hybrid or lexical search, its hits not yet
-    /// scored against the query vector; `None` when the mode does not use it
-    /// or the query has no words to search for.
-    async fn full_text_arm(&self, store: &str, text: &str, options: &SearchOptions) -> Result<Option<FullText>> {
-        let terms = query_terms(text);
+    /// The full-text search of a hybrid or lexical search for the query's
+    /// `terms`, its hits not yet scored against the query vector; `None`
+    /// when the mode does not use it or the query has no words to search for.
+    async fn full_text_arm(&self, store: &str, terms: &[String], options: &SearchOptions) -> Result<Option<FullText>> {
         if options.mode == SearchMode::Vector || terms.is_empty() {
             return Ok(None);
         }
-        let request = LexicalRequest::new(terms, lexical_depth(options)).with_filter(options.filter.clone());
-        Ok(Some(FullText(self.backend.lexical_query(store, &request).await?)))
+        let request = LexicalRequest::new(terms.to_vec(), lexical_depth(options)).with_filter(options.filter.clone());
+        let found = self.backend.lexical_query(store, &request).await?;
+        Ok(Some(FullText { request, found }))
     }
 
     /// The nearest chunks to `vector` that the mode of `options` asks for;
-    /// `None` in lexical mode. Hybrid search asks for enough that a backend
-    /// without text search can re-rank the same candidates lexically: one
-    /// vector query either way.
+    /// `None` in lexical mode. Hybrid search of a query with words to
+    /// search for (`has_terms`) asks for enough that a backend without text
+    /// search can re-rank the same candidates lexically: one vector query
+    /// either way.
     async fn vector_arm(
         &self,
         store: &str,
         vector: &[f32],
-        text: &str,
+        has_terms: bool,
         options: &SearchOptions,
     ) -> Result<Option<Vec<Hit>>> {
         let depth = lexical_depth(options);
         let k = match options.mode {
             SearchMode::Lexical => return Ok(None),
-            SearchMode::Hybrid if !query_terms(text).is_empty() => depth.max(RERANK_CANDIDATES),
+            SearchMode::Hybrid if has_terms => depth.max(RERANK_CANDIDATES),
             _ if options.max_per_file.is_some() => depth,
             _ => options.top_k,
         };
@@ -168,20 +170,20 @@ impl Querier {
                 notes.push("the query has no words to search for lexically".to_string());
                 return Ok(SearchResults { hits: Vec::new(), mode: options.mode, lexical: LexicalSource::None, notes });
             }
-            (SearchMode::Lexical, Some(FullText(found))) => {
+            (SearchMode::Lexical, Some(FullText { request, found })) => {
                 let Some(found) = found else { return Err(self.no_full_text(store)) };
-                let found = self.score_full_text(store, text, found, &[], vector, options).await?;
+                let found = self.score_full_text(store, &request, found, &[], vector).await?;
                 (lexical_only(found), LexicalSource::FullText)
             }
             (SearchMode::Hybrid, None) => {
                 notes.push("the query has no words to search for lexically; vector search only".to_string());
                 (vector_only(candidates), LexicalSource::None)
             }
-            (SearchMode::Hybrid, Some(FullText(Some(found)))) => {
-                let found = self.score_full_text(store, text, found, &candidates, vector, options).await?;
+            (SearchMode::Hybrid, Some(FullText { request, found: Some(found) })) => {
+                let found = self.score_full_text(store, &request, found, &candidates, vector).await?;
                 (fuse(candidates, found, options.lexical_weight), LexicalSource::FullText)
             }
-            (SearchMode::Hybrid, Some(FullText(None))) => {
+            (SearchMode::Hybrid, Some(FullText { found: None, .. })) => {
                 let reranked = rerank_lexically(&candidates, text);
                 let count = candidates.len();
                 notes.push(format!(
@@ -203,15 +205,14 @@ impl Querier {
     /// `vector`: taken from the vector arm's `scored` hits where they hold
     /// the chunk, asked of the backend for the rest. Hits whose chunk the
     /// store no longer holds are left out. A backend that cannot score by
-    /// key has its full-text arm run again with the vector.
+    /// key has the full-text arm's `request` run again with the vector.
     async fn score_full_text(
         &self,
         store: &str,
-        text: &str,
+        request: &LexicalRequest,
         mut found: Vec<LexicalHit>,
         scored: &[Hit],
         vector: &[f32],
-        options: &SearchOptions,
     ) -> Result<Vec<LexicalHit>> {
         let known: HashMap<&str, f32> = scored.iter().map(|h| (h.chunk.key.as_str(), h.score)).collect();
         let mut unknown = Vec::new();
@@ -226,9 +227,7 @@ impl Querier {
         }
         let keys: Vec<String> = unknown.iter().map(|&i| found[i].hit.chunk.key.clone()).collect();
         let Some(scores) = self.backend.exact_scores(store, &keys, vector).await? else {
-            let request = LexicalRequest::new(query_terms(text), lexical_depth(options))
-                .with_filter(options.filter.clone())
-                .with_vector(Some(vector.to_vec()));
+            let request = request.clone().with_vector(Some(vector.to_vec()));
             return Ok(self.backend.lexical_query(store, &request).await?.unwrap_or_default());
         };
         let mut gone = vec![false; found.len()];
@@ -252,8 +251,12 @@ impl Querier {
     }
 }
 
-/// The full-text arm's answer: `None` when the store has no full-text index.
-struct FullText(Option<Vec<LexicalHit>>);
+/// The full-text arm's request (without a vector) and its answer: `None`
+/// when the store has no full-text index.
+struct FullText {
+    request: LexicalRequest,
+    found: Option<Vec<LexicalHit>>,
+}
 
 /// How many hits the full-text arm (and the vector arm of a hybrid search
 /// or one limited per file) asks for.
@@ -339,9 +342,12 @@ pub async fn search_stores(targets: &[StoreTarget], text: &str, options: &Search
         }
         Ok::<_, Error>(vectors)
     };
+    let terms = query_terms(text);
+    let has_terms = !terms.is_empty();
     let full_texts = futures::future::try_join_all(targets.iter().map(|target| {
         let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
-        async move { querier.full_text_arm(target.store.name(), text, options).await }
+        let terms = &terms;
+        async move { querier.full_text_arm(target.store.name(), terms, options).await }
     }));
     // Each store's vector arm, once its model's embedding is known.
     let vector_side = async {
@@ -351,7 +357,7 @@ pub async fn search_stores(targets: &[StoreTarget], text: &str, options: &Search
             let querier = Querier::new(target.embedder.clone(), target.store.backend().clone());
             async move {
                 let vector = vector.unwrap_or_default();
-                let candidates = querier.vector_arm(target.store.name(), &vector, text, options).await?;
+                let candidates = querier.vector_arm(target.store.name(), &vector, has_terms, options).await?;
                 Ok::<_, Error>((vector, candidates))
             }
         }))
