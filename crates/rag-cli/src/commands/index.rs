@@ -240,12 +240,52 @@ pub async fn index_setup(
 /// The settings of `store`, or `None` when it does not exist yet: one read
 /// where it exists. A backend that fails to read a store whose container is
 /// missing too (an S3 Vectors bucket not made yet) is asked whether the
-/// store exists before the error counts.
+/// store exists before the error counts; when it does (another writer may
+/// have made it since the first read), its settings are read again, so the
+/// error returned is about the store as it is now.
 pub async fn existing_config(backend: &dyn VectorBackend, store: &str) -> Result<Option<StoreConfig>> {
     match backend.store_config(store).await {
         Ok(config) => Ok(Some(config)),
         Err(rag_core::Error::StoreNotFound { .. }) => Ok(None),
         Err(_) if !backend.store_exists(store).await? => Ok(None),
-        Err(err) => Err(err.into()),
+        Err(_) => Ok(Some(backend.store_config(store).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rag_core::backend::MemoryBackend;
+    use rag_core::mock::MockVectorBackend;
+
+    #[tokio::test]
+    async fn a_store_made_between_two_reads_is_read_not_reported_missing() {
+        // Another writer makes the store between this client's first read of
+        // its settings (which fails as a missing S3 Vectors bucket does) and
+        // the question whether it exists.
+        let config = StoreConfig::new("notes", "toy", 2).with_chunking("c");
+        let mut backend = MockVectorBackend::new();
+        let mut reads = mockall::Sequence::new();
+        backend.expect_store_config().times(1).in_sequence(&mut reads).returning(|_| {
+            Err(rag_core::Error::Backend {
+                backend: "s3vectors".into(),
+                message: "vector bucket not found".into(),
+                source: None,
+            })
+        });
+        backend.expect_store_exists().times(1).in_sequence(&mut reads).returning(|_| Ok(true));
+        let made = config.clone();
+        backend.expect_store_config().times(1).in_sequence(&mut reads).returning(move |_| Ok(made.clone()));
+        let found = existing_config(&backend, "notes").await.expect("the store made meanwhile is read");
+        assert_eq!(found, Some(config));
+    }
+
+    #[tokio::test]
+    async fn a_missing_store_is_none_and_an_existing_one_its_settings() {
+        let backend = MemoryBackend::new();
+        assert_eq!(existing_config(&backend, "notes").await.unwrap(), None);
+        let config = StoreConfig::new("notes", "toy", 2);
+        backend.create_store(&config).await.unwrap();
+        assert_eq!(existing_config(&backend, "notes").await.unwrap(), Some(config));
     }
 }
