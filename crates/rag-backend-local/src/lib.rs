@@ -42,6 +42,7 @@ mod cache;
 mod error;
 mod files;
 mod fulltext;
+mod large_pages;
 mod reader;
 mod scan;
 mod schema;

@@ -15,6 +15,7 @@ use rag_core::{Error, Result};
 use crate::bits::{bits_stride, top_k_bits};
 use crate::error::{LocalStoreError, io, sql};
 use crate::files::{BITS_FILE, COMPACT_FILE, VECTORS_FILE};
+use crate::large_pages;
 use crate::scan;
 use crate::schema::{CHUNK_SELECT, bits_are_current, open_db, read_config, row_to_chunk};
 use crate::slots::{Wait, read_at_if};
@@ -103,6 +104,9 @@ impl Reader {
         let config = read_config(&conn, &db_path, dir)?;
         let map = map_file(&dir.join(VECTORS_FILE), false)?;
         let compact = map_file(&dir.join(COMPACT_FILE), false)?;
+        // Scanned whole when the bit stage does not run (small or euclidean
+        // stores); its candidates are read with `pread`, not through it.
+        compact.iter().for_each(large_pages::advise_scanned_whole);
         // Codes a writer of an older rag left stale are not used.
         let bits_current = bits_are_current(&conn, &db_path)?;
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
@@ -178,8 +182,9 @@ impl Reader {
 
     /// The two-bit code file when it is current and covers every slot of
     /// the exact one. It is mapped without populating: the scan's threads
-    /// fault its pages in side by side (the kernel maps 16 cached pages a
-    /// fault), where populating would map all of them on one thread first.
+    /// fault its pages in side by side, where populating would map all of
+    /// them on one thread first; and in huge pages where the kernel can
+    /// ([`large_pages`]), a fault then maps 2 MiB rather than 64 KiB.
     pub(crate) fn bits_bytes(&self) -> Option<&[u8]> {
         let stride = bits_stride(self.config.dimension);
         let bits = self
@@ -189,10 +194,12 @@ impl Reader {
                 if !self.bits_current {
                     return None;
                 }
-                map_file(&path, false)
+                let map = map_file(&path, false)
                     .inspect_err(|err| tracing::debug!("cannot map {}: {err}; scanning the int8 codes", path.display()))
                     .ok()
-                    .flatten()
+                    .flatten();
+                map.iter().for_each(large_pages::advise_scanned_whole);
+                map
             })
             .as_deref()?;
         let slots = bits.len() / stride;

@@ -27,7 +27,12 @@ impl SlotFile {
     }
 
     pub(crate) fn slots(&self) -> Result<u64, LocalStoreError> {
-        Ok(self.file.metadata().map_err(io(&self.path))?.len() / self.stride)
+        Ok(self.len()? / self.stride)
+    }
+
+    /// The file's length in bytes.
+    pub(crate) fn len(&self) -> Result<u64, LocalStoreError> {
+        Ok(self.file.metadata().map_err(io(&self.path))?.len())
     }
 
     pub(crate) fn write(&self, slot: u64, bytes: &[u8]) -> Result<(), LocalStoreError> {

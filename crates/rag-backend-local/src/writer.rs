@@ -18,6 +18,7 @@ use crate::bits::{bits_stride, encode_bits};
 use crate::error::{LocalStoreError, io, sql};
 use crate::files::{BITS_FILE, COMPACT_FILE, LOCK_FILE, SIGN_BITS_FILE, VECTORS_FILE};
 use crate::fulltext::{build_lexical_index, has_current_lexical_index};
+use crate::large_pages;
 use crate::reader::prepare_vector;
 use crate::scan;
 use crate::schema::{
@@ -38,6 +39,9 @@ pub(crate) struct Writer {
     pub(crate) compact: SlotFile,
     /// Their two-bit codes: what a query scans.
     pub(crate) bits: SlotFile,
+    /// Where the blocks of `bits` this writer has not yet re-cached in huge
+    /// pages begin ([`large_pages`]).
+    pub(crate) bits_recached: u64,
     pub(crate) config: StoreConfig,
     pub(crate) free: Vec<u64>,
     pub(crate) next_slot: u64,
@@ -65,8 +69,20 @@ impl Writer {
         let exact = SlotFile::open(dir.join(VECTORS_FILE), config.dimension * 4)?;
         let compact = SlotFile::open(dir.join(COMPACT_FILE), scan::compact_stride(config.dimension))?;
         let bits = SlotFile::open(dir.join(BITS_FILE), bits_stride(config.dimension))?;
-        let mut writer =
-            Writer { _lock: lock, conn, db_path, exact, compact, bits, config, free: Vec::new(), next_slot: 0 };
+        // A block the last writer left part-written is re-cached once full.
+        let bits_recached = large_pages::whole_blocks(0, bits.len()?).end;
+        let mut writer = Writer {
+            _lock: lock,
+            conn,
+            db_path,
+            exact,
+            compact,
+            bits,
+            bits_recached,
+            config,
+            free: Vec::new(),
+            next_slot: 0,
+        };
         writer.repair()?;
         if !has_current_lexical_index(&writer.conn, &writer.db_path)? {
             let chunks = build_lexical_index(&mut writer.conn, &writer.db_path)?;
@@ -128,6 +144,7 @@ impl Writer {
             // Stamped already, the common case: no write at every open.
             return if current { Ok(()) } else { self.stamp_bits() };
         }
+        self.bits_recached = self.bits_recached.min(large_pages::whole_blocks(0, have * self.bits.stride).end);
         let dim = self.config.dimension;
         let mut raw = vec![0u8; dim * 4];
         let mut vector = vec![0.0f32; dim];
@@ -144,6 +161,7 @@ impl Writer {
             self.bits.write(slot, &code)?;
         }
         self.bits.sync()?;
+        self.recache_bits();
         tracing::info!(slots = end - have, "wrote the two-bit codes of vectors stored before them");
         self.stamp_bits()?;
         // The sign bits of an older rag are of no use now. A reader of that
@@ -153,6 +171,24 @@ impl Writer {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io(&old)(err)),
             _ => Ok(()),
         }
+    }
+
+    /// Re-caches in huge pages the whole blocks of the two-bit code file
+    /// completed since this writer last did, once they are synced: written
+    /// a slot at a time, the page cache holds them in small pages, which a
+    /// fresh query maps 16 at a fault ([`large_pages`]). Best effort.
+    fn recache_bits(&mut self) {
+        let blocks = match self.bits.len() {
+            Ok(len) => large_pages::whole_blocks(self.bits_recached, len),
+            Err(_) => return,
+        };
+        if blocks.is_empty() {
+            return;
+        }
+        if let Err(err) = large_pages::recache(&self.bits.file, blocks.clone()) {
+            tracing::debug!("cannot re-cache {} in huge pages: {err}", self.bits.path.display());
+        }
+        self.bits_recached = blocks.end;
     }
 
     /// Records that the bit codes match the store as last committed.
@@ -216,6 +252,7 @@ impl Writer {
                     self.mark_free(slot)?;
                     self.free.push(slot);
                 }
+                self.recache_bits();
                 Ok(())
             }
             Err(err) => {

@@ -693,6 +693,43 @@ async fn a_store_made_before_bit_codes_gets_them_from_its_next_writer() {
     assert_eq!(&reader.bits_bytes().expect("current again")[3 * stride..4 * stride], &expected[..]);
 }
 
+/// The code file a writer appends a slot at a time is scanned in huge
+/// pages once a block of it is whole, where the kernel has them.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn whole_blocks_of_the_codes_are_scanned_in_huge_pages() {
+    use crate::large_pages::BLOCK;
+    use crate::large_pages::tests::probe;
+    let dim = 4096;
+    let stride = bits::bits_stride(dim) as u64;
+    let (dir, backend) = store_with(dim, Metric::Cosine).await;
+    let supported = probe::supported_in(dir.path());
+    let records = |from: usize, to: usize| {
+        (from..to).map(|i| record(&format!("f{i}.md"), 0, 1, "h", real_like(i as u64, dim))).collect::<Vec<_>>()
+    };
+    // Short of a block: nothing is re-cached.
+    let first = (BLOCK / stride) as usize - 10;
+    backend.put("notes", records(0, first)).await.unwrap();
+    let store = dir.path().join("stores/notes");
+    let reader = Reader::open(&store).unwrap();
+    assert_eq!(probe::scanned_in_huge_pages(reader.bits_bytes().unwrap()), 0);
+    drop(reader);
+    release(&backend).await;
+    // Another writer completes the first block and starts the second.
+    let backend = LocalBackend::new(dir.path());
+    backend.put("notes", records(first, first + 20)).await.unwrap();
+    release(&backend).await;
+    let reader = Reader::open(&store).unwrap();
+    let huge = probe::scanned_in_huge_pages(reader.bits_bytes().unwrap());
+    if supported {
+        assert_eq!(huge, BLOCK / 1024, "the whole first block");
+    } else {
+        eprintln!("this kernel or file system caches no huge pages here");
+    }
+    let hits = backend.query("notes", &QueryRequest::new(real_like(5, dim), 1)).await.unwrap();
+    assert_eq!(hits[0].chunk.key, "f5.md#0");
+}
+
 #[tokio::test]
 async fn sign_bits_of_an_older_rag_give_way_to_two_bit_codes() {
     let (dir, backend) = store_with(16, Metric::Cosine).await;
