@@ -74,10 +74,18 @@ const READ_THREADS: usize = 8;
 /// smaller store the int8 scan is as quick and exact enough.
 const BIT_STAGE_MIN_CUT: usize = 8;
 
-/// Maps a file read-only; `None` when it is missing or empty. `populate`
-/// maps every page at once (for a file every query reads whole: one call
-/// instead of a fault per page in a fresh process).
-pub(crate) fn map_file(path: &Path, populate: bool) -> Result<Option<Mmap>, LocalStoreError> {
+/// The pages a file is asked to be cached and mapped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pages {
+    /// Huge pages where the kernel can, for a file queries scan whole
+    /// ([`large_pages::advise_scanned_whole`]).
+    Huge,
+    /// Whatever the kernel's readahead makes them.
+    AsRead,
+}
+
+/// Maps a file read-only, in `pages`; `None` when it is missing or empty.
+pub(crate) fn map_file(path: &Path, pages: Pages) -> Result<Option<Mmap>, LocalStoreError> {
     match File::open(path) {
         Ok(file) if file.metadata().map_err(io(path))?.len() > 0 => {
             // SAFETY: a writer only grows these files or writes slots in place; it never
@@ -86,11 +94,11 @@ pub(crate) fn map_file(path: &Path, populate: bool) -> Result<Option<Mmap>, Loca
             // mapping's life, and a deleted store's files are unlinked, not truncated. A
             // concurrent write changes values we read (a slot being reused), never the
             // mapping's validity, and rows are re-checked against SQLite afterwards.
-            let mut options = memmap2::MmapOptions::new();
-            if populate {
-                options.populate();
+            let map = unsafe { Mmap::map(&file) }.map_err(io(path))?;
+            if pages == Pages::Huge {
+                large_pages::advise_scanned_whole(&map);
             }
-            Ok(Some(unsafe { options.map(&file) }.map_err(io(path))?))
+            Ok(Some(map))
         }
         Ok(_) => Ok(None),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -102,11 +110,10 @@ impl Reader {
     pub(crate) fn open(dir: &Path) -> Result<Self, LocalStoreError> {
         let (conn, db_path) = open_db(dir)?;
         let config = read_config(&conn, &db_path, dir)?;
-        let map = map_file(&dir.join(VECTORS_FILE), false)?;
-        let compact = map_file(&dir.join(COMPACT_FILE), false)?;
+        let map = map_file(&dir.join(VECTORS_FILE), Pages::AsRead)?;
         // Scanned whole when the bit stage does not run (small or euclidean
         // stores); its candidates are read with `pread`, not through it.
-        compact.iter().for_each(large_pages::advise_scanned_whole);
+        let compact = map_file(&dir.join(COMPACT_FILE), Pages::Huge)?;
         // Codes a writer of an older rag left stale are not used.
         let bits_current = bits_are_current(&conn, &db_path)?;
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
@@ -194,12 +201,10 @@ impl Reader {
                 if !self.bits_current {
                     return None;
                 }
-                let map = map_file(&path, false)
+                map_file(&path, Pages::Huge)
                     .inspect_err(|err| tracing::debug!("cannot map {}: {err}; scanning the int8 codes", path.display()))
                     .ok()
-                    .flatten();
-                map.iter().for_each(large_pages::advise_scanned_whole);
-                map
+                    .flatten()
             })
             .as_deref()?;
         let slots = bits.len() / stride;

@@ -182,9 +182,6 @@ impl Writer {
             Ok(len) => large_pages::whole_blocks(self.bits_recached, len),
             Err(_) => return,
         };
-        if blocks.is_empty() {
-            return;
-        }
         if let Err(err) = large_pages::recache(&self.bits.file, blocks.clone()) {
             tracing::debug!("cannot re-cache {} in huge pages: {err}", self.bits.path.display());
         }

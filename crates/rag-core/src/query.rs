@@ -578,37 +578,68 @@ mod tests {
         }
     }
 
-    /// A backend without text search, as S3 Vectors is; or, with
-    /// `full_text`, one that has it but cannot score chunks by key. Counts
-    /// its full-text searches and signals `started` at each.
-    struct VectorOnly(Arc<MemoryBackend>);
-
-    impl VectorOnly {
-        fn with_full_text(self) -> WithFullText {
-            WithFullText {
-                inner: self,
-                searches: Default::default(),
-                started: Default::default(),
-                vector_arm_started: Default::default(),
-                vector_arm: Default::default(),
-            }
-        }
-    }
-
-    /// Its full-text searches without a vector finish only once a vector
-    /// arm has started.
-    struct WithFullText {
-        inner: VectorOnly,
+    /// A backend without text search, as S3 Vectors is; or, made
+    /// [`with_full_text`](Self::with_full_text), one that has it but cannot
+    /// score chunks by key, whose full-text searches without a vector
+    /// finish only once a vector arm has started. Counts its full-text
+    /// searches and signals `started` at each.
+    struct VectorOnly {
+        inner: Arc<MemoryBackend>,
+        full_text: bool,
         searches: std::sync::atomic::AtomicUsize,
         started: Arc<tokio::sync::Notify>,
         vector_arm_started: std::sync::atomic::AtomicBool,
         vector_arm: tokio::sync::Notify,
     }
 
+    impl VectorOnly {
+        fn new(inner: Arc<MemoryBackend>) -> Self {
+            Self {
+                inner,
+                full_text: false,
+                searches: Default::default(),
+                started: Default::default(),
+                vector_arm_started: Default::default(),
+                vector_arm: Default::default(),
+            }
+        }
+
+        fn with_full_text(self) -> Self {
+            Self { full_text: true, ..self }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_full_text_arm_runs_while_the_query_is_embedded_and_the_vector_arm_searches() {
+        let texts = [("a.rs", "fn parse_config() reads the settings"), ("b.md", "settings are read at start")];
+        let (_, memory) = store(&texts).await;
+        let backend = Arc::new(VectorOnly::new(memory).with_full_text());
+        let querier = Querier::new(Arc::new(Words(Some(backend.started.clone()))), backend.clone());
+        // Hybrid first: its full-text arm waits for the vector arm to start.
+        for mode in [SearchMode::Hybrid, SearchMode::Lexical] {
+            let found = querier.search("notes", "settings", &SearchOptions::new(5).with_mode(mode)).await.unwrap();
+            assert_eq!(found.lexical, LexicalSource::FullText, "{mode}");
+            assert_eq!(found.hits.len(), 2, "{mode}");
+            for hit in &found.hits {
+                let exact = crate::backend::score(Metric::Cosine, &words("settings"), &words(&hit.chunk.text));
+                assert!((hit.score - exact).abs() < 1e-6, "{mode}: {} scored {}", hit.chunk.source_path, hit.score);
+            }
+        }
+        // Hybrid found both hits among its vector candidates; lexical had to
+        // search again with the vector, this backend scoring nothing by key.
+        assert_eq!(backend.searches.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // So do searches of several stores at once.
+        let store = Store::open(backend.clone(), "notes").await.unwrap();
+        let embedder = Arc::new(Words(Some(backend.started.clone())));
+        let targets = [StoreTarget::new(store.clone(), embedder.clone()), StoreTarget::new(store, embedder)];
+        let found = search_stores(&targets, "settings", &SearchOptions::new(5)).await.unwrap();
+        assert_eq!(found.hits.len(), 4);
+    }
+
     #[async_trait]
-    impl VectorBackend for WithFullText {
+    impl VectorBackend for VectorOnly {
         fn name(&self) -> &'static str {
-            "full-text-without-scores"
+            if self.full_text { "full-text-without-scores" } else { "vector-only" }
         }
         async fn create_store(&self, c: &StoreConfig) -> Result<()> {
             self.inner.create_store(c).await
@@ -643,6 +674,9 @@ mod tests {
             self.inner.query(s, r).await
         }
         async fn lexical_query(&self, s: &str, r: &LexicalRequest) -> Result<Option<Vec<crate::search::LexicalHit>>> {
+            if !self.full_text {
+                return Ok(None);
+            }
             self.searches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.started.notify_one();
             let vector_arm = self.vector_arm.notified();
@@ -651,78 +685,14 @@ mod tests {
                     .await
                     .map_err(|_| Error::InvalidInput("the vector arm waited for the full-text arm".into()))?;
             }
-            self.inner.0.lexical_query(s, r).await
-        }
-    }
-
-    #[tokio::test]
-    async fn the_full_text_arm_runs_while_the_query_is_embedded_and_the_vector_arm_searches() {
-        let texts = [("a.rs", "fn parse_config() reads the settings"), ("b.md", "settings are read at start")];
-        let (_, memory) = store(&texts).await;
-        let backend = Arc::new(VectorOnly(memory).with_full_text());
-        let querier = Querier::new(Arc::new(Words(Some(backend.started.clone()))), backend.clone());
-        // Hybrid first: its full-text arm waits for the vector arm to start.
-        for mode in [SearchMode::Hybrid, SearchMode::Lexical] {
-            let found = querier.search("notes", "settings", &SearchOptions::new(5).with_mode(mode)).await.unwrap();
-            assert_eq!(found.lexical, LexicalSource::FullText, "{mode}");
-            assert_eq!(found.hits.len(), 2, "{mode}");
-            for hit in &found.hits {
-                let exact = crate::backend::score(Metric::Cosine, &words("settings"), &words(&hit.chunk.text));
-                assert!((hit.score - exact).abs() < 1e-6, "{mode}: {} scored {}", hit.chunk.source_path, hit.score);
-            }
-        }
-        // Hybrid found both hits among its vector candidates; lexical had to
-        // search again with the vector, this backend scoring nothing by key.
-        assert_eq!(backend.searches.load(std::sync::atomic::Ordering::SeqCst), 3);
-        // So do searches of several stores at once.
-        let store = Store::open(backend.clone(), "notes").await.unwrap();
-        let embedder = Arc::new(Words(Some(backend.started.clone())));
-        let targets = [StoreTarget::new(store.clone(), embedder.clone()), StoreTarget::new(store, embedder)];
-        let found = search_stores(&targets, "settings", &SearchOptions::new(5)).await.unwrap();
-        assert_eq!(found.hits.len(), 4);
-    }
-
-    #[async_trait]
-    impl VectorBackend for VectorOnly {
-        fn name(&self) -> &'static str {
-            "vector-only"
-        }
-        async fn create_store(&self, c: &StoreConfig) -> Result<()> {
-            self.0.create_store(c).await
-        }
-        async fn delete_store(&self, s: &str) -> Result<()> {
-            self.0.delete_store(s).await
-        }
-        async fn list_stores(&self) -> Result<Vec<String>> {
-            self.0.list_stores().await
-        }
-        async fn store_exists(&self, s: &str) -> Result<bool> {
-            self.0.store_exists(s).await
-        }
-        async fn store_config(&self, s: &str) -> Result<StoreConfig> {
-            self.0.store_config(s).await
-        }
-        async fn update_store_config(&self, c: &StoreConfig) -> Result<()> {
-            self.0.update_store_config(c).await
-        }
-        async fn store_info(&self, s: &str) -> Result<crate::types::StoreInfo> {
-            self.0.store_info(s).await
-        }
-        async fn file_states(&self, s: &str) -> Result<Vec<crate::types::FileState>> {
-            self.0.file_states(s).await
-        }
-        async fn write(&self, s: &str, b: crate::types::WriteBatch) -> Result<()> {
-            self.0.write(s, b).await
-        }
-        async fn query(&self, s: &str, r: &QueryRequest) -> Result<Vec<Hit>> {
-            self.0.query(s, r).await
+            self.inner.lexical_query(s, r).await
         }
     }
 
     #[tokio::test]
     async fn without_text_search_hybrid_reranks_vector_candidates_and_lexical_is_refused() {
         let (_, memory) = store(&[("a.md", "bakery sourdough starter"), ("b.md", "unrelated words here")]).await;
-        let querier = Querier::new(Arc::new(Words::default()), Arc::new(VectorOnly(memory)));
+        let querier = Querier::new(Arc::new(Words::default()), Arc::new(VectorOnly::new(memory)));
         let found = querier.search("notes", "sourdough", &SearchOptions::new(2)).await.unwrap();
         assert_eq!(found.lexical, LexicalSource::Rerank { candidates: 2 });
         assert_eq!(found.hits[0].chunk.source_path, "a.md");
