@@ -16,6 +16,7 @@
 //! target/release/rag-bench eval DATASET_DIR   # retrieval quality on a BEIR-layout set
 //! target/release/rag-bench code PACKAGE_DIR... # code search quality (scripts/fetch-code-bench.sh)
 //! target/release/rag-bench codes DATA_DIR STORE # recall of the bit codes on a store's real vectors
+//! target/release/rag-bench scan               # the two-bit code scan alone, in memory, 384 and 768 dims
 //! ```
 //!
 //! Every figure is a median over several runs, measured in one invocation.
@@ -33,6 +34,7 @@ mod mcp;
 mod providers;
 mod query;
 mod s3;
+mod scan;
 mod startup;
 mod watch;
 
@@ -179,6 +181,12 @@ fn main() -> Result<()> {
                 .await
             })
         }
+        Some("scan") => {
+            let slots: usize = flag("--slots").map_or(Ok(1_000_000), |s| s.parse()).context("--slots")?;
+            let dims = flag("--dims").unwrap_or_else(|| "384,768".into());
+            let dims: Vec<usize> = dims.split(',').map(str::parse).collect::<Result<_, _>>().context("--dims")?;
+            scan::bench_scan(slots, &dims, runs)
+        }
         Some("startup") => bench_startup(&dir, runs.max(21)),
         Some("formats") => bench_formats(runs.min(5)),
         Some("s3") => {
@@ -188,7 +196,7 @@ fn main() -> Result<()> {
         }
         _ => bail!(
             "usage: rag-bench query [--sizes 10000,100000,1000000] [--dims 768] | mcp [--sizes 10000,100000] | watch | embed --model DIR [--ollama-url URL] [--lengths 1,32,256] | index [--files 10000] [--mix mixed,notes,code] [--tree DIR] | \
-             codes DATA_DIR STORE [--queries QUERIES_JSONL --model M] [--candidates 100,600] | \
+             codes DATA_DIR STORE [--queries QUERIES_JSONL --model M] [--candidates 100,600] | scan [--slots 1000000] [--dims 384,768] | \
              startup | eval DATASET_DIR [--model M] [--ollama-url URL] [--modes vector,lexical,hybrid] \
              [--chunk-size N] [--no-heading-embed] [--limit N] [--json] | \
              code PACKAGE_DIR... [--model M] [--modes ...] [--queries 300] [--chunk-size N] [--fusion-study] [--misses N] [--json] | \
