@@ -185,6 +185,15 @@ async fn chunks_are_scored_by_key_as_queries_score_them() {
     assert_eq!(Some(hits[0].score), scores[2], "the same score a query gives");
     let wrong = backend.exact_scores("notes", &keys, &[1.0, 0.0, 0.0]).await.unwrap_err();
     assert!(matches!(wrong, rag_core::Error::DimensionMismatch { .. }), "{wrong}");
+    // Many keys, one asked twice: each gets its own chunk's score, in order.
+    let records = (0..60).map(|i| text_record(&format!("n{i}.md"), 0, "rye", vec![1.0, i as f32])).collect();
+    backend.put("notes", records).await.unwrap();
+    let keys: Vec<String> = [59, 3, 59, 0, 17].iter().map(|i| format!("n{i}.md#0")).collect();
+    let scores = backend.exact_scores("notes", &keys, &[0.0, 1.0]).await.unwrap().unwrap();
+    let expected = [59.0f32, 3.0, 59.0, 0.0, 17.0].map(|i| i / (1.0 + i * i).sqrt());
+    for (got, want) in scores.iter().zip(expected) {
+        assert!(got.is_some_and(|got| (got - want).abs() < 1e-6), "{scores:?} against {expected:?}");
+    }
 }
 
 #[tokio::test]
