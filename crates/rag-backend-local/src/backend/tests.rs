@@ -158,6 +158,18 @@ async fn when_every_word_is_common_the_rarest_is_searched() {
         .collect();
     backend.put("notes", records).await.unwrap();
     assert_eq!(lexical_keys(&backend, "alpha beta", 100).await.len(), 55, "only beta, the rarer, is searched");
+    // Far over it, with the rarer word sorting last: "gamma" in 900 more
+    // chunks, "zeta" in 300 of them, so counting stops at neither limit
+    // nor first cap.
+    let records = (0..900)
+        .map(|i| {
+            let text = if i % 3 == 0 { "zeta gamma" } else { "gamma" };
+            text_record(&format!("m{i}.md"), 0, text, vec![1.0, 0.0])
+        })
+        .collect();
+    backend.put("notes", records).await.unwrap();
+    assert_eq!(lexical_keys(&backend, "gamma zeta", 1_000).await.len(), 300, "only zeta, the rarer, is searched");
+    assert_eq!(lexical_keys(&backend, "alpha gamma", 1_000).await.len(), 70, "alpha is the rarer");
 }
 
 #[tokio::test]
