@@ -161,19 +161,30 @@ pub fn top_k_bits(
     parallel_top_k(words.len() / stride, k, threads, |start, end| {
         let mut heap = BinaryHeap::with_capacity(k + 1);
         let mut counts = vec![0u32; BATCH];
+        let mut scores = vec![0f32; BATCH];
+        // The k-th best estimate so far: a slot under it cannot enter the
+        // heap, so most slots cost one comparison.
+        let mut floor = f32::NEG_INFINITY;
         // The popcounts of a batch of slots in one call of the CPU's kernel,
-        // then the scores and the heap in plain code.
+        // their estimates in a loop without branches, then the few that
+        // can rank pushed on the heap.
         for batch_start in (start..end).step_by(BATCH) {
             let batch_end = (batch_start + BATCH).min(end);
             let slots = &words[batch_start * stride..batch_end * stride];
             query.kernel.weighted_counts(slots, stride, &query.planes, &mut counts);
-            for (i, slot) in slots.chunks_exact(stride).enumerate() {
+            query.estimates(slots, stride, &counts, &mut scores);
+            for (i, &score) in scores[..batch_end - batch_start].iter().enumerate() {
+                // NaN (a free slot) is never at or above the floor.
+                if score.is_nan() || score < floor {
+                    continue;
+                }
                 let number = batch_start + i;
                 if !is_allowed(allowed, number) {
                     continue;
                 }
-                if let Some(score) = query.estimate(slot, counts[i]) {
-                    push_bounded(&mut heap, Scored { score, slot: number as u64 }, k);
+                push_bounded(&mut heap, Scored { score, slot: number as u64 }, k);
+                if heap.len() == k {
+                    floor = heap.peek().map_or(floor, |worst| worst.score);
                 }
             }
         }
@@ -225,21 +236,27 @@ impl BitQuery {
         }
     }
 
-    /// The estimated score of one slot (`None` when it is free), given its
-    /// weighted count against the query's planes.
-    fn estimate(&self, slot: &[u64], weighted: u32) -> Option<f32> {
-        let factor = f32::from_bits(slot[0] as u32);
-        if factor.is_nan() {
-            return None;
+    /// The estimated scores of `slots` (`stride` words each) into `out`,
+    /// given their weighted counts against the query's planes: NaN for a
+    /// free slot (its factor is NaN) and for any estimate that is not a
+    /// number, which then never ranks.
+    fn estimates(&self, slots: &[u64], stride: usize, counts: &[u32], out: &mut [f32]) {
+        let offset = MAX_CODE as f32 / 2.0 * self.sum;
+        let dot = |slot: &[u64], weighted: u32| {
+            let factor = f32::from_bits(slot[0] as u32);
+            let levels = slot[1] as u32;
+            (self.low * levels as f32 + self.step * weighted as f32 - offset) * factor
+        };
+        let each = slots.chunks_exact(stride).zip(counts).zip(out.iter_mut());
+        match self.metric {
+            Metric::Cosine => each.for_each(|((slot, &weighted), out)| *out = dot(slot, weighted)),
+            Metric::Euclidean => each.for_each(|((slot, &weighted), out)| {
+                let norm2 = f32::from_bits((slot[0] >> 32) as u32);
+                let distance2 = self.norm2 + norm2 - 2.0 * dot(slot, weighted);
+                // `max` would turn a free slot's NaN into 0, the best score.
+                *out = if distance2.is_nan() { f32::NAN } else { 1.0 / (1.0 + distance2.max(0.0).sqrt()) };
+            }),
         }
-        let norm2 = f32::from_bits((slot[0] >> 32) as u32);
-        let levels = slot[1] as u32;
-        let weighted_sum = self.low * levels as f32 + self.step * weighted as f32;
-        let dot = (weighted_sum - MAX_CODE as f32 / 2.0 * self.sum) * factor;
-        Some(match self.metric {
-            Metric::Cosine => dot,
-            Metric::Euclidean => 1.0 / (1.0 + (self.norm2 + norm2 - 2.0 * dot).max(0.0).sqrt()),
-        })
     }
 }
 
@@ -561,6 +578,27 @@ mod tests {
             for &kernel in &kernels {
                 assert_eq!(kernel.weighted_count(&ones, &all), 3 * 15 * 64 * words as u32);
                 assert_eq!(kernel.weighted_count(&vec![0; words * CODE_BITS], &all), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn free_slots_are_never_candidates_on_either_metric() {
+        let dim = 96;
+        let vectors: Vec<Vec<f32>> = (0..40).map(|i| unit(i + 7, dim)).collect();
+        let mut data = encode_all(&vectors);
+        let stride = bits_stride(dim);
+        for slot in (0..40).filter(|s| s % 3 == 0) {
+            data[slot * stride..slot * stride + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        let held: Vec<u64> = (0..40).filter(|s| s % 3 != 0).collect();
+        for metric in [Metric::Cosine, Metric::Euclidean] {
+            for threads in [1, 2] {
+                let mut got: Vec<u64> =
+                    top_k_bits(&data, dim, &vectors[0], metric, 40, threads, None).iter().map(|s| s.slot).collect();
+                got.sort_unstable();
+                assert_eq!(got, held, "{metric:?}, {threads} threads: every held slot and no free one");
+                assert!(top_k_bits(&data, dim, &vectors[0], metric, 5, threads, None).iter().all(|s| s.slot % 3 != 0));
             }
         }
     }
