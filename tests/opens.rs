@@ -1,6 +1,8 @@
 //! How often a query opens each store's database, counted from outside the
 //! process with inotify: the settings and both search arms share one
 //! connection, so `rag query` over two stores opens each `store.db` once.
+//! (A store of 65,536 chunks or more may open a second, to read the vector
+//! arm's rows while the full-text arm holds the first.)
 
 #![cfg(target_os = "linux")]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]

@@ -1,7 +1,8 @@
 //! Readers kept open between queries, one per store folder, opened again
 //! when another connection has committed or the store was made anew. Calls
 //! share it: two searches of one store (the two arms of a hybrid query) run
-//! side by side, taking its one SQLite connection only for what needs it.
+//! side by side, taking its SQLite connection only for what needs it (and a
+//! large store's second one for rows, see `Reader::rows_conn`).
 
 use std::collections::HashMap;
 use std::fs;

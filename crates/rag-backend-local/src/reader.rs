@@ -22,10 +22,17 @@ use crate::slots::{Wait, read_at_if};
 
 /// What a query needs: the database and the mapped vectors. Shared by
 /// concurrent searches of one store: the vector files are read without a
-/// lock, and the one connection is taken only for what needs SQLite (a
-/// hybrid query's full-text arm runs while its vector arm scans).
+/// lock, and the connection is taken only for what needs SQLite (a hybrid
+/// query's full-text arm runs while its vector arm scans; in a large store
+/// the vector arm's rows are read on a second connection meanwhile).
 pub(crate) struct Reader {
     conn: Mutex<Connection>,
+    /// A second connection for reading rows while another search holds the
+    /// first ([`rows_conn`](Self::rows_conn)), opened the first time one does.
+    spare: OnceLock<Mutex<Connection>>,
+    /// The slots from which a store opens the spare connection:
+    /// [`SPARE_CONNECTION_MIN_SLOTS`] (tests lower it).
+    pub(crate) spare_from_slots: usize,
     pub(crate) db_path: PathBuf,
     pub(crate) config: StoreConfig,
     pub(crate) map: Option<Mmap>,
@@ -74,6 +81,10 @@ const READ_THREADS: usize = 8;
 /// smaller store the int8 scan is as quick and exact enough.
 const BIT_STAGE_MIN_CUT: usize = 8;
 
+/// Stores of at least this many slots read a query's rows on a second
+/// connection while another search holds the first ([`Reader::rows_conn`]).
+const SPARE_CONNECTION_MIN_SLOTS: usize = 65_536;
+
 /// The pages a file is asked to be cached and mapped in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pages {
@@ -120,6 +131,8 @@ impl Reader {
         let compact_file = File::open(dir.join(COMPACT_FILE)).ok();
         Ok(Self {
             conn: Mutex::new(conn),
+            spare: OnceLock::new(),
+            spare_from_slots: SPARE_CONNECTION_MIN_SLOTS,
             db_path,
             config,
             map,
@@ -145,6 +158,30 @@ impl Reader {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
+    }
+
+    /// A connection to read rows with: the store's own when it is free or
+    /// the store is small, else a second one. The two arms of a hybrid query
+    /// both read SQLite, and the vector arm's rows waited for the whole
+    /// full-text search: 75 to 326 ms at 10M chunks for its 100 rows, most
+    /// of it waiting; SQLite's WAL lets the two read side by side. A store
+    /// under [`SPARE_CONNECTION_MIN_SLOTS`] keeps to one connection, so a
+    /// query opens its database once (`tests/opens.rs`): there the wait is
+    /// shorter than opening another.
+    pub(crate) fn rows_conn(&self) -> Result<MutexGuard<'_, Connection>, LocalStoreError> {
+        let slots = self.floats().len() / self.config.dimension.max(1);
+        if slots < self.spare_from_slots {
+            return Ok(self.conn());
+        }
+        if let Some(conn) = self.try_conn() {
+            return Ok(conn);
+        }
+        if self.spare.get().is_none() {
+            // Two callers may both open one; the second's is dropped.
+            let _ = self.spare.set(Mutex::new(open_db(&self.dir)?.0));
+        }
+        let spare = self.spare.get().unwrap_or(&self.conn);
+        Ok(spare.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The exact vector of one slot, read with `pread` into `buffer`. A few
@@ -496,7 +533,7 @@ impl Reader {
     /// order; slots without one (freed by a writer that was killed before it
     /// marked them) are passed over.
     pub(crate) fn rows_for(&self, best: &[scan::Scored], limit: usize) -> Result<Vec<Hit>> {
-        let conn = self.conn();
+        let conn = self.rows_conn()?;
         let mut stmt = conn
             .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;

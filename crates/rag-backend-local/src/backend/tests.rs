@@ -837,3 +837,29 @@ async fn stale_copies_of_the_query_ahead_of(count: u64, dim: usize) -> (tempfile
     assert_eq!(hits.iter().map(|h| h.chunk.key.clone()).collect::<Vec<_>>(), expected);
     (dir, vectors)
 }
+
+#[tokio::test]
+async fn rows_are_read_while_another_search_holds_the_connection() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    let records = (0..5).map(|i| record(&format!("r{i}.md"), 0, 1, "h", vec![1.0, i as f32])).collect();
+    backend.put("notes", records).await.unwrap();
+    let mut reader = Reader::open(&dir.path().join("stores/notes")).unwrap();
+    assert_eq!(reader.spare_from_slots, 65_536, "small stores keep to one connection");
+    // As a large store does.
+    reader.spare_from_slots = 0;
+    let reader = std::sync::Arc::new(reader);
+    let best: Vec<scan::Scored> = (0..5).rev().map(|slot| scan::Scored { score: slot as f32, slot }).collect();
+    // A full-text search holds the store's connection meanwhile.
+    let held = reader.conn();
+    let (sent, received) = std::sync::mpsc::channel();
+    let rows_reader = reader.clone();
+    std::thread::spawn(move || {
+        let rows = rows_reader.rows_for(&best, 3).map(|hits| hits.len());
+        let _ = sent.send(rows);
+    });
+    let rows = received.recv_timeout(std::time::Duration::from_secs(20)).expect("rows read without waiting");
+    assert_eq!(rows.unwrap(), 3);
+    drop(held);
+    // With the connection free again, it is the one used.
+    assert!(reader.rows_conn().is_ok());
+}
