@@ -462,7 +462,7 @@ mod avx512 {
     }
 
     /// The sums of the eight lanes of each of `a`, `b`, `c` and `d`, as `u32`
-    /// (each count fits: at most 45 · 64 per word of a 1,024-word code).
+    /// (each fits: at most 45 · 64 a word, 16 words a plane here).
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) fn sum_four(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> [u32; 4] {

@@ -122,13 +122,19 @@ impl Reader {
         let mut read = conn
             .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;
+        // Exact scores when asked for, read together; a rowid that is no
+        // slot (never negative here) gets NaN, as an unreadable vector does.
+        let scores = match &query {
+            Some(query) => {
+                let slots: Vec<u64> = best.iter().map(|&(slot, _)| u64::try_from(slot).unwrap_or(u64::MAX)).collect();
+                self.exact_scores_at(&slots, query)
+            }
+            None => vec![f32::NAN; best.len()],
+        };
         let mut hits = Vec::with_capacity(best.len());
-        let mut buffer = Vec::new();
-        for (slot, bm25) in best {
+        for ((slot, bm25), score) in best.into_iter().zip(scores) {
             let row = read.query_row([slot], |row| row_to_chunk(row, 0)).optional().map_err(sql(&self.db_path))?;
             let Some((chunk, indexed_at)) = row else { continue };
-            let score =
-                query.as_ref().and_then(|query| self.exact_score_at(slot, query, &mut buffer)).unwrap_or(f32::NAN);
             hits.push(LexicalHit { hit: Hit { score, chunk, indexed_at }, bm25 });
         }
         Ok(Some(hits))

@@ -184,21 +184,14 @@ impl Reader {
         Ok(spare.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The exact vector of one slot, read with `pread` into `buffer`. A few
-    /// vectors at random slots are read this way rather than through the
-    /// mapping: a page fault there maps a whole large folio of the page
-    /// cache (about 1 MiB each here), which cost 850 MB of RSS for the 864
-    /// candidates of one query at 1M chunks.
-    pub(crate) fn exact_vector<'b>(&self, slot: u64, buffer: &'b mut Vec<u8>) -> Option<&'b [f32]> {
-        read_vector(self.exact.as_ref()?, self.config.dimension, slot, buffer, Wait::Yes).ok().flatten()
-    }
-
-    /// The exact score of the vector at `slot` (a row's `slot` column) for
-    /// `query` (prepared by [`prepare_query`](Self::prepare_query)), read
-    /// as [`exact_vector`](Self::exact_vector) reads it.
-    pub(crate) fn exact_score_at(&self, slot: i64, query: &[f32], buffer: &mut Vec<u8>) -> Option<f32> {
-        let vector = self.exact_vector(u64::try_from(slot).ok()?, buffer)?;
-        Some(scan::exact_score(query, vector, self.config.metric))
+    /// The exact scores for `query` (prepared by
+    /// [`prepare_query`](Self::prepare_query)) of the vectors at `slots`, in
+    /// order; NaN where one cannot be read. Read as a query's candidates are
+    /// ([`score_exactly`](Self::score_exactly)).
+    pub(crate) fn exact_scores_at(&self, slots: &[u64], query: &[f32]) -> Vec<f32> {
+        let mut scored: Vec<scan::Scored> = slots.iter().map(|&slot| scan::Scored { score: f32::NAN, slot }).collect();
+        self.score_exactly(&mut scored, query);
+        scored.into_iter().map(|s| s.score).collect()
     }
 
     /// `candidates` re-scored on their int8 codes, and the widest error
@@ -358,8 +351,12 @@ impl Reader {
         candidates
     }
 
-    /// Gives each of `candidates` its exact score, read with `pread` as
-    /// [`score_candidates`] reads (NaN for a slot whose vector cannot be read).
+    /// Gives each of `candidates` its exact score (NaN for a slot whose
+    /// vector cannot be read), read with `pread` as [`score_candidates`]
+    /// reads. Vectors at random slots are read this way rather than through
+    /// the mapping: a page fault there maps a whole large folio of the page
+    /// cache (about 1 MiB each here), which cost 850 MB of RSS for the 864
+    /// candidates of one query at 1M chunks.
     fn score_exactly(&self, candidates: &mut [scan::Scored], query: &[f32]) {
         let (metric, dim) = (self.config.metric, self.config.dimension);
         let Some(file) = self.exact.as_ref() else {
@@ -521,12 +518,9 @@ impl Reader {
                 })
                 .collect::<Result<_>>()?
         };
-        let mut scored: Vec<scan::Scored> =
-            slots.iter().flatten().map(|&slot| scan::Scored { score: f32::NAN, slot }).collect();
-        self.score_exactly(&mut scored, &query);
-        let by_slot: std::collections::HashMap<u64, f32> =
-            scored.into_iter().filter(|s| !s.score.is_nan()).map(|s| (s.slot, s.score)).collect();
-        Ok(slots.into_iter().map(|slot| slot.and_then(|slot| by_slot.get(&slot).copied())).collect())
+        let held: Vec<u64> = slots.iter().flatten().copied().collect();
+        let mut scores = self.exact_scores_at(&held, &query).into_iter();
+        Ok(slots.into_iter().map(|slot| slot.and_then(|_| scores.next()).filter(|s| !s.is_nan())).collect())
     }
 
     /// The hits of the first `limit` slots of `best` that have a row, in
@@ -652,7 +646,7 @@ fn score_candidates(
 }
 
 /// The vector of `slot` in the exact file `file` of `dim` dimensions, read
-/// with `pread` into `buffer` (see [`Reader::exact_vector`]): `Ok(None)`
+/// with `pread` into `buffer` (see [`Reader::score_exactly`]): `Ok(None)`
 /// when it cannot be read, `Err(NotCached)` when `wait` is [`Wait::No`] and
 /// the page cache does not hold it.
 fn read_vector<'b>(
