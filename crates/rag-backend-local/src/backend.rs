@@ -16,13 +16,14 @@ use rag_core::store::{Chunk, Hit, StoreConfig, StoreInfo, now_unix, validate_sto
 use rag_core::{Error, Result};
 
 use crate::cache::ReaderCache;
+use crate::codes::Codes;
 use crate::error::{LocalStoreError, io, sql};
 use crate::files::{BACKEND, DB_FILE, FORMAT_VERSION, LOCK_FILE, create_private_dir, private_file};
 use crate::fulltext::{LEXICAL_TABLE, LEXICAL_VERSION};
 use crate::reader::Reader;
 use crate::schema::{
-    BITS_STAMP, CHUNK_SELECT, SCHEMA, UNREADABLE_TABLE, count_unreadable, has_unreadable_table, open_db, read_config,
-    read_setting, row_to_chunk, write_setting,
+    CHUNK_SELECT, SCHEMA, UNREADABLE_TABLE, count_unreadable, has_unreadable_table, open_db, read_config, read_setting,
+    row_to_chunk, write_setting,
 };
 use crate::writer::Writer;
 
@@ -444,9 +445,11 @@ fn build_store(scratch: &Path, config: &StoreConfig) -> Result<()> {
         ("lexical_version", LEXICAL_VERSION),
         ("created_at", &now),
         ("updated_at", &now),
-        (BITS_STAMP, &now),
     ] {
         write_setting(&conn, &db, key, value)?;
+    }
+    for codes in Codes::ALL {
+        write_setting(&conn, &db, codes.stamp(), &now)?;
     }
     conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map_err(sql(&db))?;
     Ok(())

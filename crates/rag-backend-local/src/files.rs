@@ -9,8 +9,10 @@ pub(crate) const DB_FILE: &str = "store.db";
 pub(crate) const VECTORS_FILE: &str = "vectors.f32";
 pub(crate) const COMPACT_FILE: &str = "vectors.i8";
 pub(crate) const BITS_FILE: &str = "vectors.b2";
-/// Where versions of rag before two-bit codes kept sign bits: removed by
-/// the first writer that fills [`BITS_FILE`].
-pub(crate) const SIGN_BITS_FILE: &str = "vectors.b1";
+pub(crate) const SIGNS_FILE: &str = "vectors.s1";
+/// Where versions of rag before two-bit codes kept sign bits (in another
+/// layout than [`SIGNS_FILE`]): removed by the first writer that fills
+/// [`BITS_FILE`].
+pub(crate) const LEGACY_SIGN_BITS_FILE: &str = "vectors.b1";
 pub(crate) const LOCK_FILE: &str = "write.lock";
 pub(crate) const FORMAT_VERSION: &str = "1";

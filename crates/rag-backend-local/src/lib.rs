@@ -39,17 +39,21 @@ compile_error!("the local store's vector file is little-endian; big-endian targe
 mod backend;
 mod bits;
 mod cache;
+mod codes;
 mod error;
 mod files;
 mod fulltext;
 mod large_pages;
+mod popcount;
 mod reader;
 mod scan;
 mod schema;
+mod signs;
 mod slots;
 mod writer;
 
 pub use backend::LocalBackend;
-pub use bits::{bits_stride, encode_bits, top_k_bits};
+pub use bits::{bits_stride, encode_bits, top_k_bits, top_k_bits_among};
 pub use error::LocalStoreError;
 pub use scan::{Scored, top_k};
+pub use signs::{encode_signs, sign_candidates, signs_stride, top_k_signs};

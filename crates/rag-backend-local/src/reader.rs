@@ -12,12 +12,14 @@ use rag_core::backend::QueryRequest;
 use rag_core::store::{Chunk, Hit, Metric, StoreConfig};
 use rag_core::{Error, Result};
 
-use crate::bits::{bits_stride, top_k_bits};
+use crate::bits::{top_k_bits, top_k_bits_among};
+use crate::codes::Codes;
 use crate::error::{LocalStoreError, io, sql};
-use crate::files::{BITS_FILE, COMPACT_FILE, VECTORS_FILE};
+use crate::files::{COMPACT_FILE, VECTORS_FILE};
 use crate::large_pages;
 use crate::scan;
-use crate::schema::{CHUNK_SELECT, bits_are_current, open_db, read_config, row_to_chunk};
+use crate::schema::{CHUNK_SELECT, open_db, read_config, row_to_chunk};
+use crate::signs::{sign_candidates, top_k_signs};
 use crate::slots::{Wait, read_at_if};
 
 /// What a query needs: the database and the mapped vectors. Shared by
@@ -33,6 +35,9 @@ pub(crate) struct Reader {
     /// The slots from which a store opens the spare connection:
     /// [`SPARE_CONNECTION_MIN_SLOTS`] (tests lower it).
     pub(crate) spare_from_slots: usize,
+    /// The slots from which a query scans the sign codes first:
+    /// [`SIGN_STAGE_MIN_SLOTS`] (tests lower it).
+    pub(crate) sign_from_slots: usize,
     pub(crate) db_path: PathBuf,
     pub(crate) config: StoreConfig,
     pub(crate) map: Option<Mmap>,
@@ -41,11 +46,15 @@ pub(crate) struct Reader {
     /// slot: mapped by the first query that needs them, so a full-text
     /// query never maps them.
     pub(crate) bits: OnceLock<Option<Mmap>>,
+    /// The sign codes, which a large store's vector query scans first; so mapped.
+    pub(crate) signs: OnceLock<Option<Mmap>>,
     /// The slots the last filter passed: the two arms of a filtered hybrid
     /// search ask for the same set.
     last_filter: Mutex<Option<PassedFilter>>,
-    /// Whether the bit codes match the last commit (else they are not used).
+    /// Whether the two-bit codes match the last commit (else they are not used).
     pub(crate) bits_current: bool,
+    /// Whether the sign codes do.
+    pub(crate) signs_current: bool,
     /// The store's folder.
     pub(crate) dir: PathBuf,
     /// The exact vectors, for reading a few of them with `pread`.
@@ -80,6 +89,15 @@ const READ_THREADS: usize = 8;
 /// The bit stage runs when it keeps at most one slot in this many; in a
 /// smaller store the int8 scan is as quick and exact enough.
 const BIT_STAGE_MIN_CUT: usize = 8;
+
+/// Stores of at least this many slots scan the sign codes first
+/// ([`Reader::sign_stage`]). In memory, the sign stage and the two-bit
+/// re-ranking of its candidates took NN ms against NN for the two-bit scan
+/// at NN slots of 384 dimensions (`rag-bench scan`).
+const SIGN_STAGE_MIN_SLOTS: usize = 500_000;
+
+/// The sign stage runs when it keeps at most one slot in this many.
+const SIGN_STAGE_MIN_CUT: usize = 16;
 
 /// Stores of at least this many slots read a query's rows on a second
 /// connection while another search holds the first ([`Reader::rows_conn`]).
@@ -126,20 +144,24 @@ impl Reader {
         // stores); its candidates are read with `pread`, not through it.
         let compact = map_file(&dir.join(COMPACT_FILE), Pages::Huge)?;
         // Codes a writer of an older rag left stale are not used.
-        let bits_current = bits_are_current(&conn, &db_path)?;
+        let bits_current = Codes::TwoBit.are_current(&conn, &db_path)?;
+        let signs_current = Codes::Signs.are_current(&conn, &db_path)?;
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
         let compact_file = File::open(dir.join(COMPACT_FILE)).ok();
         Ok(Self {
             conn: Mutex::new(conn),
             spare: OnceLock::new(),
             spare_from_slots: SPARE_CONNECTION_MIN_SLOTS,
+            sign_from_slots: SIGN_STAGE_MIN_SLOTS,
             db_path,
             config,
             map,
             compact,
             bits: OnceLock::new(),
+            signs: OnceLock::new(),
             last_filter: Mutex::new(None),
             bits_current,
+            signs_current,
             dir: dir.to_path_buf(),
             exact,
             compact_file,
@@ -218,27 +240,50 @@ impl Reader {
     }
 
     /// The two-bit code file when it is current and covers every slot of
-    /// the exact one. It is mapped without populating: the scan's threads
-    /// fault its pages in side by side, where populating would map all of
-    /// them on one thread first; and in huge pages where the kernel can
-    /// ([`large_pages`]), a fault then maps 2 MiB rather than 64 KiB.
+    /// the exact one ([`code_bytes`](Self::code_bytes)).
     pub(crate) fn bits_bytes(&self) -> Option<&[u8]> {
-        let stride = bits_stride(self.config.dimension);
-        let bits = self
-            .bits
+        self.code_bytes(Codes::TwoBit, &self.bits, self.bits_current)
+    }
+
+    /// The sign code file when it is current and covers every slot of the
+    /// exact one ([`code_bytes`](Self::code_bytes)).
+    pub(crate) fn signs_bytes(&self) -> Option<&[u8]> {
+        self.code_bytes(Codes::Signs, &self.signs, self.signs_current)
+    }
+
+    /// A code file, mapped into `cell` the first time, when `current` and
+    /// covering every slot of the exact one. It is mapped without
+    /// populating: the scan's threads fault its pages in side by side, where
+    /// populating would map all of them on one thread first; and in huge
+    /// pages where the kernel can ([`large_pages`]), a fault then maps 2 MiB
+    /// rather than 64 KiB.
+    fn code_bytes<'a>(&'a self, kind: Codes, cell: &'a OnceLock<Option<Mmap>>, current: bool) -> Option<&'a [u8]> {
+        let stride = kind.stride(self.config.dimension);
+        let codes = cell
             .get_or_init(|| {
-                let path = self.dir.join(BITS_FILE);
-                if !self.bits_current {
+                let path = self.dir.join(kind.file_name());
+                if !current {
                     return None;
                 }
                 map_file(&path, Pages::Huge)
-                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}; scanning the int8 codes", path.display()))
+                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}; not scanning them", path.display()))
                     .ok()
                     .flatten()
             })
             .as_deref()?;
-        let slots = bits.len() / stride;
-        (slots * self.config.dimension >= self.floats().len()).then(|| &bits[..slots * stride])
+        let slots = codes.len() / stride;
+        (slots * self.config.dimension >= self.floats().len()).then(|| &codes[..slots * stride])
+    }
+
+    /// The sign codes to scan first, for a query that wants `wanted`
+    /// two-bit candidates out of `slots`: when the store has at least
+    /// [`sign_from_slots`](Self::sign_from_slots) slots, the sign stage
+    /// keeps at most one in [`SIGN_STAGE_MIN_CUT`], and the codes cover the
+    /// store. Below that, the two-bit scan alone is as quick.
+    fn sign_stage(&self, wanted: usize, slots: usize) -> Option<&[u8]> {
+        let worth =
+            slots >= self.sign_from_slots && sign_candidates(wanted, slots).saturating_mul(SIGN_STAGE_MIN_CUT) <= slots;
+        if worth { self.signs_bytes() } else { None }
     }
 
     /// The compact file when it covers every slot of the exact one.
@@ -289,7 +334,8 @@ impl Reader {
             None => None,
         };
         let allowed = allowed.as_deref().map(Vec::as_slice);
-        // Candidates come from the bit codes (1/30 of the bytes to read),
+        // Candidates come from the bit codes (1/30 of the bytes to read; in
+        // a large store, the best of the sign codes', half that),
         // are re-scored on the int8 codes, and the best of those exactly from
         // the f32 vectors. A store whose bit codes do not cover it yet, a
         // euclidean one (signs rank unit vectors; raw ones may share most of
@@ -306,8 +352,15 @@ impl Reader {
             let bits = if bit_stage { self.bits_bytes() } else { None };
             let best = match (bits, self.compact_bytes()) {
                 (Some(bits), Some(_)) => {
-                    let candidates =
-                        top_k_bits(bits, dim, &query, metric, bit_candidates(want, total_slots), threads, allowed);
+                    let wanted = bit_candidates(want, total_slots);
+                    let candidates = match self.sign_stage(wanted, total_slots) {
+                        Some(signs) => {
+                            let first = sign_candidates(wanted, total_slots);
+                            let first = top_k_signs(signs, dim, &query, first, threads, allowed);
+                            top_k_bits_among(bits, dim, &query, metric, &first, wanted, threads)
+                        }
+                        None => top_k_bits(bits, dim, &query, metric, wanted, threads, allowed),
+                    };
                     let (mut rescored, bound) = self.rescore_on_int8(candidates, &query);
                     rescored.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
                     rescored.truncate(want);

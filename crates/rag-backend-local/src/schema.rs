@@ -112,19 +112,6 @@ pub(crate) fn read_config(conn: &Connection, db: &Path, dir: &Path) -> Result<St
     serde_json::from_str(&text).map_err(|e| corrupt(format!("unreadable settings: {e}")))
 }
 
-/// The setting that says which commit the two-bit codes (`vectors.b2`)
-/// match: every writer that keeps them sets it to `updated_at` in its
-/// commits, so a commit by a version of rag that kept no such codes leaves
-/// the two apart. (Versions that kept sign bits in `vectors.b1` stamped
-/// `bits_updated_at`, which this one neither reads nor writes.)
-pub(crate) const BITS_STAMP: &str = "bits2_updated_at";
-
-/// Whether the bit codes match the store's last commit (see [`BITS_STAMP`]).
-pub(crate) fn bits_are_current(conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
-    let stamp = read_setting(conn, db, BITS_STAMP)?;
-    Ok(stamp.is_some() && stamp == read_setting(conn, db, "updated_at")?)
-}
-
 pub(crate) fn write_setting(conn: &Connection, db: &Path, key: &str, value: &str) -> Result<(), LocalStoreError> {
     conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])
         .map(|_| ())

@@ -14,16 +14,15 @@ use rag_core::lexical::{index_terms, name_terms};
 use rag_core::store::{StoreConfig, now_unix};
 use rag_core::{Error, Result};
 
-use crate::bits::{bits_stride, encode_bits};
+use crate::codes::Codes;
 use crate::error::{LocalStoreError, io, sql};
-use crate::files::{BITS_FILE, COMPACT_FILE, LOCK_FILE, SIGN_BITS_FILE, VECTORS_FILE};
+use crate::files::{COMPACT_FILE, LEGACY_SIGN_BITS_FILE, LOCK_FILE, VECTORS_FILE};
 use crate::fulltext::{build_lexical_index, has_current_lexical_index};
 use crate::large_pages;
 use crate::reader::prepare_vector;
 use crate::scan;
 use crate::schema::{
-    BITS_STAMP, CHUNK_COLUMNS, UNREADABLE_TABLE, bits_are_current, open_db, read_config, read_setting, stored_metadata,
-    write_setting,
+    CHUNK_COLUMNS, UNREADABLE_TABLE, open_db, read_config, read_setting, stored_metadata, write_setting,
 };
 use crate::slots::{SlotFile, read_at};
 
@@ -37,11 +36,8 @@ pub(crate) struct Writer {
     pub(crate) exact: SlotFile,
     /// The same vectors as int8 codes: what re-scores a query's candidates.
     pub(crate) compact: SlotFile,
-    /// Their two-bit codes: what a query scans.
-    pub(crate) bits: SlotFile,
-    /// Where the blocks of `bits` this writer has not yet re-cached in huge
-    /// pages begin ([`large_pages`]).
-    pub(crate) bits_recached: u64,
+    /// Their codes, one file a kind ([`Codes::ALL`]): what a query scans.
+    pub(crate) codes: [CodeFile; 2],
     pub(crate) config: StoreConfig,
     pub(crate) free: Vec<u64>,
     pub(crate) next_slot: u64,
@@ -68,21 +64,10 @@ impl Writer {
         let config = read_config(&conn, &db_path, dir)?;
         let exact = SlotFile::open(dir.join(VECTORS_FILE), config.dimension * 4)?;
         let compact = SlotFile::open(dir.join(COMPACT_FILE), scan::compact_stride(config.dimension))?;
-        let bits = SlotFile::open(dir.join(BITS_FILE), bits_stride(config.dimension))?;
-        // A block the last writer left part-written is re-cached once full.
-        let bits_recached = large_pages::whole_blocks(0, bits.len()?).end;
-        let mut writer = Writer {
-            _lock: lock,
-            conn,
-            db_path,
-            exact,
-            compact,
-            bits,
-            bits_recached,
-            config,
-            free: Vec::new(),
-            next_slot: 0,
-        };
+        let [two_bit, signs] = Codes::ALL;
+        let codes = [CodeFile::open(dir, two_bit, config.dimension)?, CodeFile::open(dir, signs, config.dimension)?];
+        let mut writer =
+            Writer { _lock: lock, conn, db_path, exact, compact, codes, config, free: Vec::new(), next_slot: 0 };
         writer.repair()?;
         if !has_current_lexical_index(&writer.conn, &writer.db_path)? {
             let chunks = build_lexical_index(&mut writer.conn, &writer.db_path)?;
@@ -94,7 +79,7 @@ impl Writer {
     /// Rebuilds the free list from SQLite (the truth) and marks every slot no
     /// row points at as free, undoing whatever a killed writer left behind.
     pub(crate) fn repair(&mut self) -> Result<(), LocalStoreError> {
-        self.fill_bits()?;
+        self.fill_codes()?;
         let slots = self.exact.slots()?.min(self.compact.slots()?);
         // Rows whose vectors never reached the disk (power loss): drop them, so
         // their files look incomplete and are re-indexed.
@@ -114,7 +99,10 @@ impl Writer {
         // The files never shrink: a query in another process may be scanning
         // a mapping of them, and reading past a shortened file is SIGBUS.
         // Slots past the last live one stay, free (NaN) and first in line.
-        let end = self.exact.slots()?.max(self.compact.slots()?).max(self.bits.slots()?);
+        let mut end = self.exact.slots()?.max(self.compact.slots()?);
+        for codes in &self.codes {
+            end = end.max(codes.file.slots()?);
+        }
         self.free = (0..end).rev().filter(|s| !live.contains(s)).collect();
         for &slot in &self.free {
             self.mark_free(slot)?;
@@ -124,74 +112,76 @@ impl Writer {
     }
 
     pub(crate) fn mark_free(&self, slot: u64) -> Result<(), LocalStoreError> {
-        self.bits.mark_free(slot)?;
+        for codes in &self.codes {
+            codes.file.mark_free(slot)?;
+        }
         self.compact.mark_free(slot)?;
         self.exact.mark_free(slot)
     }
 
-    /// Writes the two-bit codes of every slot of the vector file that has
-    /// none: a store made before these codes existed (or with the sign bits
-    /// of an older rag) gets them from its next writer,
-    /// from the vectors it holds, without re-embedding. A store last written
-    /// by a version of rag that kept no codes (its commit left the stamp
-    /// behind) has all of them written again. (A writer killed mid-write
-    /// leaves slots no row points at; they are coded here and freed by
-    /// `repair` after.)
-    pub(crate) fn fill_bits(&mut self) -> Result<(), LocalStoreError> {
-        let current = bits_are_current(&self.conn, &self.db_path)?;
-        let (have, end) = (if current { self.bits.slots()? } else { 0 }, self.exact.slots()?);
-        if have >= end {
-            // Stamped already, the common case: no write at every open.
-            return if current { Ok(()) } else { self.stamp_bits() };
+    /// Writes the codes of every slot of the vector file that a code file
+    /// lacks: a store made before a kind of code existed (or with the sign
+    /// bits of an older rag) gets it from its next writer, from the vectors
+    /// it holds, without re-embedding, each vector read once for every kind
+    /// missing it. A code file last written by a version of rag that kept no
+    /// such codes (its commit left the stamp behind) is written again
+    /// whole. (A writer killed mid-write leaves slots no row points at; they
+    /// are coded here and freed by `repair` after.)
+    pub(crate) fn fill_codes(&mut self) -> Result<(), LocalStoreError> {
+        let end = self.exact.slots()?;
+        let mut have = [0u64; 2];
+        for (codes, have) in self.codes.iter().zip(&mut have) {
+            let current = codes.kind.are_current(&self.conn, &self.db_path)?;
+            *have = if current { codes.file.slots()?.min(end) } else { 0 };
+            if !current && *have >= end {
+                // Nothing to write (no vectors): stamped, so no write at every open.
+                codes.stamp(&self.conn, &self.db_path)?;
+            }
         }
-        self.bits_recached = self.bits_recached.min(large_pages::whole_blocks(0, have * self.bits.stride).end);
+        let from = have.iter().copied().min().unwrap_or(end);
+        if from >= end {
+            return Ok(());
+        }
         let dim = self.config.dimension;
         let mut raw = vec![0u8; dim * 4];
         let mut vector = vec![0.0f32; dim];
-        let mut code = Vec::with_capacity(bits_stride(dim));
-        for slot in have..end {
+        let mut code = Vec::new();
+        for slot in from..end {
             read_at(&self.exact.file, &mut raw, slot * self.exact.stride).map_err(io(&self.exact.path))?;
             for (value, bytes) in vector.iter_mut().zip(raw.chunks_exact(4)) {
                 *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
             }
-            encode_bits(&vector, &mut code);
-            if vector.first().is_some_and(|x| x.is_nan()) {
-                code[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            for (codes, &have) in self.codes.iter().zip(&have) {
+                if slot < have {
+                    continue;
+                }
+                codes.kind.encode(&vector, &mut code);
+                if vector.first().is_some_and(|x| x.is_nan()) {
+                    code[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+                }
+                codes.file.write(slot, &code)?;
             }
-            self.bits.write(slot, &code)?;
         }
-        self.bits.sync()?;
-        self.recache_bits();
-        tracing::info!(slots = end - have, "wrote the two-bit codes of vectors stored before them");
-        self.stamp_bits()?;
-        // The sign bits of an older rag are of no use now. A reader of that
-        // version mapping them keeps its mapping; it finds none next time.
-        let old = self.bits.path.with_file_name(SIGN_BITS_FILE);
-        match fs::remove_file(&old) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io(&old)(err)),
-            _ => Ok(()),
+        for (codes, &have) in self.codes.iter_mut().zip(&have) {
+            if have >= end {
+                continue;
+            }
+            codes.file.sync()?;
+            codes.recached = codes.recached.min(large_pages::whole_blocks(0, have * codes.file.stride).end);
+            codes.recache();
+            tracing::info!(slots = end - have, "wrote the {} of vectors stored before them", codes.kind.describe());
+            codes.stamp(&self.conn, &self.db_path)?;
+            if codes.kind == Codes::TwoBit {
+                // The sign bits of an older rag are of no use now. A reader of that
+                // version mapping them keeps its mapping; it finds none next time.
+                let old = codes.file.path.with_file_name(LEGACY_SIGN_BITS_FILE);
+                match fs::remove_file(&old) {
+                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(io(&old)(err)),
+                    _ => {}
+                }
+            }
         }
-    }
-
-    /// Re-caches in huge pages the whole blocks of the two-bit code file
-    /// completed since this writer last did, once they are synced: written
-    /// a slot at a time, the page cache holds them in small pages, which a
-    /// fresh query maps 16 at a fault ([`large_pages`]). Best effort.
-    fn recache_bits(&mut self) {
-        let blocks = match self.bits.len() {
-            Ok(len) => large_pages::whole_blocks(self.bits_recached, len),
-            Err(_) => return,
-        };
-        if let Err(err) = large_pages::recache(&self.bits.file, blocks.clone()) {
-            tracing::debug!("cannot re-cache {} in huge pages: {err}", self.bits.path.display());
-        }
-        self.bits_recached = blocks.end;
-    }
-
-    /// Records that the bit codes match the store as last committed.
-    fn stamp_bits(&self) -> Result<(), LocalStoreError> {
-        let updated = read_setting(&self.conn, &self.db_path, "updated_at")?.unwrap_or_default();
-        write_setting(&self.conn, &self.db_path, BITS_STAMP, &updated)
+        Ok(())
     }
 
     pub(crate) fn allocate(&mut self) -> u64 {
@@ -249,7 +239,9 @@ impl Writer {
                     self.mark_free(slot)?;
                     self.free.push(slot);
                 }
-                self.recache_bits();
+                for codes in &mut self.codes {
+                    codes.recache();
+                }
                 Ok(())
             }
             Err(err) => {
@@ -288,8 +280,9 @@ impl Writer {
         tx.commit().map_err(sql(&db))
     }
 
-    /// Writes the vectors into their new slots and syncs the three files: done
-    /// before the rows that point at them are committed.
+    /// Writes the vectors into their new slots, with their int8 and other
+    /// codes, and syncs the files: done before the rows that point at them
+    /// are committed.
     pub(crate) fn write_vectors(&self, vectors: &[Vec<f32>], slots: &[u64]) -> Result<(), LocalStoreError> {
         let mut bytes = Vec::with_capacity(self.exact.stride as usize);
         for (vector, &slot) in vectors.iter().zip(slots) {
@@ -298,13 +291,17 @@ impl Writer {
             self.exact.write(slot, &bytes)?;
             scan::quantize(vector, &mut bytes);
             self.compact.write(slot, &bytes)?;
-            encode_bits(vector, &mut bytes);
-            self.bits.write(slot, &bytes)?;
+            for codes in &self.codes {
+                codes.kind.encode(vector, &mut bytes);
+                codes.file.write(slot, &bytes)?;
+            }
         }
         if !vectors.is_empty() {
             self.exact.sync()?;
             self.compact.sync()?;
-            self.bits.sync()?;
+            for codes in &self.codes {
+                codes.file.sync()?;
+            }
         }
         Ok(())
     }
@@ -373,9 +370,51 @@ impl Writer {
         }
         let stamp = now_unix().to_string();
         write_setting(&tx, &db, "updated_at", &stamp)?;
-        write_setting(&tx, &db, BITS_STAMP, &stamp)?;
+        for codes in Codes::ALL {
+            write_setting(&tx, &db, codes.stamp(), &stamp)?;
+        }
         tx.commit().map_err(sql(&db))?;
         Ok(freed)
+    }
+}
+
+/// A code file as the writer keeps it.
+#[derive(Debug)]
+pub(crate) struct CodeFile {
+    pub(crate) kind: Codes,
+    pub(crate) file: SlotFile,
+    /// Where the blocks of the file this writer has not yet re-cached in
+    /// huge pages begin ([`large_pages`]).
+    recached: u64,
+}
+
+impl CodeFile {
+    fn open(dir: &Path, kind: Codes, dim: usize) -> Result<Self, LocalStoreError> {
+        let file = SlotFile::open(dir.join(kind.file_name()), kind.stride(dim))?;
+        // A block the last writer left part-written is re-cached once full.
+        let recached = large_pages::whole_blocks(0, file.len()?).end;
+        Ok(Self { kind, file, recached })
+    }
+
+    /// Re-caches in huge pages the whole blocks of the file completed since
+    /// this writer last did, once they are synced: written a slot at a time,
+    /// the page cache holds them in small pages, which a fresh query maps 16
+    /// at a fault ([`large_pages`]). Best effort.
+    fn recache(&mut self) {
+        let blocks = match self.file.len() {
+            Ok(len) => large_pages::whole_blocks(self.recached, len),
+            Err(_) => return,
+        };
+        if let Err(err) = large_pages::recache(&self.file.file, blocks.clone()) {
+            tracing::debug!("cannot re-cache {} in huge pages: {err}", self.file.path.display());
+        }
+        self.recached = blocks.end;
+    }
+
+    /// Records that the codes match the store as last committed.
+    fn stamp(&self, conn: &Connection, db: &Path) -> Result<(), LocalStoreError> {
+        let updated = read_setting(conn, db, "updated_at")?.unwrap_or_default();
+        write_setting(conn, db, self.kind.stamp(), &updated)
     }
 }
 

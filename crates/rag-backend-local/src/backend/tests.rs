@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::bits;
-use crate::files::{BITS_FILE, COMPACT_FILE, SIGN_BITS_FILE, VECTORS_FILE};
+use crate::codes::Codes;
+use crate::files::{BITS_FILE, COMPACT_FILE, LEGACY_SIGN_BITS_FILE, SIGNS_FILE, VECTORS_FILE};
 use crate::scan;
 use crate::scan::test_vectors::real_like;
 use crate::slots::{SlotFile, write_at};
@@ -329,15 +330,13 @@ async fn vector_files_never_shrink_under_a_reader_when_a_writer_reopens_after_a_
     let store = dir.path().join("stores/notes");
     let reader = Reader::open(&store).unwrap();
     let lengths = |name: &str| fs::metadata(store.join(name)).unwrap().len();
-    let before = (lengths(VECTORS_FILE), lengths(COMPACT_FILE), lengths(BITS_FILE));
+    let files = [VECTORS_FILE, COMPACT_FILE, BITS_FILE, SIGNS_FILE];
+    let before = files.map(lengths);
+    assert!(before.iter().all(|&len| len > 0));
     // A new writer repairs the store while the reader's mapping is live.
     let writer = LocalBackend::new(dir.path());
     let _lock = writer.lock_for_writing("notes").await.unwrap();
-    assert_eq!(
-        (lengths(VECTORS_FILE), lengths(COMPACT_FILE), lengths(BITS_FILE)),
-        before,
-        "a mapped file was cut short"
-    );
+    assert_eq!(files.map(lengths), before, "a mapped file was cut short");
     // Every mapped byte is still backed by the file (a cut file would SIGBUS here).
     let sum: f32 = reader.floats().iter().filter(|x| x.is_finite()).sum();
     assert!(sum > 0.0);
@@ -505,14 +504,16 @@ fn write_without_rows(store: &Path, vector: &[f32], slots: std::ops::Range<u64>)
     let dim = vector.len();
     let exact = SlotFile::open(store.join(VECTORS_FILE), dim * 4).unwrap();
     let compact = SlotFile::open(store.join(COMPACT_FILE), scan::compact_stride(dim)).unwrap();
-    let codes = SlotFile::open(store.join(BITS_FILE), bits::bits_stride(dim)).unwrap();
+    let codes = Codes::ALL.map(|kind| (kind, SlotFile::open(store.join(kind.file_name()), kind.stride(dim)).unwrap()));
     let mut bytes = Vec::new();
     for slot in slots {
         exact.write(slot, &vector.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
         scan::quantize(vector, &mut bytes);
         compact.write(slot, &bytes).unwrap();
-        bits::encode_bits(vector, &mut bytes);
-        codes.write(slot, &bytes).unwrap();
+        for (kind, file) in &codes {
+            kind.encode(vector, &mut bytes);
+            file.write(slot, &bytes).unwrap();
+        }
     }
 }
 
@@ -761,9 +762,12 @@ async fn sign_bits_of_an_older_rag_give_way_to_two_bit_codes() {
     // As the version before left a store: sign bits in vectors.b1 under their
     // own stamp, no two-bit codes and no stamp for them.
     fs::remove_file(store.join(BITS_FILE)).unwrap();
-    fs::write(store.join(SIGN_BITS_FILE), vec![7u8; 40 * 24]).unwrap();
+    fs::remove_file(store.join(SIGNS_FILE)).unwrap();
+    fs::write(store.join(LEGACY_SIGN_BITS_FILE), vec![7u8; 40 * 24]).unwrap();
     let conn = Connection::open(store.join("store.db")).unwrap();
-    conn.execute("DELETE FROM settings WHERE key = ?1", [BITS_STAMP]).unwrap();
+    for codes in Codes::ALL {
+        conn.execute("DELETE FROM settings WHERE key = ?1", [codes.stamp()]).unwrap();
+    }
     conn.execute(
         "INSERT INTO settings (key, value) SELECT 'bits_updated_at', value FROM settings WHERE key = 'updated_at'",
         [],
@@ -775,8 +779,9 @@ async fn sign_bits_of_an_older_rag_give_way_to_two_bit_codes() {
     assert_eq!(before[0].chunk.key, "f5.md#0");
     assert!(Reader::open(&store).unwrap().bits_bytes().is_none(), "no two-bit codes yet");
     drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
-    assert!(!store.join(SIGN_BITS_FILE).exists(), "the sign bits are removed once replaced");
+    assert!(!store.join(LEGACY_SIGN_BITS_FILE).exists(), "the sign bits are removed once replaced");
     let reader = Reader::open(&store).unwrap();
+    assert!(reader.signs_bytes().is_some(), "and the sign codes written");
     let codes = reader.bits_bytes().expect("the next writer wrote the codes");
     let mut expected = Vec::new();
     bits::encode_bits(&reader.vector(5).unwrap(), &mut expected);
@@ -862,4 +867,75 @@ async fn rows_are_read_while_another_search_holds_the_connection() {
     drop(held);
     // With the connection free again, it is the one used.
     assert!(reader.rows_conn().is_ok());
+}
+
+#[tokio::test]
+async fn a_large_store_scans_its_sign_codes_first_and_finds_what_exact_search_finds() {
+    // Enough slots that a top-1 query's sign stage keeps under 1/16 of them.
+    let dim = 16;
+    let (dir, _backend, vectors) = store_of_real_like(dim, 40_000).await;
+    let store = dir.path().join("stores/notes");
+    let flat = vectors.concat();
+    let queries: Vec<Vec<f32>> = (0..20).map(|seed| real_like(2_000_000 + seed, dim)).collect();
+    let by_default = Reader::open(&store).unwrap();
+    let mut sign_first = Reader::open(&store).unwrap();
+    sign_first.sign_from_slots = 0;
+    let mut found = 0;
+    for query in &queries {
+        let exact = scan::top_k(&flat, dim, query, Metric::Cosine, 1, 1, None)[0];
+        let hits = sign_first.query(&QueryRequest::new(query.clone(), 1)).unwrap();
+        assert_eq!(hits.len(), 1);
+        let truth = rag_core::backend::score(Metric::Cosine, query, &vectors[exact.slot as usize]);
+        found += usize::from(hits[0].chunk.key == format!("f{}.md#0", exact.slot));
+        assert!(hits[0].score <= truth + 1e-5, "no hit is better than the exact best");
+        // The same answer as without the sign stage, or a tie.
+        let plain = by_default.query(&QueryRequest::new(query.clone(), 1)).unwrap();
+        assert!(plain[0].chunk.key == hits[0].chunk.key || (plain[0].score - hits[0].score).abs() < 1e-6);
+    }
+    assert!(found >= 19, "{found} of 20 exact best found");
+    assert!(matches!(sign_first.signs.get(), Some(Some(_))), "the sign codes were scanned");
+    assert!(by_default.signs.get().is_none(), "a store under the size scans the two-bit codes alone");
+    assert!(by_default.bits.get().is_some());
+}
+
+#[tokio::test]
+async fn a_store_made_before_sign_codes_gets_them_from_its_next_writer() {
+    let (dir, backend) = store_with(8, Metric::Cosine).await;
+    let records = (0..50).map(|i| record(&format!("f{i}.md"), 0, 1, "h", real_like(i, 8))).collect();
+    backend.put("notes", records).await.unwrap();
+    backend.delete("notes", vec!["f7.md#0".into()]).await.unwrap();
+    drop(backend);
+    let store = dir.path().join("stores/notes");
+    // As a version of rag with two-bit codes and no sign codes left it: it
+    // committed last, so its two-bit stamp is current and no sign stamp is.
+    fs::remove_file(store.join(SIGNS_FILE)).unwrap();
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    conn.execute("DELETE FROM settings WHERE key = ?1", [Codes::Signs.stamp()]).unwrap();
+    drop(conn);
+    let bits_before = fs::read(store.join(BITS_FILE)).unwrap();
+    let reader = Reader::open(&store).unwrap();
+    assert!(reader.signs_bytes().is_none() && reader.bits_bytes().is_some());
+    drop(reader);
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    assert_eq!(fs::read(store.join(BITS_FILE)).unwrap(), bits_before, "the two-bit codes were current");
+    let reader = Reader::open(&store).unwrap();
+    let signs = reader.signs_bytes().expect("the next writer wrote the sign codes");
+    let stride = Codes::Signs.stride(8);
+    assert_eq!(signs.len(), 50 * stride);
+    let mut expected = Vec::new();
+    Codes::Signs.encode(&reader.vector(3).unwrap(), &mut expected);
+    assert_eq!(&signs[3 * stride..4 * stride], &expected[..]);
+    assert!(f32::from_le_bytes(signs[7 * stride..7 * stride + 4].try_into().unwrap()).is_nan(), "the freed slot");
+    // A stale sign stamp alone (a commit by that version again) is redone
+    // whole, and the two-bit codes, current, are left alone.
+    let codes = SlotFile::open(store.join(SIGNS_FILE), stride).unwrap();
+    codes.write(3, &vec![0u8; stride]).unwrap();
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    conn.execute("UPDATE settings SET value = '1' WHERE key = ?1", [Codes::Signs.stamp()]).unwrap();
+    drop(conn);
+    assert!(Reader::open(&store).unwrap().signs_bytes().is_none(), "stale sign codes are not scanned");
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    let reader = Reader::open(&store).unwrap();
+    assert_eq!(&reader.signs_bytes().expect("current again")[3 * stride..4 * stride], &expected[..]);
+    assert_eq!(fs::read(store.join(BITS_FILE)).unwrap(), bits_before);
 }
