@@ -284,17 +284,33 @@ impl Writer {
     /// codes, and syncs the files: done before the rows that point at them
     /// are committed.
     pub(crate) fn write_vectors(&self, vectors: &[Vec<f32>], slots: &[u64]) -> Result<(), LocalStoreError> {
-        let mut bytes = Vec::with_capacity(self.exact.stride as usize);
-        for (vector, &slot) in vectors.iter().zip(slots) {
-            bytes.clear();
-            bytes.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
-            self.exact.write(slot, &bytes)?;
-            scan::quantize(vector, &mut bytes);
-            self.compact.write(slot, &bytes)?;
-            for codes in &self.codes {
-                codes.kind.encode(vector, &mut bytes);
-                codes.file.write(slot, &bytes)?;
+        // Slots come from the free list lowest first, then from the end of
+        // the files, so a batch is mostly runs of consecutive slots: each run
+        // is one write a file, where a write a slot and file was the larger
+        // part of a fresh index's time in the writer (four files, 50,000
+        // chunks: 200,000 calls).
+        let mut run = 0..0;
+        let (mut exact, mut compact, mut codes) = (Vec::new(), Vec::new(), [Vec::new(), Vec::new()]);
+        let mut bytes = Vec::new();
+        for (i, (vector, &slot)) in vectors.iter().zip(slots).enumerate() {
+            if i > 0 && slots[i - 1].checked_add(1) != Some(slot) {
+                self.write_run(slots[run.start], &exact, &compact, &codes)?;
+                exact.clear();
+                compact.clear();
+                codes.iter_mut().for_each(Vec::clear);
+                run = i..i;
             }
+            run.end = i + 1;
+            exact.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+            scan::quantize(vector, &mut bytes);
+            compact.extend_from_slice(&bytes);
+            for (file, out) in self.codes.iter().zip(&mut codes) {
+                file.kind.encode(vector, &mut bytes);
+                out.extend_from_slice(&bytes);
+            }
+        }
+        if !run.is_empty() {
+            self.write_run(slots[run.start], &exact, &compact, &codes)?;
         }
         if !vectors.is_empty() {
             self.exact.sync()?;
@@ -302,6 +318,16 @@ impl Writer {
             for codes in &self.codes {
                 codes.file.sync()?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the bytes of consecutive slots from `first` into each file.
+    fn write_run(&self, first: u64, exact: &[u8], compact: &[u8], codes: &[Vec<u8>; 2]) -> Result<(), LocalStoreError> {
+        self.exact.write(first, exact)?;
+        self.compact.write(first, compact)?;
+        for (file, bytes) in self.codes.iter().zip(codes) {
+            file.file.write(first, bytes)?;
         }
         Ok(())
     }

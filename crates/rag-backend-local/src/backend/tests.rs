@@ -939,3 +939,49 @@ async fn a_store_made_before_sign_codes_gets_them_from_its_next_writer() {
     assert_eq!(&reader.signs_bytes().expect("current again")[3 * stride..4 * stride], &expected[..]);
     assert_eq!(fs::read(store.join(BITS_FILE)).unwrap(), bits_before);
 }
+
+#[tokio::test]
+async fn every_file_holds_each_slot_s_own_vector_when_a_batch_fills_gaps_and_the_end() {
+    let dim = 12;
+    let (dir, backend) = store_with(dim, Metric::Cosine).await;
+    let records = (0..10).map(|i| record(&format!("f{i}.md"), 0, 1, "h", real_like(i, dim))).collect();
+    backend.put("notes", records).await.unwrap();
+    // Free slots 2, 3 and 7; the next batch fills them, then runs past the end.
+    backend.delete("notes", ["f2.md#0", "f3.md#0", "f7.md#0"].map(String::from).to_vec()).await.unwrap();
+    let records = (10..16).map(|i| record(&format!("f{i}.md"), 0, 1, "h", real_like(i, dim))).collect();
+    backend.put("notes", records).await.unwrap();
+    release(&backend).await;
+    let store = dir.path().join("stores/notes");
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT slot, source_path FROM chunks").unwrap();
+    let rows: Vec<(u64, String)> =
+        stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 13);
+    assert_eq!(rows.iter().map(|r| r.0).max(), Some(12), "the gaps were filled first");
+    let files = [
+        (VECTORS_FILE, dim * 4),
+        (COMPACT_FILE, scan::compact_stride(dim)),
+        (BITS_FILE, Codes::TwoBit.stride(dim)),
+        (SIGNS_FILE, Codes::Signs.stride(dim)),
+    ];
+    let encode = |name: &str, v: &[f32], out: &mut Vec<u8>| match name {
+        VECTORS_FILE => {
+            out.clear();
+            out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        }
+        COMPACT_FILE => scan::quantize(v, out),
+        BITS_FILE => Codes::TwoBit.encode(v, out),
+        _ => Codes::Signs.encode(v, out),
+    };
+    let mut expected = Vec::new();
+    for (name, stride) in files {
+        let bytes = fs::read(store.join(name)).unwrap();
+        for (slot, path) in &rows {
+            let seed: u64 = path[1..path.len() - 3].parse().unwrap();
+            let vector = crate::reader::prepare_vector(Metric::Cosine, &real_like(seed, dim)).unwrap();
+            encode(name, &vector, &mut expected);
+            let at = *slot as usize * stride;
+            assert_eq!(&bytes[at..at + stride], &expected[..], "{name}, slot {slot} ({path})");
+        }
+    }
+}
