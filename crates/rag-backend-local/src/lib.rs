@@ -53,7 +53,7 @@ mod slots;
 mod writer;
 
 pub use backend::LocalBackend;
-pub use bits::{bits_stride, encode_bits, top_k_bits, top_k_bits_among};
+pub use bits::{BitCodes, bits_stride, encode_bits, top_k_bits, top_k_bits_among};
 pub use error::LocalStoreError;
 pub use scan::{Scored, top_k};
 pub use signs::{encode_signs, sign_candidates, signs_stride, top_k_signs};

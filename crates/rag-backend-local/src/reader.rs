@@ -12,7 +12,7 @@ use rag_core::backend::QueryRequest;
 use rag_core::store::{Chunk, Hit, Metric, StoreConfig};
 use rag_core::{Error, Result};
 
-use crate::bits::{top_k_bits, top_k_bits_among};
+use crate::bits::{BitCodes, top_k_bits, top_k_bits_among};
 use crate::codes::Codes;
 use crate::error::{LocalStoreError, io, sql};
 use crate::files::{COMPACT_FILE, VECTORS_FILE};
@@ -38,6 +38,9 @@ pub(crate) struct Reader {
     /// The slots from which a query scans the sign codes first:
     /// [`SIGN_STAGE_MIN_SLOTS`] (tests lower it).
     pub(crate) sign_from_slots: usize,
+    /// The largest two-bit code file whose sign-stage candidates are read
+    /// through the mapping: [`MAPPED_CANDIDATES_MAX_BYTES`] (tests lower it).
+    pub(crate) mapped_candidates_max_bytes: usize,
     pub(crate) db_path: PathBuf,
     pub(crate) config: StoreConfig,
     pub(crate) map: Option<Mmap>,
@@ -61,6 +64,9 @@ pub(crate) struct Reader {
     pub(crate) exact: Option<File>,
     /// The int8 codes, for re-scoring a query's candidates with `pread`.
     pub(crate) compact_file: Option<File>,
+    /// The two-bit codes, for reading the sign stage's candidates with
+    /// `pread`: opened by the first query that runs it.
+    pub(crate) bits_file: OnceLock<Option<File>>,
 }
 
 /// How many candidates the two-bit scan hands to the int8 re-scoring, for
@@ -91,10 +97,19 @@ const READ_THREADS: usize = 8;
 const BIT_STAGE_MIN_CUT: usize = 8;
 
 /// Stores of at least this many slots scan the sign codes first
-/// ([`Reader::sign_stage`]). In memory, the sign stage and the two-bit
-/// re-ranking of its candidates took NN ms against NN for the two-bit scan
-/// at NN slots of 384 dimensions (`rag-bench scan`).
+/// ([`Reader::sign_stage`]). In memory on two threads, the sign stage and
+/// the two-bit ranking of its candidates took 1.42 ms against 1.43 for the
+/// two-bit scan at 250,000 slots of 384 dimensions, 2.54 against 2.96 at
+/// 500,000 (`rag-bench scan`; 768 dimensions: 2.16 / 2.33, 3.56 / 4.63).
 const SIGN_STAGE_MIN_SLOTS: usize = 500_000;
+
+/// The largest two-bit code file whose sign-stage candidates are read
+/// through its mapping. Mapped, a candidate costs a page fault or less (1
+/// ms for 8,000 at 1M × 768 in huge pages, where `pread` took 4), but its
+/// page then counts in the query's memory, a huge page each: the whole
+/// file at 10M × 384 (1.1 GB). Read, 25,000 cost 11 to 16 ms there in
+/// either kind of page, where faults cost 24 to 79 ms in small ones.
+const MAPPED_CANDIDATES_MAX_BYTES: usize = 512 << 20;
 
 /// The sign stage runs when it keeps at most one slot in this many.
 const SIGN_STAGE_MIN_CUT: usize = 16;
@@ -153,6 +168,7 @@ impl Reader {
             spare: OnceLock::new(),
             spare_from_slots: SPARE_CONNECTION_MIN_SLOTS,
             sign_from_slots: SIGN_STAGE_MIN_SLOTS,
+            mapped_candidates_max_bytes: MAPPED_CANDIDATES_MAX_BYTES,
             db_path,
             config,
             map,
@@ -165,6 +181,7 @@ impl Reader {
             dir: dir.to_path_buf(),
             exact,
             compact_file,
+            bits_file: OnceLock::new(),
         })
     }
 
@@ -275,15 +292,27 @@ impl Reader {
         (slots * self.config.dimension >= self.floats().len()).then(|| &codes[..slots * stride])
     }
 
-    /// The sign codes to scan first, for a query that wants `wanted`
+    /// The sign codes to scan first, and where to read their candidates'
+    /// two-bit codes (`bits`, mapped), for a query that wants `wanted`
     /// two-bit candidates out of `slots`: when the store has at least
     /// [`sign_from_slots`](Self::sign_from_slots) slots, the sign stage
     /// keeps at most one in [`SIGN_STAGE_MIN_CUT`], and the codes cover the
-    /// store. Below that, the two-bit scan alone is as quick.
-    fn sign_stage(&self, wanted: usize, slots: usize) -> Option<&[u8]> {
+    /// store. Below that, the two-bit scan alone is as quick. The
+    /// candidates are read through the mapping when the two-bit file is at
+    /// most [`mapped_candidates_max_bytes`](Self::mapped_candidates_max_bytes),
+    /// else with `pread`.
+    fn sign_stage<'a>(&'a self, wanted: usize, slots: usize, bits: &'a [u8]) -> Option<(&'a [u8], BitCodes<'a>)> {
         let worth =
             slots >= self.sign_from_slots && sign_candidates(wanted, slots).saturating_mul(SIGN_STAGE_MIN_CUT) <= slots;
-        if worth { self.signs_bytes() } else { None }
+        if !worth {
+            return None;
+        }
+        let signs = self.signs_bytes()?;
+        if bits.len() <= self.mapped_candidates_max_bytes {
+            return Some((signs, BitCodes::InMemory(bits)));
+        }
+        let file = self.bits_file.get_or_init(|| File::open(self.dir.join(Codes::TwoBit.file_name())).ok()).as_ref()?;
+        Some((signs, BitCodes::File { file, slots: bits.len() / Codes::TwoBit.stride(self.config.dimension) }))
     }
 
     /// The compact file when it covers every slot of the exact one.
@@ -353,11 +382,11 @@ impl Reader {
             let best = match (bits, self.compact_bytes()) {
                 (Some(bits), Some(_)) => {
                     let wanted = bit_candidates(want, total_slots);
-                    let candidates = match self.sign_stage(wanted, total_slots) {
-                        Some(signs) => {
+                    let candidates = match self.sign_stage(wanted, total_slots, bits) {
+                        Some((signs, codes)) => {
                             let first = sign_candidates(wanted, total_slots);
                             let first = top_k_signs(signs, dim, &query, first, threads, allowed);
-                            top_k_bits_among(bits, dim, &query, metric, &first, wanted, threads)
+                            top_k_bits_among(codes, dim, &query, metric, &first, wanted, threads)
                         }
                         None => top_k_bits(bits, dim, &query, metric, wanted, threads, allowed),
                     };

@@ -281,7 +281,7 @@ impl Best {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bits::{encode_bits, top_k_bits, top_k_bits_among};
+    use crate::bits::{BitCodes, encode_bits, top_k_bits, top_k_bits_among};
     use crate::scan::test_vectors::{real_like, unit};
     use crate::scan::top_k;
     use rag_core::store::Metric;
@@ -434,7 +434,7 @@ mod tests {
                 let query = make(9_000_000 + seed, dim);
                 let exact = top_k(&flat, dim, &query, Metric::Cosine, 10, 1, None);
                 let first = top_k_signs(&signs, dim, &query, sign_candidates(200, vectors.len()), 2, None);
-                let second = top_k_bits_among(&bits, dim, &query, Metric::Cosine, &first, 200, 2);
+                let second = top_k_bits_among(BitCodes::InMemory(&bits), dim, &query, Metric::Cosine, &first, 200, 2);
                 let candidates: Vec<u64> = second.iter().map(|s| s.slot).collect();
                 found += exact.iter().filter(|e| candidates.contains(&e.slot)).count();
                 // The two-bit scan of every slot, which the sign stage stands before.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use rag_backend_local::{
-    bits_stride, encode_bits, encode_signs, sign_candidates, top_k_bits, top_k_bits_among, top_k_signs,
+    BitCodes, bits_stride, encode_bits, encode_signs, sign_candidates, top_k_bits, top_k_bits_among, top_k_signs,
 };
 use rag_core::store::Metric;
 
@@ -55,7 +55,16 @@ pub(crate) fn bench_scan(slots: usize, dims: &[usize], runs: usize) -> Result<()
                 }),
                 ("signs, two-bit", signs.len(), &|query| {
                     let candidates = top_k_signs(signs, dim, query, first, threads, None);
-                    top_k_bits_among(bits, dim, query, Metric::Cosine, &candidates, CANDIDATES, threads).len()
+                    top_k_bits_among(
+                        BitCodes::InMemory(bits),
+                        dim,
+                        query,
+                        Metric::Cosine,
+                        &candidates,
+                        CANDIDATES,
+                        threads,
+                    )
+                    .len()
                 }),
             ];
             for (stage, scanned, run_stage) in stages {

@@ -880,11 +880,18 @@ async fn a_large_store_scans_its_sign_codes_first_and_finds_what_exact_search_fi
     let by_default = Reader::open(&store).unwrap();
     let mut sign_first = Reader::open(&store).unwrap();
     sign_first.sign_from_slots = 0;
+    // The same, its candidates' two-bit codes read with `pread` as a
+    // store whose code file is too large to map them is.
+    let mut sign_first_read = Reader::open(&store).unwrap();
+    sign_first_read.sign_from_slots = 0;
+    sign_first_read.mapped_candidates_max_bytes = 0;
     let mut found = 0;
     for query in &queries {
+        let read = sign_first_read.query(&QueryRequest::new(query.clone(), 1)).unwrap();
         let exact = scan::top_k(&flat, dim, query, Metric::Cosine, 1, 1, None)[0];
         let hits = sign_first.query(&QueryRequest::new(query.clone(), 1)).unwrap();
         assert_eq!(hits.len(), 1);
+        assert_eq!((&read[0].chunk.key, read[0].score), (&hits[0].chunk.key, hits[0].score), "mapped or read");
         let truth = rag_core::backend::score(Metric::Cosine, query, &vectors[exact.slot as usize]);
         found += usize::from(hits[0].chunk.key == format!("f{}.md#0", exact.slot));
         assert!(hits[0].score <= truth + 1e-5, "no hit is better than the exact best");
@@ -894,6 +901,8 @@ async fn a_large_store_scans_its_sign_codes_first_and_finds_what_exact_search_fi
     }
     assert!(found >= 19, "{found} of 20 exact best found");
     assert!(matches!(sign_first.signs.get(), Some(Some(_))), "the sign codes were scanned");
+    assert!(sign_first.bits_file.get().is_none(), "candidates read through the mapping");
+    assert!(matches!(sign_first_read.bits_file.get(), Some(Some(_))), "and with pread");
     assert!(by_default.signs.get().is_none(), "a store under the size scans the two-bit codes alone");
     assert!(by_default.bits.get().is_some());
 }
