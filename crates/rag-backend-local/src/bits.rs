@@ -226,7 +226,7 @@ impl BitCodes<'_> {
 
 /// The `k` best of `candidates` (slots of the two-bit code file `codes`)
 /// by estimated score, in no particular order; free slots and slots past
-/// the file are left out. The sign codes' candidates ([`crate::signs`])
+/// the file are left out. The sign codes' candidates ([`top_k_signs`](crate::top_k_signs))
 /// are ranked again here on the finer codes: the same estimates a whole
 /// scan by [`top_k_bits`] computes, for a few thousand slots, read in file
 /// order and split among `threads`.
