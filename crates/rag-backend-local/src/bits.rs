@@ -357,17 +357,11 @@ impl BitQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::test_vectors::unit;
+    use crate::scan::test_vectors::{encode_each, unit};
     use crate::scan::{exact_score, top_k};
 
     fn encode_all(vectors: &[Vec<f32>]) -> Vec<u8> {
-        let mut data = Vec::new();
-        let mut buf = Vec::new();
-        for v in vectors {
-            encode_bits(v, &mut buf);
-            data.extend_from_slice(&buf);
-        }
-        data
+        encode_each(vectors, encode_bits)
     }
 
     #[test]

@@ -284,17 +284,7 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
     pub(super) fn weighted(low: __m512i, high: __m512i, query: &[__m512i; 4]) -> __m512i {
-        let both = |plane: __m512i| {
-            _mm512_add_epi64(
-                _mm512_popcnt_epi64(_mm512_and_si512(low, plane)),
-                _mm512_slli_epi64::<1>(_mm512_popcnt_epi64(_mm512_and_si512(high, plane))),
-            )
-        };
-        let (c0, c1, c2, c3) = (both(query[0]), both(query[1]), both(query[2]), both(query[3]));
-        _mm512_add_epi64(
-            _mm512_add_epi64(c0, _mm512_slli_epi64::<1>(c1)),
-            _mm512_slli_epi64::<2>(_mm512_add_epi64(c2, _mm512_slli_epi64::<1>(c3))),
-        )
+        _mm512_add_epi64(weighted_one(low, query), _mm512_slli_epi64::<1>(weighted_one(high, query)))
     }
 
     /// The sums of the eight lanes of each of `a`, `b`, `c` and `d`, as `u32`

@@ -374,6 +374,17 @@ pub(crate) mod test_vectors {
         shifted(seed, dim, 0.0)
     }
 
+    /// The codes of `vectors` by `encode`, back to back, as a code file holds them.
+    pub(crate) fn encode_each(vectors: &[Vec<f32>], encode: fn(&[f32], &mut Vec<u8>)) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut code = Vec::new();
+        for v in vectors {
+            encode(v, &mut code);
+            data.extend_from_slice(&code);
+        }
+        data
+    }
+
     /// As [`unit`], with every seventh component raised by 0.8 first: a
     /// direction all the vectors share, as real embeddings have.
     pub(crate) fn real_like(seed: u64, dim: usize) -> Vec<f32> {

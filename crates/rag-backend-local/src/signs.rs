@@ -282,18 +282,13 @@ impl Best {
 mod tests {
     use super::*;
     use crate::bits::{BitCodes, encode_bits, top_k_bits, top_k_bits_among};
-    use crate::scan::test_vectors::{real_like, unit};
+    use crate::scan::test_vectors::{encode_each, real_like, unit};
     use crate::scan::top_k;
     use rag_core::store::Metric;
 
     fn encode_all(vectors: &[Vec<f32>]) -> Vec<u8> {
-        let mut data = Vec::new();
-        let mut code = Vec::new();
-        for v in vectors {
-            encode_signs(v, &mut code);
-            assert_eq!(code.len(), signs_stride(v.len()));
-            data.extend_from_slice(&code);
-        }
+        let data = encode_each(vectors, encode_signs);
+        assert_eq!(data.len(), vectors.iter().map(|v| signs_stride(v.len())).sum::<usize>());
         data
     }
 

@@ -670,14 +670,21 @@ async fn the_bit_scan_finds_what_exact_search_finds_with_exact_scores() {
     assert!(found >= 196, "recall@10 {found} of 200");
 }
 
-#[tokio::test]
-async fn a_store_made_before_bit_codes_gets_them_from_its_next_writer() {
+/// A closed store of 50 chunks of 8 dimensions, `f{i}.md` holding the
+/// [`real_like`] vector of seed `i`, with `f7.md` deleted (slot 7 free),
+/// and its folder.
+async fn fifty_chunks_with_slot_7_free() -> (tempfile::TempDir, std::path::PathBuf) {
     let (dir, backend) = store_with(8, Metric::Cosine).await;
     let records = (0..50).map(|i| record(&format!("f{i}.md"), 0, 1, "h", real_like(i, 8))).collect();
     backend.put("notes", records).await.unwrap();
     backend.delete("notes", vec!["f7.md#0".into()]).await.unwrap();
-    drop(backend);
     let store = dir.path().join("stores/notes");
+    (dir, store)
+}
+
+#[tokio::test]
+async fn a_store_made_before_bit_codes_gets_them_from_its_next_writer() {
+    let (dir, store) = fifty_chunks_with_slot_7_free().await;
     fs::remove_file(store.join(BITS_FILE)).unwrap();
     // Readers of a store without codes scan the int8 copy, as before.
     let backend = LocalBackend::new(dir.path());
@@ -909,12 +916,7 @@ async fn a_large_store_scans_its_sign_codes_first_and_finds_what_exact_search_fi
 
 #[tokio::test]
 async fn a_store_made_before_sign_codes_gets_them_from_its_next_writer() {
-    let (dir, backend) = store_with(8, Metric::Cosine).await;
-    let records = (0..50).map(|i| record(&format!("f{i}.md"), 0, 1, "h", real_like(i, 8))).collect();
-    backend.put("notes", records).await.unwrap();
-    backend.delete("notes", vec!["f7.md#0".into()]).await.unwrap();
-    drop(backend);
-    let store = dir.path().join("stores/notes");
+    let (dir, store) = fifty_chunks_with_slot_7_free().await;
     // As a version of rag with two-bit codes and no sign codes left it: it
     // committed last, so its two-bit stamp is current and no sign stamp is.
     fs::remove_file(store.join(SIGNS_FILE)).unwrap();
