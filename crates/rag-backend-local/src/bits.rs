@@ -32,7 +32,7 @@ use std::fs::File;
 use rag_core::store::Metric;
 
 use crate::popcount::QueryPlanes;
-use crate::scan::{Scored, is_allowed, parallel_top_k, push_bounded};
+use crate::scan::{Scored, in_parallel, is_allowed, parallel_top_k, push_bounded};
 use crate::slots::read_at;
 
 /// Bytes of the header of a slot.
@@ -246,18 +246,11 @@ pub fn top_k_bits_among(
     let mut wanted: Vec<usize> = candidates.iter().filter_map(|c| usize::try_from(c.slot).ok()).collect();
     wanted.sort_unstable();
     let query = BitQuery::new(query, metric);
-    let threads = threads.clamp(1, 16).min(wanted.len().div_ceil(MIN_CANDIDATES_A_THREAD)).max(1);
-    let per_thread = wanted.len().div_ceil(threads).max(1);
-    let query = &query;
-    let best = std::thread::scope(|scope| {
-        let parts: Vec<_> = wanted[..]
-            .chunks(per_thread)
-            .map(|part| scope.spawn(move || best_among(codes, stride, query, part, k)))
-            .collect();
-        parts.into_iter().filter_map(|part| part.join().ok()).flatten().collect::<Vec<_>>()
+    let best = in_parallel(wanted.len(), threads, MIN_CANDIDATES_A_THREAD, |start, end| {
+        best_among(codes, stride, &query, &wanted[start..end], k)
     });
     let mut merged = BinaryHeap::with_capacity(k + 1);
-    for scored in best {
+    for scored in best.into_iter().flatten() {
         push_bounded(&mut merged, scored, k);
     }
     merged.into_vec()

@@ -48,16 +48,12 @@ pub(crate) struct Reader {
     /// The two-bit codes, which a vector query scans when they cover every
     /// slot: mapped by the first query that needs them, so a full-text
     /// query never maps them.
-    pub(crate) bits: OnceLock<Option<Mmap>>,
+    pub(crate) bits: MappedCodes,
     /// The sign codes, which a large store's vector query scans first; so mapped.
-    pub(crate) signs: OnceLock<Option<Mmap>>,
+    pub(crate) signs: MappedCodes,
     /// The slots the last filter passed: the two arms of a filtered hybrid
     /// search ask for the same set.
     last_filter: Mutex<Option<PassedFilter>>,
-    /// Whether the two-bit codes match the last commit (else they are not used).
-    pub(crate) bits_current: bool,
-    /// Whether the sign codes do.
-    pub(crate) signs_current: bool,
     /// The store's folder.
     pub(crate) dir: PathBuf,
     /// The exact vectors, for reading a few of them with `pread`.
@@ -67,6 +63,46 @@ pub(crate) struct Reader {
     /// The two-bit codes, for reading the sign stage's candidates with
     /// `pread`: opened by the first query that runs it.
     pub(crate) bits_file: OnceLock<Option<File>>,
+}
+
+/// A code file as a reader keeps it: whether it matches the last commit
+/// (else it is not used), and its mapping, made by the first query that
+/// needs it.
+pub(crate) struct MappedCodes {
+    kind: Codes,
+    current: bool,
+    pub(crate) map: OnceLock<Option<Mmap>>,
+}
+
+impl MappedCodes {
+    fn new(kind: Codes, conn: &Connection, db: &Path) -> Result<Self, LocalStoreError> {
+        Ok(Self { kind, current: kind.are_current(conn, db)?, map: OnceLock::new() })
+    }
+
+    /// The codes of the store in `dir` when they are current and cover its
+    /// `floats` (the exact file's length in floats) of `dim` dimensions. The
+    /// file is mapped without populating: the scan's threads fault its pages
+    /// in side by side, where populating would map all of them on one thread
+    /// first; and in huge pages where the kernel can ([`large_pages`]), a
+    /// fault then maps 2 MiB rather than 64 KiB.
+    fn bytes(&self, dir: &Path, dim: usize, floats: usize) -> Option<&[u8]> {
+        let stride = self.kind.stride(dim);
+        let codes = self
+            .map
+            .get_or_init(|| {
+                let path = dir.join(self.kind.file_name());
+                if !self.current {
+                    return None;
+                }
+                map_file(&path, Pages::Huge)
+                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}; not scanning them", path.display()))
+                    .ok()
+                    .flatten()
+            })
+            .as_deref()?;
+        let slots = codes.len() / stride;
+        (slots * dim >= floats).then(|| &codes[..slots * stride])
+    }
 }
 
 /// How many candidates the two-bit scan hands to the int8 re-scoring, for
@@ -159,8 +195,8 @@ impl Reader {
         // stores); its candidates are read with `pread`, not through it.
         let compact = map_file(&dir.join(COMPACT_FILE), Pages::Huge)?;
         // Codes a writer of an older rag left stale are not used.
-        let bits_current = Codes::TwoBit.are_current(&conn, &db_path)?;
-        let signs_current = Codes::Signs.are_current(&conn, &db_path)?;
+        let bits = MappedCodes::new(Codes::TwoBit, &conn, &db_path)?;
+        let signs = MappedCodes::new(Codes::Signs, &conn, &db_path)?;
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
         let compact_file = File::open(dir.join(COMPACT_FILE)).ok();
         Ok(Self {
@@ -173,11 +209,9 @@ impl Reader {
             config,
             map,
             compact,
-            bits: OnceLock::new(),
-            signs: OnceLock::new(),
+            bits,
+            signs,
             last_filter: Mutex::new(None),
-            bits_current,
-            signs_current,
             dir: dir.to_path_buf(),
             exact,
             compact_file,
@@ -257,39 +291,15 @@ impl Reader {
     }
 
     /// The two-bit code file when it is current and covers every slot of
-    /// the exact one ([`code_bytes`](Self::code_bytes)).
+    /// the exact one ([`MappedCodes::bytes`]).
     pub(crate) fn bits_bytes(&self) -> Option<&[u8]> {
-        self.code_bytes(Codes::TwoBit, &self.bits, self.bits_current)
+        self.bits.bytes(&self.dir, self.config.dimension, self.floats().len())
     }
 
     /// The sign code file when it is current and covers every slot of the
-    /// exact one ([`code_bytes`](Self::code_bytes)).
+    /// exact one ([`MappedCodes::bytes`]).
     pub(crate) fn signs_bytes(&self) -> Option<&[u8]> {
-        self.code_bytes(Codes::Signs, &self.signs, self.signs_current)
-    }
-
-    /// A code file, mapped into `cell` the first time, when `current` and
-    /// covering every slot of the exact one. It is mapped without
-    /// populating: the scan's threads fault its pages in side by side, where
-    /// populating would map all of them on one thread first; and in huge
-    /// pages where the kernel can ([`large_pages`]), a fault then maps 2 MiB
-    /// rather than 64 KiB.
-    fn code_bytes<'a>(&'a self, kind: Codes, cell: &'a OnceLock<Option<Mmap>>, current: bool) -> Option<&'a [u8]> {
-        let stride = kind.stride(self.config.dimension);
-        let codes = cell
-            .get_or_init(|| {
-                let path = self.dir.join(kind.file_name());
-                if !current {
-                    return None;
-                }
-                map_file(&path, Pages::Huge)
-                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}; not scanning them", path.display()))
-                    .ok()
-                    .flatten()
-            })
-            .as_deref()?;
-        let slots = codes.len() / stride;
-        (slots * self.config.dimension >= self.floats().len()).then(|| &codes[..slots * stride])
+        self.signs.bytes(&self.dir, self.config.dimension, self.floats().len())
     }
 
     /// The sign codes to scan first, and where to read their candidates'

@@ -70,34 +70,42 @@ pub fn top_k(
 /// The fewest slots a scan gives a thread of its own: starting one costs
 /// about what scanning 16,384 two-bit codes of 384 dimensions does (tens
 /// of microseconds), so a small store is scanned on the calling thread.
-const MIN_SLOTS_A_THREAD: usize = 16_384;
+pub(crate) const MIN_SLOTS_A_THREAD: usize = 16_384;
 
-/// Splits `slots` into one contiguous range per thread, runs `scan` on each
-/// (it returns up to `k` of its range's best), and merges: the best `k`
-/// overall, best first.
+/// Splits `0..len` into one contiguous range per thread, up to `threads`
+/// (at most 16) and none shorter than about `min_len`, runs `part` on each
+/// and returns their results in order; a single range runs on the calling
+/// thread. A part that panicked is left out.
+pub(crate) fn in_parallel<T: Send>(
+    len: usize,
+    threads: usize,
+    min_len: usize,
+    part: impl Fn(usize, usize) -> T + Sync,
+) -> Vec<T> {
+    let threads = threads.clamp(1, 16).min(len.div_ceil(min_len.max(1)).max(1));
+    if threads == 1 {
+        return vec![part(0, len)];
+    }
+    let per_thread = len.div_ceil(threads);
+    let part = &part;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            (0..threads).map(|t| scope.spawn(move || part(t * per_thread, ((t + 1) * per_thread).min(len)))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
+}
+
+/// Splits `slots` into one contiguous range per thread ([`in_parallel`]),
+/// runs `scan` on each (it returns up to `k` of its range's best), and
+/// merges: the best `k` overall, best first.
 pub(crate) fn parallel_top_k(
     slots: usize,
     k: usize,
     threads: usize,
     scan: impl Fn(usize, usize) -> Vec<Scored> + Sync,
 ) -> Vec<Scored> {
-    let threads = threads.clamp(1, 16).min(slots.div_ceil(MIN_SLOTS_A_THREAD).max(1));
-    if threads == 1 {
-        let mut best = scan(0, slots);
-        best.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.slot.cmp(&b.slot)));
-        best.truncate(k);
-        return best;
-    }
-    let per_thread = slots.div_ceil(threads);
-    let scan = &scan;
-    let partials: Vec<Vec<Scored>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| scope.spawn(move || scan(t * per_thread, ((t + 1) * per_thread).min(slots))))
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
     let mut merged: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
-    for scored in partials.into_iter().flatten() {
+    for scored in in_parallel(slots, threads, MIN_SLOTS_A_THREAD, scan).into_iter().flatten() {
         push_bounded(&mut merged, scored, k);
     }
     let mut best = merged.into_vec();

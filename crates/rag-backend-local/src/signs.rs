@@ -19,16 +19,13 @@
 
 use crate::bits::as_words;
 use crate::popcount::QueryPlanes;
-use crate::scan::{Scored, is_allowed};
+use crate::scan::{MIN_SLOTS_A_THREAD, Scored, in_parallel, is_allowed};
 
 /// Bytes of the header of a slot.
 const HEADER_BYTES: usize = 8;
 
 /// Slots whose popcounts one kernel call computes.
 const BATCH: usize = 1024;
-
-/// The fewest slots a scan gives a thread of its own (as the other scans).
-const MIN_SLOTS_A_THREAD: usize = 16_384;
 
 /// Bytes of one slot of the sign code file for `dim` dimensions.
 pub fn signs_stride(dim: usize) -> usize {
@@ -104,15 +101,7 @@ pub fn top_k_signs(
         }
         best.into_vec()
     };
-    let threads = threads.clamp(1, 16).min(slots.div_ceil(MIN_SLOTS_A_THREAD).max(1));
-    let per_thread = slots.div_ceil(threads);
-    let scan = &scan;
-    let mut best: Vec<Scored> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| scope.spawn(move || scan(t * per_thread, ((t + 1) * per_thread).min(slots))))
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).flatten().collect()
-    });
+    let mut best: Vec<Scored> = in_parallel(slots, threads, MIN_SLOTS_A_THREAD, scan).into_iter().flatten().collect();
     keep_best(&mut best, k);
     best
 }

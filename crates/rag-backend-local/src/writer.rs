@@ -289,28 +289,29 @@ impl Writer {
         // is one write a file, where a write a slot and file was the larger
         // part of a fresh index's time in the writer (four files, 50,000
         // chunks: 200,000 calls).
-        let mut run = 0..0;
+        debug_assert_eq!(vectors.len(), slots.len(), "one slot a vector");
         let (mut exact, mut compact, mut codes) = (Vec::new(), Vec::new(), [Vec::new(), Vec::new()]);
         let mut bytes = Vec::new();
-        for (i, (vector, &slot)) in vectors.iter().zip(slots).enumerate() {
-            if i > 0 && slots[i - 1].checked_add(1) != Some(slot) {
-                self.write_run(slots[run.start], &exact, &compact, &codes)?;
-                exact.clear();
-                compact.clear();
-                codes.iter_mut().for_each(Vec::clear);
-                run = i..i;
+        let mut at = 0;
+        for run in slots.chunk_by(|a, b| a.checked_add(1) == Some(*b)) {
+            exact.clear();
+            compact.clear();
+            codes.iter_mut().for_each(Vec::clear);
+            for vector in &vectors[at..at + run.len()] {
+                exact.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+                scan::quantize(vector, &mut bytes);
+                compact.extend_from_slice(&bytes);
+                for (file, out) in self.codes.iter().zip(&mut codes) {
+                    file.kind.encode(vector, &mut bytes);
+                    out.extend_from_slice(&bytes);
+                }
             }
-            run.end = i + 1;
-            exact.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
-            scan::quantize(vector, &mut bytes);
-            compact.extend_from_slice(&bytes);
-            for (file, out) in self.codes.iter().zip(&mut codes) {
-                file.kind.encode(vector, &mut bytes);
-                out.extend_from_slice(&bytes);
+            at += run.len();
+            self.exact.write(run[0], &exact)?;
+            self.compact.write(run[0], &compact)?;
+            for (file, bytes) in self.codes.iter().zip(&codes) {
+                file.file.write(run[0], bytes)?;
             }
-        }
-        if !run.is_empty() {
-            self.write_run(slots[run.start], &exact, &compact, &codes)?;
         }
         if !vectors.is_empty() {
             self.exact.sync()?;
@@ -318,16 +319,6 @@ impl Writer {
             for codes in &self.codes {
                 codes.file.sync()?;
             }
-        }
-        Ok(())
-    }
-
-    /// Writes the bytes of consecutive slots from `first` into each file.
-    fn write_run(&self, first: u64, exact: &[u8], compact: &[u8], codes: &[Vec<u8>; 2]) -> Result<(), LocalStoreError> {
-        self.exact.write(first, exact)?;
-        self.compact.write(first, compact)?;
-        for (file, bytes) in self.codes.iter().zip(codes) {
-            file.file.write(first, bytes)?;
         }
         Ok(())
     }

@@ -907,11 +907,11 @@ async fn a_large_store_scans_its_sign_codes_first_and_finds_what_exact_search_fi
         assert!(plain[0].chunk.key == hits[0].chunk.key || (plain[0].score - hits[0].score).abs() < 1e-6);
     }
     assert!(found >= 19, "{found} of 20 exact best found");
-    assert!(matches!(sign_first.signs.get(), Some(Some(_))), "the sign codes were scanned");
+    assert!(matches!(sign_first.signs.map.get(), Some(Some(_))), "the sign codes were scanned");
     assert!(sign_first.bits_file.get().is_none(), "candidates read through the mapping");
     assert!(matches!(sign_first_read.bits_file.get(), Some(Some(_))), "and with pread");
-    assert!(by_default.signs.get().is_none(), "a store under the size scans the two-bit codes alone");
-    assert!(by_default.bits.get().is_some());
+    assert!(by_default.signs.map.get().is_none(), "a store under the size scans the two-bit codes alone");
+    assert!(by_default.bits.map.get().is_some());
 }
 
 #[tokio::test]
