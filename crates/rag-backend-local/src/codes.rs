@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::bits::{bits_stride, encode_bits};
 use crate::error::LocalStoreError;
 use crate::files::{BITS_FILE, SIGNS_FILE};
-use crate::schema::read_setting;
+use crate::schema::stamp_is_current;
 use crate::signs::{encode_signs, signs_stride};
 
 /// A kind of code file.
@@ -74,7 +74,6 @@ impl Codes {
 
     /// Whether these codes match the store's last commit (see [`Codes::stamp`]).
     pub(crate) fn are_current(self, conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
-        let stamp = read_setting(conn, db, self.stamp())?;
-        Ok(stamp.is_some() && stamp == read_setting(conn, db, "updated_at")?)
+        stamp_is_current(conn, db, self.stamp())
     }
 }

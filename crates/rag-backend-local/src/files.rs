@@ -10,6 +10,8 @@ pub(crate) const VECTORS_FILE: &str = "vectors.f32";
 pub(crate) const COMPACT_FILE: &str = "vectors.i8";
 pub(crate) const BITS_FILE: &str = "vectors.b2";
 pub(crate) const SIGNS_FILE: &str = "vectors.s1";
+/// The token count of each slot's chunk in the full-text index ([`crate::lengths`]).
+pub(crate) const LENGTHS_FILE: &str = "lexical.len";
 /// Where versions of rag before two-bit codes kept sign bits (in another
 /// layout than [`SIGNS_FILE`]): removed by the first writer that fills
 /// [`BITS_FILE`].

@@ -11,8 +11,12 @@ use rag_core::lexical::{NAME_WEIGHT, index_terms, name_terms};
 
 use rag_core::store::Hit;
 
+use crate::bm25::{Postings, best_bm25};
 use crate::error::{LocalStoreError, sql};
+use crate::files::LENGTHS_FILE;
+use crate::lengths::{LENGTH_STRIDE, LENGTHS_STAMP, LONG, index_totals, indexed_length};
 use crate::reader::Reader;
+use crate::reader::{Pages, map_file};
 use crate::schema::{CHUNK_SELECT, read_setting, row_to_chunk, write_setting};
 
 /// The full-text index: one row per chunk, its rowid the chunk's slot, its
@@ -62,6 +66,8 @@ pub(crate) fn build_lexical_index(conn: &mut Connection, db: &Path) -> Result<u6
         }
     }
     write_setting(&tx, db, "lexical_version", LEXICAL_VERSION)?;
+    // The lengths were counted by the index just dropped.
+    tx.execute("DELETE FROM settings WHERE key = ?1", [LENGTHS_STAMP]).map_err(sql(db))?;
     tx.commit().map_err(sql(db))?;
     Ok(count)
 }
@@ -94,31 +100,15 @@ impl Reader {
         if terms.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        // bm25() is lower-is-better; the names column weighs NAME_WEIGHT
-        // times the text, as the in-memory BM25 weighs it; the filter applies
-        // before the cut.
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT rowid, bm25(lexical, 1.0, {NAME_WEIGHT:?}) AS score FROM lexical WHERE lexical MATCH ?1 \
-                 ORDER BY score"
-            ))
-            .map_err(sql(&self.db_path))?;
-        let mut rows = stmt.query([match_any(&terms)]).map_err(sql(&self.db_path))?;
-        let mut best = Vec::with_capacity(request.top_k);
-        while let Some(row) = rows.next().map_err(sql(&self.db_path))? {
-            let slot: i64 = row.get(0).map_err(sql(&self.db_path))?;
-            let rank: f64 = row.get(1).map_err(sql(&self.db_path))?;
-            let passes = allowed.as_ref().is_none_or(|allowed| {
-                usize::try_from(slot).ok().and_then(|s| allowed.get(s)).copied().unwrap_or(false)
-            });
-            if passes {
-                best.push((slot, -rank as f32));
-                if best.len() == request.top_k {
-                    break;
-                }
-            }
-        }
-        drop(rows);
+        let passes = |slot: i64| {
+            allowed
+                .as_ref()
+                .is_none_or(|allowed| usize::try_from(slot).ok().and_then(|s| allowed.get(s)).copied().unwrap_or(false))
+        };
+        let best = match self.bm25_with_lengths(&conn, &terms, request.top_k, passes)? {
+            Some(best) => best,
+            None => self.bm25_of_fts5(&conn, &terms, request.top_k, passes)?,
+        };
         let mut read = conn
             .prepare_cached(&format!("SELECT {CHUNK_SELECT} FROM chunks WHERE slot = ?1"))
             .map_err(sql(&self.db_path))?;
@@ -140,6 +130,115 @@ impl Reader {
         Ok(Some(hits))
     }
 
+    /// The best `top_k` chunks holding any of `terms` by FTS5's `bm25()`,
+    /// computed by FTS5: a B-tree lookup of each matching chunk's length.
+    pub(crate) fn bm25_of_fts5(
+        &self,
+        conn: &Connection,
+        terms: &[(String, i64)],
+        top_k: usize,
+        passes: impl Fn(i64) -> bool,
+    ) -> Result<Vec<(i64, f32)>> {
+        let db = &self.db_path;
+        // bm25() is lower-is-better; the names column weighs NAME_WEIGHT
+        // times the text, as the in-memory BM25 weighs it; the filter applies
+        // before the cut.
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT rowid, bm25(lexical, 1.0, {NAME_WEIGHT:?}) AS score FROM lexical WHERE lexical MATCH ?1 \
+                 ORDER BY score"
+            ))
+            .map_err(sql(db))?;
+        let terms: Vec<String> = terms.iter().map(|(term, _)| term.clone()).collect();
+        let mut rows = stmt.query([match_any(&terms)]).map_err(sql(db))?;
+        let mut best = Vec::with_capacity(top_k);
+        while let Some(row) = rows.next().map_err(sql(db))? {
+            let slot: i64 = row.get(0).map_err(sql(db))?;
+            let rank: f64 = row.get(1).map_err(sql(db))?;
+            if passes(slot) {
+                best.push((slot, -rank as f32));
+                if best.len() == top_k {
+                    break;
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// The same as [`bm25_of_fts5`](Self::bm25_of_fts5), computed here
+    /// ([`best_bm25`]) from the terms' postings (FTS5's `fts5vocab`) and
+    /// the lengths file, with no read of the database for each chunk
+    /// scored (a fresh full-text query at 1M chunks: 16 ms against 29).
+    /// `None` when it cannot answer exactly as FTS5 would: no current
+    /// lengths file, no averages record, or a term whose postings do not
+    /// number what matching it counted (a term FTS5 would read as several
+    /// tokens).
+    pub(crate) fn bm25_with_lengths(
+        &self,
+        conn: &Connection,
+        terms: &[(String, i64)],
+        top_k: usize,
+        passes: impl Fn(i64) -> bool,
+    ) -> Result<Option<Vec<(i64, f32)>>> {
+        if !(self.bm25_from_lengths && self.lengths_current) {
+            return Ok(None);
+        }
+        let db = &self.db_path;
+        let Some(lengths) = self
+            .lengths
+            .get_or_init(|| {
+                let path = self.dir.join(LENGTHS_FILE);
+                map_file(&path, Pages::AsRead)
+                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}", path.display()))
+                    .ok()
+                    .flatten()
+            })
+            .as_deref()
+        else {
+            return Ok(None);
+        };
+        let Some((rows, tokens)) = index_totals(conn, db)? else { return Ok(None) };
+        conn.execute_batch(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.lexical_instances USING fts5vocab(main, lexical, instance)",
+        )
+        .map_err(sql(db))?;
+        let name_weight: f64 = format!("{NAME_WEIGHT:?}").parse().unwrap_or(1.0);
+        let mut instances =
+            conn.prepare_cached("SELECT doc, col FROM temp.lexical_instances WHERE term = ?1").map_err(sql(db))?;
+        let mut postings = Vec::with_capacity(terms.len());
+        for (term, counted) in terms {
+            let mut list = Postings::default();
+            let mut rows = instances.query([term]).map_err(sql(db))?;
+            while let Some(row) = rows.next().map_err(sql(db))? {
+                let slot: i64 = row.get(0).map_err(sql(db))?;
+                let weight =
+                    if row.get_ref(1).map_err(sql(db))?.as_str().ok() == Some("names") { name_weight } else { 1.0 };
+                match list.slots.last_mut() {
+                    Some((last, freq)) if *last == slot => *freq += weight,
+                    _ => list.slots.push((slot, weight)),
+                }
+            }
+            // A count over the cap ([`affordable_terms`]) says "more than".
+            let found = i64::try_from(list.slots.len()).unwrap_or(i64::MAX);
+            if found != *counted && !(*counted > MAX_POSTINGS && found >= *counted) {
+                tracing::debug!(term, found, counted, "postings differ from the match; FTS5 ranks this query");
+                return Ok(None);
+            }
+            postings.push(list);
+        }
+        drop(instances);
+        let length = |slot: i64| -> Result<f64> {
+            let at = usize::try_from(slot).unwrap_or(usize::MAX).saturating_mul(LENGTH_STRIDE);
+            match lengths.get(at..at.saturating_add(LENGTH_STRIDE)) {
+                Some(&[a, b]) if u16::from_le_bytes([a, b]) != LONG => Ok(f64::from(u16::from_le_bytes([a, b]))),
+                // Too long for the file, or written after it was mapped.
+                _ => Ok(indexed_length(conn, db, slot)?.unwrap_or(0) as f64),
+            }
+        };
+        let best = best_bm25(&postings, rows, tokens, top_k, passes, length)?;
+        Ok(Some(best.into_iter().map(|(slot, score)| (slot, score as f32)).collect()))
+    }
+
     /// The query terms that occur in the store, rarest first, as many as keep
     /// the chunks to score under [`MAX_POSTINGS`]: BM25 is computed for every
     /// chunk holding any term, so a word found in most chunks would cost a
@@ -152,7 +251,9 @@ impl Reader {
     /// than a pass over its millions of chunks (fts5vocab's count reads the
     /// whole list: about 100 ms a query at 10M chunks). Only when every term
     /// is over the budget are they counted further, to keep the rarest.
-    pub(crate) fn affordable_terms(&self, conn: &Connection, terms: &[String]) -> Result<Vec<String>> {
+    /// Each kept term comes with its count: exact up to [`MAX_POSTINGS`], a
+    /// lower bound past it.
+    pub(crate) fn affordable_terms(&self, conn: &Connection, terms: &[String]) -> Result<Vec<(String, i64)>> {
         let db = &self.db_path;
         let mut capped = conn
             .prepare_cached("SELECT count(*) FROM (SELECT rowid FROM lexical WHERE lexical MATCH ?1 LIMIT ?2)")
@@ -191,7 +292,7 @@ impl Reader {
                 continue;
             }
             total += count;
-            kept.push(term.clone());
+            kept.push((term.clone(), count));
         }
         Ok(kept)
     }

@@ -38,12 +38,14 @@ compile_error!("the local store's vector file is little-endian; big-endian targe
 
 mod backend;
 mod bits;
+mod bm25;
 mod cache;
 mod codes;
 mod error;
 mod files;
 mod fulltext;
 mod large_pages;
+mod lengths;
 mod popcount;
 mod reader;
 mod scan;

@@ -17,6 +17,7 @@ use crate::codes::Codes;
 use crate::error::{LocalStoreError, io, sql};
 use crate::files::{COMPACT_FILE, VECTORS_FILE};
 use crate::large_pages;
+use crate::lengths::lengths_are_current;
 use crate::scan;
 use crate::schema::{CHUNK_SELECT, open_db, read_config, row_to_chunk};
 use crate::signs::{sign_candidates, top_k_signs};
@@ -63,6 +64,13 @@ pub(crate) struct Reader {
     /// The two-bit codes, for reading the sign stage's candidates with
     /// `pread`: opened by the first query that runs it.
     pub(crate) bits_file: OnceLock<Option<File>>,
+    /// Whether the lengths file ([`crate::lengths`]) matches the last commit.
+    pub(crate) lengths_current: bool,
+    /// The lengths file, mapped by the first full-text query.
+    pub(crate) lengths: OnceLock<Option<Mmap>>,
+    /// Whether full-text queries compute BM25 here from the lengths file
+    /// when it is current (tests turn it off to compare with FTS5's).
+    pub(crate) bm25_from_lengths: bool,
 }
 
 /// A code file as a reader keeps it: whether it matches the last commit
@@ -199,6 +207,7 @@ impl Reader {
         let signs = MappedCodes::new(Codes::Signs, &conn, &db_path)?;
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
         let compact_file = File::open(dir.join(COMPACT_FILE)).ok();
+        let lengths_current = lengths_are_current(&conn, &db_path)?;
         Ok(Self {
             conn: Mutex::new(conn),
             spare: OnceLock::new(),
@@ -216,6 +225,9 @@ impl Reader {
             exact,
             compact_file,
             bits_file: OnceLock::new(),
+            lengths_current,
+            lengths: OnceLock::new(),
+            bm25_from_lengths: true,
         })
     }
 

@@ -118,6 +118,22 @@ pub(crate) fn write_setting(conn: &Connection, db: &Path, key: &str, value: &str
         .map_err(sql(db))
 }
 
+/// Whether the derived data a `stamp` setting vouches for (a code file,
+/// the lengths file) matches the store's last commit: every writer that
+/// keeps it sets the stamp to `updated_at` in its commits, so a commit by a
+/// version of rag that kept no such data leaves the two apart.
+pub(crate) fn stamp_is_current(conn: &Connection, db: &Path, stamp: &str) -> Result<bool, LocalStoreError> {
+    let stamped = read_setting(conn, db, stamp)?;
+    Ok(stamped.is_some() && stamped == read_setting(conn, db, "updated_at")?)
+}
+
+/// Records that the data a `stamp` setting vouches for matches the store
+/// as last committed.
+pub(crate) fn stamp_as_current(conn: &Connection, db: &Path, stamp: &str) -> Result<(), LocalStoreError> {
+    let updated = read_setting(conn, db, "updated_at")?.unwrap_or_default();
+    write_setting(conn, db, stamp, &updated)
+}
+
 /// Whether the store has the table of unreadable files (stores made before
 /// it existed get it from their next writer).
 pub(crate) fn has_unreadable_table(conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {

@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use super::*;
 use crate::bits;
 use crate::codes::Codes;
-use crate::files::{BITS_FILE, COMPACT_FILE, LEGACY_SIGN_BITS_FILE, SIGNS_FILE, VECTORS_FILE};
+use crate::files::{BITS_FILE, COMPACT_FILE, LEGACY_SIGN_BITS_FILE, LENGTHS_FILE, SIGNS_FILE, VECTORS_FILE};
+use crate::lengths::{LONG, column_sizes_total};
 use crate::scan;
 use crate::scan::test_vectors::real_like;
 use crate::slots::{SlotFile, write_at};
@@ -308,6 +309,153 @@ async fn a_name_a_chunk_defines_outranks_its_mentions_and_matches_memory() {
     assert!(weighted[0] > weighted[1], "{weighted:?}");
 }
 
+/// Each chunk's token count as FTS5 keeps it, by slot.
+fn indexed_lengths(store: &Path) -> Vec<(i64, u64)> {
+    let conn = Connection::open(store.join(DB_FILE)).unwrap();
+    let mut stmt = conn.prepare("SELECT id, sz FROM lexical_docsize ORDER BY id").unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))).unwrap();
+    rows.map(|r| r.map(|(slot, sizes)| (slot, column_sizes_total(&sizes).unwrap()))).collect::<Result<_, _>>().unwrap()
+}
+
+/// What the lengths file holds for each slot FTS5 has a row of.
+fn file_lengths(store: &Path, slots: &[(i64, u64)]) -> Vec<(i64, u64)> {
+    let bytes = fs::read(store.join(LENGTHS_FILE)).unwrap();
+    slots
+        .iter()
+        .map(|&(slot, _)| {
+            (slot, u64::from(u16::from_le_bytes([bytes[slot as usize * 2], bytes[slot as usize * 2 + 1]])))
+        })
+        .collect()
+}
+
+/// `(slot, score)` lists agree when their scores agree to the bit, in
+/// order, and so do the slots of every score above the last (ties at the
+/// cut may be any of the tied chunks).
+fn assert_same_ranking(ours: &[(i64, f32)], fts5: &[(i64, f32)], what: &str) {
+    let scores = |list: &[(i64, f32)]| list.iter().map(|&(_, s)| s.to_bits()).collect::<Vec<_>>();
+    assert_eq!(scores(ours), scores(fts5), "{what}: scores");
+    let last = ours.last().map_or(f32::INFINITY, |&(_, s)| s);
+    let above = |list: &[(i64, f32)]| {
+        let mut slots: Vec<i64> = list.iter().filter(|&&(_, s)| s > last).map(|&(slot, _)| slot).collect();
+        slots.sort_unstable();
+        slots
+    };
+    assert_eq!(above(ours), above(fts5), "{what}: slots");
+}
+
+#[tokio::test]
+async fn bm25_from_the_lengths_file_is_fts5s_to_the_bit() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    let words = ["salt", "flour", "yeast", "water", "sugar"];
+    let records: Vec<VectorRecord> = (0..300)
+        .map(|i| {
+            let text = format!("{} {} {}", words[i % 5], words[(i / 5) % 5], "filler ".repeat(i % 37 + i / 37));
+            let mut record = text_record(&format!("n{i}.md"), 0, &text, vec![1.0, 0.0]);
+            if i % 11 == 0 {
+                record.chunk.metadata.insert("symbols".into(), vec![format!("{}_mix", words[i % 5])].into());
+            }
+            record
+        })
+        .collect();
+    backend.put("notes", records.clone()).await.unwrap();
+    // Deleted chunks (FTS5 keeps tombstones), rewritten ones in reused slots,
+    // and a chunk too long for two bytes.
+    backend.delete("notes", (0..300).step_by(7).map(|i| format!("n{i}.md#0")).collect()).await.unwrap();
+    let rewritten = records.iter().step_by(14).cloned().map(|mut r| {
+        r.chunk.text.push_str(" yeast yeast");
+        r
+    });
+    backend.put("notes", rewritten.collect()).await.unwrap();
+    let long = format!("salt {}", "grain ".repeat(70_000));
+    backend.put("notes", vec![text_record("long.md", 0, &long, vec![1.0, 0.0])]).await.unwrap();
+    release(&backend).await;
+    let store = dir.path().join("stores/notes");
+    let indexed = indexed_lengths(&store);
+    let stored: Vec<(i64, u64)> =
+        indexed.iter().map(|&(slot, len)| (slot, if len >= u64::from(LONG) { u64::from(LONG) } else { len })).collect();
+    assert_eq!(file_lengths(&store, &indexed), stored, "the file holds FTS5's counts");
+    assert!(indexed.iter().any(|&(_, len)| len > u64::from(LONG)), "the long chunk is there");
+
+    let reader = Reader::open(&store).unwrap();
+    assert!(reader.lengths_current);
+    // "filler" is in nearly every chunk: over the test budget of postings.
+    for query in ["salt", "flour yeast", "salt sugar water", "mix", "filler salt", "filler", "grain"] {
+        let terms = reader.affordable_terms(&reader.conn(), &rag_core::lexical::query_terms(query)).unwrap();
+        assert!(!terms.is_empty(), "{query}");
+        for top_k in [1, 10, 1_000] {
+            let conn = reader.conn();
+            let ours = reader.bm25_with_lengths(&conn, &terms, top_k, |_| true).unwrap();
+            let ours = ours.unwrap_or_else(|| panic!("{query}: not answered from the lengths file"));
+            let fts5 = reader.bm25_of_fts5(&conn, &terms, top_k, |_| true).unwrap();
+            assert!(!fts5.is_empty(), "{query}");
+            assert_same_ranking(&ours, &fts5, &format!("{query:?}, top {top_k}"));
+            let odd = |slot: i64| slot % 2 == 1;
+            let ours = reader.bm25_with_lengths(&conn, &terms, top_k, odd).unwrap().unwrap();
+            assert!(ours.iter().all(|&(slot, _)| odd(slot)));
+            assert_same_ranking(&ours, &reader.bm25_of_fts5(&conn, &terms, top_k, odd).unwrap(), "filtered");
+        }
+    }
+}
+
+#[tokio::test]
+async fn lengths_an_older_rag_left_stale_are_not_used_until_the_next_writer_writes_them() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    let records =
+        (0..20).map(|i| text_record(&format!("n{i}.md"), 0, &format!("flour {}", "filler ".repeat(i)), vec![1.0, 0.0]));
+    backend.put("notes", records.collect()).await.unwrap();
+    release(&backend).await;
+    let store = dir.path().join("stores/notes");
+    let db = store.join(DB_FILE);
+    let flour = |reader: &Reader| {
+        let terms = reader.affordable_terms(&reader.conn(), &["flour".to_string()]).unwrap();
+        reader.bm25_with_lengths(&reader.conn(), &terms, 5, |_| true).unwrap()
+    };
+    assert!(flour(&Reader::open(&store).unwrap()).is_some());
+
+    // A store made before the file: neither file nor stamp.
+    fs::remove_file(store.join(LENGTHS_FILE)).unwrap();
+    Connection::open(&db).unwrap().execute("DELETE FROM settings WHERE key = 'lengths_updated_at'", []).unwrap();
+    let reader = Reader::open(&store).unwrap();
+    assert!(!reader.lengths_current);
+    assert!(flour(&reader).is_none(), "FTS5 ranks it meanwhile");
+    assert_eq!(lexical_keys(&backend, "flour", 3).await, ["n0.md#0", "n1.md#0", "n2.md#0"], "shortest first");
+    drop(backend.lock_for_writing("notes").await.unwrap());
+    let indexed = indexed_lengths(&store);
+    assert_eq!(file_lengths(&store, &indexed), indexed, "written from the full-text index");
+    assert!(flour(&Reader::open(&store).unwrap()).is_some());
+
+    // A commit by an older rag moves `updated_at` past the stamp.
+    Connection::open(&db).unwrap().execute("UPDATE settings SET value = '1' WHERE key = 'updated_at'", []).unwrap();
+    assert!(!Reader::open(&store).unwrap().lengths_current);
+    drop(backend.lock_for_writing("notes").await.unwrap());
+    assert!(Reader::open(&store).unwrap().lengths_current);
+
+    // A full-text index rebuilt by a new tokenizer is counted again.
+    write_at(&fs::File::options().write(true).open(store.join(LENGTHS_FILE)).unwrap(), &[9; 40], 0).unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE lexical; DELETE FROM settings WHERE key = 'lexical_version'")
+        .unwrap();
+    drop(backend.lock_for_writing("notes").await.unwrap());
+    assert_eq!(file_lengths(&store, &indexed_lengths(&store)), indexed_lengths(&store));
+    assert!(flour(&Reader::open(&store).unwrap()).is_some());
+}
+
+#[tokio::test]
+async fn a_term_fts5_reads_as_several_words_is_ranked_by_fts5() {
+    let (dir, backend) = store_with(2, Metric::Cosine).await;
+    backend.put("notes", vec![text_record("a.md", 0, "alpha beta gamma", vec![1.0, 0.0])]).await.unwrap();
+    release(&backend).await;
+    // FTS5 matches "alpha:beta" as the phrase "alpha beta"; no posting list has that name.
+    let reader = Reader::open(&dir.path().join("stores/notes")).unwrap();
+    let terms = reader.affordable_terms(&reader.conn(), &["alpha:beta".to_string()]).unwrap();
+    assert_eq!(terms, [("alpha:beta".to_string(), 1)]);
+    assert!(reader.bm25_with_lengths(&reader.conn(), &terms, 5, |_| true).unwrap().is_none());
+    let request = LexicalRequest::new(vec!["alpha:beta".into()], 5);
+    let hits = backend.lexical_query("notes", &request).await.unwrap().unwrap();
+    assert_eq!(hits.len(), 1, "found as FTS5 reads it");
+}
+
 #[tokio::test]
 async fn query_syntax_in_terms_is_searched_as_text() {
     let (_dir, backend) = store_with(2, Metric::Cosine).await;
@@ -330,7 +478,7 @@ async fn vector_files_never_shrink_under_a_reader_when_a_writer_reopens_after_a_
     let store = dir.path().join("stores/notes");
     let reader = Reader::open(&store).unwrap();
     let lengths = |name: &str| fs::metadata(store.join(name)).unwrap().len();
-    let files = [VECTORS_FILE, COMPACT_FILE, BITS_FILE, SIGNS_FILE];
+    let files = [VECTORS_FILE, COMPACT_FILE, BITS_FILE, SIGNS_FILE, LENGTHS_FILE];
     let before = files.map(lengths);
     assert!(before.iter().all(|&len| len > 0));
     // A new writer repairs the store while the reader's mapping is live.
