@@ -53,13 +53,16 @@ pub fn encode_signs(vector: &[f32], out: &mut Vec<u8>) {
 
 /// How many candidates the sign scan hands to the two-bit stage, for
 /// `want` two-bit candidates out of `slots`: eight times as many, and at
-/// least `8 × √slots` (8,000 at 1M, 25,000 at 10M). On random vectors (the
-/// hard case; real model vectors have nearer neighbours), the sign scan's
+/// least `8 × √slots` (8,000 at 1M, 25,000 at 10M). On random vectors the sign scan's
 /// best 5,000 of 1,000,000 held all of the exact top 10 of 40 random
 /// queries at 768 dimensions, its best 2,000 97.8% of them; at 10,000,000
 /// × 384, its best 20,000 held all, its best 10,000 98.5% (a simulation of
 /// these codes in numpy). With `6 × √slots`, the whole query's recall@10
 /// was 0.995 at 1M × 768 and 0.990 at 10M × 384 (`rag-bench query`).
+/// Real model vectors with queries far from the data are harder: at
+/// 286,347 MiniLM chunks of code, `8 × √slots` kept 99.2% of the exact top
+/// 10 of Cranfield's query texts, and the whole query through this stage
+/// found 98.8% (docs/benchmarks.md).
 pub fn sign_candidates(want: usize, slots: usize) -> usize {
     want.saturating_mul(8).max(slots.isqrt().saturating_mul(8))
 }
