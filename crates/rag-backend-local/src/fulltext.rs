@@ -13,10 +13,8 @@ use rag_core::store::Hit;
 
 use crate::bm25::{Postings, best_bm25};
 use crate::error::{LocalStoreError, sql};
-use crate::files::LENGTHS_FILE;
-use crate::lengths::{LENGTH_STRIDE, LENGTHS_STAMP, LONG, index_totals, indexed_length};
+use crate::lengths::{LENGTHS_STAMP, index_totals, indexed_length, stored_length};
 use crate::reader::Reader;
-use crate::reader::{Pages, map_file};
 use crate::schema::{CHUNK_SELECT, read_setting, row_to_chunk, write_setting};
 
 /// The full-text index: one row per chunk, its rowid the chunk's slot, its
@@ -180,23 +178,11 @@ impl Reader {
         top_k: usize,
         passes: impl Fn(i64) -> bool,
     ) -> Result<Option<Vec<(i64, f32)>>> {
-        if !(self.bm25_from_lengths && self.lengths_current) {
+        if !self.bm25_from_lengths {
             return Ok(None);
         }
         let db = &self.db_path;
-        let Some(lengths) = self
-            .lengths
-            .get_or_init(|| {
-                let path = self.dir.join(LENGTHS_FILE);
-                map_file(&path, Pages::AsRead)
-                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}", path.display()))
-                    .ok()
-                    .flatten()
-            })
-            .as_deref()
-        else {
-            return Ok(None);
-        };
+        let Some(lengths) = self.lengths.bytes() else { return Ok(None) };
         let Some((rows, tokens)) = index_totals(conn, db)? else { return Ok(None) };
         conn.execute_batch(
             "CREATE VIRTUAL TABLE IF NOT EXISTS temp.lexical_instances USING fts5vocab(main, lexical, instance)",
@@ -228,11 +214,10 @@ impl Reader {
         }
         drop(instances);
         let length = |slot: i64| -> Result<f64> {
-            let at = usize::try_from(slot).unwrap_or(usize::MAX).saturating_mul(LENGTH_STRIDE);
-            match lengths.get(at..at.saturating_add(LENGTH_STRIDE)) {
-                Some(&[a, b]) if u16::from_le_bytes([a, b]) != LONG => Ok(f64::from(u16::from_le_bytes([a, b]))),
+            match stored_length(lengths, slot) {
+                Some(tokens) => Ok(f64::from(tokens)),
                 // Too long for the file, or written after it was mapped.
-                _ => Ok(indexed_length(conn, db, slot)?.unwrap_or(0) as f64),
+                None => Ok(indexed_length(conn, db, slot)?.unwrap_or(0) as f64),
             }
         };
         let best = best_bm25(&postings, rows, tokens, top_k, passes, length)?;

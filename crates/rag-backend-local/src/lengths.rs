@@ -31,6 +31,16 @@ pub(crate) fn encode_length(tokens: u64) -> [u8; LENGTH_STRIDE] {
     u16::try_from(tokens).unwrap_or(LONG).to_le_bytes()
 }
 
+/// The length the file `lengths` stores for `slot`; `None` for a chunk too
+/// long for it ([`LONG`]) or a slot past its end.
+pub(crate) fn stored_length(lengths: &[u8], slot: i64) -> Option<u16> {
+    let at = usize::try_from(slot).ok()?.checked_mul(LENGTH_STRIDE)?;
+    match lengths.get(at..at.checked_add(LENGTH_STRIDE)?)? {
+        &[a, b] => Some(u16::from_le_bytes([a, b])).filter(|&tokens| tokens != LONG),
+        _ => None,
+    }
+}
+
 /// Whether the lengths file matches the store's last commit.
 pub(crate) fn lengths_are_current(conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
     stamp_is_current(conn, db, LENGTHS_STAMP)
@@ -110,5 +120,8 @@ mod tests {
         assert_eq!(encode_length(65_534), 65_534u16.to_le_bytes());
         assert_eq!(encode_length(65_535), LONG.to_le_bytes());
         assert_eq!(encode_length(1 << 40), LONG.to_le_bytes());
+        let file: Vec<u8> = [0, 300, 65_534, 65_535, 1 << 20].iter().flat_map(|&t| encode_length(t)).collect();
+        let stored: Vec<Option<u16>> = (-1..6).map(|slot| stored_length(&file, slot)).collect();
+        assert_eq!(stored, [None, Some(0), Some(300), Some(65_534), None, None, None]);
     }
 }

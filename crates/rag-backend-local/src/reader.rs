@@ -15,7 +15,7 @@ use rag_core::{Error, Result};
 use crate::bits::{BitCodes, top_k_bits, top_k_bits_among};
 use crate::codes::Codes;
 use crate::error::{LocalStoreError, io, sql};
-use crate::files::{COMPACT_FILE, VECTORS_FILE};
+use crate::files::{COMPACT_FILE, LENGTHS_FILE, VECTORS_FILE};
 use crate::large_pages;
 use crate::lengths::lengths_are_current;
 use crate::scan;
@@ -64,50 +64,67 @@ pub(crate) struct Reader {
     /// The two-bit codes, for reading the sign stage's candidates with
     /// `pread`: opened by the first query that runs it.
     pub(crate) bits_file: OnceLock<Option<File>>,
-    /// Whether the lengths file ([`crate::lengths`]) matches the last commit.
-    pub(crate) lengths_current: bool,
-    /// The lengths file, mapped by the first full-text query.
-    pub(crate) lengths: OnceLock<Option<Mmap>>,
+    /// The lengths file ([`crate::lengths`]), mapped by the first
+    /// full-text query.
+    pub(crate) lengths: StampedFile,
     /// Whether full-text queries compute BM25 here from the lengths file
     /// when it is current (tests turn it off to compare with FTS5's).
     pub(crate) bm25_from_lengths: bool,
 }
 
-/// A code file as a reader keeps it: whether it matches the last commit
-/// (else it is not used), and its mapping, made by the first query that
-/// needs it.
-pub(crate) struct MappedCodes {
-    kind: Codes,
-    current: bool,
+/// A file derived from the chunks that a stamp setting vouches for (a code
+/// file, the lengths file), as a reader keeps it: whether it matches the
+/// last commit (else it is not used), and its mapping, made by the first
+/// query that needs it.
+pub(crate) struct StampedFile {
+    path: PathBuf,
+    pages: Pages,
+    pub(crate) current: bool,
     pub(crate) map: OnceLock<Option<Mmap>>,
 }
 
-impl MappedCodes {
-    fn new(kind: Codes, conn: &Connection, db: &Path) -> Result<Self, LocalStoreError> {
-        Ok(Self { kind, current: kind.are_current(conn, db)?, map: OnceLock::new() })
+impl StampedFile {
+    fn new(path: PathBuf, pages: Pages, current: bool) -> Self {
+        Self { path, pages, current, map: OnceLock::new() }
     }
 
-    /// The codes of the store in `dir` when they are current and cover its
-    /// `floats` (the exact file's length in floats) of `dim` dimensions. The
-    /// file is mapped without populating: the scan's threads fault its pages
-    /// in side by side, where populating would map all of them on one thread
-    /// first; and in huge pages where the kernel can ([`large_pages`]), a
-    /// fault then maps 2 MiB rather than 64 KiB.
-    fn bytes(&self, dir: &Path, dim: usize, floats: usize) -> Option<&[u8]> {
-        let stride = self.kind.stride(dim);
-        let codes = self
-            .map
+    /// The file's bytes when it is current, mapped the first time (without
+    /// populating: a scan's threads fault its pages in side by side); `None`
+    /// when it is stale, missing or cannot be mapped.
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        self.map
             .get_or_init(|| {
-                let path = dir.join(self.kind.file_name());
                 if !self.current {
                     return None;
                 }
-                map_file(&path, Pages::Huge)
-                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}; not scanning them", path.display()))
+                map_file(&self.path, self.pages)
+                    .inspect_err(|err| tracing::debug!("cannot map {}: {err}; not using it", self.path.display()))
                     .ok()
                     .flatten()
             })
-            .as_deref()?;
+            .as_deref()
+    }
+}
+
+/// A code file as a reader keeps it: its kind and the file, mapped in huge
+/// pages where the kernel can ([`large_pages`]), so a fault maps 2 MiB
+/// rather than 64 KiB.
+pub(crate) struct MappedCodes {
+    kind: Codes,
+    pub(crate) file: StampedFile,
+}
+
+impl MappedCodes {
+    fn new(kind: Codes, dir: &Path, conn: &Connection, db: &Path) -> Result<Self, LocalStoreError> {
+        let current = kind.are_current(conn, db)?;
+        Ok(Self { kind, file: StampedFile::new(dir.join(kind.file_name()), Pages::Huge, current) })
+    }
+
+    /// The codes when they are current and cover `floats` (the exact
+    /// file's length in floats) of `dim` dimensions.
+    fn bytes(&self, dim: usize, floats: usize) -> Option<&[u8]> {
+        let stride = self.kind.stride(dim);
+        let codes = self.file.bytes()?;
         let slots = codes.len() / stride;
         (slots * dim >= floats).then(|| &codes[..slots * stride])
     }
@@ -203,11 +220,11 @@ impl Reader {
         // stores); its candidates are read with `pread`, not through it.
         let compact = map_file(&dir.join(COMPACT_FILE), Pages::Huge)?;
         // Codes a writer of an older rag left stale are not used.
-        let bits = MappedCodes::new(Codes::TwoBit, &conn, &db_path)?;
-        let signs = MappedCodes::new(Codes::Signs, &conn, &db_path)?;
+        let bits = MappedCodes::new(Codes::TwoBit, dir, &conn, &db_path)?;
+        let signs = MappedCodes::new(Codes::Signs, dir, &conn, &db_path)?;
         let exact = File::open(dir.join(VECTORS_FILE)).ok();
         let compact_file = File::open(dir.join(COMPACT_FILE)).ok();
-        let lengths_current = lengths_are_current(&conn, &db_path)?;
+        let lengths = StampedFile::new(dir.join(LENGTHS_FILE), Pages::AsRead, lengths_are_current(&conn, &db_path)?);
         Ok(Self {
             conn: Mutex::new(conn),
             spare: OnceLock::new(),
@@ -225,8 +242,7 @@ impl Reader {
             exact,
             compact_file,
             bits_file: OnceLock::new(),
-            lengths_current,
-            lengths: OnceLock::new(),
+            lengths,
             bm25_from_lengths: true,
         })
     }
@@ -305,13 +321,13 @@ impl Reader {
     /// The two-bit code file when it is current and covers every slot of
     /// the exact one ([`MappedCodes::bytes`]).
     pub(crate) fn bits_bytes(&self) -> Option<&[u8]> {
-        self.bits.bytes(&self.dir, self.config.dimension, self.floats().len())
+        self.bits.bytes(self.config.dimension, self.floats().len())
     }
 
     /// The sign code file when it is current and covers every slot of the
     /// exact one ([`MappedCodes::bytes`]).
     pub(crate) fn signs_bytes(&self) -> Option<&[u8]> {
-        self.signs.bytes(&self.dir, self.config.dimension, self.floats().len())
+        self.signs.bytes(self.config.dimension, self.floats().len())
     }
 
     /// The sign codes to scan first, and where to read their candidates'

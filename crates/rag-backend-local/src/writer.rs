@@ -19,7 +19,9 @@ use crate::error::{LocalStoreError, io, sql};
 use crate::files::{COMPACT_FILE, LEGACY_SIGN_BITS_FILE, LENGTHS_FILE, LOCK_FILE, VECTORS_FILE};
 use crate::fulltext::{build_lexical_index, has_current_lexical_index};
 use crate::large_pages;
-use crate::lengths::{LENGTH_STRIDE, LENGTHS_STAMP, encode_length, indexed_length, lengths_are_current};
+use crate::lengths::{
+    LENGTH_STRIDE, LENGTHS_STAMP, column_sizes_total, encode_length, indexed_length, lengths_are_current,
+};
 use crate::reader::prepare_vector;
 use crate::scan;
 use crate::schema::{
@@ -220,7 +222,7 @@ impl Writer {
                 if bytes.len() < at + LENGTH_STRIDE {
                     bytes.resize(at + LENGTH_STRIDE, 0);
                 }
-                let tokens = crate::lengths::column_sizes_total(&sizes).unwrap_or(u64::MAX);
+                let tokens = column_sizes_total(&sizes).unwrap_or(u64::MAX);
                 bytes[at..at + LENGTH_STRIDE].copy_from_slice(&encode_length(tokens));
                 chunks += 1;
             }

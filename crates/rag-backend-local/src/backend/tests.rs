@@ -377,7 +377,7 @@ async fn bm25_from_the_lengths_file_is_fts5s_to_the_bit() {
     assert!(indexed.iter().any(|&(_, len)| len > u64::from(LONG)), "the long chunk is there");
 
     let reader = Reader::open(&store).unwrap();
-    assert!(reader.lengths_current);
+    assert!(reader.lengths.current);
     // "filler" is in nearly every chunk: over the test budget of postings.
     for query in ["salt", "flour yeast", "salt sugar water", "mix", "filler salt", "filler", "grain"] {
         let terms = reader.affordable_terms(&reader.conn(), &rag_core::lexical::query_terms(query)).unwrap();
@@ -416,7 +416,7 @@ async fn lengths_an_older_rag_left_stale_are_not_used_until_the_next_writer_writ
     fs::remove_file(store.join(LENGTHS_FILE)).unwrap();
     Connection::open(&db).unwrap().execute("DELETE FROM settings WHERE key = 'lengths_updated_at'", []).unwrap();
     let reader = Reader::open(&store).unwrap();
-    assert!(!reader.lengths_current);
+    assert!(!reader.lengths.current);
     assert!(flour(&reader).is_none(), "FTS5 ranks it meanwhile");
     assert_eq!(lexical_keys(&backend, "flour", 3).await, ["n0.md#0", "n1.md#0", "n2.md#0"], "shortest first");
     drop(backend.lock_for_writing("notes").await.unwrap());
@@ -426,9 +426,9 @@ async fn lengths_an_older_rag_left_stale_are_not_used_until_the_next_writer_writ
 
     // A commit by an older rag moves `updated_at` past the stamp.
     Connection::open(&db).unwrap().execute("UPDATE settings SET value = '1' WHERE key = 'updated_at'", []).unwrap();
-    assert!(!Reader::open(&store).unwrap().lengths_current);
+    assert!(!Reader::open(&store).unwrap().lengths.current);
     drop(backend.lock_for_writing("notes").await.unwrap());
-    assert!(Reader::open(&store).unwrap().lengths_current);
+    assert!(Reader::open(&store).unwrap().lengths.current);
 
     // A full-text index rebuilt by a new tokenizer is counted again.
     write_at(&fs::File::options().write(true).open(store.join(LENGTHS_FILE)).unwrap(), &[9; 40], 0).unwrap();
@@ -1055,11 +1055,11 @@ async fn a_large_store_scans_its_sign_codes_first_and_finds_what_exact_search_fi
         assert!(plain[0].chunk.key == hits[0].chunk.key || (plain[0].score - hits[0].score).abs() < 1e-6);
     }
     assert!(found >= 19, "{found} of 20 exact best found");
-    assert!(matches!(sign_first.signs.map.get(), Some(Some(_))), "the sign codes were scanned");
+    assert!(matches!(sign_first.signs.file.map.get(), Some(Some(_))), "the sign codes were scanned");
     assert!(sign_first.bits_file.get().is_none(), "candidates read through the mapping");
     assert!(matches!(sign_first_read.bits_file.get(), Some(Some(_))), "and with pread");
-    assert!(by_default.signs.map.get().is_none(), "a store under the size scans the two-bit codes alone");
-    assert!(by_default.bits.map.get().is_some());
+    assert!(by_default.signs.file.map.get().is_none(), "a store under the size scans the two-bit codes alone");
+    assert!(by_default.bits.file.map.get().is_some());
 }
 
 #[tokio::test]
