@@ -20,6 +20,10 @@
 //! dimensions, 0.019 of cosine against 0.053), which cuts the candidates a
 //! query must re-score by an order of magnitude (`rag-bench codes`).
 //!
+//! A writer codes each vector's difference from the store's centre
+//! ([`crate::centre`]), so the estimates here are of ⟨q, v − centre⟩: the
+//! cosine less one number for the whole query, which ranks as it does.
+//!
 //! The query stays in floats but is quantised to four bits a dimension
 //! (`q_i ≈ low + step · w_i`) and split into four bit planes, so with
 //! popcounts of ANDed words:

@@ -3,7 +3,8 @@
 //! under the same sync-before-commit and never-shrink rules, and stamped
 //! in the commit, so a reader can tell codes that a version of rag without
 //! them left stale; a writer fills whatever is missing from the stored
-//! vectors ([`crate::writer::Writer::fill_codes`]).
+//! vectors ([`crate::writer::Writer::fill_codes`]). They code each vector's
+//! difference from the store's centre ([`crate::centre`]).
 
 use rusqlite::Connection;
 use std::path::Path;
@@ -44,7 +45,8 @@ impl Codes {
         }
     }
 
-    /// The code of `vector` (as the store keeps it) into `out`.
+    /// The code of `vector` into `out`: a stored vector (unit length on
+    /// cosine stores) less the store's centre ([`crate::centre`]).
     pub(crate) fn encode(self, vector: &[f32], out: &mut Vec<u8>) {
         match self {
             Self::TwoBit => encode_bits(vector, out),
@@ -59,6 +61,19 @@ impl Codes {
     /// `bits_updated_at`, which this one neither reads nor writes.)
     pub(crate) fn stamp(self) -> &'static str {
         match self {
+            Self::TwoBit => "bits2_centred_updated_at",
+            Self::Signs => "signs_centred_updated_at",
+        }
+    }
+
+    /// The stamp of versions of rag that coded the vectors themselves, not
+    /// their difference from the store's centre ([`crate::centre`]). Where
+    /// it is current, every slot's codes are theirs, all around the origin:
+    /// a reader may rank by them, and a writer codes them again whole. A
+    /// commit by such a version leaves [`stamp`](Self::stamp) behind, so
+    /// codes it adds are never taken for centred ones.
+    pub(crate) fn uncentred_stamp(self) -> &'static str {
+        match self {
             Self::TwoBit => "bits2_updated_at",
             Self::Signs => "signs_updated_at",
         }
@@ -72,8 +87,16 @@ impl Codes {
         }
     }
 
-    /// Whether these codes match the store's last commit (see [`Codes::stamp`]).
+    /// Whether these codes match the store's last commit and are coded
+    /// around the store's recorded centre (see [`Codes::stamp`]).
     pub(crate) fn are_current(self, conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
         stamp_is_current(conn, db, self.stamp())
+    }
+
+    /// Whether a reader may rank by these codes: they match the store's
+    /// last commit, all coded around one centre, the recorded one or (left
+    /// by a version without centres) the origin.
+    pub(crate) fn may_be_read(self, conn: &Connection, db: &Path) -> Result<bool, LocalStoreError> {
+        Ok(self.are_current(conn, db)? || stamp_is_current(conn, db, self.uncentred_stamp())?)
     }
 }

@@ -40,6 +40,7 @@ mod backend;
 mod bits;
 mod bm25;
 mod cache;
+mod centre;
 mod codes;
 mod error;
 mod files;

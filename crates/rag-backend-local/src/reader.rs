@@ -116,7 +116,7 @@ pub(crate) struct MappedCodes {
 
 impl MappedCodes {
     fn new(kind: Codes, dir: &Path, conn: &Connection, db: &Path) -> Result<Self, LocalStoreError> {
-        let current = kind.are_current(conn, db)?;
+        let current = kind.may_be_read(conn, db)?;
         Ok(Self { kind, file: StampedFile::new(dir.join(kind.file_name()), Pages::Huge, current) })
     }
 

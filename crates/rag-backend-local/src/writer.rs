@@ -14,6 +14,7 @@ use rag_core::lexical::{index_terms, name_terms};
 use rag_core::store::{StoreConfig, now_unix};
 use rag_core::{Error, Result};
 
+use crate::centre::{Centre, CentreRead};
 use crate::codes::Codes;
 use crate::error::{LocalStoreError, io, sql};
 use crate::files::{COMPACT_FILE, LEGACY_SIGN_BITS_FILE, LENGTHS_FILE, LOCK_FILE, VECTORS_FILE};
@@ -41,6 +42,12 @@ pub(crate) struct Writer {
     pub(crate) compact: SlotFile,
     /// Their codes, one file a kind ([`Codes::ALL`]): what a query scans.
     pub(crate) codes: [CodeFile; 2],
+    /// What the codes are coded around ([`crate::centre`]).
+    pub(crate) centre: Centre,
+    /// Whether every slot's codes are coded around [`centre`](Self::centre),
+    /// so a commit may stamp them current: false from the transaction that
+    /// records a new centre until every slot is coded again around it.
+    pub(crate) codes_coded: bool,
     /// Each slot's token count in the full-text index ([`crate::lengths`]).
     pub(crate) lengths: SlotFile,
     pub(crate) config: StoreConfig,
@@ -72,6 +79,23 @@ impl Writer {
         let [two_bit, signs] = Codes::ALL;
         let codes = [CodeFile::open(dir, two_bit, config.dimension)?, CodeFile::open(dir, signs, config.dimension)?];
         let lengths = SlotFile::open(dir.join(LENGTHS_FILE), LENGTH_STRIDE)?;
+        // A version without centres stamped the codes it wrote with its own
+        // stamp, which this one removes at every open: where one is found,
+        // such a version wrote since (coding the vectors themselves, even if
+        // it committed nothing), and every slot is coded again below.
+        for codes in Codes::ALL {
+            let removed = conn
+                .execute("DELETE FROM settings WHERE key = ?1", [codes.uncentred_stamp()])
+                .map_err(sql(&db_path))?;
+            if removed > 0 {
+                conn.execute("DELETE FROM settings WHERE key = ?1", [codes.stamp()]).map_err(sql(&db_path))?;
+            }
+        }
+        let (centre, centre_usable) = match Centre::read(&conn, &db_path, config.dimension)? {
+            CentreRead::Found(centre) => (centre, true),
+            CentreRead::Absent => (Centre::origin(config.dimension), true),
+            CentreRead::Unusable => (Centre::origin(config.dimension), false),
+        };
         let mut writer = Writer {
             _lock: lock,
             conn,
@@ -79,6 +103,8 @@ impl Writer {
             exact,
             compact,
             codes,
+            centre,
+            codes_coded: centre_usable,
             lengths,
             config,
             free: Vec::new(),
@@ -95,8 +121,9 @@ impl Writer {
 
     /// Rebuilds the free list from SQLite (the truth) and marks every slot no
     /// row points at as free, undoing whatever a killed writer left behind.
+    /// Then codes whatever the code files lack ([`fill_codes`](Self::fill_codes)),
+    /// around a new centre when one is due ([`centre_if_due`](Self::centre_if_due)).
     pub(crate) fn repair(&mut self) -> Result<(), LocalStoreError> {
-        self.fill_codes()?;
         let slots = self.exact.slots()?.min(self.compact.slots()?);
         // Rows whose vectors never reached the disk (power loss): drop them, so
         // their files look incomplete and are re-indexed.
@@ -121,11 +148,57 @@ impl Writer {
             end = end.max(codes.file.slots()?);
         }
         self.free = (0..end).rev().filter(|s| !live.contains(s)).collect();
+        self.next_slot = end;
+        // Before the free slots are marked, which would lengthen a code file
+        // that lacks them.
+        if !self.codes_coded {
+            tracing::warn!("the centre of the codes is unreadable; coding every slot around a new one");
+            self.centre_codes()?;
+        } else if !self.centre_if_due()? {
+            self.fill_codes()?;
+        }
         for &slot in &self.free {
             self.mark_free(slot)?;
         }
-        self.next_slot = end;
         Ok(())
+    }
+
+    /// Live vectors: the slots in use.
+    fn live(&self) -> u64 {
+        self.next_slot.saturating_sub(self.free.len() as u64)
+    }
+
+    /// Codes every slot around a centre taken now when one is due
+    /// ([`Centre::is_due`]); returns whether it did.
+    pub(crate) fn centre_if_due(&mut self) -> Result<bool, LocalStoreError> {
+        if !self.centre.is_due(self.live()) {
+            return Ok(false);
+        }
+        self.centre_codes()?;
+        Ok(true)
+    }
+
+    /// Takes the centre of the store as it is now, records it and
+    /// withdraws the codes' stamps in one transaction, then codes every
+    /// slot around it and stamps them again ([`fill_codes`](Self::fill_codes)).
+    /// Killed in between, the store's next writer finds the codes stale and
+    /// codes them whole around the recorded centre; readers meanwhile scan
+    /// the int8 codes.
+    fn centre_codes(&mut self) -> Result<(), LocalStoreError> {
+        let live = self.live();
+        let free: HashSet<u64> = self.free.iter().copied().collect();
+        let centre = Centre::sample(&self.exact, self.config.dimension, self.exact.slots()?, &free, live)?;
+        let db = self.db_path.clone();
+        self.codes_coded = false;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(&db))?;
+        centre.write(&tx, &db)?;
+        for codes in Codes::ALL {
+            tx.execute("DELETE FROM settings WHERE key = ?1", [codes.stamp()]).map_err(sql(&db))?;
+        }
+        tx.commit().map_err(sql(&db))?;
+        self.centre = centre;
+        tracing::info!(live, "coding every slot's codes around the store's centre");
+        self.fill_codes()
     }
 
     pub(crate) fn mark_free(&self, slot: u64) -> Result<(), LocalStoreError> {
@@ -157,26 +230,27 @@ impl Writer {
         }
         let from = have.iter().copied().min().unwrap_or(end);
         if from >= end {
+            self.codes_coded = true;
             return Ok(());
         }
         let dim = self.config.dimension;
-        let mut raw = vec![0u8; dim * 4];
-        let mut vector = vec![0.0f32; dim];
-        let mut code = Vec::new();
-        for slot in from..end {
-            read_at(&self.exact.file, &mut raw, slot * self.exact.stride).map_err(io(&self.exact.path))?;
-            for (value, bytes) in vector.iter_mut().zip(raw.chunks_exact(4)) {
-                *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            }
-            for (codes, &have) in self.codes.iter().zip(&have) {
-                if slot < have {
+        let mut raw = Vec::new();
+        let mut coded = [Vec::new(), Vec::new()];
+        // A block of slots at a time: one read of the vectors and one write
+        // a kind, each block's vectors coded on every core.
+        for block in (from..end).step_by(FILL_BLOCK_SLOTS) {
+            let block_end = (block + FILL_BLOCK_SLOTS as u64).min(end);
+            raw.resize((block_end - block) as usize * dim * 4, 0);
+            read_at(&self.exact.file, &mut raw, block * self.exact.stride).map_err(io(&self.exact.path))?;
+            for (codes, (&have, out)) in self.codes.iter().zip(have.iter().zip(&mut coded)) {
+                // The part of the block this kind lacks.
+                let first = have.clamp(block, block_end);
+                if first == block_end {
                     continue;
                 }
-                codes.kind.encode(&vector, &mut code);
-                if vector.first().is_some_and(|x| x.is_nan()) {
-                    code[..4].copy_from_slice(&f32::NAN.to_le_bytes());
-                }
-                codes.file.write(slot, &code)?;
+                let vectors = &raw[(first - block) as usize * dim * 4..];
+                code_in_parallel(codes.kind, &self.centre, vectors, dim, out);
+                codes.file.write(first, out)?;
             }
         }
         for (codes, &have) in self.codes.iter_mut().zip(&have) {
@@ -186,7 +260,7 @@ impl Writer {
             codes.file.sync()?;
             codes.recached = codes.recached.min(large_pages::whole_blocks(0, have * codes.file.stride).end);
             codes.recache();
-            tracing::info!(slots = end - have, "wrote the {} of vectors stored before them", codes.kind.describe());
+            tracing::info!(slots = end - have, "wrote the {} of the stored vectors", codes.kind.describe());
             codes.stamp(&self.conn, &self.db_path)?;
             if codes.kind == Codes::TwoBit {
                 // The sign bits of an older rag are of no use now. A reader of that
@@ -198,6 +272,7 @@ impl Writer {
                 }
             }
         }
+        self.codes_coded = true;
         Ok(())
     }
 
@@ -294,6 +369,9 @@ impl Writer {
                 for codes in &mut self.codes {
                     codes.recache();
                 }
+                // Every vector is coded again a bounded number of times
+                // as the store grows: once a doubling.
+                self.centre_if_due()?;
                 Ok(())
             }
             Err(err) => {
@@ -343,7 +421,7 @@ impl Writer {
         // chunks: 200,000 calls).
         debug_assert_eq!(vectors.len(), slots.len(), "one slot a vector");
         let (mut exact, mut compact, mut codes) = (Vec::new(), Vec::new(), [Vec::new(), Vec::new()]);
-        let mut bytes = Vec::new();
+        let (mut bytes, mut residual) = (Vec::new(), Vec::with_capacity(self.config.dimension));
         let mut at = 0;
         for run in slots.chunk_by(|a, b| a.checked_add(1) == Some(*b)) {
             exact.clear();
@@ -353,8 +431,9 @@ impl Writer {
                 exact.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
                 scan::quantize(vector, &mut bytes);
                 compact.extend_from_slice(&bytes);
+                self.centre.residual(vector, &mut residual);
                 for (file, out) in self.codes.iter().zip(&mut codes) {
-                    file.kind.encode(vector, &mut bytes);
+                    file.kind.encode(&residual, &mut bytes);
                     out.extend_from_slice(&bytes);
                 }
             }
@@ -447,13 +526,53 @@ impl Writer {
         write_lengths(&self.lengths, slots, &lengths)?;
         let stamp = now_unix().to_string();
         write_setting(&tx, &db, "updated_at", &stamp)?;
-        for codes in Codes::ALL {
-            write_setting(&tx, &db, codes.stamp(), &stamp)?;
+        if self.codes_coded {
+            for codes in Codes::ALL {
+                write_setting(&tx, &db, codes.stamp(), &stamp)?;
+            }
         }
         write_setting(&tx, &db, LENGTHS_STAMP, &stamp)?;
         tx.commit().map_err(sql(&db))?;
         Ok(freed)
     }
+}
+
+/// Slots [`Writer::fill_codes`] reads and codes at a time (12 MB of
+/// vectors at 768 dimensions).
+const FILL_BLOCK_SLOTS: usize = 4096;
+
+/// The codes of `kind` of the vectors in `raw` (little-endian `f32`, `dim`
+/// a vector), each less `centre`, back to back into `out`, split among the
+/// cores. A free slot (NaN) keeps a free code (NaN factor).
+fn code_in_parallel(kind: Codes, centre: &Centre, raw: &[u8], dim: usize, out: &mut Vec<u8>) {
+    let stride = kind.stride(dim);
+    let count = raw.len() / (dim * 4).max(1);
+    out.clear();
+    out.resize(count * stride, 0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let per = count.div_ceil(threads).max(1);
+    let code_part = |raw: &[u8], out: &mut [u8]| {
+        let (mut vector, mut residual, mut code) = (vec![0.0f32; dim], Vec::with_capacity(dim), Vec::new());
+        for (raw, out) in raw.chunks_exact(dim * 4).zip(out.chunks_exact_mut(stride)) {
+            for (value, bytes) in vector.iter_mut().zip(raw.chunks_exact(4)) {
+                *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            }
+            centre.residual(&vector, &mut residual);
+            kind.encode(&residual, &mut code);
+            if vector.first().is_some_and(|x| x.is_nan()) {
+                code[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            out.copy_from_slice(&code);
+        }
+    };
+    if threads == 1 || count < 256 {
+        return code_part(raw, out);
+    }
+    std::thread::scope(|scope| {
+        for (raw, out) in raw.chunks(per * dim * 4).zip(out.chunks_mut(per * stride)) {
+            scope.spawn(move || code_part(raw, out));
+        }
+    });
 }
 
 /// Writes the lengths of chunks stored in `slots`, a call a run of

@@ -1,6 +1,6 @@
 use std::fs::OpenOptions;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::*;
 use crate::bits;
@@ -1143,4 +1143,195 @@ async fn every_file_holds_each_slot_s_own_vector_when_a_batch_fills_gaps_and_the
             assert_eq!(&bytes[at..at + stride], &expected[..], "{name}, slot {slot} ({path})");
         }
     }
+}
+
+/// The centre `store`'s codes are coded around, asserting that every live
+/// slot's codes of each kind are those of its vector less it.
+fn codes_are_around_the_recorded_centre(store: &Path, dim: usize) -> crate::centre::Centre {
+    use crate::centre::{Centre, CentreRead};
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    let CentreRead::Found(centre) = Centre::read(&conn, &store.join("store.db"), dim).unwrap() else {
+        panic!("no centre recorded")
+    };
+    let reader = Reader::open(store).unwrap();
+    let live: Vec<u64> = {
+        let mut stmt = conn.prepare("SELECT slot FROM chunks").unwrap();
+        stmt.query_map([], |r| r.get::<_, i64>(0)).unwrap().map(|s| s.unwrap() as u64).collect()
+    };
+    let (mut residual, mut expected) = (Vec::new(), Vec::new());
+    for (kind, codes) in [(Codes::TwoBit, reader.bits_bytes()), (Codes::Signs, reader.signs_bytes())] {
+        let codes = codes.unwrap_or_else(|| panic!("{} not current", kind.describe()));
+        let stride = kind.stride(dim);
+        for &slot in &live {
+            centre.residual(&reader.vector(slot).unwrap(), &mut residual);
+            kind.encode(&residual, &mut expected);
+            let at = slot as usize * stride;
+            assert_eq!(&codes[at..at + stride], &expected[..], "slot {slot} of the {}", kind.describe());
+        }
+    }
+    centre
+}
+
+#[tokio::test]
+async fn codes_are_coded_around_the_store_s_centre_taken_again_as_it_doubles() {
+    use crate::centre::CENTRE_MIN_SLOTS as MIN;
+    let dim = 32;
+    let (dir, backend) = store_with(dim, Metric::Cosine).await;
+    let store = dir.path().join("stores/notes");
+    let put = |from: u64, to: u64| {
+        let records = (from..to).map(|i| record(&format!("f{i}"), 0, 1, "h", real_like(i, dim))).collect();
+        backend.put("notes", records)
+    };
+    let mean = |to: u64| -> Vec<f32> {
+        let vectors: Vec<Vec<f32>> = (0..to).map(|i| real_like(i, dim)).collect();
+        (0..dim).map(|d| (vectors.iter().map(|v| f64::from(v[d])).sum::<f64>() / to as f64) as f32).collect()
+    };
+    // Under the minimum: the codes are of the vectors themselves.
+    put(0, MIN - 1).await.unwrap();
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    let db = store.join("store.db");
+    assert_eq!(crate::centre::Centre::read(&conn, &db, dim).unwrap(), crate::centre::CentreRead::Absent);
+    // Past it, the writer codes every slot around the store's mean, of an
+    // even sample of the slots.
+    put(MIN - 1, MIN + 500).await.unwrap();
+    let first = codes_are_around_the_recorded_centre(&store, dim);
+    assert_eq!(first.live, MIN + 500);
+    for (got, want) in first.values.iter().zip(mean(MIN + 500)) {
+        assert!((got - want).abs() < 0.01, "{got} against the mean {want}");
+    }
+    assert!(first.values.iter().map(|x| x * x).sum::<f32>().sqrt() > 0.2, "these vectors share a part");
+    // Short of twice as many: new slots are coded around the same centre.
+    put(MIN + 500, 2 * MIN + 900).await.unwrap();
+    assert_eq!(codes_are_around_the_recorded_centre(&store, dim), first);
+    // Twice as many: a new centre, every slot coded again around it, and
+    // queries find what exact search finds.
+    put(2 * MIN + 900, 2 * MIN + 1_100).await.unwrap();
+    let second = codes_are_around_the_recorded_centre(&store, dim);
+    assert_eq!(second.live, 2 * MIN + 1_100);
+    assert_ne!(second.values, first.values);
+    let vectors: Vec<Vec<f32>> = (0..2 * MIN + 1_100).map(|i| real_like(i, dim)).collect();
+    for seed in 0..10 {
+        let query = real_like(5_000_000 + seed, dim);
+        let exact = scan::top_k(&vectors.concat(), dim, &query, Metric::Cosine, 1, 1, None)[0];
+        let hits = backend.query("notes", &QueryRequest::new(query.clone(), 1)).await.unwrap();
+        let best = scan::exact_score(&query, &vectors[exact.slot as usize], Metric::Cosine);
+        assert!((hits[0].score - best).abs() < 1e-6, "{} against the exact best {best}", hits[0].score);
+    }
+    // Halved by deletes: coded again around the mean of what is left.
+    let keys: Vec<String> = (0..MIN + 600).map(|i| format!("f{i}#0")).collect();
+    backend.delete("notes", keys).await.unwrap();
+    release(&backend).await;
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    let third = codes_are_around_the_recorded_centre(&store, dim);
+    assert_eq!(third.live, MIN + 500);
+}
+
+#[tokio::test]
+async fn a_writer_killed_while_coding_around_a_new_centre_leaves_codes_no_reader_uses() {
+    use crate::centre::{Centre, CentreRead};
+    let dim = 8;
+    let (dir, backend, vectors) = store_of_real_like(dim, crate::centre::CENTRE_MIN_SLOTS).await;
+    release(&backend).await;
+    drop(backend);
+    let store = dir.path().join("stores/notes");
+    let db = store.join("store.db");
+    // As a writer killed midway leaves it: the new centre recorded and the
+    // stamps withdrawn in one transaction, part of the slots coded again.
+    let conn = Connection::open(&db).unwrap();
+    let CentreRead::Found(mut centre) = Centre::read(&conn, &db, dim).unwrap() else { panic!("no centre") };
+    centre.values.iter_mut().for_each(|x| *x *= 0.5);
+    centre.write(&conn, &db).unwrap();
+    for codes in Codes::ALL {
+        conn.execute("DELETE FROM settings WHERE key = ?1", [codes.stamp()]).unwrap();
+    }
+    drop(conn);
+    let bits = SlotFile::open(store.join(BITS_FILE), bits::bits_stride(dim)).unwrap();
+    bits.write(3, &vec![0u8; bits::bits_stride(dim)]).unwrap();
+    let reader = Reader::open(&store).unwrap();
+    assert!(reader.bits_bytes().is_none() && reader.signs_bytes().is_none(), "no codes are scanned");
+    let query = real_like(3, dim);
+    let hits = reader.query(&QueryRequest::new(query.clone(), 1)).unwrap();
+    let exact = scan::top_k(&vectors.concat(), dim, &query, Metric::Cosine, 1, 1, None)[0];
+    assert_eq!(hits[0].chunk.key, format!("f{}.md#0", exact.slot));
+    drop(reader);
+    // The next writer codes every slot around the recorded centre.
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    assert_eq!(codes_are_around_the_recorded_centre(&store, dim), centre);
+}
+
+#[tokio::test]
+async fn a_centre_that_cannot_be_read_is_taken_again_and_every_slot_coded_around_it() {
+    let dim = 8;
+    let (dir, backend, _vectors) = store_of_real_like(dim, crate::centre::CENTRE_MIN_SLOTS).await;
+    release(&backend).await;
+    drop(backend);
+    let store = dir.path().join("stores/notes");
+    let first = codes_are_around_the_recorded_centre(&store, dim);
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    conn.execute("UPDATE settings SET value = '{\"live\": 70000, \"values\": [0.5]}' WHERE key = 'codes_centre'", [])
+        .unwrap();
+    drop(conn);
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    assert_eq!(codes_are_around_the_recorded_centre(&store, dim), first, "the same store, the same mean");
+}
+
+#[tokio::test]
+async fn codes_a_version_of_rag_without_centres_left_are_coded_again_around_one() {
+    let dim = 32;
+    let (dir, backend, vectors) = store_of_real_like(dim, crate::centre::CENTRE_MIN_SLOTS).await;
+    release(&backend).await;
+    drop(backend);
+    let store = dir.path().join("stores/notes");
+    let centred = codes_are_around_the_recorded_centre(&store, dim);
+    // As that version leaves a store it opened for writing and committed
+    // nothing to: every slot coded again, of the vectors themselves, under
+    // its own stamps, and this version's stamps and centre still there.
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    for codes in Codes::ALL {
+        conn.execute(
+            "INSERT INTO settings (key, value) SELECT ?1, value FROM settings WHERE key = 'updated_at'",
+            [codes.uncentred_stamp()],
+        )
+        .unwrap();
+    }
+    let bits = SlotFile::open(store.join(BITS_FILE), bits::bits_stride(dim)).unwrap();
+    let signs = SlotFile::open(store.join(SIGNS_FILE), Codes::Signs.stride(dim)).unwrap();
+    let mut code = Vec::new();
+    for (slot, vector) in vectors.iter().enumerate() {
+        bits::encode_bits(vector, &mut code);
+        bits.write(slot as u64, &code).unwrap();
+        Codes::Signs.encode(vector, &mut code);
+        signs.write(slot as u64, &code).unwrap();
+    }
+    drop(conn);
+    // Readers rank by them (all around one centre, the origin) until the
+    // next writer codes them again around the store's own.
+    let mut reader = Reader::open(&store).unwrap();
+    reader.sign_from_slots = 0;
+    assert!(reader.bits_bytes().is_some() && reader.signs_bytes().is_some());
+    for seed in 0..10 {
+        let query = real_like(5_000_000 + seed, dim);
+        let exact = scan::top_k(&vectors.concat(), dim, &query, Metric::Cosine, 1, 1, None)[0];
+        let hits = reader.query(&QueryRequest::new(query, 1)).unwrap();
+        assert_eq!(hits[0].chunk.key, format!("f{}.md#0", exact.slot));
+    }
+    drop(reader);
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    assert_eq!(codes_are_around_the_recorded_centre(&store, dim), centred);
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    for codes in Codes::ALL {
+        let left: Option<String> = conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [codes.uncentred_stamp()], |r| r.get(0))
+            .optional()
+            .unwrap();
+        assert_eq!(left, None, "their stamps are gone with them");
+    }
+    // A store such a version made: no centre, its stamps alone.
+    crate::centre::forget(&conn, &store.join("store.db")).unwrap();
+    for codes in Codes::ALL {
+        conn.execute("UPDATE settings SET key = ?1 WHERE key = ?2", [codes.uncentred_stamp(), codes.stamp()]).unwrap();
+    }
+    drop(conn);
+    drop(LocalBackend::new(dir.path()).lock_for_writing("notes").await.unwrap());
+    assert_eq!(codes_are_around_the_recorded_centre(&store, dim), centred, "the same mean, taken anew");
 }
