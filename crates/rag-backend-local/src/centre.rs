@@ -96,8 +96,9 @@ impl Centre {
 
     /// The mean of up to [`CENTRE_SAMPLE`] vectors read evenly over the
     /// first `end` slots of `exact`, passing over `free` ones and any
-    /// marked free (NaN), recorded as taken from `live` vectors; the origin
-    /// when none is read.
+    /// marked free (NaN), recorded as taken from `live` vectors. When none
+    /// is read (every slot sampled free), the origin, still recorded as
+    /// taken from `live`, so it is not taken again at every commit.
     pub(crate) fn sample(
         exact: &SlotFile,
         dim: usize,
@@ -119,7 +120,7 @@ impl Centre {
             count += 1;
         }
         if count == 0 {
-            return Ok(Self::origin(dim));
+            return Ok(Self { live, ..Self::origin(dim) });
         }
         let values = sum.iter().map(|total| (total / count as f64) as f32).collect();
         Ok(Self { values, live })
@@ -193,6 +194,11 @@ mod tests {
         assert_eq!(centre, Centre { values: vec![2.0, 0.0], live: 2 });
         let empty = SlotFile::open(dir.path().join("e.f32"), 8).unwrap();
         assert_eq!(Centre::sample(&empty, 2, 0, &HashSet::new(), 0).unwrap(), Centre::origin(2));
+        // Every slot sampled free: the origin, not due again until the store
+        // doubles or halves.
+        let none = Centre::sample(&file, 2, 4, &HashSet::from([0, 2, 3]), 70_000).unwrap();
+        assert_eq!(none, Centre { values: vec![0.0, 0.0], live: 70_000 });
+        assert!(!none.is_due(70_000));
     }
 
     #[test]
