@@ -30,7 +30,7 @@ use std::path::Path;
 
 use crate::error::{LocalStoreError, io};
 use crate::schema::{read_setting, write_setting};
-use crate::slots::{SlotFile, read_at};
+use crate::slots::{SlotFile, decode_floats, read_at};
 
 /// The setting that holds the centre, as JSON.
 const SETTING: &str = "codes_centre";
@@ -108,15 +108,15 @@ impl Centre {
     ) -> Result<Self, LocalStoreError> {
         let step = end.div_ceil(CENTRE_SAMPLE).max(1);
         let mut sum = vec![0.0f64; dim];
-        let mut raw = vec![0u8; dim * 4];
+        let (mut raw, mut vector) = (vec![0u8; dim * 4], vec![0.0f32; dim]);
         let mut count = 0u64;
         for slot in (0..end).step_by(step as usize).filter(|slot| !free.contains(slot)) {
             read_at(&exact.file, &mut raw, slot * exact.stride).map_err(io(&exact.path))?;
-            let vector = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            if f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]).is_nan() {
+            decode_floats(&raw, &mut vector);
+            if vector.first().is_some_and(|x| x.is_nan()) {
                 continue;
             }
-            sum.iter_mut().zip(vector).for_each(|(total, x)| *total += f64::from(x));
+            sum.iter_mut().zip(&vector).for_each(|(total, &x)| *total += f64::from(x));
             count += 1;
         }
         if count == 0 {
@@ -148,7 +148,7 @@ pub(crate) enum CentreRead {
 /// of rag without centres left it).
 #[cfg(test)]
 pub(crate) fn forget(conn: &Connection, db: &Path) -> Result<(), LocalStoreError> {
-    conn.execute("DELETE FROM settings WHERE key = ?1", [SETTING]).map(|_| ()).map_err(crate::error::sql(db))
+    crate::schema::delete_setting(conn, db, SETTING).map(|_| ())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::bm25::{Postings, best_bm25};
 use crate::error::{LocalStoreError, sql};
 use crate::lengths::{LENGTHS_STAMP, index_totals, indexed_length, stored_length};
 use crate::reader::Reader;
-use crate::schema::{CHUNK_SELECT, read_setting, row_to_chunk, write_setting};
+use crate::schema::{CHUNK_SELECT, delete_setting, read_setting, row_to_chunk, write_setting};
 
 /// The full-text index: one row per chunk, its rowid the chunk's slot, its
 /// columns the chunk's lexical terms ([`index_terms`]) and the names it
@@ -65,7 +65,7 @@ pub(crate) fn build_lexical_index(conn: &mut Connection, db: &Path) -> Result<u6
     }
     write_setting(&tx, db, "lexical_version", LEXICAL_VERSION)?;
     // The lengths were counted by the index just dropped.
-    tx.execute("DELETE FROM settings WHERE key = ?1", [LENGTHS_STAMP]).map_err(sql(db))?;
+    delete_setting(&tx, db, LENGTHS_STAMP)?;
     tx.commit().map_err(sql(db))?;
     Ok(count)
 }

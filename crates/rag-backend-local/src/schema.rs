@@ -118,6 +118,11 @@ pub(crate) fn write_setting(conn: &Connection, db: &Path, key: &str, value: &str
         .map_err(sql(db))
 }
 
+/// Removes the setting `key`; returns whether there was one.
+pub(crate) fn delete_setting(conn: &Connection, db: &Path, key: &str) -> Result<bool, LocalStoreError> {
+    conn.execute("DELETE FROM settings WHERE key = ?1", [key]).map(|removed| removed > 0).map_err(sql(db))
+}
+
 /// Whether the derived data a `stamp` setting vouches for (a code file,
 /// the lengths file) matches the store's last commit: every writer that
 /// keeps it sets the stamp to `updated_at` in its commits, so a commit by a

@@ -48,6 +48,14 @@ impl SlotFile {
     }
 }
 
+/// The little-endian `f32`s of `bytes` (as the vector file holds them) into
+/// `out`, one a four bytes, as many as both hold.
+pub(crate) fn decode_floats(bytes: &[u8], out: &mut [f32]) {
+    for (value, bytes) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    }
+}
+
 #[cfg(unix)]
 pub(crate) fn read_at(file: &File, bytes: &mut [u8], offset: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, bytes, offset)

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -26,9 +27,10 @@ use crate::lengths::{
 use crate::reader::prepare_vector;
 use crate::scan;
 use crate::schema::{
-    CHUNK_COLUMNS, UNREADABLE_TABLE, open_db, read_config, stamp_as_current, stored_metadata, write_setting,
+    CHUNK_COLUMNS, UNREADABLE_TABLE, delete_setting, open_db, read_config, stamp_as_current, stored_metadata,
+    write_setting,
 };
-use crate::slots::{SlotFile, read_at};
+use crate::slots::{SlotFile, decode_floats, read_at};
 
 /// The single writer of a store: holds the lock file and the free-slot list.
 #[derive(Debug)]
@@ -84,11 +86,8 @@ impl Writer {
         // such a version wrote since (coding the vectors themselves, even if
         // it committed nothing), and every slot is coded again below.
         for codes in Codes::ALL {
-            let removed = conn
-                .execute("DELETE FROM settings WHERE key = ?1", [codes.uncentred_stamp()])
-                .map_err(sql(&db_path))?;
-            if removed > 0 {
-                conn.execute("DELETE FROM settings WHERE key = ?1", [codes.stamp()]).map_err(sql(&db_path))?;
+            if delete_setting(&conn, &db_path, codes.uncentred_stamp())? {
+                delete_setting(&conn, &db_path, codes.stamp())?;
             }
         }
         let (centre, centre_usable) = match Centre::read(&conn, &db_path, config.dimension)? {
@@ -193,7 +192,7 @@ impl Writer {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(&db))?;
         centre.write(&tx, &db)?;
         for codes in Codes::ALL {
-            tx.execute("DELETE FROM settings WHERE key = ?1", [codes.stamp()]).map_err(sql(&db))?;
+            delete_setting(&tx, &db, codes.stamp())?;
         }
         tx.commit().map_err(sql(&db))?;
         self.centre = centre;
@@ -235,22 +234,20 @@ impl Writer {
         }
         let dim = self.config.dimension;
         let mut raw = Vec::new();
-        let mut coded = [Vec::new(), Vec::new()];
         // A block of slots at a time: one read of the vectors and one write
         // a kind, each block's vectors coded on every core.
         for block in (from..end).step_by(FILL_BLOCK_SLOTS) {
             let block_end = (block + FILL_BLOCK_SLOTS as u64).min(end);
             raw.resize((block_end - block) as usize * dim * 4, 0);
             read_at(&self.exact.file, &mut raw, block * self.exact.stride).map_err(io(&self.exact.path))?;
-            for (codes, (&have, out)) in self.codes.iter().zip(have.iter().zip(&mut coded)) {
+            for (codes, &have) in self.codes.iter().zip(&have) {
                 // The part of the block this kind lacks.
                 let first = have.clamp(block, block_end);
                 if first == block_end {
                     continue;
                 }
                 let vectors = &raw[(first - block) as usize * dim * 4..];
-                code_in_parallel(codes.kind, &self.centre, vectors, dim, out);
-                codes.file.write(first, out)?;
+                codes.file.write(first, &code_in_parallel(codes.kind, &self.centre, vectors, dim))?;
             }
         }
         for (codes, &have) in self.codes.iter_mut().zip(&have) {
@@ -544,35 +541,44 @@ const FILL_BLOCK_SLOTS: usize = 4096;
 /// The codes of `kind` of the vectors in `raw` (little-endian `f32`, `dim`
 /// a vector), each less `centre`, back to back into `out`, split among the
 /// cores. A free slot (NaN) keeps a free code (NaN factor).
-fn code_in_parallel(kind: Codes, centre: &Centre, raw: &[u8], dim: usize, out: &mut Vec<u8>) {
-    let stride = kind.stride(dim);
-    let count = raw.len() / (dim * 4).max(1);
-    out.clear();
-    out.resize(count * stride, 0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    let per = count.div_ceil(threads).max(1);
-    let code_part = |raw: &[u8], out: &mut [u8]| {
+fn code_in_parallel(kind: Codes, centre: &Centre, raw: &[u8], dim: usize) -> Vec<u8> {
+    let vectors = raw.len() / (dim * 4).max(1);
+    on_every_core(vectors, 128, |part| {
         let (mut vector, mut residual, mut code) = (vec![0.0f32; dim], Vec::with_capacity(dim), Vec::new());
-        for (raw, out) in raw.chunks_exact(dim * 4).zip(out.chunks_exact_mut(stride)) {
-            for (value, bytes) in vector.iter_mut().zip(raw.chunks_exact(4)) {
-                *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            }
+        let mut out = Vec::with_capacity(part.len() * kind.stride(dim));
+        for raw in raw[part.start * dim * 4..part.end * dim * 4].chunks_exact(dim * 4) {
+            decode_floats(raw, &mut vector);
             centre.residual(&vector, &mut residual);
             kind.encode(&residual, &mut code);
             if vector.first().is_some_and(|x| x.is_nan()) {
                 code[..4].copy_from_slice(&f32::NAN.to_le_bytes());
             }
-            out.copy_from_slice(&code);
+            out.extend_from_slice(&code);
         }
-    };
-    if threads == 1 || count < 256 {
-        return code_part(raw, out);
+        out
+    })
+}
+
+/// Runs `part` on one contiguous range of `0..len` per core (at most 8,
+/// none shorter than `min_len`) and joins what they return, in order; the
+/// writer's own thread takes a single range. A part's panic is resumed
+/// here, so nothing is silently left out.
+fn on_every_core<R: Send>(len: usize, min_len: usize, part: impl Fn(Range<usize>) -> Vec<R> + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = cores.min(len.div_ceil(min_len.max(1))).max(1);
+    if threads == 1 {
+        return part(0..len);
     }
+    let per = len.div_ceil(threads);
+    let part = &part;
     std::thread::scope(|scope| {
-        for (raw, out) in raw.chunks(per * dim * 4).zip(out.chunks_mut(per * stride)) {
-            scope.spawn(move || code_part(raw, out));
-        }
-    });
+        let parts: Vec<_> =
+            (0..len).step_by(per).map(|start| scope.spawn(move || part(start..(start + per).min(len)))).collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
 
 /// Writes the lengths of chunks stored in `slots`, a call a run of
@@ -635,18 +641,7 @@ impl CodeFile {
 /// The full-text terms of each record, computed on every core: the writer
 /// is one thread, and tokenizing is the larger part of its work.
 pub(crate) fn terms_in_parallel(records: &[VectorRecord]) -> Vec<(String, String)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    let both = |r: &VectorRecord| (index_terms(&r.chunk), name_terms(&r.chunk));
-    if threads == 1 || records.len() < 64 {
-        return records.iter().map(both).collect();
-    }
-    let per = records.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> =
-            records.chunks(per).map(|part| scope.spawn(move || part.iter().map(both).collect::<Vec<_>>())).collect();
-        parts
-            .into_iter()
-            .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
+    on_every_core(records.len(), 32, |part| {
+        records[part].iter().map(|r| (index_terms(&r.chunk), name_terms(&r.chunk))).collect()
     })
 }
