@@ -1172,6 +1172,15 @@ fn codes_are_around_the_recorded_centre(store: &Path, dim: usize) -> crate::cent
     centre
 }
 
+/// A store of as many real-like chunks as a centre is first taken at, its
+/// writer closed: its path and its vectors.
+async fn store_of_the_centre_s_size(dim: usize) -> (tempfile::TempDir, std::path::PathBuf, Vec<Vec<f32>>) {
+    let (dir, backend, vectors) = store_of_real_like(dim, crate::centre::CENTRE_MIN_SLOTS).await;
+    release(&backend).await;
+    let store = dir.path().join("stores/notes");
+    (dir, store, vectors)
+}
+
 #[tokio::test]
 async fn codes_are_coded_around_the_store_s_centre_taken_again_as_it_doubles() {
     use crate::centre::CENTRE_MIN_SLOTS as MIN;
@@ -1230,10 +1239,7 @@ async fn codes_are_coded_around_the_store_s_centre_taken_again_as_it_doubles() {
 async fn a_writer_killed_while_coding_around_a_new_centre_leaves_codes_no_reader_uses() {
     use crate::centre::{Centre, CentreRead};
     let dim = 8;
-    let (dir, backend, vectors) = store_of_real_like(dim, crate::centre::CENTRE_MIN_SLOTS).await;
-    release(&backend).await;
-    drop(backend);
-    let store = dir.path().join("stores/notes");
+    let (dir, store, vectors) = store_of_the_centre_s_size(dim).await;
     let db = store.join("store.db");
     // As a writer killed midway leaves it: the new centre recorded and the
     // stamps withdrawn in one transaction, part of the slots coded again.
@@ -1262,10 +1268,7 @@ async fn a_writer_killed_while_coding_around_a_new_centre_leaves_codes_no_reader
 #[tokio::test]
 async fn a_centre_that_cannot_be_read_is_taken_again_and_every_slot_coded_around_it() {
     let dim = 8;
-    let (dir, backend, _vectors) = store_of_real_like(dim, crate::centre::CENTRE_MIN_SLOTS).await;
-    release(&backend).await;
-    drop(backend);
-    let store = dir.path().join("stores/notes");
+    let (dir, store, _vectors) = store_of_the_centre_s_size(dim).await;
     let first = codes_are_around_the_recorded_centre(&store, dim);
     let conn = Connection::open(store.join("store.db")).unwrap();
     conn.execute("UPDATE settings SET value = '{\"live\": 70000, \"values\": [0.5]}' WHERE key = 'codes_centre'", [])
@@ -1278,10 +1281,7 @@ async fn a_centre_that_cannot_be_read_is_taken_again_and_every_slot_coded_around
 #[tokio::test]
 async fn codes_a_version_of_rag_without_centres_left_are_coded_again_around_one() {
     let dim = 32;
-    let (dir, backend, vectors) = store_of_real_like(dim, crate::centre::CENTRE_MIN_SLOTS).await;
-    release(&backend).await;
-    drop(backend);
-    let store = dir.path().join("stores/notes");
+    let (dir, store, vectors) = store_of_the_centre_s_size(dim).await;
     let centred = codes_are_around_the_recorded_centre(&store, dim);
     // As that version leaves a store it opened for writing and committed
     // nothing to: every slot coded again, of the vectors themselves, under
