@@ -36,7 +36,7 @@ use std::fs::File;
 use rag_core::store::Metric;
 
 use crate::popcount::QueryPlanes;
-use crate::scan::{Scored, in_parallel, is_allowed, parallel_top_k, push_bounded};
+use crate::scan::{Scored, in_blocks, is_allowed, parallel_top_k, push_bounded};
 use crate::slots::read_at;
 
 /// Bytes of the header of a slot.
@@ -153,13 +153,16 @@ pub fn top_k_bits(
     let words = as_words(data);
     let words: &[u64] = &words;
     let query = BitQuery::new(query, metric);
-    parallel_top_k(words.len() / stride, k, threads, |start, end| {
-        let mut heap = BinaryHeap::with_capacity(k + 1);
+    parallel_top_k(words.len() / stride, k, threads, |start, end, heap| {
         let mut counts = vec![0u32; BATCH];
         let mut scores = vec![0f32; BATCH];
         // The k-th best estimate so far: a slot under it cannot enter the
         // heap, so most slots cost one comparison.
-        let mut floor = f32::NEG_INFINITY;
+        let kth = |heap: &BinaryHeap<Scored>| match heap.peek() {
+            Some(worst) if heap.len() == k => worst.score,
+            _ => f32::NEG_INFINITY,
+        };
+        let mut floor = kth(heap);
         // The popcounts of a batch of slots in one call of the CPU's kernel,
         // their estimates in a loop without branches, then the few that
         // can rank pushed on the heap.
@@ -177,13 +180,10 @@ pub fn top_k_bits(
                 if !is_allowed(allowed, number) {
                     continue;
                 }
-                push_bounded(&mut heap, Scored { score, slot: number as u64 }, k);
-                if heap.len() == k {
-                    floor = heap.peek().map_or(floor, |worst| worst.score);
-                }
+                push_bounded(heap, Scored { score, slot: number as u64 }, k);
+                floor = kth(heap);
             }
         }
-        heap.into_vec()
     })
 }
 
@@ -250,8 +250,12 @@ pub fn top_k_bits_among(
     let mut wanted: Vec<usize> = candidates.iter().filter_map(|c| usize::try_from(c.slot).ok()).collect();
     wanted.sort_unstable();
     let query = BitQuery::new(query, metric);
-    let best = in_parallel(wanted.len(), threads, MIN_CANDIDATES_A_THREAD, |start, end| {
-        best_among(codes, stride, &query, &wanted[start..end], k)
+    let best = in_blocks(wanted.len(), threads, MIN_CANDIDATES_A_THREAD, CANDIDATE_BLOCK, |blocks| {
+        let mut heap = BinaryHeap::with_capacity(k + 1);
+        while let Some(range) = blocks.take() {
+            best_among(codes, stride, &query, &wanted[range], k, &mut heap);
+        }
+        heap.into_vec()
     });
     let mut merged = BinaryHeap::with_capacity(k + 1);
     for scored in best.into_iter().flatten() {
@@ -263,9 +267,20 @@ pub fn top_k_bits_among(
 /// The fewest candidates [`top_k_bits_among`] gives a thread of its own.
 const MIN_CANDIDATES_A_THREAD: usize = 2_048;
 
-/// The `k` best of `slots` of `codes` (`stride` words a slot).
-fn best_among(codes: BitCodes<'_>, stride: usize, query: &BitQuery, slots: &[usize], k: usize) -> Vec<Scored> {
-    let mut heap = BinaryHeap::with_capacity(k + 1);
+/// The candidates a thread of [`top_k_bits_among`] takes at a time (see
+/// [`crate::scan::Blocks`]): a batch of the kernel's.
+const CANDIDATE_BLOCK: usize = BATCH;
+
+/// Offers the estimates of `slots` of `codes` (`stride` words a slot) to
+/// `heap`, which keeps the `k` best.
+fn best_among(
+    codes: BitCodes<'_>,
+    stride: usize,
+    query: &BitQuery,
+    slots: &[usize],
+    k: usize,
+    heap: &mut BinaryHeap<Scored>,
+) {
     let (mut gathered, mut read) = (Vec::with_capacity(BATCH * stride), Vec::with_capacity(BATCH));
     let mut bytes = vec![0u8; stride * 8];
     let (mut counts, mut scores) = (vec![0u32; BATCH], vec![0f32; BATCH]);
@@ -282,11 +297,10 @@ fn best_among(codes: BitCodes<'_>, stride: usize, query: &BitQuery, slots: &[usi
         query.estimates(&gathered, stride, &counts, &mut scores);
         for (&slot, &score) in read.iter().zip(&scores) {
             if !score.is_nan() {
-                push_bounded(&mut heap, Scored { score, slot: slot as u64 }, k);
+                push_bounded(heap, Scored { score, slot: slot as u64 }, k);
             }
         }
     }
-    heap.into_vec()
 }
 
 /// The words of a code file: the mapping itself when it is aligned (a

@@ -7,6 +7,8 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use rag_core::store::Metric;
 
@@ -51,8 +53,7 @@ pub fn top_k(
         return Vec::new();
     }
     let kernel = Kernel::detect();
-    parallel_top_k(data.len() / dim, k, threads, |start, end| {
-        let mut heap = BinaryHeap::with_capacity(k + 1);
+    parallel_top_k(data.len() / dim, k, threads, |start, end, heap| {
         for (i, vector) in data[start * dim..end * dim].chunks_exact(dim).enumerate() {
             let slot = start + i;
             if !is_allowed(allowed, slot) {
@@ -60,10 +61,9 @@ pub fn top_k(
             }
             let score = exact_with(kernel, query, vector, metric);
             if !score.is_nan() {
-                push_bounded(&mut heap, Scored { score, slot: slot as u64 }, k);
+                push_bounded(heap, Scored { score, slot: slot as u64 }, k);
             }
         }
-        heap.into_vec()
     })
 }
 
@@ -72,40 +72,83 @@ pub fn top_k(
 /// of microseconds), so a small store is scanned on the calling thread.
 pub(crate) const MIN_SLOTS_A_THREAD: usize = 16_384;
 
-/// Splits `0..len` into one contiguous range per thread, up to `threads`
-/// (at most 16) and none shorter than about `min_len`, runs `part` on each
-/// and returns their results in order; a single range runs on the calling
-/// thread. A part that panicked is left out.
-pub(crate) fn in_parallel<T: Send>(
+/// The slots a scan's thread takes from [`Blocks`] at a time: a few tens
+/// of microseconds of work for the sign codes at 768 dimensions, so a
+/// thread that starts late leaves little for the others to wait on, and
+/// taking one (an atomic add) costs nothing beside it.
+pub(crate) const BLOCK_SLOTS: usize = 8_192;
+
+/// The ranges of `0..len`, `block` long, handed out in order to whichever
+/// thread asks next ([`in_blocks`]).
+pub(crate) struct Blocks {
+    next: AtomicUsize,
+    len: usize,
+    block: usize,
+}
+
+impl Blocks {
+    fn new(len: usize, block: usize) -> Self {
+        Self { next: AtomicUsize::new(0), len, block: block.max(1) }
+    }
+
+    /// The next range no thread has taken, or `None` when all are taken.
+    pub(crate) fn take(&self) -> Option<Range<usize>> {
+        let start = self.next.fetch_add(self.block, AtomicOrdering::Relaxed);
+        (start < self.len).then(|| start..(start + self.block).min(self.len))
+    }
+}
+
+/// Runs `part` on up to `threads` threads (at most 16, none given fewer
+/// than about `min_len` of `0..len`), the calling thread among them, each
+/// taking ranges of `0..len`, `block` long, from one shared [`Blocks`]
+/// until none are left; returns what each part returned, this thread's
+/// first. A range goes to whichever thread is free, so a thread that
+/// starts late, or a core the machine takes away for a while, holds up
+/// nothing: in a virtual machine here, a new thread on an idle core
+/// started 1 to 3 ms late in about a third of queries, and with a range
+/// fixed per thread the query waited for it. A part's panic is resumed
+/// here, so no range is silently left out.
+pub(crate) fn in_blocks<T: Send>(
     len: usize,
     threads: usize,
     min_len: usize,
-    part: impl Fn(usize, usize) -> T + Sync,
+    block: usize,
+    part: impl Fn(&Blocks) -> T + Sync,
 ) -> Vec<T> {
     let threads = threads.clamp(1, 16).min(len.div_ceil(min_len.max(1)).max(1));
+    let blocks = Blocks::new(len, if threads == 1 { len } else { block });
     if threads == 1 {
-        return vec![part(0, len)];
+        return vec![part(&blocks)];
     }
-    let per_thread = len.div_ceil(threads);
-    let part = &part;
+    let (part, blocks) = (&part, &blocks);
     std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            (0..threads).map(|t| scope.spawn(move || part(t * per_thread, ((t + 1) * per_thread).min(len)))).collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(move || part(blocks))).collect();
+        let mut results = Vec::with_capacity(threads);
+        results.push(part(blocks));
+        results.extend(others.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+        results
     })
 }
 
-/// Splits `slots` into one contiguous range per thread ([`in_parallel`]),
-/// runs `scan` on each (it returns up to `k` of its range's best), and
-/// merges: the best `k` overall, best first.
+/// Splits `slots` among threads in blocks ([`in_blocks`]); each thread
+/// keeps a heap of its best `k`, into which `scan` scores the slots
+/// `start..end` of each block it takes; merges: the best `k` overall,
+/// best first.
 pub(crate) fn parallel_top_k(
     slots: usize,
     k: usize,
     threads: usize,
-    scan: impl Fn(usize, usize) -> Vec<Scored> + Sync,
+    scan: impl Fn(usize, usize, &mut BinaryHeap<Scored>) + Sync,
 ) -> Vec<Scored> {
+    let per_thread = in_blocks(slots, threads, MIN_SLOTS_A_THREAD, BLOCK_SLOTS, |blocks| {
+        let mut heap = BinaryHeap::with_capacity(k + 1);
+        while let Some(range) = blocks.take() {
+            scan(range.start, range.end, &mut heap);
+        }
+        heap.into_vec()
+    });
     let mut merged: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
-    for scored in in_parallel(slots, threads, MIN_SLOTS_A_THREAD, scan).into_iter().flatten() {
+    for scored in per_thread.into_iter().flatten() {
         push_bounded(&mut merged, scored, k);
     }
     let mut best = merged.into_vec();
@@ -153,8 +196,8 @@ pub fn top_k_compact(
         return Vec::new();
     }
     let query = CompactQuery::new(query, metric);
-    parallel_top_k(data.len() / stride, k, threads, |start, end| {
-        compact_range(&data[start * stride..end * stride], stride, start, &query, k, allowed)
+    parallel_top_k(data.len() / stride, k, threads, |start, end, heap| {
+        compact_range(&data[start * stride..end * stride], stride, start, &query, k, allowed, heap)
     })
 }
 
@@ -211,17 +254,16 @@ fn compact_range(
     query: &CompactQuery,
     k: usize,
     allowed: Option<&[bool]>,
-) -> Vec<Scored> {
-    let mut heap = BinaryHeap::with_capacity(k + 1);
+    heap: &mut BinaryHeap<Scored>,
+) {
     for (i, slot) in part.chunks_exact(stride).enumerate() {
         if !is_allowed(allowed, first + i) {
             continue;
         }
         if let Some(score) = query.estimate(slot) {
-            push_bounded(&mut heap, Scored { score, slot: (first + i) as u64 }, k);
+            push_bounded(heap, Scored { score, slot: (first + i) as u64 }, k);
         }
     }
-    heap.into_vec()
 }
 
 pub(crate) fn is_allowed(allowed: Option<&[bool]>, slot: usize) -> bool {
@@ -485,6 +527,84 @@ mod tests {
         quantize(&b, &mut buf);
         let got = top_k_compact(&buf, 768, &a, Metric::Cosine, 1, 1, None)[0].score;
         assert!((got - exact_score(&a, &b, Metric::Cosine)).abs() < 0.01, "{got}");
+    }
+
+    /// The ranges each part of [`in_blocks`] took, the calling thread's
+    /// first; each part calls `before` and `after` (told whether it runs on
+    /// the calling thread) around taking its ranges.
+    fn taken_by_each(
+        len: usize,
+        threads: usize,
+        block: usize,
+        before: impl Fn(bool) + Sync,
+        after: impl Fn(bool) + Sync,
+    ) -> Vec<Vec<Range<usize>>> {
+        let caller = std::thread::current().id();
+        in_blocks(len, threads, 1, block, |blocks| {
+            let here = std::thread::current().id() == caller;
+            before(here);
+            let mut taken = Vec::new();
+            while let Some(range) = blocks.take() {
+                taken.push(range);
+            }
+            after(here);
+            taken
+        })
+    }
+
+    #[test]
+    fn blocks_cover_every_slot_once_whichever_thread_takes_them() {
+        let none = |_: bool| {};
+        for (len, threads, block) in
+            [(0, 3, 4), (1, 2, 4), (10, 1, 3), (10, 3, 3), (64, 4, 8), (1000, 16, 7), (5, 40, 1)]
+        {
+            let parts = taken_by_each(len, threads, block, none, none);
+            assert_eq!(parts.len(), threads.clamp(1, 16).min(len.max(1)), "{len} slots, {threads} threads");
+            let mut covered: Vec<usize> = parts.iter().flatten().flat_map(|r| r.clone()).collect();
+            covered.sort_unstable();
+            assert_eq!(covered, (0..len).collect::<Vec<_>>(), "{len} slots, {threads} threads, blocks of {block}");
+            let alone = taken_by_each(len, 1, block, none, none);
+            let whole: Vec<Range<usize>> = std::iter::once(0..len).filter(|r| !r.is_empty()).collect();
+            assert_eq!(alone, [whole], "one thread takes the whole range at once");
+        }
+    }
+
+    #[test]
+    fn a_thread_that_starts_late_leaves_its_blocks_to_the_others() {
+        // The spawned threads start taking only once the calling thread has
+        // taken every block: it does all the work, they return empty-handed,
+        // and nothing waits for them but the join.
+        let done = (std::sync::Mutex::new(false), std::sync::Condvar::new());
+        let wait_for_the_caller = |here: bool| {
+            if !here {
+                let mut finished = done.0.lock().unwrap();
+                while !*finished {
+                    finished = done.1.wait(finished).unwrap();
+                }
+            }
+        };
+        let caller_finished = |here: bool| {
+            if here {
+                *done.0.lock().unwrap() = true;
+                done.1.notify_all();
+            }
+        };
+        let parts = taken_by_each(100, 3, 10, wait_for_the_caller, caller_finished);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], (0..10).map(|b| b * 10..b * 10 + 10).collect::<Vec<_>>(), "the caller took all, in order");
+        assert!(parts[1..].iter().all(Vec::is_empty), "{parts:?}");
+    }
+
+    #[test]
+    fn a_part_that_panics_on_another_thread_is_not_left_out_silently() {
+        let caller = std::thread::current().id();
+        let outcome = std::panic::catch_unwind(|| {
+            in_blocks(100, 2, 1, 10, |blocks| {
+                while blocks.take().is_some() {}
+                assert_eq!(std::thread::current().id(), caller, "a scan thread failed");
+            })
+        });
+        assert!(outcome.is_err(), "the spawned part's panic reached the caller");
     }
 
     #[test]
