@@ -35,7 +35,14 @@ pub fn main() -> ExitCode {
     }
     init_logging(cli.verbose, cli.quiet);
     output::set_quiet(cli.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A query does one thing at a time on its own thread (its searches run
+    // on tokio's blocking threads): a pool of workers would only be started,
+    // and woken to drive the embedder's connection, then stopped.
+    let mut builder = match cli.command {
+        Command::Query(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
