@@ -103,7 +103,8 @@ pub(crate) fn open_db(dir: &Path) -> Result<(Connection, PathBuf), LocalStoreErr
 }
 
 pub(crate) fn read_setting(conn: &Connection, db: &Path, key: &str) -> Result<Option<String>, LocalStoreError> {
-    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(sql(db))
+    let mut stmt = conn.prepare_cached("SELECT value FROM settings WHERE key = ?1").map_err(sql(db))?;
+    stmt.query_row([key], |r| r.get(0)).optional().map_err(sql(db))
 }
 
 pub(crate) fn read_config(conn: &Connection, db: &Path, dir: &Path) -> Result<StoreConfig, LocalStoreError> {
