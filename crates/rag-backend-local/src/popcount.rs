@@ -215,7 +215,7 @@ fn weighted_counts_avx512_held<const PLANES: usize, const CHUNKS: usize>(
     planes: &[u64],
     out: &mut [u32],
 ) {
-    use std::arch::x86_64::{__m512i, _mm512_add_epi64, _mm512_reduce_add_epi64, _mm512_setzero_si512};
+    use std::arch::x86_64::{__m512i, _mm512_add_epi64, _mm512_setzero_si512};
     let words = planes.len() / QUERY_BITS;
     debug_assert_eq!(words.div_ceil(8), CHUNKS);
     let masks: [u8; CHUNKS] = std::array::from_fn(|c| words_mask(words.saturating_sub(8 * c)));
@@ -237,22 +237,7 @@ fn weighted_counts_avx512_held<const PLANES: usize, const CHUNKS: usize>(
         }
         sum
     };
-    // As many counts as slots, so the two remainders below agree.
-    let count = out.len().min(slots.len() / stride);
-    let mut groups = slots[..count * stride].chunks_exact(4 * stride);
-    let mut outs = out[..count].chunks_exact_mut(4);
-    for (group, out) in groups.by_ref().zip(outs.by_ref()) {
-        let sums = avx512::sum_four(
-            weighted(&group[..stride]),
-            weighted(&group[stride..2 * stride]),
-            weighted(&group[2 * stride..3 * stride]),
-            weighted(&group[3 * stride..]),
-        );
-        out.copy_from_slice(&sums);
-    }
-    for (slot, count) in groups.remainder().chunks_exact(stride).zip(outs.into_remainder()) {
-        *count = _mm512_reduce_add_epi64(weighted(slot)) as u32;
-    }
+    avx512::count_by_fours(slots, stride, out, weighted);
 }
 
 /// [`weighted_counts_avx512_held`] for codes whose last register would be
@@ -269,9 +254,7 @@ fn weighted_counts_avx512_narrow_tail<const PLANES: usize, const FULL: usize>(
     planes: &[u64],
     out: &mut [u32],
 ) {
-    use std::arch::x86_64::{
-        __m256i, __m512i, _mm256_maskz_loadu_epi64, _mm512_add_epi64, _mm512_reduce_add_epi64, _mm512_zextsi256_si512,
-    };
+    use std::arch::x86_64::{__m256i, __m512i, _mm256_maskz_loadu_epi64, _mm512_add_epi64, _mm512_zextsi256_si512};
     let words = planes.len() / QUERY_BITS;
     let tail = words - 8 * FULL;
     debug_assert!((1..=4).contains(&tail), "one to four words after the whole registers");
@@ -300,21 +283,7 @@ fn weighted_counts_avx512_narrow_tail<const PLANES: usize, const FULL: usize>(
         }
         sum
     };
-    let count = out.len().min(slots.len() / stride);
-    let mut groups = slots[..count * stride].chunks_exact(4 * stride);
-    let mut outs = out[..count].chunks_exact_mut(4);
-    for (group, out) in groups.by_ref().zip(outs.by_ref()) {
-        let sums = avx512::sum_four(
-            weighted(&group[..stride]),
-            weighted(&group[stride..2 * stride]),
-            weighted(&group[2 * stride..3 * stride]),
-            weighted(&group[3 * stride..]),
-        );
-        out.copy_from_slice(&sums);
-    }
-    for (slot, count) in groups.remainder().chunks_exact(stride).zip(outs.into_remainder()) {
-        *count = _mm512_reduce_add_epi64(weighted(slot)) as u32;
-    }
+    avx512::count_by_fours(slots, stride, out, weighted);
 }
 
 /// The AVX-512 kernels' building blocks.
@@ -322,8 +291,8 @@ fn weighted_counts_avx512_narrow_tail<const PLANES: usize, const FULL: usize>(
 mod avx512 {
     use std::arch::x86_64::{
         __m256i, __m512i, _mm256_add_epi64, _mm256_and_si256, _mm256_popcnt_epi64, _mm256_slli_epi64, _mm512_add_epi64,
-        _mm512_and_si512, _mm512_maskz_loadu_epi64, _mm512_popcnt_epi64, _mm512_shuffle_i64x2, _mm512_slli_epi64,
-        _mm512_unpackhi_epi64, _mm512_unpacklo_epi64,
+        _mm512_and_si512, _mm512_maskz_loadu_epi64, _mm512_popcnt_epi64, _mm512_reduce_add_epi64, _mm512_shuffle_i64x2,
+        _mm512_slli_epi64, _mm512_unpackhi_epi64, _mm512_unpacklo_epi64,
     };
 
     /// The eight words of `words` from `at` that `mask` selects (the rest 0).
@@ -374,6 +343,30 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
     pub(super) fn weighted(low: __m512i, high: __m512i, query: &[__m512i; 4]) -> __m512i {
         _mm512_add_epi64(weighted_one(low, query), _mm512_slli_epi64::<1>(weighted_one(high, query)))
+    }
+
+    /// The count of each slot of `slots` (`stride` words each) into `out`,
+    /// `weighted` giving a slot's counts per lane: four slots' lanes summed
+    /// together ([`sum_four`]), the rest one by one; as many counts as
+    /// slots or as `out` holds, whichever is fewer.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn count_by_fours(slots: &[u64], stride: usize, out: &mut [u32], weighted: impl Fn(&[u64]) -> __m512i) {
+        let count = out.len().min(slots.len() / stride);
+        let mut groups = slots[..count * stride].chunks_exact(4 * stride);
+        let mut outs = out[..count].chunks_exact_mut(4);
+        for (group, out) in groups.by_ref().zip(outs.by_ref()) {
+            let sums = sum_four(
+                weighted(&group[..stride]),
+                weighted(&group[stride..2 * stride]),
+                weighted(&group[2 * stride..3 * stride]),
+                weighted(&group[3 * stride..]),
+            );
+            out.copy_from_slice(&sums);
+        }
+        for (slot, count) in groups.remainder().chunks_exact(stride).zip(outs.into_remainder()) {
+            *count = _mm512_reduce_add_epi64(weighted(slot)) as u32;
+        }
     }
 
     /// The sums of the eight lanes of each of `a`, `b`, `c` and `d`, as `u32`
