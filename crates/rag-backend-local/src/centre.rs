@@ -17,9 +17,9 @@
 //! were indexed) kept no more than raw codes did, and the mean of every
 //! 64th chunk all that the whole mean did. So it is the mean of vectors
 //! sampled evenly over every slot, and a writer takes it again, coding
-//! every slot again, whenever the store has doubled or halved since
-//! ([`Centre::is_due`]): over a store's growth each vector is coded a
-//! bounded number of times. It is kept in the settings; codes around two
+//! every slot again, whenever the store has doubled or halved since, or
+//! had as many vectors written as it held then ([`Centre::is_due`]): each
+//! vector is coded a bounded number of times for each time it is written. It is kept in the settings; codes around two
 //! centres are never read as one set, as the writer withdraws the codes'
 //! stamps in the transaction that records a new centre and stamps them
 //! again once every slot is coded around it.
@@ -34,6 +34,10 @@ use crate::slots::{SlotFile, decode_floats, read_at};
 
 /// The setting that holds the centre, as JSON.
 const SETTING: &str = "codes_centre";
+
+/// The setting that counts the vectors written since the centre was taken
+/// ([`Centre::is_due`]); missing or unreadable, none.
+const WRITTEN_SETTING: &str = "codes_centre_written";
 
 /// Below this many live vectors the codes stay around the origin. Smaller
 /// stores gain little: their queries re-rank a larger share of the store
@@ -87,11 +91,30 @@ impl Centre {
         write_setting(conn, db, SETTING, &text)
     }
 
-    /// Whether a store of `live` vectors should be coded around a centre
-    /// taken now: it has [`CENTRE_MIN_SLOTS`] and this centre was taken
-    /// from fewer than half as many, or more than twice as many.
-    pub(crate) fn is_due(&self, live: u64) -> bool {
-        live >= CENTRE_MIN_SLOTS && (self.live == 0 || live >= self.live.saturating_mul(2) || live * 2 <= self.live)
+    /// Whether a store of `live` vectors, `written` of them written since
+    /// this centre was taken, should be coded around a centre taken now: it
+    /// has [`CENTRE_MIN_SLOTS`], and this centre was taken from fewer than
+    /// half as many or more than twice as many, or as many were written
+    /// since as it held then (content replaced at one size moves the mean
+    /// as growth does). Each re-coding follows writes or deletes of at
+    /// least half as many vectors as it codes.
+    pub(crate) fn is_due(&self, live: u64, written: u64) -> bool {
+        live >= CENTRE_MIN_SLOTS
+            && (self.live == 0 || live >= self.live.saturating_mul(2) || live * 2 <= self.live || written >= self.live)
+    }
+
+    /// The vectors written since the store's centre was taken, as its
+    /// settings count them; none when the count is missing or unreadable
+    /// (it only decides when a centre is taken again).
+    pub(crate) fn read_written(conn: &Connection, db: &Path) -> Result<u64, LocalStoreError> {
+        Ok(read_setting(conn, db, WRITTEN_SETTING)?.and_then(|text| text.parse().ok()).unwrap_or(0))
+    }
+
+    /// Records `written` as the vectors written since the centre was taken
+    /// (inside the caller's transaction: a commit's writes and the count
+    /// that includes them land together).
+    pub(crate) fn write_written(conn: &Connection, db: &Path, written: u64) -> Result<(), LocalStoreError> {
+        write_setting(conn, db, WRITTEN_SETTING, &written.to_string())
     }
 
     /// The mean of up to [`CENTRE_SAMPLE`] vectors read evenly over the
@@ -156,18 +179,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_centre_is_due_past_the_minimum_and_after_the_store_doubles_or_halves() {
+    fn a_centre_is_due_past_the_minimum_after_the_store_doubles_or_halves_or_is_written_over() {
         let origin = Centre::origin(4);
-        assert!(!origin.is_due(CENTRE_MIN_SLOTS - 1));
-        assert!(origin.is_due(CENTRE_MIN_SLOTS));
+        assert!(!origin.is_due(CENTRE_MIN_SLOTS - 1, 0));
+        assert!(origin.is_due(CENTRE_MIN_SLOTS, 0));
         let taken = Centre { values: vec![0.1; 4], live: 500_000 };
-        assert!(!taken.is_due(500_000));
-        assert!(!taken.is_due(999_999));
-        assert!(taken.is_due(1_000_000));
-        assert!(!taken.is_due(250_001));
-        assert!(taken.is_due(250_000));
+        assert!(!taken.is_due(500_000, 0));
+        assert!(!taken.is_due(999_999, 499_999));
+        assert!(taken.is_due(1_000_000, 500_000));
+        assert!(!taken.is_due(250_001, 0));
+        assert!(taken.is_due(250_000, 0));
+        // The same size, its vectors written over once.
+        assert!(!taken.is_due(500_000, 499_999));
+        assert!(taken.is_due(500_000, 500_000));
         // Shrunk under the minimum: left as it is.
-        assert!(!taken.is_due(CENTRE_MIN_SLOTS - 1));
+        assert!(!taken.is_due(CENTRE_MIN_SLOTS - 1, 500_000));
+    }
+
+    #[test]
+    fn the_count_of_vectors_written_reads_back_and_is_none_when_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)").unwrap();
+        assert_eq!(Centre::read_written(&conn, &db).unwrap(), 0);
+        Centre::write_written(&conn, &db, 123_456).unwrap();
+        assert_eq!(Centre::read_written(&conn, &db).unwrap(), 123_456);
+        write_setting(&conn, &db, WRITTEN_SETTING, "lots").unwrap();
+        assert_eq!(Centre::read_written(&conn, &db).unwrap(), 0);
     }
 
     #[test]
@@ -198,7 +237,7 @@ mod tests {
         // doubles or halves.
         let none = Centre::sample(&file, 2, 4, &HashSet::from([0, 2, 3]), 70_000).unwrap();
         assert_eq!(none, Centre { values: vec![0.0, 0.0], live: 70_000 });
-        assert!(!none.is_due(70_000));
+        assert!(!none.is_due(70_000, 0));
     }
 
     #[test]

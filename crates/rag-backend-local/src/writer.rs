@@ -46,6 +46,9 @@ pub(crate) struct Writer {
     pub(crate) codes: [CodeFile; 2],
     /// What the codes are coded around ([`crate::centre`]).
     pub(crate) centre: Centre,
+    /// Vectors written since [`centre`](Self::centre) was taken, as the
+    /// settings count them ([`Centre::is_due`]).
+    pub(crate) centre_written: u64,
     /// Whether every slot's codes are coded around [`centre`](Self::centre),
     /// so a commit may stamp them current: false from the transaction that
     /// records a new centre until every slot is coded again around it.
@@ -95,6 +98,7 @@ impl Writer {
             CentreRead::Absent => (Centre::origin(config.dimension), true),
             CentreRead::Unusable => (Centre::origin(config.dimension), false),
         };
+        let centre_written = Centre::read_written(&conn, &db_path)?;
         let mut writer = Writer {
             _lock: lock,
             conn,
@@ -103,6 +107,7 @@ impl Writer {
             compact,
             codes,
             centre,
+            centre_written,
             codes_coded: centre_usable,
             lengths,
             config,
@@ -170,7 +175,7 @@ impl Writer {
     /// Codes every slot around a centre taken now when one is due
     /// ([`Centre::is_due`]); returns whether it did.
     pub(crate) fn centre_if_due(&mut self) -> Result<bool, LocalStoreError> {
-        if !self.centre.is_due(self.live()) {
+        if !self.centre.is_due(self.live(), self.centre_written) {
             return Ok(false);
         }
         self.centre_codes()?;
@@ -191,11 +196,13 @@ impl Writer {
         self.codes_coded = false;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(&db))?;
         centre.write(&tx, &db)?;
+        Centre::write_written(&tx, &db, 0)?;
         for codes in Codes::ALL {
             delete_setting(&tx, &db, codes.stamp())?;
         }
         tx.commit().map_err(sql(&db))?;
         self.centre = centre;
+        self.centre_written = 0;
         tracing::info!(live, "coding every slot's codes around the store's centre");
         self.fill_codes()
     }
@@ -529,7 +536,16 @@ impl Writer {
             }
         }
         write_setting(&tx, &db, LENGTHS_STAMP, &stamp)?;
+        // Counted from the first centre on; before it, the store's size
+        // alone decides when one is taken.
+        let written = self.centre_written.saturating_add(batch.upserts.len() as u64);
+        if self.centre.live > 0 {
+            Centre::write_written(&tx, &db, written)?;
+        }
         tx.commit().map_err(sql(&db))?;
+        if self.centre.live > 0 {
+            self.centre_written = written;
+        }
         Ok(freed)
     }
 }

@@ -1236,6 +1236,36 @@ async fn codes_are_coded_around_the_store_s_centre_taken_again_as_it_doubles() {
 }
 
 #[tokio::test]
+async fn content_written_over_at_one_size_is_coded_around_a_centre_taken_again() {
+    use crate::centre::{CENTRE_MIN_SLOTS as MIN, Centre};
+    let dim = 16;
+    let (dir, store, _) = store_of_the_centre_s_size(dim).await;
+    let first = codes_are_around_the_recorded_centre(&store, dim);
+    assert_eq!(first.live, MIN);
+    // Every chunk rewritten with a vector whose shared part points the
+    // other way: the store neither grows nor shrinks, but its mean turns.
+    let backend = LocalBackend::new(dir.path());
+    let turned = |i: u64| real_like(i, dim).into_iter().map(|x| -x).collect::<Vec<f32>>();
+    let rewrite = |from: u64, to: u64| {
+        backend.put("notes", (from..to).map(|i| record(&format!("f{i}.md"), 0, 1, "h2", turned(i))).collect())
+    };
+    rewrite(0, MIN / 2).await.unwrap();
+    assert_eq!(codes_are_around_the_recorded_centre(&store, dim), first, "half written over: the same centre");
+    // A writer that opens the store again carries the count on.
+    release(&backend).await;
+    rewrite(MIN / 2, MIN - 1).await.unwrap();
+    assert_eq!(codes_are_around_the_recorded_centre(&store, dim), first, "one short: the same centre");
+    rewrite(MIN - 1, MIN).await.unwrap();
+    let second = codes_are_around_the_recorded_centre(&store, dim);
+    assert_eq!(second.live, MIN);
+    for (got, was) in second.values.iter().zip(&first.values) {
+        assert!((got + was).abs() < 0.01, "{got}: the mean of the new vectors is {}", -was);
+    }
+    let conn = Connection::open(store.join("store.db")).unwrap();
+    assert_eq!(Centre::read_written(&conn, &store.join("store.db")).unwrap(), 0, "counted again from the new centre");
+}
+
+#[tokio::test]
 async fn a_writer_killed_while_coding_around_a_new_centre_leaves_codes_no_reader_uses() {
     use crate::centre::{Centre, CentreRead};
     let dim = 8;
