@@ -84,10 +84,14 @@ fn remote_settings(args: &BackendArgs, remembered: Option<RemoteStore>) -> Resul
     })
 }
 
-/// Opens the backend at `location`.
-pub async fn open(data_dir: &Path, location: &Location) -> Result<Backend> {
+/// Opens the backend at `location`; a local one opens its stores on the
+/// calling thread when `in_place` ([`LocalBackend::opening_stores_in_place`]).
+pub async fn open(data_dir: &Path, location: &Location, in_place: bool) -> Result<Backend> {
     match location {
-        Location::Local => Ok(Backend::Local(Arc::new(LocalBackend::new(data_dir)))),
+        Location::Local => {
+            let local = LocalBackend::new(data_dir);
+            Ok(Backend::Local(Arc::new(if in_place { local.opening_stores_in_place() } else { local })))
+        }
         Location::S3(remote) => open_s3(data_dir, remote.clone()).await,
     }
 }

@@ -35,6 +35,9 @@ pub struct Session {
     embedders: Mutex<HashMap<String, Arc<dyn Embedder>>>,
     /// The only stores this session may open, when limited (`rag mcp --store`).
     only: Option<Vec<String>>,
+    /// Whether local stores are opened on the calling thread
+    /// ([`Session::for_one_question`]).
+    open_in_place: bool,
 }
 
 impl Session {
@@ -49,7 +52,17 @@ impl Session {
             stores: Mutex::default(),
             embedders: Mutex::default(),
             only: None,
+            open_in_place: false,
         }
+    }
+
+    /// The same session for a process that asks one question and exits
+    /// (`rag query`): local stores are opened on the calling thread, where
+    /// starting a blocking thread for it cost more than the open
+    /// ([`rag_backend_local::LocalBackend::opening_stores_in_place`]).
+    pub fn for_one_question(mut self) -> Self {
+        self.open_in_place = true;
+        self
     }
 
     /// The same session limited to `stores` (none: no limit): any other
@@ -72,7 +85,7 @@ impl Session {
         if let Some((_, backend)) = opened.iter().find(|(at, _)| *at == location) {
             return Ok(backend.clone());
         }
-        let backend = backends::open(&self.data_dir, &location).await?;
+        let backend = backends::open(&self.data_dir, &location, self.open_in_place).await?;
         opened.push((location, backend.clone()));
         Ok(backend)
     }

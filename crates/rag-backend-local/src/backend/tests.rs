@@ -1235,6 +1235,30 @@ async fn codes_are_coded_around_the_store_s_centre_taken_again_as_it_doubles() {
     assert_eq!(third.live, MIN + 500);
 }
 
+#[test]
+fn a_backend_opening_stores_in_place_needs_no_blocking_thread_to_open_one() {
+    let runtime = tokio::runtime::Builder::new_current_thread().max_blocking_threads(1).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (dir, backend) = store_with(8, Metric::Cosine).await;
+        release(&backend).await;
+        let in_place = LocalBackend::new(dir.path()).opening_stores_in_place();
+        // The runtime's only blocking thread waits until the store is open:
+        // an open that needed one would wait for ever (here, the timeout).
+        let (opened, wait) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::task::spawn_blocking(move || wait.recv().is_ok());
+        let config = tokio::time::timeout(std::time::Duration::from_secs(20), in_place.store_config("notes"))
+            .await
+            .expect("the open waited for a blocking thread")
+            .unwrap();
+        assert_eq!((config.name.as_str(), config.dimension), ("notes", 8));
+        opened.send(()).unwrap();
+        assert!(busy.await.unwrap());
+        // Queries still run on a blocking thread, now free.
+        let hits = in_place.query("notes", &QueryRequest::new(vec![1.0; 8], 1)).await.unwrap();
+        assert!(hits.is_empty(), "an empty store");
+    });
+}
+
 #[tokio::test]
 async fn content_written_over_at_one_size_is_coded_around_a_centre_taken_again() {
     use crate::centre::{CENTRE_MIN_SLOTS as MIN, Centre};

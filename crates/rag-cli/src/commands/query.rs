@@ -33,7 +33,7 @@ pub async fn query(args: QueryArgs, data_dir: &Path) -> Result<ExitCode> {
         .with_lexical_weight(args.lexical_weight)
         .with_max_per_file(args.max_per_file);
     check_search(&text, &options)?;
-    let session = Session::new(data_dir.to_path_buf(), args.backend.clone(), args.embedder.clone());
+    let session = Session::new(data_dir.to_path_buf(), args.backend.clone(), args.embedder.clone()).for_one_question();
     // --all-stores searches every store, whatever --store names.
     let named = if args.all_stores { &[][..] } else { &args.stores[..] };
     let stores = session.stores_to_search(named).await?;
