@@ -265,10 +265,10 @@ impl VectorBackend for LocalBackend {
     /// first opens the store's database once.
     async fn store_config(&self, store: &str) -> Result<StoreConfig> {
         let dir = self.existing_store_dir(store)?;
-        let readers = self.readers.clone();
         if self.open_in_place {
-            return readers.with(&dir, |reader| Ok(reader.config.clone()));
+            return self.readers.with(&dir, |reader| Ok(reader.config.clone()));
         }
+        let readers = self.readers.clone();
         blocking(move || readers.with(&dir, |reader| Ok(reader.config.clone()))).await
     }
 

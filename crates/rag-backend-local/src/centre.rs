@@ -19,7 +19,8 @@
 //! sampled evenly over every slot, and a writer takes it again, coding
 //! every slot again, whenever the store has doubled or halved since, or
 //! had as many vectors written as it held then ([`Centre::is_due`]): each
-//! vector is coded a bounded number of times for each time it is written. It is kept in the settings; codes around two
+//! vector is coded a bounded number of times for each time it is written.
+//! It is kept in the settings; codes around two
 //! centres are never read as one set, as the writer withdraws the codes'
 //! stamps in the transaction that records a new centre and stamps them
 //! again once every slot is coded around it.
@@ -178,6 +179,16 @@ pub(crate) fn forget(conn: &Connection, db: &Path) -> Result<(), LocalStoreError
 mod tests {
     use super::*;
 
+    /// A database holding an empty settings table, as a store's has: its
+    /// folder (kept while in use), its path and a connection.
+    fn settings_db() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)").unwrap();
+        (dir, db, conn)
+    }
+
     #[test]
     fn a_centre_is_due_past_the_minimum_after_the_store_doubles_or_halves_or_is_written_over() {
         let origin = Centre::origin(4);
@@ -198,10 +209,7 @@ mod tests {
 
     #[test]
     fn the_count_of_vectors_written_reads_back_and_is_none_when_unreadable() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let conn = Connection::open(&db).unwrap();
-        conn.execute_batch("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)").unwrap();
+        let (_dir, db, conn) = settings_db();
         assert_eq!(Centre::read_written(&conn, &db).unwrap(), 0);
         Centre::write_written(&conn, &db, 123_456).unwrap();
         assert_eq!(Centre::read_written(&conn, &db).unwrap(), 123_456);
@@ -242,10 +250,7 @@ mod tests {
 
     #[test]
     fn a_centre_reads_back_as_written_and_an_unusable_one_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let conn = Connection::open(&db).unwrap();
-        conn.execute_batch("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)").unwrap();
+        let (_dir, db, conn) = settings_db();
         assert_eq!(Centre::read(&conn, &db, 3).unwrap(), CentreRead::Absent);
         let centre = Centre { values: vec![0.1, -1.0e-7, 0.333_333_34], live: 70_000 };
         centre.write(&conn, &db).unwrap();

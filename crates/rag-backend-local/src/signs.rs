@@ -22,7 +22,7 @@
 
 use crate::bits::as_words;
 use crate::popcount::QueryPlanes;
-use crate::scan::{BLOCK_SLOTS, MIN_SLOTS_A_THREAD, Scored, in_blocks, is_allowed};
+use crate::scan::{BLOCK_SLOTS, Blocks, MIN_SLOTS_A_THREAD, Scored, in_blocks, is_allowed};
 
 /// Bytes of the header of a slot.
 const HEADER_BYTES: usize = 8;
@@ -96,7 +96,7 @@ pub fn top_k_signs(
     let slots = words.len() / stride;
     let query = QueryPlanes::new(query);
     let simd = Simd::detect();
-    let scan = |blocks: &crate::scan::Blocks| {
+    let scan = |blocks: &Blocks| {
         let mut best = Best::new(k);
         let (mut counts, mut passing) = (vec![0u32; BATCH], vec![(0u32, 0f32); BATCH]);
         while let Some(block) = blocks.take() {

@@ -538,14 +538,12 @@ impl Writer {
         write_setting(&tx, &db, LENGTHS_STAMP, &stamp)?;
         // Counted from the first centre on; before it, the store's size
         // alone decides when one is taken.
-        let written = self.centre_written.saturating_add(batch.upserts.len() as u64);
-        if self.centre.live > 0 {
+        let written = (self.centre.live > 0).then(|| self.centre_written.saturating_add(batch.upserts.len() as u64));
+        if let Some(written) = written {
             Centre::write_written(&tx, &db, written)?;
         }
         tx.commit().map_err(sql(&db))?;
-        if self.centre.live > 0 {
-            self.centre_written = written;
-        }
+        self.centre_written = written.unwrap_or(self.centre_written);
         Ok(freed)
     }
 }
